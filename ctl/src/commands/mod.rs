@@ -1,0 +1,84 @@
+//! One module per group of `cairnctl repo` commands, and what they share:
+//! opening storage and reading passphrases.
+
+mod backup;
+mod check;
+mod gc;
+mod keys;
+mod restore;
+mod snapshots;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use cairn_repo::storage::{self, Storage};
+use cairn_repo::{Id, Repository};
+
+use crate::cli::{Cli, Command, RepoArgs, RepoCommand};
+use crate::usage;
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Repo(args) => repo(args),
+    }
+}
+
+fn repo(args: RepoArgs) -> Result<()> {
+    match &args.command {
+        RepoCommand::Init => keys::init(&args),
+        RepoCommand::Key(k) => keys::key(&args, k),
+        RepoCommand::Backup { .. } => backup::run(&args),
+        RepoCommand::Snapshots { domain } => snapshots::list(&args, domain.as_deref()),
+        RepoCommand::Ls { snapshot, path, domain, long } => snapshots::ls(&args, snapshot, path.as_deref(), domain.as_deref(), *long),
+        RepoCommand::Diff { a, b, domain } => snapshots::diff(&args, a, b, domain.as_deref()),
+        RepoCommand::Restore { snapshot, target, paths, domain } => restore::restore(&args, snapshot, target, paths, domain.as_deref()),
+        RepoCommand::Export { snapshot, paths, domain } => restore::export(&args, snapshot, paths, domain.as_deref()),
+        RepoCommand::Check { read_data, read_data_subset } => check::run(&args, *read_data, read_data_subset.as_deref()),
+        RepoCommand::Forget { snapshots, domain } => gc::forget(&args, snapshots, domain.as_deref()),
+        RepoCommand::Gc { dry_run, grace } => gc::gc(&args, *dry_run, grace),
+        RepoCommand::Unlock { remove_all } => gc::unlock(&args, *remove_all),
+    }
+}
+
+pub(crate) fn open_storage(args: &RepoArgs) -> Result<Arc<dyn Storage>> {
+    let loc = args.repo.as_deref().ok_or_else(|| usage("no repository: pass --repo or set CAIRN_REPO"))?;
+    storage::open(loc).map_err(|e| usage(e))
+}
+
+/// Reads a passphrase from a file (first line; refused when others can read it)
+/// or from an environment variable.
+pub(crate) fn read_passphrase(file: Option<&Path>, env: &str) -> Result<Vec<u8>> {
+    if let Some(f) = file {
+        let meta = std::fs::metadata(f).with_context(|| format!("passphrase file {}", f.display()))?;
+        if meta.permissions().mode() & 0o004 != 0 {
+            return Err(usage(format!("passphrase file {} is world-readable; chmod 600 it", f.display())));
+        }
+        let s = std::fs::read(f).with_context(|| format!("reading passphrase file {}", f.display()))?;
+        let line = s.split(|&b| b == b'\n').next().unwrap_or(&[]).to_vec();
+        let line = line.strip_suffix(b"\r").map(<[u8]>::to_vec).unwrap_or(line);
+        if line.is_empty() {
+            return Err(usage(format!("passphrase file {} is empty", f.display())));
+        }
+        return Ok(line);
+    }
+    match std::env::var_os(env) {
+        Some(v) if !v.is_empty() => Ok(std::os::unix::ffi::OsStringExt::into_vec(v)),
+        _ => Err(usage(format!("no passphrase: set {env} or pass a passphrase file"))),
+    }
+}
+
+pub(crate) fn passphrase(args: &RepoArgs) -> Result<Vec<u8>> {
+    read_passphrase(args.passphrase_file.as_deref(), "CAIRN_PASSPHRASE")
+}
+
+pub(crate) fn open(args: &RepoArgs) -> Result<Repository> {
+    let storage = open_storage(args)?;
+    let pass = passphrase(args)?;
+    Ok(Repository::open(storage, &pass)?)
+}
+
+pub(crate) fn find(repo: &Repository, spec: &str, domain: Option<&str>) -> Result<(Id, cairn_repo::snapshot::Snapshot)> {
+    Ok(repo.find_snapshot(spec, domain)?)
+}

@@ -1,0 +1,138 @@
+//! Index segments: which pack holds each blob, and where.
+//!
+//! # Segment layout (format v1 — never change these bytes)
+//!
+//! `index/<id>` is one envelope (see `crypto`; zstd-compressed) holding:
+//!
+//! ```text
+//! b"CAIRNIX1"
+//! u32 LE  pack count
+//! per pack: 32 B pack id | u32 LE entry count | entries as in the pack header (45 B each)
+//! ```
+//!
+//! `<id>` is the unkeyed BLAKE3 of the stored bytes. Segments are only ever added
+//! by backups and replaced wholesale by gc; a blob listed twice is harmless. The
+//! whole index can be rebuilt from pack headers.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::crypto::MasterKey;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::pack::{decode_entries, encode_entries, BlobType, PackEntry, ENTRY_LEN};
+
+const MAGIC: &[u8; 8] = b"CAIRNIX1";
+
+pub fn encode_segment(key: &MasterKey, packs: &[(Id, Vec<PackEntry>)]) -> Vec<u8> {
+    let n: usize = packs.iter().map(|(_, e)| e.len()).sum();
+    let mut out = Vec::with_capacity(12 + packs.len() * 36 + n * ENTRY_LEN);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(packs.len() as u32).to_le_bytes());
+    for (id, entries) in packs {
+        out.extend_from_slice(&id.0);
+        out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+        encode_entries(entries, &mut out);
+    }
+    key.seal(&out, 3)
+}
+
+pub fn decode_segment(key: &MasterKey, seg: &Id, stored: &[u8]) -> Result<Vec<(Id, Vec<PackEntry>)>> {
+    let what = format!("index segment {seg}");
+    let b = key.open(stored, &what)?;
+    if b.len() < 12 || &b[..8] != MAGIC {
+        return Err(Error::corrupt(&what, "bad magic"));
+    }
+    let count = u32::from_le_bytes(b[8..12].try_into().unwrap()) as usize;
+    let mut pos = 12;
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        if b.len() < pos + 36 {
+            return Err(Error::corrupt(&what, "truncated"));
+        }
+        let pack = Id::from_slice(&b[pos..pos + 32]).unwrap();
+        let n = u32::from_le_bytes(b[pos + 32..pos + 36].try_into().unwrap()) as usize;
+        pos += 36;
+        let entries = decode_entries(&b[pos..], n, &what)?;
+        pos += n * ENTRY_LEN;
+        out.push((pack, entries));
+    }
+    Ok(out)
+}
+
+/// Where one blob lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    pub pack: Id,
+    pub kind: BlobType,
+    pub offset: u32,
+    pub length: u32,
+    pub raw_length: u32,
+}
+
+/// The in-memory index: blob id → location, and pack id → its blobs.
+#[derive(Default, Debug)]
+pub struct Index {
+    blobs: HashMap<Id, Location>,
+    packs: HashMap<Id, Vec<PackEntry>>,
+    /// Segments this index was loaded from.
+    pub segments: HashSet<Id>,
+}
+
+impl Index {
+    pub fn add_pack(&mut self, pack: Id, entries: Vec<PackEntry>) {
+        for e in &entries {
+            self.blobs.entry(e.id).or_insert(Location {
+                pack,
+                kind: e.kind,
+                offset: e.offset,
+                length: e.length,
+                raw_length: e.raw_length,
+            });
+        }
+        self.packs.insert(pack, entries);
+    }
+
+    pub fn get(&self, id: &Id) -> Option<&Location> {
+        self.blobs.get(id)
+    }
+
+    pub fn contains(&self, id: &Id) -> bool {
+        self.blobs.contains_key(id)
+    }
+
+    pub fn packs(&self) -> &HashMap<Id, Vec<PackEntry>> {
+        &self.packs
+    }
+
+    pub fn blob_ids(&self) -> impl Iterator<Item = &Id> {
+        self.blobs.keys()
+    }
+
+    pub fn len(&self) -> usize {
+        self.blobs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.blobs.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_round_trip() {
+        let k = MasterKey::generate();
+        let e = |i: u8| PackEntry { kind: BlobType::Data, id: Id([i; 32]), offset: i as u32 * 10, length: 10, raw_length: 20 };
+        let packs = vec![(Id([1; 32]), vec![e(1), e(2)]), (Id([2; 32]), vec![e(3)])];
+        let seg = encode_segment(&k, &packs);
+        assert_eq!(decode_segment(&k, &Id::of_stored(&seg), &seg).unwrap(), packs);
+        let mut idx = Index::default();
+        for (p, es) in packs {
+            idx.add_pack(p, es);
+        }
+        assert_eq!(idx.get(&Id([3; 32])).unwrap().pack, Id([2; 32]));
+        assert_eq!(idx.len(), 3);
+    }
+}

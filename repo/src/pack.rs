@@ -1,0 +1,212 @@
+//! Packs: many encrypted blobs in one storage object, described by a trailing header.
+//!
+//! # Pack layout (format v1 — never change these bytes)
+//!
+//! ```text
+//! blob envelope 0 | blob envelope 1 | … | header envelope | u32 LE header envelope length | b"CAIRNPK1"
+//! ```
+//!
+//! The header envelope (see `crypto`) holds, uncompressed:
+//!
+//! ```text
+//! u32 LE  entry count
+//! count × { u8 blob type (0 data, 1 tree) | 32 B blob id | u32 LE offset | u32 LE envelope length | u32 LE plaintext length }
+//! ```
+//!
+//! A pack is stored at `data/<first two hex digits>/<pack id>`, where the pack id
+//! is the unkeyed BLAKE3 of the whole object, so storage-level corruption is
+//! detectable without the key. Packs never exceed 4 GiB (offsets are u32).
+
+use crate::crypto::MasterKey;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::storage::Storage;
+
+pub const MAGIC: &[u8; 8] = b"CAIRNPK1";
+pub const TRAILER: usize = 4 + MAGIC.len();
+pub const ENTRY_LEN: usize = 1 + 32 + 4 + 4 + 4;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobType {
+    Data = 0,
+    Tree = 1,
+}
+
+impl BlobType {
+    fn from_u8(b: u8) -> Option<BlobType> {
+        match b {
+            0 => Some(BlobType::Data),
+            1 => Some(BlobType::Tree),
+            _ => None,
+        }
+    }
+}
+
+/// One blob's place inside its pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackEntry {
+    pub kind: BlobType,
+    pub id: Id,
+    pub offset: u32,
+    pub length: u32,
+    pub raw_length: u32,
+}
+
+pub fn key_of(pack: &Id) -> String {
+    let hex = pack.to_hex();
+    format!("data/{}/{}", &hex[..2], hex)
+}
+
+/// Parses the pack id out of a `data/xx/<id>` key.
+pub fn id_of_key(key: &str) -> Option<Id> {
+    key.strip_prefix("data/")?.rsplit('/').next()?.parse().ok()
+}
+
+pub(crate) fn encode_entries(entries: &[PackEntry], out: &mut Vec<u8>) {
+    for e in entries {
+        out.push(e.kind as u8);
+        out.extend_from_slice(&e.id.0);
+        out.extend_from_slice(&e.offset.to_le_bytes());
+        out.extend_from_slice(&e.length.to_le_bytes());
+        out.extend_from_slice(&e.raw_length.to_le_bytes());
+    }
+}
+
+pub(crate) fn decode_entries(b: &[u8], count: usize, what: &str) -> Result<Vec<PackEntry>> {
+    if b.len() < count * ENTRY_LEN {
+        return Err(Error::corrupt(what, "entry table truncated"));
+    }
+    (0..count)
+        .map(|i| {
+            let e = &b[i * ENTRY_LEN..(i + 1) * ENTRY_LEN];
+            let u32_at = |o: usize| u32::from_le_bytes(e[o..o + 4].try_into().unwrap());
+            Ok(PackEntry {
+                kind: BlobType::from_u8(e[0]).ok_or_else(|| Error::corrupt(what, format!("bad blob type {}", e[0])))?,
+                id: Id::from_slice(&e[1..33]).unwrap(),
+                offset: u32_at(33),
+                length: u32_at(37),
+                raw_length: u32_at(41),
+            })
+        })
+        .collect()
+}
+
+/// Builds one pack in memory.
+#[derive(Default)]
+pub struct PackWriter {
+    buf: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+/// A finished pack, ready to upload.
+pub struct FinishedPack {
+    pub id: Id,
+    pub bytes: Vec<u8>,
+    pub entries: Vec<PackEntry>,
+}
+
+impl PackWriter {
+    pub fn add(&mut self, kind: BlobType, id: Id, envelope: &[u8], raw_length: usize) {
+        self.entries.push(PackEntry {
+            kind,
+            id,
+            offset: self.buf.len() as u32,
+            length: envelope.len() as u32,
+            raw_length: raw_length as u32,
+        });
+        self.buf.extend_from_slice(envelope);
+    }
+
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn finish(self, key: &MasterKey) -> FinishedPack {
+        let PackWriter { mut buf, entries } = self;
+        let mut header = Vec::with_capacity(4 + entries.len() * ENTRY_LEN);
+        header.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+        encode_entries(&entries, &mut header);
+        let env = key.seal(&header, 0);
+        buf.extend_from_slice(&env);
+        buf.extend_from_slice(&(env.len() as u32).to_le_bytes());
+        buf.extend_from_slice(MAGIC);
+        FinishedPack { id: Id::of_stored(&buf), bytes: buf, entries }
+    }
+}
+
+/// Parses a pack's header from the pack's last bytes. `tail` must end where the
+/// pack ends; returns `Err(needed)` when it is too short to hold the header.
+pub fn parse_header(key: &MasterKey, pack: &Id, tail: &[u8], pack_len: u64) -> Result<std::result::Result<Vec<PackEntry>, usize>> {
+    let what = format!("pack {pack}");
+    if tail.len() < TRAILER || pack_len < TRAILER as u64 {
+        return Err(Error::corrupt(&what, "shorter than its trailer"));
+    }
+    let t = &tail[tail.len() - TRAILER..];
+    if &t[4..] != MAGIC {
+        return Err(Error::corrupt(&what, "bad magic (not a cairn pack, or truncated)"));
+    }
+    let hlen = u32::from_le_bytes(t[..4].try_into().unwrap()) as usize;
+    if (hlen + TRAILER) as u64 > pack_len {
+        return Err(Error::corrupt(&what, "header length exceeds pack size"));
+    }
+    if tail.len() < hlen + TRAILER {
+        return Ok(Err(hlen + TRAILER));
+    }
+    let env = &tail[tail.len() - TRAILER - hlen..tail.len() - TRAILER];
+    let header = key.open(env, &format_args!("header of pack {pack}"))?;
+    if header.len() < 4 {
+        return Err(Error::corrupt(&what, "header too short"));
+    }
+    let count = u32::from_le_bytes(header[..4].try_into().unwrap()) as usize;
+    let entries = decode_entries(&header[4..], count, &what)?;
+    let data_end = pack_len - (hlen + TRAILER) as u64;
+    if entries.iter().any(|e| e.offset as u64 + e.length as u64 > data_end) {
+        return Err(Error::corrupt(&what, "an entry points past the blob area"));
+    }
+    Ok(Ok(entries))
+}
+
+/// Reads a pack's header from storage with one or two range reads.
+pub fn read_header(storage: &dyn Storage, key: &MasterKey, pack: &Id, pack_len: u64) -> Result<Vec<PackEntry>> {
+    let obj = key_of(pack);
+    let guess = pack_len.min(16 * 1024);
+    let tail = storage.get_range(&obj, pack_len - guess, guess)?;
+    match parse_header(key, pack, &tail, pack_len)? {
+        Ok(entries) => Ok(entries),
+        Err(needed) => {
+            let tail = storage.get_range(&obj, pack_len - needed as u64, needed as u64)?;
+            parse_header(key, pack, &tail, pack_len)?.map_err(|_| Error::corrupt(format!("pack {pack}"), "header"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pack_round_trip() {
+        let k = MasterKey::generate();
+        let mut w = PackWriter::default();
+        let blobs: Vec<Vec<u8>> = (0..50).map(|i| format!("blob number {i}").repeat(i + 1).into_bytes()).collect();
+        for b in &blobs {
+            w.add(BlobType::Data, k.blob_id(b), &k.seal(b, 3), b.len());
+        }
+        let p = w.finish(&k);
+        assert_eq!(p.id, Id::of_stored(&p.bytes));
+        let entries = parse_header(&k, &p.id, &p.bytes, p.bytes.len() as u64).unwrap().unwrap();
+        assert_eq!(entries, p.entries);
+        for (e, b) in entries.iter().zip(&blobs) {
+            let env = &p.bytes[e.offset as usize..(e.offset + e.length) as usize];
+            assert_eq!(&k.open_blob(&e.id, env).unwrap(), b);
+        }
+        // A short tail asks for more.
+        let short = &p.bytes[p.bytes.len() - 20..];
+        assert!(parse_header(&k, &p.id, short, p.bytes.len() as u64).unwrap().is_err());
+    }
+}

@@ -1,0 +1,184 @@
+//! The blob saver: dedup, compress, encrypt, pack, upload, index.
+//!
+//! Many threads call [`BlobSaver::save`]; a blob whose id the repository (or this
+//! session) already has is skipped. Full packs go through a bounded channel to
+//! uploader threads, so reading and hashing overlap with storage writes and at
+//! most a few packs are in memory. Index segments are written after uploads, so
+//! an indexed blob is always durable; the snapshot is written after
+//! [`BlobSaver::finish`].
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{bounded, Sender};
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::pack::{self, BlobType, FinishedPack, PackEntry, PackWriter};
+use crate::repository::Repository;
+
+/// Packs per index segment written while a backup runs.
+const PACKS_PER_SEGMENT: usize = 64;
+const UPLOADERS: usize = 2;
+
+/// (packs already in a written segment, packs still to index).
+type Indexed = Vec<(Id, Vec<PackEntry>)>;
+type UploadResult = Result<(Indexed, Indexed)>;
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SaverStats {
+    pub blobs_new: u64,
+    pub bytes_new: u64,
+    pub stored_bytes: u64,
+    pub packs: u64,
+}
+
+pub struct BlobSaver<'r> {
+    repo: &'r Repository,
+    known: Mutex<HashSet<Id>>,
+    open: [Mutex<PackWriter>; 2],
+    tx: Option<Sender<FinishedPack>>,
+    uploaders: Vec<JoinHandle<UploadResult>>,
+    blobs_new: AtomicU64,
+    bytes_new: AtomicU64,
+    stored_bytes: AtomicU64,
+    packs: AtomicU64,
+}
+
+impl<'r> BlobSaver<'r> {
+    /// `known` are blob ids to treat as present (normally the whole index).
+    pub fn new(repo: &'r Repository, known: HashSet<Id>) -> BlobSaver<'r> {
+        let (tx, rx) = bounded::<FinishedPack>(UPLOADERS);
+        let uploaders = (0..UPLOADERS)
+            .map(|i| {
+                let rx = rx.clone();
+                let storage = repo.storage().clone();
+                let key = repo.key().clone();
+                std::thread::Builder::new()
+                    .name(format!("cairn-upload-{i}"))
+                    .spawn(move || {
+                        let mut pending: Vec<(Id, Vec<PackEntry>)> = Vec::new();
+                        let mut done = Vec::new();
+                        for p in rx {
+                            storage.put(&pack::key_of(&p.id), &p.bytes)?;
+                            pending.push((p.id, p.entries));
+                            if pending.len() >= PACKS_PER_SEGMENT {
+                                // Indexed only after the packs are durable.
+                                let seg = crate::index::encode_segment(&key, &pending);
+                                storage.put(&format!("index/{}", Id::of_stored(&seg)), &seg)?;
+                                done.append(&mut pending);
+                            }
+                        }
+                        // The rest is indexed by `finish` in one segment.
+                        Ok((done, pending))
+                    })
+                    .expect("spawn uploader")
+            })
+            .collect();
+        BlobSaver {
+            repo,
+            known: Mutex::new(known),
+            open: [Mutex::new(PackWriter::default()), Mutex::new(PackWriter::default())],
+            tx: Some(tx),
+            uploaders,
+            blobs_new: AtomicU64::new(0),
+            bytes_new: AtomicU64::new(0),
+            stored_bytes: AtomicU64::new(0),
+            packs: AtomicU64::new(0),
+        }
+    }
+
+    /// Stores `plain` unless the repository has it. Returns its id.
+    pub fn save(&self, kind: BlobType, plain: &[u8]) -> Result<Id> {
+        let id = self.repo.key().blob_id(plain);
+        self.save_with_id(kind, id, plain)?;
+        Ok(id)
+    }
+
+    /// Like `save` for a blob whose id is already known. Returns whether it was new.
+    pub fn save_with_id(&self, kind: BlobType, id: Id, plain: &[u8]) -> Result<bool> {
+        if !self.known.lock().unwrap().insert(id) {
+            return Ok(false);
+        }
+        let env = self.repo.key().seal(plain, self.repo.config().zstd_level);
+        self.blobs_new.fetch_add(1, Ordering::Relaxed);
+        self.bytes_new.fetch_add(plain.len() as u64, Ordering::Relaxed);
+        self.stored_bytes.fetch_add(env.len() as u64, Ordering::Relaxed);
+        let full = {
+            let mut w = self.open[kind as usize].lock().unwrap();
+            w.add(kind, id, &env, plain.len());
+            if w.len() >= self.repo.config().pack_size as usize {
+                Some(std::mem::take(&mut *w))
+            } else {
+                None
+            }
+        };
+        if let Some(w) = full {
+            self.send(w)?;
+        }
+        Ok(true)
+    }
+
+    fn send(&self, w: PackWriter) -> Result<()> {
+        let p = w.finish(self.repo.key());
+        self.packs.fetch_add(1, Ordering::Relaxed);
+        self.stored_bytes.fetch_add((p.bytes.len() - p.entries.iter().map(|e| e.length as usize).sum::<usize>()) as u64, Ordering::Relaxed);
+        self.tx
+            .as_ref()
+            .expect("saver not finished")
+            .send(p)
+            .map_err(|_| Error::Other("pack uploader stopped (see the error below)".into()))
+    }
+
+    /// Flushes open packs, waits for uploads and indexes what was uploaded.
+    pub fn finish(mut self) -> Result<SaverStats> {
+        let mut first_err = None;
+        for slot in &self.open {
+            let w = std::mem::take(&mut *slot.lock().unwrap());
+            if !w.is_empty() {
+                if let Err(e) = self.send(w) {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        drop(self.tx.take());
+        let mut pending = Vec::new();
+        for h in self.uploaders.drain(..) {
+            match h.join().expect("uploader panicked") {
+                Ok((done, mut p)) => {
+                    self.repo.add_indexed(&done);
+                    pending.append(&mut p);
+                }
+                Err(e) => {
+                    // The uploader's error is the cause; report it before "stopped".
+                    first_err = Some(e);
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        if !pending.is_empty() {
+            self.repo.write_index_segment(&pending)?;
+        }
+        Ok(SaverStats {
+            blobs_new: self.blobs_new.load(Ordering::Relaxed),
+            bytes_new: self.bytes_new.load(Ordering::Relaxed),
+            stored_bytes: self.stored_bytes.load(Ordering::Relaxed),
+            packs: self.packs.load(Ordering::Relaxed),
+        })
+    }
+}
+
+impl Drop for BlobSaver<'_> {
+    fn drop(&mut self) {
+        // On an error path: stop the uploaders; what they uploaded stays
+        // unindexed and is adopted by the next backup or removed by gc.
+        drop(self.tx.take());
+        for h in self.uploaders.drain(..) {
+            let _ = h.join();
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Trees: one blob per directory, listing its entries sorted by name.
+//!
+//! # Layout (format v1)
+//! A tree blob's plaintext is JSON `{"nodes":[Node…]}` with nodes sorted by name
+//! bytes and names unique. Node fields are below; optional ones are omitted when
+//! empty. Names and symlink targets that are not UTF-8 are carried in
+//! `name_b64`/`target_b64` (base64 of the raw bytes), with a lossy `name` beside.
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    File,
+    Dir,
+    Symlink,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_b64: Option<String>,
+    pub kind: NodeKind,
+    /// Permission bits (including setuid/setgid/sticky), `st_mode & 0o7777`.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+    /// Change time, used only for change detection.
+    pub ctime_ns: i64,
+    pub inode: u64,
+    pub device: u64,
+    /// Hard-link count when the file was read; >1 means restore re-links.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub links: u64,
+    #[serde(default)]
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub content: Vec<Id>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subtree: Option<Id>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_b64: Option<String>,
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn is_one(n: &u64) -> bool {
+    *n <= 1
+}
+
+impl Node {
+    pub fn set_name(&mut self, name: &OsStr) {
+        match name.to_str() {
+            Some(s) => {
+                self.name = s.to_string();
+                self.name_b64 = None;
+            }
+            None => {
+                self.name = name.to_string_lossy().into_owned();
+                self.name_b64 = Some(B64.encode(name.as_bytes()));
+            }
+        }
+    }
+
+    pub fn name_os(&self) -> Result<OsString> {
+        decode_os(&self.name, self.name_b64.as_deref())
+    }
+
+    pub fn set_target(&mut self, target: &OsStr) {
+        match target.to_str() {
+            Some(s) => self.target = Some(s.to_string()),
+            None => {
+                self.target = Some(target.to_string_lossy().into_owned());
+                self.target_b64 = Some(B64.encode(target.as_bytes()));
+            }
+        }
+    }
+
+    pub fn target_os(&self) -> Result<OsString> {
+        decode_os(self.target.as_deref().unwrap_or(""), self.target_b64.as_deref())
+    }
+}
+
+fn decode_os(s: &str, b64: Option<&str>) -> Result<OsString> {
+    match b64 {
+        Some(b) => Ok(OsString::from_vec(B64.decode(b).map_err(|e| Error::corrupt("tree node name", e.to_string()))?)),
+        None => Ok(OsString::from(s)),
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tree {
+    pub nodes: Vec<Node>,
+}
+
+impl Tree {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("trees serialize")
+    }
+
+    /// Parses a tree and checks every name: no empty names, `.`, `..`, `/` or NUL,
+    /// and no duplicates (a duplicate could smuggle a write through a symlink).
+    pub fn from_bytes(id: &Id, b: &[u8]) -> Result<Tree> {
+        let t: Tree = serde_json::from_slice(b).map_err(|e| Error::corrupt(format!("tree {id}"), e.to_string()))?;
+        let mut prev: Option<OsString> = None;
+        for n in &t.nodes {
+            let name = n.name_os()?;
+            let bytes = name.as_bytes();
+            let bad = if bytes.is_empty() {
+                Some("empty name")
+            } else if bytes == b"." || bytes == b".." {
+                Some("dot entry")
+            } else if bytes.contains(&b'/') {
+                Some("name contains '/' (absolute or nested path)")
+            } else if bytes.contains(&0) {
+                Some("name contains NUL")
+            } else {
+                None
+            };
+            if let Some(reason) = bad {
+                return Err(Error::HostileEntry { dir: format!("tree {id}"), name: n.name.clone(), reason: reason.into() });
+            }
+            if let Some(p) = &prev {
+                if p.as_bytes() >= bytes {
+                    return Err(Error::HostileEntry {
+                        dir: format!("tree {id}"),
+                        name: n.name.clone(),
+                        reason: "entries unsorted or duplicated".into(),
+                    });
+                }
+            }
+            prev = Some(name);
+        }
+        Ok(t)
+    }
+
+    pub fn find(&self, name: &[u8]) -> Option<&Node> {
+        self.nodes
+            .binary_search_by(|n| n.name_os().map(|o| o.as_bytes().cmp(name)).unwrap_or(std::cmp::Ordering::Less))
+            .ok()
+            .map(|i| &self.nodes[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str) -> Node {
+        Node {
+            name: name.into(),
+            name_b64: None,
+            kind: NodeKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            inode: 0,
+            device: 0,
+            links: 1,
+            size: 0,
+            content: vec![],
+            subtree: None,
+            target: None,
+            target_b64: None,
+        }
+    }
+
+    #[test]
+    fn hostile_names_are_refused() {
+        for bad in ["..", ".", "", "a/b", "/etc", "x\0y"] {
+            let t = Tree { nodes: vec![node(bad)] };
+            assert!(
+                matches!(Tree::from_bytes(&Id::default(), &t.to_bytes()), Err(Error::HostileEntry { .. })),
+                "{bad:?} must be refused"
+            );
+        }
+        let dup = Tree { nodes: vec![node("a"), node("a")] };
+        assert!(Tree::from_bytes(&Id::default(), &dup.to_bytes()).is_err());
+        let ok = Tree { nodes: vec![node("a"), node("b")] };
+        assert_eq!(Tree::from_bytes(&Id::default(), &ok.to_bytes()).unwrap(), ok);
+        assert_eq!(ok.find(b"b").unwrap().name, "b");
+    }
+
+    #[test]
+    fn non_utf8_names_round_trip() {
+        let raw = OsStr::from_bytes(b"caf\xe9.txt");
+        let mut n = node("x");
+        n.set_name(raw);
+        assert_eq!(n.name_os().unwrap(), raw);
+    }
+}
