@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "cairnctl", version, about = "Cairn: backups for fleets of web servers")]
+#[command(
+    name = "cairnctl",
+    version,
+    about = "Cairn: backups for fleets of web servers"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

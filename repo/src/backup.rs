@@ -103,11 +103,19 @@ fn base_node(name: &std::ffi::OsStr, kind: NodeKind, m: &Metadata) -> Node {
 }
 
 /// Backs up `source` and writes a snapshot. Returns its id.
-pub fn run(repo: &Repository, source: &Path, opts: &BackupOptions, progress: &Progress) -> Result<(Id, Snapshot)> {
+pub fn run(
+    repo: &Repository,
+    source: &Path,
+    opts: &BackupOptions,
+    progress: &Progress,
+) -> Result<(Id, Snapshot)> {
     let started = Instant::now();
     let meta = fs::metadata(source).map_err(|e| Error::io(source, e))?;
     if !meta.is_dir() {
-        return Err(Error::Invalid(format!("{} is not a directory", source.display())));
+        return Err(Error::Invalid(format!(
+            "{} is not a directory",
+            source.display()
+        )));
     }
     if opts.domain.is_empty() {
         return Err(Error::Invalid("a domain name is required".into()));
@@ -116,7 +124,10 @@ pub fn run(repo: &Repository, source: &Path, opts: &BackupOptions, progress: &Pr
     repo.load_index()?;
     let adopted = repo.adopt_unindexed_packs()?;
     if adopted > 0 {
-        tracing::info!(packs = adopted, "indexed packs left by an interrupted backup");
+        tracing::info!(
+            packs = adopted,
+            "indexed packs left by an interrupted backup"
+        );
     }
     let snapshots = repo.snapshots()?;
     let mine = snapshots.iter().filter(|(_, s)| s.domain == opts.domain);
@@ -126,7 +137,11 @@ pub fn run(repo: &Repository, source: &Path, opts: &BackupOptions, progress: &Pr
         Kind::Differential => mine.filter(|(_, s)| s.kind == Kind::Full).last(),
     };
     // SCH-3: with no base to compare against, the first backup is a full one.
-    let kind = if base.is_none() { Kind::Full } else { opts.kind };
+    let kind = if base.is_none() {
+        Kind::Full
+    } else {
+        opts.kind
+    };
     let known: HashSet<Id> = repo.index().blob_ids().copied().collect();
     let ctx = Ctx {
         repo,
@@ -145,7 +160,15 @@ pub fn run(repo: &Repository, source: &Path, opts: &BackupOptions, progress: &Pr
     };
     let parent_tree = base.map(|(_, s)| s.tree);
     let tree = backup_dir(&ctx, source, "", parent_tree.as_ref())?;
-    let Ctx { saver, warnings, files, dirs, total_bytes, bytes_read, .. } = ctx;
+    let Ctx {
+        saver,
+        warnings,
+        files,
+        dirs,
+        total_bytes,
+        bytes_read,
+        ..
+    } = ctx;
     let saved = saver.finish()?;
     let stats = Stats {
         files: files.into_inner(),
@@ -155,7 +178,11 @@ pub fn run(repo: &Repository, source: &Path, opts: &BackupOptions, progress: &Pr
         bytes_new: saved.bytes_new,
         stored_bytes: saved.stored_bytes,
         blobs_new: saved.blobs_new,
-        ratio: if saved.stored_bytes > 0 { saved.bytes_new as f64 / saved.stored_bytes as f64 } else { 1.0 },
+        ratio: if saved.stored_bytes > 0 {
+            saved.bytes_new as f64 / saved.stored_bytes as f64
+        } else {
+            1.0
+        },
         duration_ms: started.elapsed().as_millis() as u64,
         warnings: warnings.into_inner().unwrap(),
     };
@@ -194,8 +221,11 @@ fn backup_dir(ctx: &Ctx, dir: &Path, rel: &str, parent: Option<&Id>) -> Result<I
         .par_iter()
         .map(|name| {
             let path = dir.join(name);
-            let rel_child =
-                if rel.is_empty() { name.to_string_lossy().into_owned() } else { format!("{rel}/{}", name.to_string_lossy()) };
+            let rel_child = if rel.is_empty() {
+                name.to_string_lossy().into_owned()
+            } else {
+                format!("{rel}/{}", name.to_string_lossy())
+            };
             let m = match fs::symlink_metadata(&path) {
                 Ok(m) => m,
                 Err(e) => {
@@ -210,7 +240,9 @@ fn backup_dir(ctx: &Ctx, dir: &Path, rel: &str, parent: Option<&Id>) -> Result<I
             let prev = parent_tree.as_ref().and_then(|t| t.find(name.as_bytes()));
             if ft.is_dir() {
                 let mut n = base_node(name, NodeKind::Dir, &m);
-                let prev_sub = prev.filter(|p| p.kind == NodeKind::Dir).and_then(|p| p.subtree.as_ref());
+                let prev_sub = prev
+                    .filter(|p| p.kind == NodeKind::Dir)
+                    .and_then(|p| p.subtree.as_ref());
                 n.subtree = Some(backup_dir(ctx, &path, &rel_child, prev_sub)?);
                 ctx.dirs.fetch_add(1, Ordering::Relaxed);
                 Ok(Some(n))
@@ -227,16 +259,27 @@ fn backup_dir(ctx: &Ctx, dir: &Path, rel: &str, parent: Option<&Id>) -> Result<I
             } else if ft.is_file() {
                 file_node(ctx, &path, name, &m, prev)
             } else {
-                ctx.warn(format!("{}: skipped special file (socket, fifo or device)", path.display()));
+                ctx.warn(format!(
+                    "{}: skipped special file (socket, fifo or device)",
+                    path.display()
+                ));
                 Ok(None)
             }
         })
         .collect::<Result<_>>()?;
-    let tree = Tree { nodes: nodes.into_iter().flatten().collect() };
+    let tree = Tree {
+        nodes: nodes.into_iter().flatten().collect(),
+    };
     ctx.saver.save(BlobType::Tree, &tree.to_bytes())
 }
 
-fn file_node(ctx: &Ctx, path: &Path, name: &std::ffi::OsStr, m: &Metadata, prev: Option<&Node>) -> Result<Option<Node>> {
+fn file_node(
+    ctx: &Ctx,
+    path: &Path,
+    name: &std::ffi::OsStr,
+    m: &Metadata,
+    prev: Option<&Node>,
+) -> Result<Option<Node>> {
     let mut n = base_node(name, NodeKind::File, m);
     n.size = m.len();
     ctx.files.fetch_add(1, Ordering::Relaxed);
@@ -264,7 +307,11 @@ fn file_node(ctx: &Ctx, path: &Path, name: &std::ffi::OsStr, m: &Metadata, prev:
     let mut f = match File::open(path) {
         Ok(f) => f,
         Err(e) => {
-            let what = if e.kind() == ErrorKind::NotFound { "vanished" } else { "unreadable" };
+            let what = if e.kind() == ErrorKind::NotFound {
+                "vanished"
+            } else {
+                "unreadable"
+            };
             ctx.warn(format!("{}: {what}: {e}", path.display()));
             return Ok(None);
         }
@@ -272,16 +319,20 @@ fn file_node(ctx: &Ctx, path: &Path, name: &std::ffi::OsStr, m: &Metadata, prev:
     let params = ctx.repo.config().chunker;
     let read = if m.len() < params.min as u64 {
         let mut buf = Vec::with_capacity(m.len() as usize);
-        f.read_to_end(&mut buf).map_err(|e| Error::io(path, e)).and_then(|_| {
-            if !buf.is_empty() {
-                n.content.push(ctx.saver.save(BlobType::Data, &buf)?);
-            }
-            Ok(buf.len() as u64)
-        })
+        f.read_to_end(&mut buf)
+            .map_err(|e| Error::io(path, e))
+            .and_then(|_| {
+                if !buf.is_empty() {
+                    n.content.push(ctx.saver.save(BlobType::Data, &buf)?);
+                }
+                Ok(buf.len() as u64)
+            })
     } else {
         crate::chunker::for_each_chunk(&mut f, params, ctx.seed, |chunk| {
             n.content.push(ctx.saver.save(BlobType::Data, chunk)?);
-            ctx.progress.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            ctx.progress
+                .bytes
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
             Ok::<(), ChunkErr>(())
         })
         .map_err(|e| match e {
@@ -292,7 +343,10 @@ fn file_node(ctx: &Ctx, path: &Path, name: &std::ffi::OsStr, m: &Metadata, prev:
     let read = match read {
         Ok(n) => n,
         Err(Error::Io { source, .. }) => {
-            ctx.warn(format!("{}: read failed, skipped: {source}", path.display()));
+            ctx.warn(format!(
+                "{}: read failed, skipped: {source}",
+                path.display()
+            ));
             return Ok(None);
         }
         Err(e) => return Err(e),
@@ -302,13 +356,21 @@ fn file_node(ctx: &Ctx, path: &Path, name: &std::ffi::OsStr, m: &Metadata, prev:
     }
     ctx.bytes_read.fetch_add(read, Ordering::Relaxed);
     let after = f.metadata().ok();
-    let changed = after.is_none_or(|a| a.len() != m.len() || a.mtime() != m.mtime() || a.mtime_nsec() != m.mtime_nsec());
+    let changed = after.is_none_or(|a| {
+        a.len() != m.len() || a.mtime() != m.mtime() || a.mtime_nsec() != m.mtime_nsec()
+    });
     if changed || read != m.len() {
-        ctx.warn(format!("{}: changed while being read; stored {read} bytes as read", path.display()));
+        ctx.warn(format!(
+            "{}: changed while being read; stored {read} bytes as read",
+            path.display()
+        ));
     }
     n.size = read;
     if m.nlink() > 1 {
-        ctx.hardlinks.lock().unwrap().insert(link_key, (n.content.clone(), n.size));
+        ctx.hardlinks
+            .lock()
+            .unwrap()
+            .insert(link_key, (n.content.clone(), n.size));
     }
     Ok(Some(n))
 }

@@ -53,8 +53,12 @@ impl CheckReport {
 pub fn check(repo: &Repository, opts: CheckOptions) -> Result<CheckReport> {
     let mut r = CheckReport::default();
     repo.load_index()?;
-    let listed: HashMap<Id, u64> =
-        repo.storage().list("data/")?.into_iter().filter_map(|o| pack::id_of_key(&o.key).map(|id| (id, o.size))).collect();
+    let listed: HashMap<Id, u64> = repo
+        .storage()
+        .list("data/")?
+        .into_iter()
+        .filter_map(|o| pack::id_of_key(&o.key).map(|id| (id, o.size)))
+        .collect();
     let idx = repo.index();
     r.packs = idx.packs().len();
     r.blobs = idx.len();
@@ -65,9 +69,16 @@ pub fn check(repo: &Repository, opts: CheckOptions) -> Result<CheckReport> {
                 bad.insert(*p, "indexed but missing from storage".into());
             }
             Some(size) => {
-                let end = entries.iter().map(|e| e.offset as u64 + e.length as u64).max().unwrap_or(0);
+                let end = entries
+                    .iter()
+                    .map(|e| e.offset as u64 + e.length as u64)
+                    .max()
+                    .unwrap_or(0);
                 if end + pack::TRAILER as u64 > *size {
-                    bad.insert(*p, format!("truncated: {size} bytes, index needs more than {end}"));
+                    bad.insert(
+                        *p,
+                        format!("truncated: {size} bytes, index needs more than {end}"),
+                    );
                 }
             }
         }
@@ -93,20 +104,33 @@ pub fn check(repo: &Repository, opts: CheckOptions) -> Result<CheckReport> {
             let tree = match repo.load_tree(&t) {
                 Ok(tree) => tree,
                 Err(Error::BlobNotFound { .. }) => {
-                    r.errors.push(format!("snapshot {}: tree {t} at /{prefix} is not in the index", sid.short()));
+                    r.errors.push(format!(
+                        "snapshot {}: tree {t} at /{prefix} is not in the index",
+                        sid.short()
+                    ));
                     continue;
                 }
                 Err(e) => {
-                    r.errors.push(format!("snapshot {}: tree {t} at /{prefix}: {e}", sid.short()));
+                    r.errors.push(format!(
+                        "snapshot {}: tree {t} at /{prefix}: {e}",
+                        sid.short()
+                    ));
                     continue;
                 }
             };
             for n in tree.nodes {
-                let path = if prefix.is_empty() { n.name.clone() } else { format!("{prefix}/{}", n.name) };
+                let path = if prefix.is_empty() {
+                    n.name.clone()
+                } else {
+                    format!("{prefix}/{}", n.name)
+                };
                 let idx = repo.index();
                 for b in &n.content {
                     if !idx.contains(b) && missing_blobs.insert(*b) {
-                        r.errors.push(format!("snapshot {}: /{path}: data blob {b} is not in the index", sid.short()));
+                        r.errors.push(format!(
+                            "snapshot {}: /{path}: data blob {b} is not in the index",
+                            sid.short()
+                        ));
                     }
                 }
                 drop(idx);
@@ -123,10 +147,17 @@ pub fn check(repo: &Repository, opts: CheckOptions) -> Result<CheckReport> {
         if opts.subset < 1.0 {
             use rand::seq::SliceRandom;
             ids.shuffle(&mut rand::thread_rng());
-            ids.truncate(((ids.len() as f64 * opts.subset).ceil() as usize).max(1).min(ids.len()));
+            ids.truncate(
+                ((ids.len() as f64 * opts.subset).ceil() as usize)
+                    .max(1)
+                    .min(ids.len()),
+            );
         }
         r.packs_read = ids.len();
-        let results: Vec<(Id, Option<String>)> = ids.par_iter().map(|(p, size)| (*p, read_pack(repo, p, *size).err())).collect();
+        let results: Vec<(Id, Option<String>)> = ids
+            .par_iter()
+            .map(|(p, size)| (*p, read_pack(repo, p, *size).err()))
+            .collect();
         for (p, err) in results {
             if let Some(e) = err {
                 bad.entry(p).or_insert(e);
@@ -141,9 +172,15 @@ pub fn check(repo: &Repository, opts: CheckOptions) -> Result<CheckReport> {
 }
 
 fn read_pack(repo: &Repository, p: &Id, size: u64) -> std::result::Result<(), String> {
-    let bytes = repo.storage().get(&pack::key_of(p)).map_err(|e| e.to_string())?;
+    let bytes = repo
+        .storage()
+        .get(&pack::key_of(p))
+        .map_err(|e| e.to_string())?;
     if Id::of_stored(&bytes) != *p {
-        return Err(format!("content hash does not match the pack id ({} bytes, {size} listed)", bytes.len()));
+        return Err(format!(
+            "content hash does not match the pack id ({} bytes, {size} listed)",
+            bytes.len()
+        ));
     }
     let entries = pack::parse_header(repo.key(), p, &bytes, bytes.len() as u64)
         .map_err(|e| e.to_string())?
@@ -155,13 +192,19 @@ fn read_pack(repo: &Repository, p: &Id, size: u64) -> std::result::Result<(), St
     }
     for e in &entries {
         let env = &bytes[e.offset as usize..(e.offset + e.length) as usize];
-        repo.key().open_blob(&e.id, env).map_err(|err| err.to_string())?;
+        repo.key()
+            .open_blob(&e.id, env)
+            .map_err(|err| err.to_string())?;
     }
     Ok(())
 }
 
 /// Which snapshots and files need the blobs of the bad packs.
-fn affected_by(repo: &Repository, snaps: &[(Id, crate::snapshot::Snapshot)], bad: HashMap<Id, String>) -> Result<Vec<BadPack>> {
+fn affected_by(
+    repo: &Repository,
+    snaps: &[(Id, crate::snapshot::Snapshot)],
+    bad: HashMap<Id, String>,
+) -> Result<Vec<BadPack>> {
     let idx = repo.index();
     let mut blob_pack: HashMap<Id, Id> = HashMap::new();
     for p in bad.keys() {
@@ -177,14 +220,30 @@ fn affected_by(repo: &Repository, snaps: &[(Id, crate::snapshot::Snapshot)], bad
         let mut stack = vec![(s.tree, String::new())];
         while let Some((t, prefix)) = stack.pop() {
             if let Some(p) = blob_pack.get(&t) {
-                affected.entry(*p).or_default().entry(*sid).or_default().push(format!("/{prefix} (directory listing)"));
+                affected
+                    .entry(*p)
+                    .or_default()
+                    .entry(*sid)
+                    .or_default()
+                    .push(format!("/{prefix} (directory listing)"));
                 continue;
             }
-            let Ok(tree) = repo.load_tree(&t) else { continue };
+            let Ok(tree) = repo.load_tree(&t) else {
+                continue;
+            };
             for n in tree.nodes {
-                let path = if prefix.is_empty() { n.name.clone() } else { format!("{prefix}/{}", n.name) };
+                let path = if prefix.is_empty() {
+                    n.name.clone()
+                } else {
+                    format!("{prefix}/{}", n.name)
+                };
                 if let Some(p) = n.content.iter().find_map(|b| blob_pack.get(b)) {
-                    affected.entry(*p).or_default().entry(*sid).or_default().push(format!("/{path}"));
+                    affected
+                        .entry(*p)
+                        .or_default()
+                        .entry(*sid)
+                        .or_default()
+                        .push(format!("/{path}"));
                 }
                 if let (NodeKind::Dir, Some(sub)) = (n.kind, n.subtree) {
                     stack.push((sub, path));
@@ -195,12 +254,20 @@ fn affected_by(repo: &Repository, snaps: &[(Id, crate::snapshot::Snapshot)], bad
     let mut out: Vec<BadPack> = bad
         .into_iter()
         .map(|(pack, reason)| {
-            let mut a: Vec<(Id, Vec<String>)> = affected.remove(&pack).unwrap_or_default().into_iter().collect();
+            let mut a: Vec<(Id, Vec<String>)> = affected
+                .remove(&pack)
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
             a.sort();
             for (_, files) in a.iter_mut() {
                 files.sort();
             }
-            BadPack { pack, reason, affected: a }
+            BadPack {
+                pack,
+                reason,
+                affected: a,
+            }
         })
         .collect();
     out.sort_by_key(|b| b.pack);

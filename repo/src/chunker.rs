@@ -16,7 +16,14 @@ pub fn for_each_chunk<R: Read, E: From<std::io::Error>>(
     seed: u64,
     mut f: impl FnMut(&[u8]) -> Result<(), E>,
 ) -> Result<u64, E> {
-    let cdc = StreamCDC::with_level_and_seed(reader, params.min, params.avg, params.max, Normalization::Level1, seed);
+    let cdc = StreamCDC::with_level_and_seed(
+        reader,
+        params.min,
+        params.avg,
+        params.max,
+        Normalization::Level1,
+        seed,
+    );
     let mut total = 0u64;
     for chunk in cdc {
         let chunk = chunk.map_err(|e| match e {
@@ -35,7 +42,11 @@ mod tests {
 
     #[test]
     fn boundaries_follow_content() {
-        let p = ChunkerParams { min: 64 * 1024, avg: 256 * 1024, max: 1024 * 1024 };
+        let p = ChunkerParams {
+            min: 64 * 1024,
+            avg: 256 * 1024,
+            max: 1024 * 1024,
+        };
         let mut x = 0x9E3779B97F4A7C15u64;
         let data: Vec<u8> = (0..8_000_000)
             .map(|_| {
@@ -61,6 +72,10 @@ mod tests {
         shifted.extend_from_slice(&data);
         let b = chunks(&shifted);
         let common = a.iter().filter(|h| b.contains(h)).count();
-        assert!(common >= a.len() - 2, "only {common} of {} chunks survived an insert", a.len());
+        assert!(
+            common >= a.len() - 2,
+            "only {common} of {} chunks survived an insert",
+            a.len()
+        );
     }
 }

@@ -21,7 +21,11 @@ pub struct ChunkerParams {
 impl Default for ChunkerParams {
     /// DESIGN §3's starting point: min 256 KiB / avg 1 MiB / max 4 MiB.
     fn default() -> Self {
-        ChunkerParams { min: 256 * 1024, avg: 1024 * 1024, max: 4 * 1024 * 1024 }
+        ChunkerParams {
+            min: 256 * 1024,
+            avg: 1024 * 1024,
+            max: 4 * 1024 * 1024,
+        }
     }
 }
 

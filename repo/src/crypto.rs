@@ -58,7 +58,12 @@ impl MasterKey {
     pub(crate) fn from_parts(enc: [u8; 32], id_key: [u8; 32]) -> MasterKey {
         let key_id = u32::from_le_bytes(blake3::hash(&enc).as_bytes()[..4].try_into().unwrap());
         let cipher = Aes256Gcm::new_from_slice(&enc).expect("32-byte key");
-        MasterKey { enc, id_key, cipher, key_id }
+        MasterKey {
+            enc,
+            id_key,
+            cipher,
+            key_id,
+        }
     }
 
     /// 64 bytes: encryption key then id key. Only ever stored wrapped (see `keys`).
@@ -73,7 +78,10 @@ impl MasterKey {
         if b.len() != 64 {
             return None;
         }
-        Some(MasterKey::from_parts(b[..32].try_into().ok()?, b[32..].try_into().ok()?))
+        Some(MasterKey::from_parts(
+            b[..32].try_into().ok()?,
+            b[32..].try_into().ok()?,
+        ))
     }
 
     pub fn key_id(&self) -> u32 {
@@ -88,7 +96,11 @@ impl MasterKey {
     /// Seed of the content-defined chunker's gear table, secret per repository so
     /// chunk boundaries do not reveal file contents.
     pub fn chunker_seed(&self) -> u64 {
-        u64::from_le_bytes(blake3::keyed_hash(&self.id_key, b"cairn chunker seed v1").as_bytes()[..8].try_into().unwrap())
+        u64::from_le_bytes(
+            blake3::keyed_hash(&self.id_key, b"cairn chunker seed v1").as_bytes()[..8]
+                .try_into()
+                .unwrap(),
+        )
     }
 
     /// Compresses (when it pays) and encrypts `plain` into one envelope.
@@ -120,7 +132,13 @@ impl MasterKey {
         let nonce = Nonce::from_slice(&header[5..]);
         let ct = self
             .cipher
-            .encrypt(nonce, Payload { msg: body, aad: &header[..5] })
+            .encrypt(
+                nonce,
+                Payload {
+                    msg: body,
+                    aad: &header[..5],
+                },
+            )
             .expect("AES-GCM encryption cannot fail for in-memory buffers");
         let mut out = Vec::with_capacity(ENVELOPE_HEADER + ct.len());
         out.extend_from_slice(&header);
@@ -150,7 +168,13 @@ impl MasterKey {
         let nonce = Nonce::from_slice(&envelope[5..ENVELOPE_HEADER]);
         let body = self
             .cipher
-            .decrypt(nonce, Payload { msg: &envelope[ENVELOPE_HEADER..], aad: &envelope[..5] })
+            .decrypt(
+                nonce,
+                Payload {
+                    msg: &envelope[ENVELOPE_HEADER..],
+                    aad: &envelope[..5],
+                },
+            )
             .map_err(|_| Error::corrupt(what.to_string(), "authentication tag mismatch"))?;
         match body.first() {
             Some(&ENC_RAW) => Ok(body[1..].to_vec()),
@@ -164,7 +188,10 @@ impl MasterKey {
     pub fn open_blob(&self, id: &Id, envelope: &[u8]) -> Result<Vec<u8>> {
         let plain = self.open(envelope, &format_args!("blob {id}"))?;
         if self.blob_id(&plain) != *id {
-            return Err(Error::corrupt(format!("blob {id}"), "content does not match its id"));
+            return Err(Error::corrupt(
+                format!("blob {id}"),
+                "content does not match its id",
+            ));
         }
         Ok(plain)
     }
@@ -183,8 +210,15 @@ mod tests {
             let env = k.seal(plain, 3);
             assert_eq!(k.open(&env, &"t").unwrap(), plain);
         }
-        assert!(k.seal(&text, 3).len() < text.len() / 4, "text must compress");
-        assert_eq!(k.seal(&random, 3).len(), random.len() + ENVELOPE_OVERHEAD, "random stays raw");
+        assert!(
+            k.seal(&text, 3).len() < text.len() / 4,
+            "text must compress"
+        );
+        assert_eq!(
+            k.seal(&random, 3).len(),
+            random.len() + ENVELOPE_OVERHEAD,
+            "random stays raw"
+        );
     }
 
     #[test]

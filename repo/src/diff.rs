@@ -43,16 +43,30 @@ pub fn diff(repo: &Repository, a: &Id, b: &Id) -> Result<Vec<DiffEntry>> {
     Ok(out)
 }
 
-fn diff_trees(repo: &Repository, a: Option<&Id>, b: Option<&Id>, prefix: &str, out: &mut Vec<DiffEntry>) -> Result<()> {
+fn diff_trees(
+    repo: &Repository,
+    a: Option<&Id>,
+    b: Option<&Id>,
+    prefix: &str,
+    out: &mut Vec<DiffEntry>,
+) -> Result<()> {
     if a == b {
         return Ok(());
     }
-    let load = |t: Option<&Id>| -> Result<Vec<Node>> { Ok(match t { Some(id) => repo.load_tree(id)?.nodes, None => Vec::new() }) };
+    let load = |t: Option<&Id>| -> Result<Vec<Node>> {
+        Ok(match t {
+            Some(id) => repo.load_tree(id)?.nodes,
+            None => Vec::new(),
+        })
+    };
     let (na, nb) = (load(a)?, load(b)?);
     let (mut i, mut j) = (0, 0);
     while i < na.len() || j < nb.len() {
         let order = match (na.get(i), nb.get(j)) {
-            (Some(x), Some(y)) => x.name_os()?.as_encoded_bytes().cmp(y.name_os()?.as_encoded_bytes()),
+            (Some(x), Some(y)) => x
+                .name_os()?
+                .as_encoded_bytes()
+                .cmp(y.name_os()?.as_encoded_bytes()),
             (Some(_), None) => std::cmp::Ordering::Less,
             _ => std::cmp::Ordering::Greater,
         };
@@ -72,12 +86,23 @@ fn diff_trees(repo: &Repository, a: Option<&Id>, b: Option<&Id>, prefix: &str, o
                     walk_all(repo, x, prefix, Change::Removed, out)?;
                     walk_all(repo, y, prefix, Change::Added, out)?;
                 } else {
-                    let content = x.content != y.content || x.target != y.target || x.target_b64 != y.target_b64;
-                    let meta = x.mode != y.mode || x.uid != y.uid || x.gid != y.gid || x.mtime_ns != y.mtime_ns;
+                    let content = x.content != y.content
+                        || x.target != y.target
+                        || x.target_b64 != y.target_b64;
+                    let meta = x.mode != y.mode
+                        || x.uid != y.uid
+                        || x.gid != y.gid
+                        || x.mtime_ns != y.mtime_ns;
                     if x.kind != NodeKind::Dir && content {
-                        out.push(DiffEntry { change: Change::Modified, path: path.clone() });
+                        out.push(DiffEntry {
+                            change: Change::Modified,
+                            path: path.clone(),
+                        });
                     } else if meta {
-                        out.push(DiffEntry { change: Change::Metadata, path: path.clone() });
+                        out.push(DiffEntry {
+                            change: Change::Metadata,
+                            path: path.clone(),
+                        });
                     }
                     if x.kind == NodeKind::Dir {
                         diff_trees(repo, x.subtree.as_ref(), y.subtree.as_ref(), &path, out)?;
@@ -99,9 +124,18 @@ fn join(prefix: &str, name: &str) -> String {
     }
 }
 
-fn walk_all(repo: &Repository, n: &Node, prefix: &str, change: Change, out: &mut Vec<DiffEntry>) -> Result<()> {
+fn walk_all(
+    repo: &Repository,
+    n: &Node,
+    prefix: &str,
+    change: Change,
+    out: &mut Vec<DiffEntry>,
+) -> Result<()> {
     let path = join(prefix, &n.name);
-    out.push(DiffEntry { change, path: path.clone() });
+    out.push(DiffEntry {
+        change,
+        path: path.clone(),
+    });
     if let (NodeKind::Dir, Some(sub)) = (n.kind, &n.subtree) {
         for c in repo.load_tree(sub)?.nodes {
             walk_all(repo, &c, &path, change, out)?;

@@ -12,7 +12,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     #[error("wrong passphrase: no key file in {repo} opens with it")]
     WrongPassphrase { repo: String },
-    #[error("{0}")]
+    #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("repository {repo} already exists (it has a config object)")]
     AlreadyExists { repo: String },
@@ -29,9 +29,16 @@ pub enum Error {
     #[error("path {path:?} not found in snapshot")]
     PathNotFound { path: String },
     #[error("refusing hostile entry {name:?} in {dir:?}: {reason}")]
-    HostileEntry { dir: String, name: String, reason: String },
+    HostileEntry {
+        dir: String,
+        name: String,
+        reason: String,
+    },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("repository is locked: {0}")]
     Locked(String),
     #[error("invalid argument: {0}")]
@@ -42,10 +49,16 @@ pub enum Error {
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     pub fn corrupt(what: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::Corrupt { what: what.into(), reason: reason.into() }
+        Error::Corrupt {
+            what: what.into(),
+            reason: reason.into(),
+        }
     }
 }

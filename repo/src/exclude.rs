@@ -51,15 +51,23 @@ impl Excludes {
                 Some(anchored) => anchored.to_string(),
                 None => format!("**/{body}"),
             };
-            let g = Glob::new(&glob).map_err(|e| Error::Invalid(format!("exclude pattern {p:?}: {e}")))?;
+            let g = Glob::new(&glob)
+                .map_err(|e| Error::Invalid(format!("exclude pattern {p:?}: {e}")))?;
             if dir_only {
                 dirs.add(g);
             } else {
                 any.add(g);
             }
         }
-        let build = |b: GlobSetBuilder| b.build().map_err(|e| Error::Invalid(format!("exclude patterns: {e}")));
-        Ok(Excludes { any: build(any)?, dirs_only: build(dirs)?, patterns: patterns.iter().map(|p| p.as_ref().to_string()).collect() })
+        let build = |b: GlobSetBuilder| {
+            b.build()
+                .map_err(|e| Error::Invalid(format!("exclude patterns: {e}")))
+        };
+        Ok(Excludes {
+            any: build(any)?,
+            dirs_only: build(dirs)?,
+            patterns: patterns.iter().map(|p| p.as_ref().to_string()).collect(),
+        })
     }
 
     /// The defaults followed by `extra`.

@@ -52,16 +52,30 @@ pub fn export_tar<W: Write>(repo: &Repository, root: &Id, paths: &[String], out:
     b.into_inner().map_err(|e| Error::io("tar stream", e))
 }
 
-fn append_tree<W: Write>(repo: &Repository, b: &mut tar::Builder<W>, tree: &Id, prefix: &str) -> Result<()> {
+fn append_tree<W: Write>(
+    repo: &Repository,
+    b: &mut tar::Builder<W>,
+    tree: &Id,
+    prefix: &str,
+) -> Result<()> {
     for n in repo.load_tree(tree)?.nodes {
         let name = n.name_os()?.to_string_lossy().into_owned();
-        let path = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+        let path = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
         append_node(repo, b, &n, &path)?;
     }
     Ok(())
 }
 
-fn append_node<W: Write>(repo: &Repository, b: &mut tar::Builder<W>, n: &Node, path: &str) -> Result<()> {
+fn append_node<W: Write>(
+    repo: &Repository,
+    b: &mut tar::Builder<W>,
+    n: &Node,
+    path: &str,
+) -> Result<()> {
     let mut h = tar::Header::new_gnu();
     h.set_mode(n.mode);
     h.set_uid(n.uid as u64);
@@ -72,7 +86,8 @@ fn append_node<W: Write>(repo: &Repository, b: &mut tar::Builder<W>, n: &Node, p
         NodeKind::Dir => {
             h.set_entry_type(tar::EntryType::Directory);
             h.set_size(0);
-            b.append_data(&mut h, format!("{path}/"), std::io::empty()).map_err(io)?;
+            b.append_data(&mut h, format!("{path}/"), std::io::empty())
+                .map_err(io)?;
             if let Some(sub) = &n.subtree {
                 append_tree(repo, b, sub, path)?;
             }
@@ -85,7 +100,12 @@ fn append_node<W: Write>(repo: &Repository, b: &mut tar::Builder<W>, n: &Node, p
         NodeKind::File => {
             h.set_entry_type(tar::EntryType::Regular);
             h.set_size(n.size);
-            let r = BlobReader { repo, ids: n.content.iter(), buf: Vec::new(), pos: 0 };
+            let r = BlobReader {
+                repo,
+                ids: n.content.iter(),
+                buf: Vec::new(),
+                pos: 0,
+            };
             b.append_data(&mut h, path, r).map_err(io)?;
         }
     }

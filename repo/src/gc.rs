@@ -29,7 +29,11 @@ pub struct GcOptions {
 
 impl Default for GcOptions {
     fn default() -> Self {
-        GcOptions { dry_run: false, grace: Duration::from_secs(3600), repack_threshold: 0.2 }
+        GcOptions {
+            dry_run: false,
+            grace: Duration::from_secs(3600),
+            repack_threshold: 0.2,
+        }
     }
 }
 
@@ -55,13 +59,22 @@ pub fn forget(repo: &Repository, ids: &[Id]) -> Result<()> {
 }
 
 pub fn gc(repo: &Repository, opts: GcOptions) -> Result<GcReport> {
-    let _lock = if opts.dry_run { None } else { Some(Lock::acquire(repo.storage().clone(), true)?) };
+    let _lock = if opts.dry_run {
+        None
+    } else {
+        Some(Lock::acquire(repo.storage().clone(), true)?)
+    };
     repo.load_index()?;
     let roots: Vec<Id> = repo.snapshots()?.into_iter().map(|(_, s)| s.tree).collect();
     let live = repo.reachable(&roots)?;
     let now = SystemTime::now();
     let listed = repo.storage().list("data/")?;
-    let mut r = GcReport { dry_run: opts.dry_run, packs_total: listed.len(), blobs_live: live.len(), ..Default::default() };
+    let mut r = GcReport {
+        dry_run: opts.dry_run,
+        packs_total: listed.len(),
+        blobs_live: live.len(),
+        ..Default::default()
+    };
 
     let idx = repo.index();
     let old_segments: Vec<Id> = idx.segments.iter().copied().collect();
@@ -69,8 +82,13 @@ pub fn gc(repo: &Repository, opts: GcOptions) -> Result<GcReport> {
     let mut repack: Vec<(Id, Vec<PackEntry>)> = Vec::new();
     let mut delete: Vec<(Id, u64)> = Vec::new();
     for o in &listed {
-        let Some(p) = pack::id_of_key(&o.key) else { continue };
-        let young = o.modified.and_then(|m| now.duration_since(m).ok()).is_none_or(|age| age < opts.grace);
+        let Some(p) = pack::id_of_key(&o.key) else {
+            continue;
+        };
+        let young = o
+            .modified
+            .and_then(|m| now.duration_since(m).ok())
+            .is_none_or(|age| age < opts.grace);
         let Some(entries) = idx.packs().get(&p) else {
             if young {
                 r.packs_young_kept += 1;
@@ -81,15 +99,22 @@ pub fn gc(repo: &Repository, opts: GcOptions) -> Result<GcReport> {
             continue;
         };
         // A blob stored twice is live only in the pack the index points to.
-        let is_live = |e: &PackEntry| live.contains(&e.id) && idx.get(&e.id).is_some_and(|l| l.pack == p);
-        let live_bytes: u64 = entries.iter().filter(|e| is_live(e)).map(|e| e.length as u64).sum();
+        let is_live =
+            |e: &PackEntry| live.contains(&e.id) && idx.get(&e.id).is_some_and(|l| l.pack == p);
+        let live_bytes: u64 = entries
+            .iter()
+            .filter(|e| is_live(e))
+            .map(|e| e.length as u64)
+            .sum();
         let all_bytes: u64 = entries.iter().map(|e| e.length as u64).sum();
         if young {
             r.packs_young_kept += 1;
             keep.push((p, entries.clone()));
         } else if live_bytes == 0 {
             delete.push((p, o.size));
-        } else if (all_bytes - live_bytes) as f64 >= opts.repack_threshold * all_bytes as f64 && all_bytes > live_bytes {
+        } else if (all_bytes - live_bytes) as f64 >= opts.repack_threshold * all_bytes as f64
+            && all_bytes > live_bytes
+        {
             repack.push((p, entries.iter().filter(|e| is_live(e)).copied().collect()));
         } else {
             keep.push((p, entries.clone()));
@@ -105,8 +130,14 @@ pub fn gc(repo: &Repository, opts: GcOptions) -> Result<GcReport> {
     }
 
     // (1) Repack: live blobs of sparse packs into new packs.
-    let in_kept: HashSet<Id> = keep.iter().flat_map(|(_, es)| es.iter().map(|e| e.id)).collect();
-    let sizes: HashMap<Id, u64> = listed.iter().filter_map(|o| pack::id_of_key(&o.key).map(|p| (p, o.size))).collect();
+    let in_kept: HashSet<Id> = keep
+        .iter()
+        .flat_map(|(_, es)| es.iter().map(|e| e.id))
+        .collect();
+    let sizes: HashMap<Id, u64> = listed
+        .iter()
+        .filter_map(|o| pack::id_of_key(&o.key).map(|p| (p, o.size)))
+        .collect();
     let before: HashSet<Id> = repo.index().packs().keys().copied().collect();
     if !repack.is_empty() {
         let saver = BlobSaver::new(repo, in_kept);
@@ -123,7 +154,11 @@ pub fn gc(repo: &Repository, opts: GcOptions) -> Result<GcReport> {
     }
     let new_packs: Vec<(Id, Vec<PackEntry>)> = {
         let idx = repo.index();
-        idx.packs().iter().filter(|(p, _)| !before.contains(p)).map(|(p, e)| (*p, e.clone())).collect()
+        idx.packs()
+            .iter()
+            .filter(|(p, _)| !before.contains(p))
+            .map(|(p, e)| (*p, e.clone()))
+            .collect()
     };
     // (2) One consolidated segment for everything kept.
     keep.extend(new_packs);
@@ -134,7 +169,13 @@ pub fn gc(repo: &Repository, opts: GcOptions) -> Result<GcReport> {
         repo.storage().delete(&format!("index/{s}"))?;
     }
     // (4) Dead and repacked packs go last.
-    for (p, _) in delete.iter().chain(repack.iter().map(|(p, _)| (*p, 0)).collect::<Vec<_>>().iter()) {
+    for (p, _) in delete.iter().chain(
+        repack
+            .iter()
+            .map(|(p, _)| (*p, 0))
+            .collect::<Vec<_>>()
+            .iter(),
+    ) {
         repo.storage().delete(&pack::key_of(p))?;
     }
     repo.load_index()?;

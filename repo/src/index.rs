@@ -36,7 +36,11 @@ pub fn encode_segment(key: &MasterKey, packs: &[(Id, Vec<PackEntry>)]) -> Vec<u8
     key.seal(&out, 3)
 }
 
-pub fn decode_segment(key: &MasterKey, seg: &Id, stored: &[u8]) -> Result<Vec<(Id, Vec<PackEntry>)>> {
+pub fn decode_segment(
+    key: &MasterKey,
+    seg: &Id,
+    stored: &[u8],
+) -> Result<Vec<(Id, Vec<PackEntry>)>> {
     let what = format!("index segment {seg}");
     let b = key.open(stored, &what)?;
     if b.len() < 12 || &b[..8] != MAGIC {
@@ -124,10 +128,19 @@ mod tests {
     #[test]
     fn segment_round_trip() {
         let k = MasterKey::generate();
-        let e = |i: u8| PackEntry { kind: BlobType::Data, id: Id([i; 32]), offset: i as u32 * 10, length: 10, raw_length: 20 };
+        let e = |i: u8| PackEntry {
+            kind: BlobType::Data,
+            id: Id([i; 32]),
+            offset: i as u32 * 10,
+            length: 10,
+            raw_length: 20,
+        };
         let packs = vec![(Id([1; 32]), vec![e(1), e(2)]), (Id([2; 32]), vec![e(3)])];
         let seg = encode_segment(&k, &packs);
-        assert_eq!(decode_segment(&k, &Id::of_stored(&seg), &seg).unwrap(), packs);
+        assert_eq!(
+            decode_segment(&k, &Id::of_stored(&seg), &seg).unwrap(),
+            packs
+        );
         let mut idx = Index::default();
         for (p, es) in packs {
             idx.add_pack(p, es);

@@ -40,7 +40,11 @@ pub struct KdfParams {
 
 impl Default for KdfParams {
     fn default() -> Self {
-        KdfParams { m_cost_kib: 64 * 1024, t_cost: 2, p_cost: 1 }
+        KdfParams {
+            m_cost_kib: 64 * 1024,
+            t_cost: 2,
+            p_cost: 1,
+        }
     }
 }
 
@@ -83,7 +87,13 @@ impl KeyFile {
         let kek = derive(passphrase, &salt, params)?;
         let cipher = Aes256Gcm::new_from_slice(&kek).expect("32-byte key");
         let wrapped = cipher
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: &master.to_bytes(), aad: AAD })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: &master.to_bytes(),
+                    aad: AAD,
+                },
+            )
             .expect("in-memory encryption");
         Ok(KeyFile {
             version: 1,
@@ -103,20 +113,36 @@ impl KeyFile {
     /// `Ok(None)` when the passphrase does not open this key file.
     pub fn unwrap_key(&self, passphrase: &[u8]) -> Result<Option<MasterKey>> {
         if self.version != 1 || self.kdf != "argon2id" {
-            return Err(Error::corrupt("key file", format!("unsupported version {} / kdf {}", self.version, self.kdf)));
+            return Err(Error::corrupt(
+                "key file",
+                format!("unsupported version {} / kdf {}", self.version, self.kdf),
+            ));
         }
-        let dec = |s: &str| B64.decode(s).map_err(|e| Error::corrupt("key file", e.to_string()));
+        let dec = |s: &str| {
+            B64.decode(s)
+                .map_err(|e| Error::corrupt("key file", e.to_string()))
+        };
         let (salt, nonce, wrapped) = (dec(&self.salt)?, dec(&self.nonce)?, dec(&self.wrapped)?);
         if nonce.len() != 12 {
             return Err(Error::corrupt("key file", "nonce is not 12 bytes"));
         }
-        let params = KdfParams { m_cost_kib: self.m_cost_kib, t_cost: self.t_cost, p_cost: self.p_cost };
+        let params = KdfParams {
+            m_cost_kib: self.m_cost_kib,
+            t_cost: self.t_cost,
+            p_cost: self.p_cost,
+        };
         let kek = derive(passphrase, &salt, params)?;
         let cipher = Aes256Gcm::new_from_slice(&kek).expect("32-byte key");
-        match cipher.decrypt(Nonce::from_slice(&nonce), Payload { msg: &wrapped, aad: AAD }) {
-            Ok(bytes) => Ok(Some(
-                MasterKey::from_bytes(&bytes).ok_or_else(|| Error::corrupt("key file", "master key is not 64 bytes"))?,
-            )),
+        match cipher.decrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: &wrapped,
+                aad: AAD,
+            },
+        ) {
+            Ok(bytes) => Ok(Some(MasterKey::from_bytes(&bytes).ok_or_else(|| {
+                Error::corrupt("key file", "master key is not 64 bytes")
+            })?)),
             Err(_) => Ok(None),
         }
     }
@@ -133,7 +159,12 @@ fn hostname() -> String {
 }
 
 /// Writes a new key file and returns its id.
-pub fn add(storage: &dyn Storage, master: &MasterKey, passphrase: &[u8], params: KdfParams) -> Result<Id> {
+pub fn add(
+    storage: &dyn Storage,
+    master: &MasterKey,
+    passphrase: &[u8],
+    params: KdfParams,
+) -> Result<Id> {
     let bytes = KeyFile::wrap(master, passphrase, params)?.to_bytes();
     let id = Id::of_stored(&bytes);
     storage.put(&format!("keys/{id}"), &bytes)?;
@@ -147,7 +178,8 @@ pub fn list(storage: &dyn Storage) -> Result<Vec<(Id, KeyFile)>> {
         let name = obj.key.trim_start_matches("keys/");
         let Ok(id) = name.parse::<Id>() else { continue };
         let bytes = storage.get(&obj.key)?;
-        let kf: KeyFile = serde_json::from_slice(&bytes).map_err(|e| Error::corrupt(format!("key file {name}"), e.to_string()))?;
+        let kf: KeyFile = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::corrupt(format!("key file {name}"), e.to_string()))?;
         out.push((id, kf));
     }
     out.sort_by_key(|(_, k)| k.created);
@@ -158,21 +190,29 @@ pub fn list(storage: &dyn Storage) -> Result<Vec<(Id, KeyFile)>> {
 pub fn open(storage: &dyn Storage, passphrase: &[u8]) -> Result<(Id, MasterKey)> {
     let keys = list(storage)?;
     if keys.is_empty() {
-        return Err(Error::NotARepository { repo: storage.location() });
+        return Err(Error::NotARepository {
+            repo: storage.location(),
+        });
     }
     for (id, kf) in keys {
         if let Some(master) = kf.unwrap_key(passphrase)? {
             return Ok((id, master));
         }
     }
-    Err(Error::WrongPassphrase { repo: storage.location() })
+    Err(Error::WrongPassphrase {
+        repo: storage.location(),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const FAST: KdfParams = KdfParams { m_cost_kib: 64, t_cost: 1, p_cost: 1 };
+    const FAST: KdfParams = KdfParams {
+        m_cost_kib: 64,
+        t_cost: 1,
+        p_cost: 1,
+    };
 
     #[test]
     fn wrap_unwrap() {

@@ -30,7 +30,10 @@ pub struct LockInfo {
 
 impl LockInfo {
     pub fn is_stale(&self) -> bool {
-        (chrono::Utc::now() - self.time).to_std().map(|age| age > STALE).unwrap_or(false)
+        (chrono::Utc::now() - self.time)
+            .to_std()
+            .map(|age| age > STALE)
+            .unwrap_or(false)
     }
 }
 
@@ -44,7 +47,9 @@ pub struct Lock {
 pub fn list(storage: &dyn Storage) -> Result<Vec<(String, LockInfo)>> {
     let mut out = Vec::new();
     for o in storage.list("locks/")? {
-        let Ok(bytes) = storage.get(&o.key) else { continue };
+        let Ok(bytes) = storage.get(&o.key) else {
+            continue;
+        };
         if let Ok(info) = serde_json::from_slice::<LockInfo>(&bytes) {
             out.push((o.key, info));
         }
@@ -55,7 +60,9 @@ pub fn list(storage: &dyn Storage) -> Result<Vec<(String, LockInfo)>> {
 fn info(exclusive: bool) -> LockInfo {
     LockInfo {
         time: chrono::Utc::now(),
-        host: std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default(),
+        host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
         pid: std::process::id(),
         exclusive,
     }
@@ -68,7 +75,13 @@ impl Lock {
                 .into_iter()
                 .filter(|(k, l)| k != key && !l.is_stale() && (exclusive || l.exclusive))
                 .map(|(k, l)| {
-                    format!("{} lock {k} held by pid {} on {} since {}", if l.exclusive { "exclusive" } else { "shared" }, l.pid, l.host, l.time)
+                    format!(
+                        "{} lock {k} held by pid {} on {} since {}",
+                        if l.exclusive { "exclusive" } else { "shared" },
+                        l.pid,
+                        l.host,
+                        l.time
+                    )
                 })
                 .next())
         };
@@ -94,7 +107,12 @@ impl Lock {
                 }
             })
             .expect("spawn lock refresher");
-        Ok(Lock { storage, key, stop: Some(tx), refresher: Some(refresher) })
+        Ok(Lock {
+            storage,
+            key,
+            stop: Some(tx),
+            refresher: Some(refresher),
+        })
     }
 }
 

@@ -82,7 +82,8 @@ pub(crate) fn decode_entries(b: &[u8], count: usize, what: &str) -> Result<Vec<P
             let e = &b[i * ENTRY_LEN..(i + 1) * ENTRY_LEN];
             let u32_at = |o: usize| u32::from_le_bytes(e[o..o + 4].try_into().unwrap());
             Ok(PackEntry {
-                kind: BlobType::from_u8(e[0]).ok_or_else(|| Error::corrupt(what, format!("bad blob type {}", e[0])))?,
+                kind: BlobType::from_u8(e[0])
+                    .ok_or_else(|| Error::corrupt(what, format!("bad blob type {}", e[0])))?,
                 id: Id::from_slice(&e[1..33]).unwrap(),
                 offset: u32_at(33),
                 length: u32_at(37),
@@ -135,20 +136,32 @@ impl PackWriter {
         buf.extend_from_slice(&env);
         buf.extend_from_slice(&(env.len() as u32).to_le_bytes());
         buf.extend_from_slice(MAGIC);
-        FinishedPack { id: Id::of_stored(&buf), bytes: buf, entries }
+        FinishedPack {
+            id: Id::of_stored(&buf),
+            bytes: buf,
+            entries,
+        }
     }
 }
 
 /// Parses a pack's header from the pack's last bytes. `tail` must end where the
 /// pack ends; returns `Err(needed)` when it is too short to hold the header.
-pub fn parse_header(key: &MasterKey, pack: &Id, tail: &[u8], pack_len: u64) -> Result<std::result::Result<Vec<PackEntry>, usize>> {
+pub fn parse_header(
+    key: &MasterKey,
+    pack: &Id,
+    tail: &[u8],
+    pack_len: u64,
+) -> Result<std::result::Result<Vec<PackEntry>, usize>> {
     let what = format!("pack {pack}");
     if tail.len() < TRAILER || pack_len < TRAILER as u64 {
         return Err(Error::corrupt(&what, "shorter than its trailer"));
     }
     let t = &tail[tail.len() - TRAILER..];
     if &t[4..] != MAGIC {
-        return Err(Error::corrupt(&what, "bad magic (not a cairn pack, or truncated)"));
+        return Err(Error::corrupt(
+            &what,
+            "bad magic (not a cairn pack, or truncated)",
+        ));
     }
     let hlen = u32::from_le_bytes(t[..4].try_into().unwrap()) as usize;
     if (hlen + TRAILER) as u64 > pack_len {
@@ -165,14 +178,22 @@ pub fn parse_header(key: &MasterKey, pack: &Id, tail: &[u8], pack_len: u64) -> R
     let count = u32::from_le_bytes(header[..4].try_into().unwrap()) as usize;
     let entries = decode_entries(&header[4..], count, &what)?;
     let data_end = pack_len - (hlen + TRAILER) as u64;
-    if entries.iter().any(|e| e.offset as u64 + e.length as u64 > data_end) {
+    if entries
+        .iter()
+        .any(|e| e.offset as u64 + e.length as u64 > data_end)
+    {
         return Err(Error::corrupt(&what, "an entry points past the blob area"));
     }
     Ok(Ok(entries))
 }
 
 /// Reads a pack's header from storage with one or two range reads.
-pub fn read_header(storage: &dyn Storage, key: &MasterKey, pack: &Id, pack_len: u64) -> Result<Vec<PackEntry>> {
+pub fn read_header(
+    storage: &dyn Storage,
+    key: &MasterKey,
+    pack: &Id,
+    pack_len: u64,
+) -> Result<Vec<PackEntry>> {
     let obj = key_of(pack);
     let guess = pack_len.min(16 * 1024);
     let tail = storage.get_range(&obj, pack_len - guess, guess)?;
@@ -180,7 +201,8 @@ pub fn read_header(storage: &dyn Storage, key: &MasterKey, pack: &Id, pack_len: 
         Ok(entries) => Ok(entries),
         Err(needed) => {
             let tail = storage.get_range(&obj, pack_len - needed as u64, needed as u64)?;
-            parse_header(key, pack, &tail, pack_len)?.map_err(|_| Error::corrupt(format!("pack {pack}"), "header"))
+            parse_header(key, pack, &tail, pack_len)?
+                .map_err(|_| Error::corrupt(format!("pack {pack}"), "header"))
         }
     }
 }
@@ -193,13 +215,17 @@ mod tests {
     fn pack_round_trip() {
         let k = MasterKey::generate();
         let mut w = PackWriter::default();
-        let blobs: Vec<Vec<u8>> = (0..50).map(|i| format!("blob number {i}").repeat(i + 1).into_bytes()).collect();
+        let blobs: Vec<Vec<u8>> = (0..50)
+            .map(|i| format!("blob number {i}").repeat(i + 1).into_bytes())
+            .collect();
         for b in &blobs {
             w.add(BlobType::Data, k.blob_id(b), &k.seal(b, 3), b.len());
         }
         let p = w.finish(&k);
         assert_eq!(p.id, Id::of_stored(&p.bytes));
-        let entries = parse_header(&k, &p.id, &p.bytes, p.bytes.len() as u64).unwrap().unwrap();
+        let entries = parse_header(&k, &p.id, &p.bytes, p.bytes.len() as u64)
+            .unwrap()
+            .unwrap();
         assert_eq!(entries, p.entries);
         for (e, b) in entries.iter().zip(&blobs) {
             let env = &p.bytes[e.offset as usize..(e.offset + e.length) as usize];
@@ -207,6 +233,8 @@ mod tests {
         }
         // A short tail asks for more.
         let short = &p.bytes[p.bytes.len() - 20..];
-        assert!(parse_header(&k, &p.id, short, p.bytes.len() as u64).unwrap().is_err());
+        assert!(parse_header(&k, &p.id, short, p.bytes.len() as u64)
+            .unwrap()
+            .is_err());
     }
 }

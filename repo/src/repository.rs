@@ -1,7 +1,7 @@
 //! Opening and creating repositories; reading blobs, trees and snapshots.
 
-use std::collections::HashSet;
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use rayon::prelude::*;
 
@@ -22,25 +22,49 @@ pub struct Repository {
     key_file: Id,
     config: RepoConfig,
     index: RwLock<Index>,
+    /// Decrypted, verified tree blobs; whole tree packs are fetched at once, so
+    /// walking a snapshot costs one request per tree pack, not per directory.
+    trees: Mutex<HashMap<Id, Arc<Vec<u8>>>>,
 }
+
+/// Past this many cached tree bytes the cache starts over (bounded memory).
+const TREE_CACHE_BYTES: usize = 256 << 20;
 
 impl Repository {
     /// Creates a repository: config and a first key file. Refuses a location
     /// that already holds one.
-    pub fn init(storage: Arc<dyn Storage>, passphrase: &[u8], config: RepoConfig, kdf: KdfParams) -> Result<Repository> {
+    pub fn init(
+        storage: Arc<dyn Storage>,
+        passphrase: &[u8],
+        config: RepoConfig,
+        kdf: KdfParams,
+    ) -> Result<Repository> {
         match storage.stat("config") {
-            Ok(_) => return Err(Error::AlreadyExists { repo: storage.location() }),
+            Ok(_) => {
+                return Err(Error::AlreadyExists {
+                    repo: storage.location(),
+                })
+            }
             Err(StorageError::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
         if !storage.list("keys/")?.is_empty() {
-            return Err(Error::AlreadyExists { repo: storage.location() });
+            return Err(Error::AlreadyExists {
+                repo: storage.location(),
+            });
         }
         let key = MasterKey::generate();
         let key_file = keys::add(&*storage, &key, passphrase, kdf)?;
         let cfg = serde_json::to_vec(&config).expect("config serializes");
         storage.put("config", &key.seal(&cfg, 3))?;
-        Ok(Repository { storage, key, key_file, config, index: RwLock::new(Index::default()) })
+        Ok(Repository {
+            storage,
+            key,
+            key_file,
+            config,
+            index: RwLock::new(Index::default()),
+            trees: Mutex::new(HashMap::new()),
+        })
     }
 
     /// Opens a repository with a passphrase. The index is not loaded until
@@ -48,16 +72,31 @@ impl Repository {
     pub fn open(storage: Arc<dyn Storage>, passphrase: &[u8]) -> Result<Repository> {
         let stored = match storage.get("config") {
             Ok(b) => b,
-            Err(StorageError::NotFound { .. }) => return Err(Error::NotARepository { repo: storage.location() }),
+            Err(StorageError::NotFound { .. }) => {
+                return Err(Error::NotARepository {
+                    repo: storage.location(),
+                })
+            }
             Err(e) => return Err(e.into()),
         };
         let (key_file, key) = keys::open(&*storage, passphrase)?;
         let cfg = key.open(&stored, &"config")?;
-        let config: RepoConfig = serde_json::from_slice(&cfg).map_err(|e| Error::corrupt("config", e.to_string()))?;
+        let config: RepoConfig =
+            serde_json::from_slice(&cfg).map_err(|e| Error::corrupt("config", e.to_string()))?;
         if config.version != crate::config::FORMAT_VERSION {
-            return Err(Error::corrupt("config", format!("unsupported format version {}", config.version)));
+            return Err(Error::corrupt(
+                "config",
+                format!("unsupported format version {}", config.version),
+            ));
         }
-        Ok(Repository { storage, key, key_file, config, index: RwLock::new(Index::default()) })
+        Ok(Repository {
+            storage,
+            key,
+            key_file,
+            config,
+            index: RwLock::new(Index::default()),
+            trees: Mutex::new(HashMap::new()),
+        })
     }
 
     pub fn storage(&self) -> &Arc<dyn Storage> {
@@ -86,7 +125,13 @@ impl Repository {
         let segs = self.storage.list("index/")?;
         let loaded: Vec<(Id, Vec<(Id, Vec<pack::PackEntry>)>)> = segs
             .par_iter()
-            .filter_map(|o| o.key.trim_start_matches("index/").parse::<Id>().ok().map(|id| (id, o.key.clone())))
+            .filter_map(|o| {
+                o.key
+                    .trim_start_matches("index/")
+                    .parse::<Id>()
+                    .ok()
+                    .map(|id| (id, o.key.clone()))
+            })
             .map(|(id, key)| {
                 let stored = self.storage.get(&key)?;
                 Ok((id, index::decode_segment(&self.key, &id, &stored)?))
@@ -159,13 +204,61 @@ impl Repository {
 
     /// Reads, decrypts and verifies one blob.
     pub fn read_blob(&self, id: &Id) -> Result<Vec<u8>> {
-        let loc = *self.index().get(id).ok_or(Error::BlobNotFound { id: *id })?;
-        let env = self.storage.get_range(&pack::key_of(&loc.pack), loc.offset as u64, loc.length as u64)?;
+        let loc = *self
+            .index()
+            .get(id)
+            .ok_or(Error::BlobNotFound { id: *id })?;
+        let env = self.storage.get_range(
+            &pack::key_of(&loc.pack),
+            loc.offset as u64,
+            loc.length as u64,
+        )?;
         self.key.open_blob(id, &env)
     }
 
     pub fn load_tree(&self, id: &Id) -> Result<Tree> {
-        Tree::from_bytes(id, &self.read_blob(id)?)
+        if let Some(b) = self.trees.lock().unwrap().get(id).cloned() {
+            return Tree::from_bytes(id, &b);
+        }
+        let loc = *self
+            .index()
+            .get(id)
+            .ok_or(Error::BlobNotFound { id: *id })?;
+        let entries: Vec<pack::PackEntry> = match self.index().packs().get(&loc.pack) {
+            Some(es) if es.iter().all(|e| e.kind == BlobType::Tree) => es.clone(),
+            _ => return Tree::from_bytes(id, &self.read_blob(id)?),
+        };
+        let end = entries
+            .iter()
+            .map(|e| e.offset as u64 + e.length as u64)
+            .max()
+            .unwrap_or(0);
+        let buf = self.storage.get_range(&pack::key_of(&loc.pack), 0, end)?;
+        let mut wanted = None;
+        let mut cache = self.trees.lock().unwrap();
+        if cache.values().map(|v| v.len()).sum::<usize>() > TREE_CACHE_BYTES {
+            cache.clear();
+        }
+        for e in &entries {
+            let env = &buf[e.offset as usize..(e.offset + e.length) as usize];
+            // Only the asked-for blob must be sound; a bad neighbour fails when asked for.
+            match self.key.open_blob(&e.id, env) {
+                Ok(plain) => {
+                    let plain = Arc::new(plain);
+                    if e.id == *id {
+                        wanted = Some(plain.clone());
+                    }
+                    cache.insert(e.id, plain);
+                }
+                Err(err) if e.id == *id => return Err(err),
+                Err(_) => {}
+            }
+        }
+        drop(cache);
+        match wanted {
+            Some(b) => Tree::from_bytes(id, &b),
+            None => Tree::from_bytes(id, &self.read_blob(id)?),
+        }
     }
 
     pub fn blob_kind(&self, id: &Id) -> Option<BlobType> {
@@ -173,7 +266,9 @@ impl Repository {
     }
 
     pub fn save_snapshot(&self, snap: &Snapshot) -> Result<Id> {
-        let stored = self.key.seal(&serde_json::to_vec(snap).expect("snapshot serializes"), 3);
+        let stored = self
+            .key
+            .seal(&serde_json::to_vec(snap).expect("snapshot serializes"), 3);
         let id = Id::of_stored(&stored);
         self.storage.put(&format!("snapshots/{id}"), &stored)?;
         Ok(id)
@@ -184,11 +279,19 @@ impl Repository {
         let objs = self.storage.list("snapshots/")?;
         let mut out: Vec<(Id, Snapshot)> = objs
             .par_iter()
-            .filter_map(|o| o.key.trim_start_matches("snapshots/").parse::<Id>().ok().map(|id| (id, o.key.clone())))
+            .filter_map(|o| {
+                o.key
+                    .trim_start_matches("snapshots/")
+                    .parse::<Id>()
+                    .ok()
+                    .map(|id| (id, o.key.clone()))
+            })
             .map(|(id, key)| {
-                let plain = self.key.open(&self.storage.get(&key)?, &format_args!("snapshot {id}"))?;
-                let snap: Snapshot =
-                    serde_json::from_slice(&plain).map_err(|e| Error::corrupt(format!("snapshot {id}"), e.to_string()))?;
+                let plain = self
+                    .key
+                    .open(&self.storage.get(&key)?, &format_args!("snapshot {id}"))?;
+                let snap: Snapshot = serde_json::from_slice(&plain)
+                    .map_err(|e| Error::corrupt(format!("snapshot {id}"), e.to_string()))?;
                 Ok((id, snap))
             })
             .collect::<Result<_>>()?;
@@ -205,13 +308,21 @@ impl Repository {
                 .into_iter()
                 .filter(|(_, s)| in_domain(s))
                 .next_back()
-                .ok_or_else(|| Error::SnapshotNotFound(format!("latest{}", domain.map(|d| format!(" in {d}")).unwrap_or_default())));
+                .ok_or_else(|| {
+                    Error::SnapshotNotFound(format!(
+                        "latest{}",
+                        domain.map(|d| format!(" in {d}")).unwrap_or_default()
+                    ))
+                });
         }
         if spec.is_empty() || !spec.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::SnapshotNotFound(spec.to_string()));
         }
         let spec_l = spec.to_ascii_lowercase();
-        let mut matches: Vec<_> = all.into_iter().filter(|(id, s)| id.to_hex().starts_with(&spec_l) && in_domain(s)).collect();
+        let mut matches: Vec<_> = all
+            .into_iter()
+            .filter(|(id, s)| id.to_hex().starts_with(&spec_l) && in_domain(s))
+            .collect();
         match matches.len() {
             0 => Err(Error::SnapshotNotFound(spec.to_string())),
             1 => Ok(matches.pop().unwrap()),

@@ -80,7 +80,10 @@ impl<'r> BlobSaver<'r> {
         BlobSaver {
             repo,
             known: Mutex::new(known),
-            open: [Mutex::new(PackWriter::default()), Mutex::new(PackWriter::default())],
+            open: [
+                Mutex::new(PackWriter::default()),
+                Mutex::new(PackWriter::default()),
+            ],
             tx: Some(tx),
             uploaders,
             blobs_new: AtomicU64::new(0),
@@ -104,8 +107,10 @@ impl<'r> BlobSaver<'r> {
         }
         let env = self.repo.key().seal(plain, self.repo.config().zstd_level);
         self.blobs_new.fetch_add(1, Ordering::Relaxed);
-        self.bytes_new.fetch_add(plain.len() as u64, Ordering::Relaxed);
-        self.stored_bytes.fetch_add(env.len() as u64, Ordering::Relaxed);
+        self.bytes_new
+            .fetch_add(plain.len() as u64, Ordering::Relaxed);
+        self.stored_bytes
+            .fetch_add(env.len() as u64, Ordering::Relaxed);
         let full = {
             let mut w = self.open[kind as usize].lock().unwrap();
             w.add(kind, id, &env, plain.len());
@@ -124,7 +129,10 @@ impl<'r> BlobSaver<'r> {
     fn send(&self, w: PackWriter) -> Result<()> {
         let p = w.finish(self.repo.key());
         self.packs.fetch_add(1, Ordering::Relaxed);
-        self.stored_bytes.fetch_add((p.bytes.len() - p.entries.iter().map(|e| e.length as usize).sum::<usize>()) as u64, Ordering::Relaxed);
+        self.stored_bytes.fetch_add(
+            (p.bytes.len() - p.entries.iter().map(|e| e.length as usize).sum::<usize>()) as u64,
+            Ordering::Relaxed,
+        );
         self.tx
             .as_ref()
             .expect("saver not finished")

@@ -26,7 +26,9 @@ impl std::str::FromStr for Kind {
             "full" => Ok(Kind::Full),
             "incremental" => Ok(Kind::Incremental),
             "differential" => Ok(Kind::Differential),
-            _ => Err(format!("unknown kind {s:?}: expected full, incremental or differential")),
+            _ => Err(format!(
+                "unknown kind {s:?}: expected full, incremental or differential"
+            )),
         }
     }
 }

@@ -21,7 +21,13 @@ pub enum StorageError {
     #[error("{location}: object {key} not found")]
     NotFound { location: String, key: String },
     #[error("{location}: {op} {key}: {message}")]
-    Backend { location: String, op: &'static str, key: String, message: String, transient: bool },
+    Backend {
+        location: String,
+        op: &'static str,
+        key: String,
+        message: String,
+        transient: bool,
+    },
     #[error("invalid repository location {0:?}: expected a path or s3://BUCKET[/PREFIX]")]
     BadLocation(String),
 }
@@ -29,7 +35,13 @@ pub enum StorageError {
 impl StorageError {
     /// Whether retrying the same call may succeed (timeouts, throttling, 5xx).
     pub fn is_transient(&self) -> bool {
-        matches!(self, StorageError::Backend { transient: true, .. })
+        matches!(
+            self,
+            StorageError::Backend {
+                transient: true,
+                ..
+            }
+        )
     }
 }
 
@@ -108,7 +120,9 @@ pub fn open(location: &str) -> StorageResult<Arc<dyn Storage>> {
         if bucket.is_empty() {
             return Err(StorageError::BadLocation(location.to_string()));
         }
-        return Ok(Arc::new(S3Storage::new(S3Config::from_env(bucket, prefix))?));
+        return Ok(Arc::new(S3Storage::new(S3Config::from_env(
+            bucket, prefix,
+        ))?));
     }
     let path = location.strip_prefix("file://").unwrap_or(location);
     if path.is_empty() || location.contains("://") && !location.starts_with("file://") {
@@ -131,23 +145,60 @@ pub fn contract_suite(s: &dyn Storage) {
     s.put("data/cd/obj2", b"hello").expect("put small");
     s.put("snapshots/s1", b"snap").expect("put snapshot");
     assert_eq!(s.get("data/ab/obj1").expect("get"), big);
-    assert_eq!(s.get_range("data/ab/obj1", 1000, 10).expect("range"), &big[1000..1010]);
-    assert_eq!(s.get_range("data/ab/obj1", big.len() as u64 - 4, 4).unwrap(), &big[big.len() - 4..]);
+    assert_eq!(
+        s.get_range("data/ab/obj1", 1000, 10).expect("range"),
+        &big[1000..1010]
+    );
+    assert_eq!(
+        s.get_range("data/ab/obj1", big.len() as u64 - 4, 4)
+            .unwrap(),
+        &big[big.len() - 4..]
+    );
     assert_eq!(s.stat("data/cd/obj2").expect("stat").size, 5);
-    let mut listed: Vec<_> = s.list("data/").expect("list").into_iter().map(|o| (o.key, o.size)).collect();
+    let mut listed: Vec<_> = s
+        .list("data/")
+        .expect("list")
+        .into_iter()
+        .map(|o| (o.key, o.size))
+        .collect();
     listed.sort();
-    assert_eq!(listed, vec![("data/ab/obj1".to_string(), big.len() as u64), ("data/cd/obj2".into(), 5)]);
+    assert_eq!(
+        listed,
+        vec![
+            ("data/ab/obj1".to_string(), big.len() as u64),
+            ("data/cd/obj2".into(), 5)
+        ]
+    );
     assert!(s.list("index/").expect("list empty").is_empty());
     s.put("data/cd/obj2", b"replaced").expect("replace");
     assert_eq!(s.get("data/cd/obj2").unwrap(), b"replaced");
-    assert!(matches!(s.get("data/zz/missing"), Err(StorageError::NotFound { .. })));
-    assert!(matches!(s.stat("data/zz/missing"), Err(StorageError::NotFound { .. })));
+    assert!(matches!(
+        s.get("data/zz/missing"),
+        Err(StorageError::NotFound { .. })
+    ));
+    assert!(matches!(
+        s.stat("data/zz/missing"),
+        Err(StorageError::NotFound { .. })
+    ));
     s.delete("data/cd/obj2").expect("delete");
     s.delete("data/cd/obj2").expect("delete missing is ok");
-    assert!(matches!(s.get("data/cd/obj2"), Err(StorageError::NotFound { .. })));
-    let left: Vec<_> = s.list("").expect("list all").into_iter().map(|o| o.key).collect();
-    assert!(left.contains(&"data/ab/obj1".to_string()) && left.contains(&"snapshots/s1".to_string()));
-    assert!(!left.iter().any(|k| k.contains(".tmp")), "no temp objects left: {left:?}");
+    assert!(matches!(
+        s.get("data/cd/obj2"),
+        Err(StorageError::NotFound { .. })
+    ));
+    let left: Vec<_> = s
+        .list("")
+        .expect("list all")
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert!(
+        left.contains(&"data/ab/obj1".to_string()) && left.contains(&"snapshots/s1".to_string())
+    );
+    assert!(
+        !left.iter().any(|k| k.contains(".tmp")),
+        "no temp objects left: {left:?}"
+    );
 }
 
 #[cfg(test)]

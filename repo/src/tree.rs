@@ -93,13 +93,20 @@ impl Node {
     }
 
     pub fn target_os(&self) -> Result<OsString> {
-        decode_os(self.target.as_deref().unwrap_or(""), self.target_b64.as_deref())
+        decode_os(
+            self.target.as_deref().unwrap_or(""),
+            self.target_b64.as_deref(),
+        )
     }
 }
 
 fn decode_os(s: &str, b64: Option<&str>) -> Result<OsString> {
     match b64 {
-        Some(b) => Ok(OsString::from_vec(B64.decode(b).map_err(|e| Error::corrupt("tree node name", e.to_string()))?)),
+        Some(b) => {
+            Ok(OsString::from_vec(B64.decode(b).map_err(|e| {
+                Error::corrupt("tree node name", e.to_string())
+            })?))
+        }
         None => Ok(OsString::from(s)),
     }
 }
@@ -118,7 +125,8 @@ impl Tree {
     /// Parses a tree and checks every name: no empty names, `.`, `..`, `/` or NUL,
     /// and no duplicates (a duplicate could smuggle a write through a symlink).
     pub fn from_bytes(id: &Id, b: &[u8]) -> Result<Tree> {
-        let t: Tree = serde_json::from_slice(b).map_err(|e| Error::corrupt(format!("tree {id}"), e.to_string()))?;
+        let t: Tree = serde_json::from_slice(b)
+            .map_err(|e| Error::corrupt(format!("tree {id}"), e.to_string()))?;
         let mut prev: Option<OsString> = None;
         for n in &t.nodes {
             let name = n.name_os()?;
@@ -135,7 +143,11 @@ impl Tree {
                 None
             };
             if let Some(reason) = bad {
-                return Err(Error::HostileEntry { dir: format!("tree {id}"), name: n.name.clone(), reason: reason.into() });
+                return Err(Error::HostileEntry {
+                    dir: format!("tree {id}"),
+                    name: n.name.clone(),
+                    reason: reason.into(),
+                });
             }
             if let Some(p) = &prev {
                 if p.as_bytes() >= bytes {
@@ -153,7 +165,11 @@ impl Tree {
 
     pub fn find(&self, name: &[u8]) -> Option<&Node> {
         self.nodes
-            .binary_search_by(|n| n.name_os().map(|o| o.as_bytes().cmp(name)).unwrap_or(std::cmp::Ordering::Less))
+            .binary_search_by(|n| {
+                n.name_os()
+                    .map(|o| o.as_bytes().cmp(name))
+                    .unwrap_or(std::cmp::Ordering::Less)
+            })
             .ok()
             .map(|i| &self.nodes[i])
     }
@@ -187,16 +203,28 @@ mod tests {
     #[test]
     fn hostile_names_are_refused() {
         for bad in ["..", ".", "", "a/b", "/etc", "x\0y"] {
-            let t = Tree { nodes: vec![node(bad)] };
+            let t = Tree {
+                nodes: vec![node(bad)],
+            };
             assert!(
-                matches!(Tree::from_bytes(&Id::default(), &t.to_bytes()), Err(Error::HostileEntry { .. })),
+                matches!(
+                    Tree::from_bytes(&Id::default(), &t.to_bytes()),
+                    Err(Error::HostileEntry { .. })
+                ),
                 "{bad:?} must be refused"
             );
         }
-        let dup = Tree { nodes: vec![node("a"), node("a")] };
+        let dup = Tree {
+            nodes: vec![node("a"), node("a")],
+        };
         assert!(Tree::from_bytes(&Id::default(), &dup.to_bytes()).is_err());
-        let ok = Tree { nodes: vec![node("a"), node("b")] };
-        assert_eq!(Tree::from_bytes(&Id::default(), &ok.to_bytes()).unwrap(), ok);
+        let ok = Tree {
+            nodes: vec![node("a"), node("b")],
+        };
+        assert_eq!(
+            Tree::from_bytes(&Id::default(), &ok.to_bytes()).unwrap(),
+            ok
+        );
         assert_eq!(ok.find(b"b").unwrap().name, "b");
     }
 

@@ -1,1 +1,9 @@
+//! End-to-end tests: the real `cairnctl` binary against real storage.
+//! Requirement ids in test names' comments refer to ../shared/SPEC.md.
 
+mod crash;
+mod fleet;
+mod golden;
+mod maintenance;
+mod s3;
+mod safety;

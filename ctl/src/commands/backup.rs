@@ -12,16 +12,40 @@ use crate::cli::{RepoArgs, RepoCommand};
 use crate::{output, usage};
 
 pub fn run(args: &RepoArgs) -> Result<()> {
-    let RepoCommand::Backup { domain, kind, excludes, no_default_excludes, tags, host, dir } = &args.command else { unreachable!() };
-    let excludes = if *no_default_excludes { Excludes::new(excludes) } else { Excludes::with_defaults(excludes) }.map_err(usage)?;
+    let RepoCommand::Backup {
+        domain,
+        kind,
+        excludes,
+        no_default_excludes,
+        tags,
+        host,
+        dir,
+    } = &args.command
+    else {
+        unreachable!()
+    };
+    let excludes = if *no_default_excludes {
+        Excludes::new(excludes)
+    } else {
+        Excludes::with_defaults(excludes)
+    }
+    .map_err(usage)?;
     if !dir.is_dir() {
         return Err(usage(format!("{} is not a directory", dir.display())));
     }
     let repo = open(args)?;
     let host = host.clone().unwrap_or_else(|| {
-        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
     });
-    let opts = BackupOptions { domain: domain.clone(), kind: *kind, excludes, host, tags: tags.clone() };
+    let opts = BackupOptions {
+        domain: domain.clone(),
+        kind: *kind,
+        excludes,
+        host,
+        tags: tags.clone(),
+    };
     let progress = Progress::default();
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     bar.set_style(ProgressStyle::with_template("{spinner} {elapsed} {msg}").unwrap());
@@ -37,7 +61,12 @@ pub fn run(args: &RepoArgs) -> Result<()> {
         work.join().expect("backup thread panicked")
     });
     bar.finish_and_clear();
-    let (id, snap) = result.with_context(|| format!("backup of {} failed; no snapshot was written", dir.display()))?;
+    let (id, snap) = result.with_context(|| {
+        format!(
+            "backup of {} failed; no snapshot was written",
+            dir.display()
+        )
+    })?;
     if args.json {
         let mut v = serde_json::to_value(&snap)?;
         v["id"] = serde_json::json!(id);

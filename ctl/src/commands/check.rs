@@ -11,9 +11,15 @@ pub fn run(args: &RepoArgs, read_data: bool, subset: Option<&str>) -> Result<()>
     let subset = match subset {
         None => 1.0,
         Some(s) => {
-            let n: f64 = s.trim_end_matches('%').parse().map_err(|_| usage(format!("--read-data-subset {s:?}: expected a percentage such as 10%")))?;
+            let n: f64 = s.trim_end_matches('%').parse().map_err(|_| {
+                usage(format!(
+                    "--read-data-subset {s:?}: expected a percentage such as 10%"
+                ))
+            })?;
             if !(n > 0.0 && n <= 100.0) {
-                return Err(usage(format!("--read-data-subset {s:?}: must be in (0, 100]")));
+                return Err(usage(format!(
+                    "--read-data-subset {s:?}: must be in (0, 100]"
+                )));
             }
             n / 100.0
         }
@@ -29,7 +35,11 @@ pub fn run(args: &RepoArgs, read_data: bool, subset: Option<&str>) -> Result<()>
             r.snapshots,
             r.packs,
             r.blobs,
-            if read_data { format!(", read {} packs", r.packs_read) } else { String::new() }
+            if read_data {
+                format!(", read {} packs", r.packs_read)
+            } else {
+                String::new()
+            }
         );
         for w in &r.warnings {
             println!("warning: {w}");
@@ -56,6 +66,14 @@ pub fn run(args: &RepoArgs, read_data: bool, subset: Option<&str>) -> Result<()>
         }
         Ok(())
     } else {
-        Err(Exit(EXIT_FAILURE, anyhow::anyhow!("check found {} error(s) and {} damaged pack(s)", r.errors.len(), r.bad_packs.len())).into())
+        Err(Exit(
+            EXIT_FAILURE,
+            anyhow::anyhow!(
+                "check found {} error(s) and {} damaged pack(s)",
+                r.errors.len(),
+                r.bad_packs.len()
+            ),
+        )
+        .into())
     }
 }

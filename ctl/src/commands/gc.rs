@@ -12,7 +12,10 @@ use crate::{output, usage};
 pub fn forget(args: &RepoArgs, specs: &[String], domain: Option<&str>) -> Result<()> {
     let repo = open(args)?;
     // Resolve every id before deleting any: a typo deletes nothing.
-    let ids = specs.iter().map(|s| find(&repo, s, domain).map(|(id, _)| id)).collect::<Result<Vec<_>>>()?;
+    let ids = specs
+        .iter()
+        .map(|s| find(&repo, s, domain).map(|(id, _)| id))
+        .collect::<Result<Vec<_>>>()?;
     gc::forget(&repo, &ids)?;
     for id in &ids {
         println!("removed snapshot {}", id.short());
@@ -22,13 +25,19 @@ pub fn forget(args: &RepoArgs, specs: &[String], domain: Option<&str>) -> Result
 
 pub fn parse_duration(s: &str) -> Result<Duration> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| usage(format!("bad duration {s:?}: expected e.g. 30m, 1h, 2d")))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| usage(format!("bad duration {s:?}: expected e.g. 30m, 1h, 2d")))?;
     let secs = match unit {
         "" | "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86400,
-        _ => return Err(usage(format!("bad duration {s:?}: unit must be s, m, h or d"))),
+        _ => {
+            return Err(usage(format!(
+                "bad duration {s:?}: unit must be s, m, h or d"
+            )))
+        }
     };
     Ok(Duration::from_secs(n * secs))
 }
@@ -36,7 +45,14 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
 pub fn gc(args: &RepoArgs, dry_run: bool, grace: &str) -> Result<()> {
     let grace = parse_duration(grace)?;
     let repo = open(args)?;
-    let r = gc::gc(&repo, GcOptions { dry_run, grace, ..GcOptions::default() })?;
+    let r = gc::gc(
+        &repo,
+        GcOptions {
+            dry_run,
+            grace,
+            ..GcOptions::default()
+        },
+    )?;
     if args.json {
         return output::json(&r);
     }

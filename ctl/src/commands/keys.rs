@@ -14,9 +14,15 @@ pub fn init(args: &RepoArgs) -> Result<()> {
     let pass = passphrase(args)?;
     let repo = Repository::init(storage, &pass, RepoConfig::new(), KdfParams::default())?;
     if args.json {
-        output::json(&serde_json::json!({"id": repo.config().id, "location": repo.storage().location()}))
+        output::json(
+            &serde_json::json!({"id": repo.config().id, "location": repo.storage().location()}),
+        )
     } else {
-        println!("created repository {} at {}", repo.config().id.short(), repo.storage().location());
+        println!(
+            "created repository {} at {}",
+            repo.config().id.short(),
+            repo.storage().location()
+        );
         println!("Keep the passphrase safe: without it the data cannot be read.");
         Ok(())
     }
@@ -31,7 +37,12 @@ pub fn key(args: &RepoArgs, cmd: &KeyCommand) -> Result<()> {
     let storage = repo.storage().clone();
     match cmd {
         KeyCommand::Add(n) => {
-            let id = keys::add(&*storage, repo.key(), &new_passphrase(n)?, KdfParams::default())?;
+            let id = keys::add(
+                &*storage,
+                repo.key(),
+                &new_passphrase(n)?,
+                KdfParams::default(),
+            )?;
             println!("added key {}", id.short());
         }
         KeyCommand::List => {
@@ -46,12 +57,22 @@ pub fn key(args: &RepoArgs, cmd: &KeyCommand) -> Result<()> {
             println!(" {:<10} {:<26} {:<20} USER", "ID", "CREATED", "HOST");
             for (id, k) in list {
                 let cur = if id == repo.key_file() { "*" } else { " " };
-                println!("{cur}{:<10} {:<26} {:<20} {}", id.short(), k.created.format("%Y-%m-%d %H:%M:%S UTC"), k.hostname, k.username);
+                println!(
+                    "{cur}{:<10} {:<26} {:<20} {}",
+                    id.short(),
+                    k.created.format("%Y-%m-%d %H:%M:%S UTC"),
+                    k.hostname,
+                    k.username
+                );
             }
         }
         KeyCommand::Remove { id } => {
             let list = keys::list(&*storage)?;
-            let matches: Vec<Id> = list.iter().map(|(i, _)| *i).filter(|i| i.to_hex().starts_with(&id.to_ascii_lowercase())).collect();
+            let matches: Vec<Id> = list
+                .iter()
+                .map(|(i, _)| *i)
+                .filter(|i| i.to_hex().starts_with(&id.to_ascii_lowercase()))
+                .collect();
             let target = match matches.as_slice() {
                 [one] => *one,
                 [] => return Err(anyhow::anyhow!("no key file matches {id:?}")),
@@ -68,9 +89,18 @@ pub fn key(args: &RepoArgs, cmd: &KeyCommand) -> Result<()> {
         }
         KeyCommand::Passwd(n) => {
             // The new key file is durable before the old one goes.
-            let id = keys::add(&*storage, repo.key(), &new_passphrase(n)?, KdfParams::default())?;
+            let id = keys::add(
+                &*storage,
+                repo.key(),
+                &new_passphrase(n)?,
+                KdfParams::default(),
+            )?;
             storage.delete(&format!("keys/{}", repo.key_file()))?;
-            println!("changed passphrase: key {} replaces {}", id.short(), repo.key_file().short());
+            println!(
+                "changed passphrase: key {} replaces {}",
+                id.short(),
+                repo.key_file().short()
+            );
         }
     }
     Ok(())

@@ -31,19 +31,41 @@ fn repo(args: RepoArgs) -> Result<()> {
         RepoCommand::Key(k) => keys::key(&args, k),
         RepoCommand::Backup { .. } => backup::run(&args),
         RepoCommand::Snapshots { domain } => snapshots::list(&args, domain.as_deref()),
-        RepoCommand::Ls { snapshot, path, domain, long } => snapshots::ls(&args, snapshot, path.as_deref(), domain.as_deref(), *long),
+        RepoCommand::Ls {
+            snapshot,
+            path,
+            domain,
+            long,
+        } => snapshots::ls(&args, snapshot, path.as_deref(), domain.as_deref(), *long),
         RepoCommand::Diff { a, b, domain } => snapshots::diff(&args, a, b, domain.as_deref()),
-        RepoCommand::Restore { snapshot, target, paths, domain } => restore::restore(&args, snapshot, target, paths, domain.as_deref()),
-        RepoCommand::Export { snapshot, paths, domain } => restore::export(&args, snapshot, paths, domain.as_deref()),
-        RepoCommand::Check { read_data, read_data_subset } => check::run(&args, *read_data, read_data_subset.as_deref()),
-        RepoCommand::Forget { snapshots, domain } => gc::forget(&args, snapshots, domain.as_deref()),
+        RepoCommand::Restore {
+            snapshot,
+            target,
+            paths,
+            domain,
+        } => restore::restore(&args, snapshot, target, paths, domain.as_deref()),
+        RepoCommand::Export {
+            snapshot,
+            paths,
+            domain,
+        } => restore::export(&args, snapshot, paths, domain.as_deref()),
+        RepoCommand::Check {
+            read_data,
+            read_data_subset,
+        } => check::run(&args, *read_data, read_data_subset.as_deref()),
+        RepoCommand::Forget { snapshots, domain } => {
+            gc::forget(&args, snapshots, domain.as_deref())
+        }
         RepoCommand::Gc { dry_run, grace } => gc::gc(&args, *dry_run, grace),
         RepoCommand::Unlock { remove_all } => gc::unlock(&args, *remove_all),
     }
 }
 
 pub(crate) fn open_storage(args: &RepoArgs) -> Result<Arc<dyn Storage>> {
-    let loc = args.repo.as_deref().ok_or_else(|| usage("no repository: pass --repo or set CAIRN_REPO"))?;
+    let loc = args
+        .repo
+        .as_deref()
+        .ok_or_else(|| usage("no repository: pass --repo or set CAIRN_REPO"))?;
     storage::open(loc).map_err(|e| usage(e))
 }
 
@@ -51,11 +73,16 @@ pub(crate) fn open_storage(args: &RepoArgs) -> Result<Arc<dyn Storage>> {
 /// or from an environment variable.
 pub(crate) fn read_passphrase(file: Option<&Path>, env: &str) -> Result<Vec<u8>> {
     if let Some(f) = file {
-        let meta = std::fs::metadata(f).with_context(|| format!("passphrase file {}", f.display()))?;
+        let meta =
+            std::fs::metadata(f).with_context(|| format!("passphrase file {}", f.display()))?;
         if meta.permissions().mode() & 0o004 != 0 {
-            return Err(usage(format!("passphrase file {} is world-readable; chmod 600 it", f.display())));
+            return Err(usage(format!(
+                "passphrase file {} is world-readable; chmod 600 it",
+                f.display()
+            )));
         }
-        let s = std::fs::read(f).with_context(|| format!("reading passphrase file {}", f.display()))?;
+        let s =
+            std::fs::read(f).with_context(|| format!("reading passphrase file {}", f.display()))?;
         let line = s.split(|&b| b == b'\n').next().unwrap_or(&[]).to_vec();
         let line = line.strip_suffix(b"\r").map(<[u8]>::to_vec).unwrap_or(line);
         if line.is_empty() {
@@ -65,7 +92,9 @@ pub(crate) fn read_passphrase(file: Option<&Path>, env: &str) -> Result<Vec<u8>>
     }
     match std::env::var_os(env) {
         Some(v) if !v.is_empty() => Ok(std::os::unix::ffi::OsStringExt::into_vec(v)),
-        _ => Err(usage(format!("no passphrase: set {env} or pass a passphrase file"))),
+        _ => Err(usage(format!(
+            "no passphrase: set {env} or pass a passphrase file"
+        ))),
     }
 }
 
@@ -79,6 +108,10 @@ pub(crate) fn open(args: &RepoArgs) -> Result<Repository> {
     Ok(Repository::open(storage, &pass)?)
 }
 
-pub(crate) fn find(repo: &Repository, spec: &str, domain: Option<&str>) -> Result<(Id, cairn_repo::snapshot::Snapshot)> {
+pub(crate) fn find(
+    repo: &Repository,
+    spec: &str,
+    domain: Option<&str>,
+) -> Result<(Id, cairn_repo::snapshot::Snapshot)> {
     Ok(repo.find_snapshot(spec, domain)?)
 }

@@ -9,15 +9,29 @@ use super::{find, open};
 use crate::cli::RepoArgs;
 use crate::{output, usage};
 
-pub fn restore(args: &RepoArgs, spec: &str, target: &Path, paths: &[String], domain: Option<&str>) -> Result<()> {
+pub fn restore(
+    args: &RepoArgs,
+    spec: &str,
+    target: &Path,
+    paths: &[String],
+    domain: Option<&str>,
+) -> Result<()> {
     let repo = open(args)?;
     repo.load_index()?;
     let (id, snap) = find(&repo, spec, domain)?;
     let started = std::time::Instant::now();
-    let stats = cairn_repo::restore::restore(&repo, &snap.tree, target, paths)
-        .with_context(|| format!("restore of snapshot {} into {}", id.short(), target.display()))?;
+    let stats =
+        cairn_repo::restore::restore(&repo, &snap.tree, target, paths).with_context(|| {
+            format!(
+                "restore of snapshot {} into {}",
+                id.short(),
+                target.display()
+            )
+        })?;
     if args.json {
-        return output::json(&serde_json::json!({"snapshot": id, "target": target, "stats": stats}));
+        return output::json(
+            &serde_json::json!({"snapshot": id, "target": target, "stats": stats}),
+        );
     }
     println!(
         "restored snapshot {} ({}) into {}: {} files, {} dirs, {} symlinks, {} in {:.2}s",
@@ -36,7 +50,9 @@ pub fn restore(args: &RepoArgs, spec: &str, target: &Path, paths: &[String], dom
 pub fn export(args: &RepoArgs, spec: &str, paths: &[String], domain: Option<&str>) -> Result<()> {
     let stdout = std::io::stdout();
     if stdout.is_terminal() {
-        return Err(usage("refusing to write a tar stream to a terminal; redirect stdout (… > site.tar)"));
+        return Err(usage(
+            "refusing to write a tar stream to a terminal; redirect stdout (… > site.tar)",
+        ));
     }
     let repo = open(args)?;
     repo.load_index()?;

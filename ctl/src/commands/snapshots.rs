@@ -12,7 +12,11 @@ use crate::output;
 
 pub fn list(args: &RepoArgs, domain: Option<&str>) -> Result<()> {
     let repo = open(args)?;
-    let snaps: Vec<_> = repo.snapshots()?.into_iter().filter(|(_, s)| domain.is_none_or(|d| s.domain == d)).collect();
+    let snaps: Vec<_> = repo
+        .snapshots()?
+        .into_iter()
+        .filter(|(_, s)| domain.is_none_or(|d| s.domain == d))
+        .collect();
     if args.json {
         let rows: Vec<serde_json::Value> = snaps
             .iter()
@@ -24,7 +28,10 @@ pub fn list(args: &RepoArgs, domain: Option<&str>) -> Result<()> {
             .collect();
         return output::json(&rows);
     }
-    println!("{:<8}  {:<19}  {:<28} {:<14} {:<12} {:>8} {:>10} {:>10}", "ID", "TIME", "DOMAIN", "HOST", "KIND", "FILES", "SIZE", "ADDED");
+    println!(
+        "{:<8}  {:<19}  {:<28} {:<14} {:<12} {:>8} {:>10} {:>10}",
+        "ID", "TIME", "DOMAIN", "HOST", "KIND", "FILES", "SIZE", "ADDED"
+    );
     for (id, s) in &snaps {
         println!(
             "{:<8}  {:<19}  {:<28} {:<14} {:<12} {:>8} {:>10} {:>10}",
@@ -42,7 +49,13 @@ pub fn list(args: &RepoArgs, domain: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-pub fn ls(args: &RepoArgs, spec: &str, path: Option<&str>, domain: Option<&str>, long: bool) -> Result<()> {
+pub fn ls(
+    args: &RepoArgs,
+    spec: &str,
+    path: Option<&str>,
+    domain: Option<&str>,
+    long: bool,
+) -> Result<()> {
     let repo = open(args)?;
     repo.load_index()?;
     let (_, snap) = find(&repo, spec, domain)?;
@@ -70,14 +83,27 @@ pub fn ls(args: &RepoArgs, spec: &str, path: Option<&str>, domain: Option<&str>,
     let mut out = std::io::stdout().lock();
     for (p, n) in rows {
         if long {
-            let t = chrono::DateTime::from_timestamp(n.mtime_ns.div_euclid(1_000_000_000), 0).unwrap_or_default();
+            let t = chrono::DateTime::from_timestamp(n.mtime_ns.div_euclid(1_000_000_000), 0)
+                .unwrap_or_default();
             let kind = match n.kind {
                 NodeKind::Dir => 'd',
                 NodeKind::Symlink => 'l',
                 NodeKind::File => '-',
             };
-            let link = n.target.as_deref().map(|t| format!(" -> {t}")).unwrap_or_default();
-            writeln!(out, "{kind}{:04o} {:>5} {:>5} {:>12} {} /{p}{link}", n.mode, n.uid, n.gid, n.size, t.format("%Y-%m-%d %H:%M:%S"))?;
+            let link = n
+                .target
+                .as_deref()
+                .map(|t| format!(" -> {t}"))
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "{kind}{:04o} {:>5} {:>5} {:>12} {} /{p}{link}",
+                n.mode,
+                n.uid,
+                n.gid,
+                n.size,
+                t.format("%Y-%m-%d %H:%M:%S")
+            )?;
         } else {
             writeln!(out, "/{p}")?;
         }
@@ -87,7 +113,11 @@ pub fn ls(args: &RepoArgs, spec: &str, path: Option<&str>, domain: Option<&str>,
 
 fn walk(repo: &Repository, tree: &Id, prefix: &str, rows: &mut Vec<(String, Node)>) -> Result<()> {
     for n in repo.load_tree(tree)?.nodes {
-        let p = if prefix.is_empty() { n.name.clone() } else { format!("{prefix}/{}", n.name) };
+        let p = if prefix.is_empty() {
+            n.name.clone()
+        } else {
+            format!("{prefix}/{}", n.name)
+        };
         let sub = n.subtree;
         rows.push((p.clone(), n));
         if let Some(sub) = sub {

@@ -25,10 +25,22 @@ impl LocalStorage {
 
     fn err(&self, op: &'static str, key: &str, e: std::io::Error) -> StorageError {
         if e.kind() == ErrorKind::NotFound {
-            return StorageError::NotFound { location: self.location(), key: key.to_string() };
+            return StorageError::NotFound {
+                location: self.location(),
+                key: key.to_string(),
+            };
         }
-        let transient = matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::TimedOut | ErrorKind::WouldBlock);
-        StorageError::Backend { location: self.location(), op, key: key.to_string(), message: e.to_string(), transient }
+        let transient = matches!(
+            e.kind(),
+            ErrorKind::Interrupted | ErrorKind::TimedOut | ErrorKind::WouldBlock
+        );
+        StorageError::Backend {
+            location: self.location(),
+            op,
+            key: key.to_string(),
+            message: e.to_string(),
+            transient,
+        }
     }
 
     fn create_dirs(&self, dir: &Path) -> std::io::Result<()> {
@@ -57,10 +69,19 @@ impl Storage for LocalStorage {
     fn put(&self, key: &str, data: &[u8]) -> StorageResult<()> {
         let path = self.path(key);
         let dir = path.parent().expect("keys have a parent").to_path_buf();
-        self.create_dirs(&dir).map_err(|e| self.err("mkdir", key, e))?;
-        let tmp = dir.join(format!(".{}.tmp-{:016x}", path.file_name().unwrap().to_string_lossy(), rand::random::<u64>()));
+        self.create_dirs(&dir)
+            .map_err(|e| self.err("mkdir", key, e))?;
+        let tmp = dir.join(format!(
+            ".{}.tmp-{:016x}",
+            path.file_name().unwrap().to_string_lossy(),
+            rand::random::<u64>()
+        ));
         let write = || -> std::io::Result<()> {
-            let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
             f.write_all(data)?;
             f.sync_all()?;
             fs::rename(&tmp, &path)?;
@@ -89,7 +110,11 @@ impl Storage for LocalStorage {
 
     fn stat(&self, key: &str) -> StorageResult<ObjectInfo> {
         let m = fs::metadata(self.path(key)).map_err(|e| self.err("stat", key, e))?;
-        Ok(ObjectInfo { key: key.to_string(), size: m.len(), modified: m.modified().ok() })
+        Ok(ObjectInfo {
+            key: key.to_string(),
+            size: m.len(),
+            modified: m.modified().ok(),
+        })
     }
 
     fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectInfo>> {
@@ -115,8 +140,17 @@ impl Storage for LocalStorage {
                         Err(e) if e.kind() == ErrorKind::NotFound => continue,
                         Err(e) => return Err(self.err("list", prefix, e)),
                     };
-                    let rel = entry.path().strip_prefix(&self.root).unwrap().to_string_lossy().into_owned();
-                    out.push(ObjectInfo { key: rel, size: m.len(), modified: m.modified().ok() });
+                    let rel = entry
+                        .path()
+                        .strip_prefix(&self.root)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned();
+                    out.push(ObjectInfo {
+                        key: rel,
+                        size: m.len(),
+                        modified: m.modified().ok(),
+                    });
                 }
             }
         }

@@ -40,7 +40,11 @@ impl S3Storage {
         }
         let op = Operator::new(b)
             .map_err(bad)?
-            .layer(opendal::layers::RetryLayer::new().with_max_times(4).with_jitter())
+            .layer(
+                opendal::layers::RetryLayer::new()
+                    .with_max_times(4)
+                    .with_jitter(),
+            )
             .finish();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -57,10 +61,18 @@ impl S3Storage {
         Ok(S3Storage { op, rt, location })
     }
 
-    fn block<T>(&self, op: &'static str, key: &str, f: impl Future<Output = opendal::Result<T>>) -> StorageResult<T> {
+    fn block<T>(
+        &self,
+        op: &'static str,
+        key: &str,
+        f: impl Future<Output = opendal::Result<T>>,
+    ) -> StorageResult<T> {
         self.rt.block_on(f).map_err(|e| {
             if e.kind() == ErrorKind::NotFound {
-                return StorageError::NotFound { location: self.location.clone(), key: key.to_string() };
+                return StorageError::NotFound {
+                    location: self.location.clone(),
+                    key: key.to_string(),
+                };
             }
             StorageError::Backend {
                 location: self.location.clone(),
@@ -79,7 +91,9 @@ impl Storage for S3Storage {
     }
 
     fn put(&self, key: &str, data: &[u8]) -> StorageResult<()> {
-        self.block("put", key, async { self.op.write(key, data.to_vec()).await.map(|_| ()) })
+        self.block("put", key, async {
+            self.op.write(key, data.to_vec()).await.map(|_| ())
+        })
     }
 
     fn get(&self, key: &str) -> StorageResult<Vec<u8>> {
@@ -88,7 +102,12 @@ impl Storage for S3Storage {
 
     fn get_range(&self, key: &str, offset: u64, len: u64) -> StorageResult<Vec<u8>> {
         self.block("get_range", key, async {
-            Ok(self.op.read_with(key).range(offset..offset + len).await?.to_vec())
+            Ok(self
+                .op
+                .read_with(key)
+                .range(offset..offset + len)
+                .await?
+                .to_vec())
         })
     }
 
@@ -111,7 +130,10 @@ impl Storage for S3Storage {
             .map(|e| ObjectInfo {
                 key: e.path().to_string(),
                 size: e.metadata().content_length(),
-                modified: e.metadata().last_modified().map(std::time::SystemTime::from),
+                modified: e
+                    .metadata()
+                    .last_modified()
+                    .map(std::time::SystemTime::from),
             })
             .collect())
     }

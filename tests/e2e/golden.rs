@@ -1,0 +1,57 @@
+//! Format stability: a repository written by format v1 must always read back.
+//! `tests/fixtures/golden-v1/` holds that repository (passphrase `golden`) and
+//! `source.tar`, the tree it was made from. A format change that breaks this
+//! test breaks every user's backups.
+
+use std::process::Command;
+
+use cairn_repo::exclude::Excludes;
+use cairn_tests::*;
+
+#[test]
+fn golden_v1_repository_restores_and_checks() {
+    let fixture = workspace_root().join("tests/fixtures/golden-v1");
+    let tmp = tempfile::tempdir().unwrap();
+    // Work on a copy: nothing may touch the fixture.
+    let repo = tmp.path().join("repo");
+    assert!(Command::new("cp")
+        .arg("-r")
+        .arg(fixture.join("repo"))
+        .arg(&repo)
+        .status()
+        .unwrap()
+        .success());
+    let source = tmp.path().join("source");
+    std::fs::create_dir_all(&source).unwrap();
+    assert!(Command::new("tar")
+        .arg("-xpf")
+        .arg(fixture.join("source.tar"))
+        .arg("-C")
+        .arg(&source)
+        .status()
+        .unwrap()
+        .success());
+    let ctl = Ctl::new(repo.to_str().unwrap(), "golden");
+    let snaps = ctl.json(&["snapshots"]);
+    let s = &snaps.as_array().unwrap()[0];
+    assert_eq!(
+        s["id"],
+        "c8554fea6e92ea0ca68fca6082f8606281fdea1809e9c7c2190e7dd09b67a15f"
+    );
+    assert_eq!(s["domain"], "golden.example");
+    assert_eq!(s["host"], "fixture");
+    assert_eq!(s["kind"], "full");
+    assert_eq!(s["stats"]["files"], 3);
+    let out = ctl.ok(&["check", "--read-data"]);
+    assert!(out.contains("no errors found"), "{out}");
+    let r = tmp.path().join("restored");
+    ctl.ok(&["restore", "c8554fea", "--target", r.to_str().unwrap()]);
+    assert_same_tree(&source, &r, &Excludes::new::<&str>(&[]).unwrap());
+    assert_eq!(
+        Ctl::new(repo.to_str().unwrap(), "not golden")
+            .run(&["snapshots"])
+            .status
+            .code(),
+        Some(3)
+    );
+}

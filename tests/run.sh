@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need on a fresh Debian machine
+# (only what is missing), then runs every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+command -v python3 >/dev/null || missing+=(python3)
+command -v tar >/dev/null || missing+=(tar)
+command -v cc >/dev/null || missing+=(build-essential)
+command -v pkg-config >/dev/null || missing+=(pkg-config)
+command -v mkfifo >/dev/null || missing+=(coreutils)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  as_root apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "cargo is required (rustup: https://rustup.rs)" >&2
+  exit 1
+fi
+
+# Garage, the S3-compatible server the storage tests run against. Built once per
+# machine (several minutes) into cargo's bin dir, outside the clone.
+CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
+if [ -z "${CAIRN_GARAGE:-}" ]; then
+  if command -v garage >/dev/null; then
+    CAIRN_GARAGE="$(command -v garage)"
+  else
+    if [ ! -x "$CARGO_BIN/garage" ]; then
+      echo "building garage (once per machine)…"
+      cargo install garage --locked --quiet
+    fi
+    CAIRN_GARAGE="$CARGO_BIN/garage"
+  fi
+fi
+export CAIRN_GARAGE
+
+# The fleet generator lives in shared/, beside the clone.
+if [ -z "${CAIRN_GEN_FLEET:-}" ] && [ ! -f ../shared/bench/gen_fleet.py ]; then
+  echo "../shared/bench/gen_fleet.py not found; set CAIRN_GEN_FLEET" >&2
+  exit 1
+fi
+
+cargo fmt --all -- --check
+cargo test --workspace --locked
