@@ -48,6 +48,8 @@ pub struct GcReport {
     pub bytes_freed: u64,
     pub blobs_live: usize,
     pub segments_replaced: usize,
+    /// Pack staging files left by killed backups (local repositories).
+    pub staging_files_removed: usize,
 }
 
 /// Deletes snapshots. Their data stays until `gc`.
@@ -125,8 +127,13 @@ pub fn gc(repo: &Repository, opts: GcOptions) -> Result<GcReport> {
     r.packs_repacked = repack.iter().map(|(p, _)| *p).collect();
     r.bytes_freed = delete.iter().map(|(_, s)| s).sum();
     r.segments_replaced = old_segments.len();
+    let stale_staging = stale_staging_files(repo, now, opts.grace);
+    r.staging_files_removed = stale_staging.len();
     if opts.dry_run {
         return Ok(r);
+    }
+    for f in &stale_staging {
+        let _ = std::fs::remove_file(f);
     }
 
     // (1) Repack: live blobs of sparse packs into new packs.
@@ -180,4 +187,34 @@ pub fn gc(repo: &Repository, opts: GcOptions) -> Result<GcReport> {
     }
     repo.load_index()?;
     Ok(r)
+}
+
+/// `.pack-*.tmp` files in the staging directory older than the grace period.
+fn stale_staging_files(
+    repo: &Repository,
+    now: SystemTime,
+    grace: Duration,
+) -> Vec<std::path::PathBuf> {
+    let Some(dir) = repo.storage().staging_dir() else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with(".pack-") && name.ends_with(".tmp")
+        })
+        .filter(|e| {
+            e.metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|m| now.duration_since(m).ok())
+                .is_some_and(|age| age >= grace)
+        })
+        .map(|e| e.path())
+        .collect()
 }

@@ -234,6 +234,8 @@ fn plan_node(ctx: &Ctx, plan: &mut Plan, n: &Node, dir: &Path) -> Result<()> {
 
 /// Largest gap between two needed blobs of a pack still read in one request.
 const MAX_GAP: u64 = 256 * 1024;
+/// Largest single range read: bounds restore memory to this per worker.
+const MAX_RANGE: u64 = 4 << 20;
 
 fn write_contents(ctx: &Ctx, plan: &Plan) -> Result<()> {
     // Create every file at its final size, then fill it blob by blob.
@@ -275,7 +277,11 @@ fn write_contents(ctx: &Ctx, plan: &Plan) -> Result<()> {
                 let start = blobs[i].1.offset as u64;
                 let mut j = i;
                 let mut end = start + blobs[i].1.length as u64;
-                while j + 1 < blobs.len() && (blobs[j + 1].1.offset as u64) <= end + MAX_GAP {
+                while j + 1 < blobs.len()
+                    && (blobs[j + 1].1.offset as u64) <= end + MAX_GAP
+                    && blobs[j + 1].1.offset as u64 + blobs[j + 1].1.length as u64 - start
+                        <= MAX_RANGE
+                {
                     j += 1;
                     end = end.max(blobs[j].1.offset as u64 + blobs[j].1.length as u64);
                 }

@@ -16,7 +16,7 @@ use crossbeam_channel::{bounded, Sender};
 
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::pack::{self, BlobType, FinishedPack, PackEntry, PackWriter};
+use crate::pack::{self, BlobType, FinishedPack, PackBody, PackEntry, PackWriter};
 use crate::repository::Repository;
 
 /// Packs per index segment written while a backup runs.
@@ -38,7 +38,7 @@ pub struct SaverStats {
 pub struct BlobSaver<'r> {
     repo: &'r Repository,
     known: Mutex<HashSet<Id>>,
-    open: [Mutex<PackWriter>; 2],
+    open: [Mutex<Option<PackWriter>>; 2],
     tx: Option<Sender<FinishedPack>>,
     uploaders: Vec<JoinHandle<UploadResult>>,
     blobs_new: AtomicU64,
@@ -61,8 +61,16 @@ impl<'r> BlobSaver<'r> {
                     .spawn(move || {
                         let mut pending: Vec<(Id, Vec<PackEntry>)> = Vec::new();
                         let mut done = Vec::new();
-                        for p in rx {
-                            storage.put(&pack::key_of(&p.id), &p.bytes)?;
+                        for mut p in rx {
+                            match &mut p.body {
+                                PackBody::Memory(bytes) => {
+                                    storage.put(&pack::key_of(&p.id), bytes)?
+                                }
+                                PackBody::File(staged) => {
+                                    storage.put_file(&pack::key_of(&p.id), &staged.path)?;
+                                    staged.keep = true;
+                                }
+                            }
                             pending.push((p.id, p.entries));
                             if pending.len() >= PACKS_PER_SEGMENT {
                                 // Indexed only after the packs are durable.
@@ -80,10 +88,7 @@ impl<'r> BlobSaver<'r> {
         BlobSaver {
             repo,
             known: Mutex::new(known),
-            open: [
-                Mutex::new(PackWriter::default()),
-                Mutex::new(PackWriter::default()),
-            ],
+            open: [Mutex::new(None), Mutex::new(None)],
             tx: Some(tx),
             uploaders,
             blobs_new: AtomicU64::new(0),
@@ -112,10 +117,15 @@ impl<'r> BlobSaver<'r> {
         self.stored_bytes
             .fetch_add(env.len() as u64, Ordering::Relaxed);
         let full = {
-            let mut w = self.open[kind as usize].lock().unwrap();
-            w.add(kind, id, &env, plain.len());
+            let mut slot = self.open[kind as usize].lock().unwrap();
+            if slot.is_none() {
+                *slot = Some(self.new_writer()?);
+            }
+            let w = slot.as_mut().expect("just opened");
+            w.add(kind, id, &env, plain.len())
+                .map_err(|e| Error::io("pack staging file", e))?;
             if w.len() >= self.repo.config().pack_size as usize {
-                Some(std::mem::take(&mut *w))
+                slot.take()
             } else {
                 None
             }
@@ -126,11 +136,20 @@ impl<'r> BlobSaver<'r> {
         Ok(true)
     }
 
+    fn new_writer(&self) -> Result<PackWriter> {
+        match self.repo.storage().staging_dir() {
+            Some(dir) => PackWriter::staged(&dir).map_err(|e| Error::io(dir, e)),
+            None => Ok(PackWriter::in_memory()),
+        }
+    }
+
     fn send(&self, w: PackWriter) -> Result<()> {
-        let p = w.finish(self.repo.key());
+        let p = w
+            .finish(self.repo.key())
+            .map_err(|e| Error::io("pack staging file", e))?;
         self.packs.fetch_add(1, Ordering::Relaxed);
         self.stored_bytes.fetch_add(
-            (p.bytes.len() - p.entries.iter().map(|e| e.length as usize).sum::<usize>()) as u64,
+            (p.len - p.entries.iter().map(|e| e.length as usize).sum::<usize>()) as u64,
             Ordering::Relaxed,
         );
         self.tx
@@ -144,8 +163,8 @@ impl<'r> BlobSaver<'r> {
     pub fn finish(mut self) -> Result<SaverStats> {
         let mut first_err = None;
         for slot in &self.open {
-            let w = std::mem::take(&mut *slot.lock().unwrap());
-            if !w.is_empty() {
+            let w = slot.lock().unwrap().take();
+            if let Some(w) = w.filter(|w| !w.is_empty()) {
                 if let Err(e) = self.send(w) {
                     first_err.get_or_insert(e);
                 }

@@ -66,6 +66,24 @@ pub trait Storage: Send + Sync {
     fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectInfo>>;
     /// Deletes `key`; deleting a missing object is not an error.
     fn delete(&self, key: &str) -> StorageResult<()>;
+
+    /// A local directory where large objects can be built on disk and then
+    /// moved into place with [`Storage::put_file`]; `None` keeps them in memory.
+    fn staging_dir(&self) -> Option<std::path::PathBuf> {
+        None
+    }
+
+    /// Makes a complete, fsynced staging file visible as `key` (atomically).
+    fn put_file(&self, key: &str, path: &std::path::Path) -> StorageResult<()> {
+        let data = std::fs::read(path).map_err(|e| StorageError::Backend {
+            location: self.location(),
+            op: "put_file",
+            key: key.to_string(),
+            message: e.to_string(),
+            transient: false,
+        })?;
+        self.put(key, &data)
+    }
 }
 
 impl fmt::Debug for dyn Storage {

@@ -14,7 +14,9 @@ fn count_packs(repo: &std::path::Path) -> usize {
     }
     fs::read_dir(&data)
         .unwrap()
-        .flat_map(|d| fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|d| d.unwrap().path())
+        .filter(|d| d.is_dir())
+        .flat_map(|d| fs::read_dir(d).unwrap())
         .filter(|e| {
             !e.as_ref()
                 .unwrap()

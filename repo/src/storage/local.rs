@@ -93,6 +93,22 @@ impl Storage for LocalStorage {
         })
     }
 
+    fn staging_dir(&self) -> Option<PathBuf> {
+        Some(self.root.join("data"))
+    }
+
+    fn put_file(&self, key: &str, staged: &Path) -> StorageResult<()> {
+        let path = self.path(key);
+        let dir = path.parent().expect("keys have a parent").to_path_buf();
+        self.create_dirs(&dir)
+            .map_err(|e| self.err("mkdir", key, e))?;
+        // The staging file is already fsynced; rename, then make the rename durable.
+        fs::rename(staged, &path).map_err(|e| self.err("put_file", key, e))?;
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| self.err("put_file", key, e))
+    }
+
     fn get(&self, key: &str) -> StorageResult<Vec<u8>> {
         fs::read(self.path(key)).map_err(|e| self.err("get", key, e))
     }
