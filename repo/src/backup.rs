@@ -34,6 +34,8 @@ use crate::tree::{Node, NodeKind, Tree};
 
 const MAX_WARNINGS: usize = 1000;
 
+type HardLinks = HashMap<(u64, u64), (Vec<Id>, u64)>;
+
 pub struct BackupOptions {
     pub domain: String,
     pub kind: Kind,
@@ -55,7 +57,8 @@ struct Ctx<'r> {
     opts: &'r BackupOptions,
     reuse: bool,
     known: HashSet<Id>,
-    hardlinks: Mutex<HashMap<(u64, u64), (Vec<Id>, u64)>>,
+    /// (device, inode) → (content, size) of multiply-linked files already read.
+    hardlinks: Mutex<HardLinks>,
     warnings: Mutex<Vec<String>>,
     progress: &'r Progress,
     files: AtomicU64,
@@ -130,11 +133,11 @@ pub fn run(
         );
     }
     let snapshots = repo.snapshots()?;
-    let mine = snapshots.iter().filter(|(_, s)| s.domain == opts.domain);
+    let mut mine = snapshots.iter().filter(|(_, s)| s.domain == opts.domain);
     let base = match opts.kind {
         Kind::Full => None,
-        Kind::Incremental => mine.last(),
-        Kind::Differential => mine.filter(|(_, s)| s.kind == Kind::Full).last(),
+        Kind::Incremental => mine.next_back(),
+        Kind::Differential => mine.rfind(|(_, s)| s.kind == Kind::Full),
     };
     // SCH-3: with no base to compare against, the first backup is a full one.
     let kind = if base.is_none() {

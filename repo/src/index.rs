@@ -23,6 +23,9 @@ use crate::pack::{decode_entries, encode_entries, BlobType, PackEntry, ENTRY_LEN
 
 const MAGIC: &[u8; 8] = b"CAIRNIX1";
 
+/// Packs with their entries, as a segment lists them.
+pub type PackList = Vec<(Id, Vec<PackEntry>)>;
+
 pub fn encode_segment(key: &MasterKey, packs: &[(Id, Vec<PackEntry>)]) -> Vec<u8> {
     let n: usize = packs.iter().map(|(_, e)| e.len()).sum();
     let mut out = Vec::with_capacity(12 + packs.len() * 36 + n * ENTRY_LEN);

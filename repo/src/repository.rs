@@ -123,7 +123,7 @@ impl Repository {
     /// Loads every index segment (in parallel). Call again to refresh.
     pub fn load_index(&self) -> Result<()> {
         let segs = self.storage.list("index/")?;
-        let loaded: Vec<(Id, Vec<(Id, Vec<pack::PackEntry>)>)> = segs
+        let loaded: Vec<(Id, index::PackList)> = segs
             .par_iter()
             .filter_map(|o| {
                 o.key
@@ -304,16 +304,12 @@ impl Repository {
         let all = self.snapshots()?;
         let in_domain = |s: &Snapshot| domain.is_none_or(|d| s.domain == d);
         if spec == "latest" {
-            return all
-                .into_iter()
-                .filter(|(_, s)| in_domain(s))
-                .next_back()
-                .ok_or_else(|| {
-                    Error::SnapshotNotFound(format!(
-                        "latest{}",
-                        domain.map(|d| format!(" in {d}")).unwrap_or_default()
-                    ))
-                });
+            return all.into_iter().rfind(|(_, s)| in_domain(s)).ok_or_else(|| {
+                Error::SnapshotNotFound(format!(
+                    "latest{}",
+                    domain.map(|d| format!(" in {d}")).unwrap_or_default()
+                ))
+            });
         }
         if spec.is_empty() || !spec.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::SnapshotNotFound(spec.to_string()));

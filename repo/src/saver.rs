@@ -24,7 +24,7 @@ const PACKS_PER_SEGMENT: usize = 64;
 const UPLOADERS: usize = 2;
 
 /// (packs already in a written segment, packs still to index).
-type Indexed = Vec<(Id, Vec<PackEntry>)>;
+type Indexed = crate::index::PackList;
 type UploadResult = Result<(Indexed, Indexed)>;
 
 #[derive(Debug, Default, Clone, Copy)]

@@ -66,7 +66,7 @@ pub(crate) fn open_storage(args: &RepoArgs) -> Result<Arc<dyn Storage>> {
         .repo
         .as_deref()
         .ok_or_else(|| usage("no repository: pass --repo or set CAIRN_REPO"))?;
-    storage::open(loc).map_err(|e| usage(e))
+    storage::open(loc).map_err(usage)
 }
 
 /// Reads a passphrase from a file (first line; refused when others can read it)
