@@ -2,7 +2,7 @@
 """Cairn vs tar|zstd, restic and borg on one generated fleet (medians of N runs).
 
 Every tool gets the same input (gen_fleet.py's www/ and db/, minus its
-EXCLUDE_NAMES) and a warm page cache. Prints a table of medians and Cairn's
+EXCLUDE_NAMES), a warm page cache, and a `sync` before each timed command. Prints a table of medians and Cairn's
 ratios against each tool; never fails on a figure.
 """
 import argparse
@@ -27,6 +27,8 @@ def run(cmd, cwd=None, env=None, stdout=subprocess.DEVNULL):
     full = ["/usr/bin/time", "-f", "%e %M", "-o", "/tmp/cairn-bench-time"] + cmd
     e = dict(os.environ)
     e.update(env or {})
+    # Flush earlier writes first, so no tool pays for another's writeback.
+    os.sync()
     t0 = time.monotonic()
     p = subprocess.run(full, cwd=cwd, env=e, stdout=stdout, stderr=subprocess.PIPE)
     wall = time.monotonic() - t0

@@ -46,4 +46,7 @@ if [ -z "${CAIRN_GEN_FLEET:-}" ] && [ ! -f ../shared/bench/gen_fleet.py ]; then
 fi
 
 cargo fmt --all -- --check
+if cargo clippy --version >/dev/null 2>&1; then
+  cargo clippy --workspace --all-targets --locked -- -D warnings
+fi
 cargo test --workspace --locked
