@@ -67,8 +67,14 @@ pub fn round_trip(ctl: &Ctl, sites: &[std::path::PathBuf], tmp: &Path) {
     let out = ctl.ok(&["check", "--read-data"]);
     assert!(out.contains("no errors found"), "{out}");
     let subset = ctl.json(&["check", "--read-data-subset", "50%"]);
-    let (read, all) = (subset["packs_read"].as_u64().unwrap(), subset["packs"].as_u64().unwrap());
-    assert!(read >= 1 && read < all.max(2), "50% of {all} packs read {read}");
+    let (read, all) = (
+        subset["packs_read"].as_u64().unwrap(),
+        subset["packs"].as_u64().unwrap(),
+    );
+    assert!(
+        read >= 1 && read < all.max(2),
+        "50% of {all} packs read {read}"
+    );
 }
 
 /// BKP-7: a second, identical site adds < 1% of its size to the repository.

@@ -108,7 +108,11 @@ fn forget_and_gc_reclaim_space_safely() {
     let done = ctl.json(&["gc", "--grace", "0s"]);
     assert_eq!(done["packs_deleted"], dry["packs_deleted"]);
     // a's pack also held the blob b deduplicated against: copied out, not lost.
-    assert_eq!(done["packs_repacked"].as_array().unwrap().len(), 1, "{done}");
+    assert_eq!(
+        done["packs_repacked"].as_array().unwrap().len(),
+        1,
+        "{done}"
+    );
     let size_after = dir_size(&repo);
     assert!(
         size_after < size_before / 2,
