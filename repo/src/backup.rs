@@ -83,10 +83,7 @@ fn nanos(secs: i64, nsec: i64) -> i64 {
 }
 
 fn base_node(name: &std::ffi::OsStr, kind: NodeKind, m: &Metadata) -> Node {
-    let mut n = Node {
-        name: String::new(),
-        name_b64: None,
-        kind,
+    Node {
         mode: m.mode() & 0o7777,
         uid: m.uid(),
         gid: m.gid(),
@@ -95,14 +92,8 @@ fn base_node(name: &std::ffi::OsStr, kind: NodeKind, m: &Metadata) -> Node {
         inode: m.ino(),
         device: m.dev(),
         links: m.nlink(),
-        size: 0,
-        content: Vec::new(),
-        subtree: None,
-        target: None,
-        target_b64: None,
-    };
-    n.set_name(name);
-    n
+        ..Node::new(name, kind)
+    }
 }
 
 /// Backs up `source` and writes a snapshot. Returns its id.

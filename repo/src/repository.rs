@@ -120,18 +120,28 @@ impl Repository {
         self.index.read().unwrap()
     }
 
-    /// Loads every index segment (in parallel). Call again to refresh.
-    pub fn load_index(&self) -> Result<()> {
-        let segs = self.storage.list("index/")?;
-        let loaded: Vec<(Id, index::PackList)> = segs
-            .par_iter()
+    /// The objects under `prefix` whose names are ids, as (id, key). Others
+    /// (temp files, strays) are ignored.
+    fn list_ids(&self, prefix: &str) -> Result<Vec<(Id, String)>> {
+        Ok(self
+            .storage
+            .list(prefix)?
+            .into_iter()
             .filter_map(|o| {
                 o.key
-                    .trim_start_matches("index/")
+                    .strip_prefix(prefix)?
                     .parse::<Id>()
                     .ok()
-                    .map(|id| (id, o.key.clone()))
+                    .map(|id| (id, o.key))
             })
+            .collect())
+    }
+
+    /// Loads every index segment (in parallel). Call again to refresh.
+    pub fn load_index(&self) -> Result<()> {
+        let loaded: Vec<(Id, index::PackList)> = self
+            .list_ids("index/")?
+            .into_par_iter()
             .map(|(id, key)| {
                 let stored = self.storage.get(&key)?;
                 Ok((id, index::decode_segment(&self.key, &id, &stored)?))
@@ -276,16 +286,9 @@ impl Repository {
 
     /// Every snapshot, oldest first.
     pub fn snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
-        let objs = self.storage.list("snapshots/")?;
-        let mut out: Vec<(Id, Snapshot)> = objs
-            .par_iter()
-            .filter_map(|o| {
-                o.key
-                    .trim_start_matches("snapshots/")
-                    .parse::<Id>()
-                    .ok()
-                    .map(|id| (id, o.key.clone()))
-            })
+        let mut out: Vec<(Id, Snapshot)> = self
+            .list_ids("snapshots/")?
+            .into_par_iter()
             .map(|(id, key)| {
                 let plain = self
                     .key

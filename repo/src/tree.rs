@@ -65,6 +65,30 @@ fn is_one(n: &u64) -> bool {
 }
 
 impl Node {
+    /// A node with this name and kind and every other field empty.
+    pub fn new(name: &OsStr, kind: NodeKind) -> Node {
+        let mut n = Node {
+            name: String::new(),
+            name_b64: None,
+            kind,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            inode: 0,
+            device: 0,
+            links: 1,
+            size: 0,
+            content: Vec::new(),
+            subtree: None,
+            target: None,
+            target_b64: None,
+        };
+        n.set_name(name);
+        n
+    }
+
     pub fn set_name(&mut self, name: &OsStr) {
         match name.to_str() {
             Some(s) => {
@@ -180,23 +204,11 @@ mod tests {
     use super::*;
 
     fn node(name: &str) -> Node {
+        // Bypass set_name: hostile names must reach the checks as they are.
         Node {
             name: name.into(),
-            name_b64: None,
-            kind: NodeKind::File,
             mode: 0o644,
-            uid: 0,
-            gid: 0,
-            mtime_ns: 0,
-            ctime_ns: 0,
-            inode: 0,
-            device: 0,
-            links: 1,
-            size: 0,
-            content: vec![],
-            subtree: None,
-            target: None,
-            target_b64: None,
+            ..Node::new(OsStr::new("x"), NodeKind::File)
         }
     }
 
