@@ -111,6 +111,8 @@ enum Sink {
 /// A temp file removed on drop unless it was moved into place.
 pub struct StagedFile {
     pub path: std::path::PathBuf,
+    /// Open until the uploader fsyncs it (off the hashing threads).
+    pub file: Option<std::fs::File>,
     pub keep: bool,
 }
 
@@ -132,7 +134,8 @@ pub struct FinishedPack {
 
 pub enum PackBody {
     Memory(Vec<u8>),
-    /// Written and fsynced; `Storage::put_file` moves it into place.
+    /// Written, not yet fsynced; the uploader syncs it, then `Storage::put_file`
+    /// moves it into place.
     File(StagedFile),
 }
 
@@ -159,7 +162,11 @@ impl PackWriter {
         Ok(PackWriter {
             sink: Sink::File(
                 std::io::BufWriter::with_capacity(256 * 1024, f),
-                StagedFile { path, keep: false },
+                StagedFile {
+                    path,
+                    file: None,
+                    keep: false,
+                },
             ),
             len: 0,
             hasher: blake3::Hasher::new(),
@@ -216,9 +223,8 @@ impl PackWriter {
         let id = Id(*self.hasher.finalize().as_bytes());
         let body = match self.sink {
             Sink::Memory(v) => PackBody::Memory(v),
-            Sink::File(w, staged) => {
-                let f = w.into_inner().map_err(|e| e.into_error())?;
-                f.sync_all()?;
+            Sink::File(w, mut staged) => {
+                staged.file = Some(w.into_inner().map_err(|e| e.into_error())?);
                 PackBody::File(staged)
             }
         };

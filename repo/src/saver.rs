@@ -67,6 +67,9 @@ impl<'r> BlobSaver<'r> {
                                     storage.put(&pack::key_of(&p.id), bytes)?
                                 }
                                 PackBody::File(staged) => {
+                                    if let Some(f) = staged.file.take() {
+                                        f.sync_all().map_err(|e| Error::io(&staged.path, e))?;
+                                    }
                                     storage.put_file(&pack::key_of(&p.id), &staged.path)?;
                                     staged.keep = true;
                                 }
