@@ -238,9 +238,12 @@ const MAX_GAP: u64 = 256 * 1024;
 const MAX_RANGE: u64 = 4 << 20;
 
 fn write_contents(ctx: &Ctx, plan: &Plan) -> Result<()> {
-    // Create every file at its final size, then fill it blob by blob.
+    // Files of several blobs are created at their final size first and filled
+    // blob by blob; a one-blob file (most of a web tree) is created and written
+    // in one go when its blob arrives.
     plan.files
         .par_iter()
+        .filter(|(_, n)| n.content.len() != 1)
         .try_for_each(|(path, n)| -> Result<()> {
             let f = create_file(path)?;
             f.set_len(n.size).map_err(|e| Error::io(path, e))
@@ -294,14 +297,20 @@ fn write_contents(ctx: &Ctx, plan: &Plan) -> Result<()> {
                         .open_blob(id, &buf[o..o + loc.length as usize])
                         .map_err(|e| with_path(e, &plan.files[wanted[id][0].0].0))?;
                     for (fi, off) in &wanted[id] {
-                        let path = &plan.files[*fi].0;
-                        let f = OpenOptions::new()
-                            .write(true)
-                            .custom_flags(libc::O_NOFOLLOW)
-                            .open(path)
-                            .map_err(|e| Error::io(path, e))?;
-                        f.write_all_at(&plain, *off)
-                            .map_err(|e| Error::io(path, e))?;
+                        let (path, node) = &plan.files[*fi];
+                        if node.content.len() == 1 {
+                            let mut f = create_file(path)?;
+                            std::io::Write::write_all(&mut f, &plain)
+                                .map_err(|e| Error::io(path, e))?;
+                        } else {
+                            let f = OpenOptions::new()
+                                .write(true)
+                                .custom_flags(libc::O_NOFOLLOW)
+                                .open(path)
+                                .map_err(|e| Error::io(path, e))?;
+                            f.write_all_at(&plain, *off)
+                                .map_err(|e| Error::io(path, e))?;
+                        }
                         ctx.bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);
                     }
                 }
