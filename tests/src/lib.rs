@@ -383,13 +383,19 @@ root_domain = ".s3.garage.localhost"
             }
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         };
+        // `node id` reads the key from disk; `status` needs the RPC server up.
+        eventually("garage RPC", Duration::from_secs(30), || {
+            cli(&["status"]).ok()
+        })?;
         let node = eventually("garage node id", Duration::from_secs(30), || {
             cli(&["node", "id", "-q"])
                 .ok()
                 .and_then(|s| s.trim().split('@').next().map(str::to_string))
                 .filter(|s| !s.is_empty())
         })?;
-        cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &node])?;
+        eventually("garage layout assign", Duration::from_secs(30), || {
+            cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]).ok()
+        })?;
         cli(&["layout", "apply", "--version", "1"])?;
         let key = cli(&["key", "create", "cairn-test"])?;
         let field = |name: &str| {
