@@ -57,14 +57,23 @@ impl Repository {
         let key_file = keys::add(&*storage, &key, passphrase, kdf)?;
         let cfg = serde_json::to_vec(&config).expect("config serializes");
         storage.put("config", &key.seal(&cfg, 3))?;
-        Ok(Repository {
+        Ok(Repository::new(storage, key, key_file, config))
+    }
+
+    fn new(
+        storage: Arc<dyn Storage>,
+        key: MasterKey,
+        key_file: Id,
+        config: RepoConfig,
+    ) -> Repository {
+        Repository {
             storage,
             key,
             key_file,
             config,
             index: RwLock::new(Index::default()),
             trees: Mutex::new(HashMap::new()),
-        })
+        }
     }
 
     /// Opens a repository with a passphrase. The index is not loaded until
@@ -89,14 +98,7 @@ impl Repository {
                 format!("unsupported format version {}", config.version),
             ));
         }
-        Ok(Repository {
-            storage,
-            key,
-            key_file,
-            config,
-            index: RwLock::new(Index::default()),
-            trees: Mutex::new(HashMap::new()),
-        })
+        Ok(Repository::new(storage, key, key_file, config))
     }
 
     pub fn storage(&self) -> &Arc<dyn Storage> {

@@ -32,17 +32,22 @@ fn new_passphrase(n: &NewPassphrase) -> Result<Vec<u8>> {
     read_passphrase(n.new_passphrase_file.as_deref(), "CAIRN_NEW_PASSPHRASE")
 }
 
+/// Writes a key file for the new passphrase; returns its id.
+fn add_key(repo: &Repository, n: &NewPassphrase) -> Result<Id> {
+    Ok(keys::add(
+        &**repo.storage(),
+        repo.key(),
+        &new_passphrase(n)?,
+        KdfParams::default(),
+    )?)
+}
+
 pub fn key(args: &RepoArgs, cmd: &KeyCommand) -> Result<()> {
     let repo = open(args)?;
     let storage = repo.storage().clone();
     match cmd {
         KeyCommand::Add(n) => {
-            let id = keys::add(
-                &*storage,
-                repo.key(),
-                &new_passphrase(n)?,
-                KdfParams::default(),
-            )?;
+            let id = add_key(&repo, n)?;
             println!("added key {}", id.short());
         }
         KeyCommand::List => {
@@ -89,12 +94,7 @@ pub fn key(args: &RepoArgs, cmd: &KeyCommand) -> Result<()> {
         }
         KeyCommand::Passwd(n) => {
             // The new key file is durable before the old one goes.
-            let id = keys::add(
-                &*storage,
-                repo.key(),
-                &new_passphrase(n)?,
-                KdfParams::default(),
-            )?;
+            let id = add_key(&repo, n)?;
             storage.delete(&format!("keys/{}", repo.key_file()))?;
             println!(
                 "changed passphrase: key {} replaces {}",
