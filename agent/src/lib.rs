@@ -1,4 +1,7 @@
-//! cairn-agent: the per-VPS daemon (discovery, analysis, backup and restore executors).
+//! cairn-agent: the per-VPS daemon's executors.
 //!
-//! Empty until the fleet issue lands; the backup and restore engine it will drive
-//! lives in `cairn-repo` and is usable today through `cairnctl repo`.
+//! Today: database backup and restore ([`db`]), used by `cairnctl repo
+//! backup-db` / `restore-db` and, once the fleet core lands, by the agent's
+//! jobs. File backup and restore live in `cairn-repo`.
+
+pub mod db;

@@ -63,6 +63,11 @@ pub enum RepoCommand {
         host: Option<String>,
         dir: PathBuf,
     },
+    /// Dump a database (MariaDB/MySQL, PostgreSQL, SQLite) into a snapshot of a domain.
+    BackupDb(BackupDbArgs),
+    /// Restore a database snapshot (whole, or chosen tables) into a database,
+    /// or test-restore it into a scratch database that is dropped afterwards.
+    RestoreDb(RestoreDbArgs),
     /// List snapshots.
     Snapshots {
         #[arg(long)]
@@ -132,6 +137,87 @@ pub enum RepoCommand {
         #[arg(long)]
         remove_all: bool,
     },
+}
+
+/// How to reach a database server. The password comes from a file or the
+/// environment, never from a flag.
+#[derive(Debug, Args, Clone)]
+pub struct DbConnArgs {
+    #[arg(long)]
+    pub db_host: Option<String>,
+    #[arg(long)]
+    pub db_port: Option<u16>,
+    /// Unix socket of the server.
+    #[arg(long)]
+    pub db_socket: Option<PathBuf>,
+    #[arg(long)]
+    pub db_user: Option<String>,
+    /// File holding the database password (else $CAIRN_DB_PASSWORD, else none).
+    #[arg(long, env = "CAIRN_DB_PASSWORD_FILE")]
+    pub db_password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupDbArgs {
+    #[arg(long)]
+    pub domain: String,
+    /// mariadb (also MySQL), postgres or sqlite.
+    #[arg(long)]
+    pub engine: cairn_agent::db::Engine,
+    /// Database name; for SQLite, the database file.
+    #[arg(long)]
+    pub database: String,
+    #[command(flatten)]
+    pub conn: DbConnArgs,
+    /// What the application may lose: wordpress skips transients and cache
+    /// tables, laravel skips sessions, cache, jobs and failed_jobs (DB-2).
+    #[arg(long, default_value = "none")]
+    pub profile: cairn_agent::db::Profile,
+    /// WordPress table prefix (wp-config.php's $table_prefix).
+    #[arg(long)]
+    pub table_prefix: Option<String>,
+    /// Only these tables (repeatable).
+    #[arg(long = "table")]
+    pub tables: Vec<String>,
+    /// Keep this table's structure, not its rows (repeatable, globs).
+    #[arg(long = "skip-data")]
+    pub skip_data: Vec<String>,
+    #[arg(long, conflicts_with = "data_only")]
+    pub structure_only: bool,
+    #[arg(long)]
+    pub data_only: bool,
+    /// Store an existing dump (a file, or - for stdin) instead of running the
+    /// dump tool: mysqldump SQL or a pg_dump custom-format archive.
+    #[arg(long, value_name = "FILE")]
+    pub from_file: Option<PathBuf>,
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Host name recorded in the snapshot (default: this machine's).
+    #[arg(long)]
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreDbArgs {
+    pub snapshot: String,
+    #[arg(long)]
+    pub domain: Option<String>,
+    /// Database to restore into (default: the one that was dumped). Created
+    /// when missing; for SQLite, the file to write.
+    #[arg(long)]
+    pub database: Option<String>,
+    /// Only these tables (repeatable); reads only their part of the dump.
+    #[arg(long = "table")]
+    pub tables: Vec<String>,
+    /// Restore into a scratch database, check tables, row counts and the
+    /// engine's own checks, then drop it (RST-7, VER-3).
+    #[arg(long, conflicts_with = "database")]
+    pub test: bool,
+    /// Which dump of the snapshot (its database name), when it holds several.
+    #[arg(long)]
+    pub dump: Option<String>,
+    #[command(flatten)]
+    pub conn: DbConnArgs,
 }
 
 #[derive(Debug, Subcommand)]

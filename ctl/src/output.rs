@@ -15,6 +15,33 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// Runs `work` on a thread while a spinner on stderr shows `msg()`.
+pub fn with_spinner<T: Send>(msg: impl Fn() -> String, work: impl FnOnce() -> T + Send) -> T {
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    bar.set_style(ProgressStyle::with_template("{spinner} {elapsed} {msg}").unwrap());
+    let result = std::thread::scope(|s| {
+        let work = s.spawn(work);
+        while !work.is_finished() {
+            bar.set_message(msg());
+            bar.tick();
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        work.join().expect("worker thread panicked")
+    });
+    bar.finish_and_clear();
+    result
+}
+
+/// The host name recorded in snapshots unless one is given.
+pub fn host_name(given: Option<&str>) -> String {
+    given.map(str::to_string).unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    })
+}
+
 pub fn json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();

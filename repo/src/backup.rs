@@ -29,7 +29,7 @@ use crate::id::Id;
 use crate::pack::BlobType;
 use crate::repository::Repository;
 use crate::saver::BlobSaver;
-use crate::snapshot::{Kind, Snapshot, Stats, TOOL_VERSION};
+use crate::snapshot::{Content, Kind, Snapshot, Stats, TOOL_VERSION};
 use crate::tree::{Node, NodeKind, Tree};
 
 const MAX_WARNINGS: usize = 1000;
@@ -124,7 +124,9 @@ pub fn run(
         );
     }
     let snapshots = repo.snapshots()?;
-    let mut mine = snapshots.iter().filter(|(_, s)| s.domain == opts.domain);
+    let mut mine = snapshots
+        .iter()
+        .filter(|(_, s)| s.domain == opts.domain && s.content == Content::Files);
     let base = match opts.kind {
         Kind::Full => None,
         Kind::Incremental => mine.next_back(),
@@ -185,6 +187,7 @@ pub fn run(
         domain: opts.domain.clone(),
         host: opts.host.clone(),
         kind,
+        content: Content::Files,
         parent: base.map(|(id, _)| *id),
         tree,
         source: source.display().to_string(),

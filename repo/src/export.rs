@@ -1,38 +1,13 @@
 //! Export of a snapshot (or paths in it) as a portable tar stream (RST-8).
 
-use std::io::{Read, Write};
+use std::io::Write;
 
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repository::Repository;
 use crate::restore::{lookup, split_path};
+use crate::stream::ContentReader;
 use crate::tree::{Node, NodeKind};
-
-/// Streams a file's blobs, verifying each, without holding the file in memory.
-struct BlobReader<'r> {
-    repo: &'r Repository,
-    ids: std::slice::Iter<'r, Id>,
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl Read for BlobReader<'_> {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos == self.buf.len() {
-            match self.ids.next() {
-                None => return Ok(0),
-                Some(id) => {
-                    self.buf = self.repo.read_blob(id).map_err(std::io::Error::other)?;
-                    self.pos = 0;
-                }
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
 
 pub fn export_tar<W: Write>(repo: &Repository, root: &Id, paths: &[String], out: W) -> Result<W> {
     let mut b = tar::Builder::new(out);
@@ -100,12 +75,7 @@ fn append_node<W: Write>(
         NodeKind::File => {
             h.set_entry_type(tar::EntryType::Regular);
             h.set_size(n.size);
-            let r = BlobReader {
-                repo,
-                ids: n.content.iter(),
-                buf: Vec::new(),
-                pos: 0,
-            };
+            let r = ContentReader::new(repo, n.content.iter().copied());
             b.append_data(&mut h, path, r).map_err(io)?;
         }
     }

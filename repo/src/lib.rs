@@ -29,6 +29,7 @@ pub mod restore;
 pub mod saver;
 pub mod snapshot;
 pub mod storage;
+pub mod stream;
 pub mod tree;
 
 pub use error::{Error, Result};

@@ -12,7 +12,7 @@ use crate::id::Id;
 use crate::index::{self, Index};
 use crate::keys::{self, KdfParams};
 use crate::pack::{self, BlobType};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Content, Snapshot};
 use crate::storage::{Storage, StorageError};
 use crate::tree::Tree;
 
@@ -304,12 +304,26 @@ impl Repository {
         Ok(out)
     }
 
-    /// Resolves `latest` (optionally within a domain) or a unique id prefix.
+    /// Resolves `latest` (the newest files snapshot, optionally within a
+    /// domain) or a unique id prefix.
     pub fn find_snapshot(&self, spec: &str, domain: Option<&str>) -> Result<(Id, Snapshot)> {
+        self.find_snapshot_of(spec, domain, Content::Files)
+    }
+
+    /// Like `find_snapshot`; `latest` means the newest snapshot holding `content`.
+    pub fn find_snapshot_of(
+        &self,
+        spec: &str,
+        domain: Option<&str>,
+        content: Content,
+    ) -> Result<(Id, Snapshot)> {
         let all = self.snapshots()?;
         let in_domain = |s: &Snapshot| domain.is_none_or(|d| s.domain == d);
         if spec == "latest" {
-            return all.into_iter().rfind(|(_, s)| in_domain(s)).ok_or_else(|| {
+            let newest = all
+                .into_iter()
+                .rfind(|(_, s)| in_domain(s) && s.content == content);
+            return newest.ok_or_else(|| {
                 Error::SnapshotNotFound(format!(
                     "latest{}",
                     domain.map(|d| format!(" in {d}")).unwrap_or_default()

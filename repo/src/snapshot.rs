@@ -43,6 +43,33 @@ impl std::fmt::Display for Kind {
     }
 }
 
+/// What a snapshot holds. Change detection and `latest` only compare
+/// snapshots of the same content.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Content {
+    /// A directory tree (a site's files).
+    #[default]
+    Files,
+    /// Database dumps under `db/`, each with a manifest beside it.
+    Database,
+}
+
+impl Content {
+    fn is_files(&self) -> bool {
+        *self == Content::Files
+    }
+}
+
+impl std::fmt::Display for Content {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Content::Files => "files",
+            Content::Database => "database",
+        })
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Stats {
@@ -72,10 +99,13 @@ pub struct Snapshot {
     pub domain: String,
     pub host: String,
     pub kind: Kind,
+    /// Absent (files) in snapshots written before databases were supported.
+    #[serde(default, skip_serializing_if = "Content::is_files")]
+    pub content: Content,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<Id>,
     pub tree: Id,
-    /// The directory that was backed up.
+    /// The directory or database that was backed up (never a credential).
     pub source: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,

@@ -1,11 +1,10 @@
 //! `repo backup`: a directory into a snapshot, with a progress line on a terminal.
 
-use std::time::Duration;
+use std::sync::atomic::Ordering;
 
 use anyhow::{Context, Result};
 use cairn_repo::backup::{self, BackupOptions, Progress};
 use cairn_repo::exclude::Excludes;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::open;
 use crate::cli::{RepoArgs, RepoCommand};
@@ -34,11 +33,7 @@ pub fn run(args: &RepoArgs) -> Result<()> {
         return Err(usage(format!("{} is not a directory", dir.display())));
     }
     let repo = open(args)?;
-    let host = host.clone().unwrap_or_else(|| {
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default()
-    });
+    let host = output::host_name(host.as_deref());
     let opts = BackupOptions {
         domain: domain.clone(),
         kind: *kind,
@@ -47,20 +42,14 @@ pub fn run(args: &RepoArgs) -> Result<()> {
         tags: tags.clone(),
     };
     let progress = Progress::default();
-    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-    bar.set_style(ProgressStyle::with_template("{spinner} {elapsed} {msg}").unwrap());
-    let result = std::thread::scope(|s| {
-        let work = s.spawn(|| backup::run(&repo, dir, &opts, &progress));
-        while !work.is_finished() {
-            let files = progress.files.load(std::sync::atomic::Ordering::Relaxed);
-            let bytes = progress.bytes.load(std::sync::atomic::Ordering::Relaxed);
-            bar.set_message(format!("{files} files, {} read", output::bytes(bytes)));
-            bar.tick();
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        work.join().expect("backup thread panicked")
-    });
-    bar.finish_and_clear();
+    let result = output::with_spinner(
+        || {
+            let files = progress.files.load(Ordering::Relaxed);
+            let bytes = progress.bytes.load(Ordering::Relaxed);
+            format!("{files} files, {} read", output::bytes(bytes))
+        },
+        || backup::run(&repo, dir, &opts, &progress),
+    );
     let (id, snap) = result.with_context(|| {
         format!(
             "backup of {} failed; no snapshot was written",

@@ -3,6 +3,7 @@
 
 mod backup;
 mod check;
+mod db;
 mod gc;
 mod keys;
 mod restore;
@@ -30,6 +31,8 @@ fn repo(args: RepoArgs) -> Result<()> {
         RepoCommand::Init => keys::init(&args),
         RepoCommand::Key(k) => keys::key(&args, k),
         RepoCommand::Backup { .. } => backup::run(&args),
+        RepoCommand::BackupDb(a) => db::backup(&args, a),
+        RepoCommand::RestoreDb(a) => db::restore(&args, a),
         RepoCommand::Snapshots { domain } => snapshots::list(&args, domain.as_deref()),
         RepoCommand::Ls {
             snapshot,

@@ -1,0 +1,954 @@
+//! Database backup and restore (DB-1..3, DB-5, RST-3, RST-7, VER-3).
+//!
+//! A dump is streamed from the dump tool's stdout through a parser into the
+//! repository: never staged on disk. The parser knows the dump's layout, so
+//! chunks end at row boundaries (a day with 2% of rows changed stores a small
+//! share of the dump) and every section (a table with its data and triggers,
+//! the views, the routines) starts a new blob. The [`Manifest`] stored beside
+//! the dump (`db/<name>.manifest.json`) records each section's byte range and
+//! blob range and each table's row count: one table restores from its own
+//! blobs, and a test restore checks the counts.
+//!
+//! Credentials reach the tools through a 0600 defaults/password file that is
+//! removed afterwards, never through argv; the manifest, the snapshot and the
+//! logs hold the database's name and engine only.
+
+mod mysql;
+mod postgres;
+mod sqlite;
+
+use std::fmt;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::sync::atomic::AtomicU64;
+use std::thread::JoinHandle;
+
+use cairn_repo::chunker::RecordCutter;
+use cairn_repo::snapshot::Snapshot;
+use cairn_repo::stream::{ContentReader, Position, StreamBackup, StreamWriter};
+use cairn_repo::{Id, Repository};
+use serde::{Deserialize, Serialize};
+
+pub use mysql::SqlDumpParser;
+
+/// Dump chunks: rows are small, so chunks are small; see `RecordCutter`.
+/// Chosen with `bench/db_bench.py` (BENCHMARKS.md, "Databases").
+pub const DUMP_CHUNK_MIN: usize = 4 << 10;
+pub const DUMP_CHUNK_AVG: usize = 16 << 10;
+pub const DUMP_CHUNK_MAX: usize = 256 << 10;
+
+pub type Result<T, E = DbError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The dump tool failed, printed an error, or its output ended early.
+    #[error("dump of {engine} database {database:?} failed: {cause}")]
+    Dump {
+        engine: Engine,
+        database: String,
+        cause: String,
+    },
+    #[error("restore of {engine} database {database:?} failed: {cause}")]
+    Restore {
+        engine: Engine,
+        database: String,
+        cause: String,
+    },
+    #[error("test restore of {database:?} found problems: {}", problems.join("; "))]
+    Verify {
+        database: String,
+        problems: Vec<String>,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Repo(#[from] cairn_repo::Error),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+impl DbError {
+    fn io(what: impl Into<String>, source: std::io::Error) -> DbError {
+        DbError::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// MariaDB or MySQL (`mariadb-dump` / `mysqldump`).
+    Mariadb,
+    Postgres,
+    Sqlite,
+}
+
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Engine::Mariadb => "mariadb",
+            Engine::Postgres => "postgres",
+            Engine::Sqlite => "sqlite",
+        })
+    }
+}
+
+impl std::str::FromStr for Engine {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "mariadb" | "mysql" => Ok(Engine::Mariadb),
+            "postgres" | "postgresql" | "pg" => Ok(Engine::Postgres),
+            "sqlite" | "sqlite3" => Ok(Engine::Sqlite),
+            _ => Err(format!(
+                "unknown engine {s:?}: expected mariadb, mysql, postgres or sqlite"
+            )),
+        }
+    }
+}
+
+/// Where a database lives and how to log in. The password is never printed.
+#[derive(Clone, Default)]
+pub struct Connection {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub socket: Option<PathBuf>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// Database name; for SQLite, the database file.
+    pub database: String,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("socket", &self.socket)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("database", &self.database)
+            .finish()
+    }
+}
+
+impl Connection {
+    /// `engine://host:port/database`, for snapshots and messages.
+    pub fn describe(&self, engine: Engine) -> String {
+        if engine == Engine::Sqlite {
+            return format!("sqlite://{}", self.database);
+        }
+        let host = match (&self.socket, &self.host) {
+            (Some(s), _) => s.display().to_string(),
+            (None, Some(h)) => h.clone(),
+            (None, None) => "localhost".into(),
+        };
+        let port = self.port.map(|p| format!(":{p}")).unwrap_or_default();
+        format!("{engine}://{host}{port}/{}", self.database)
+    }
+
+    pub fn with_database(&self, database: &str) -> Connection {
+        Connection {
+            database: database.to_string(),
+            ..self.clone()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Structure and data.
+    #[default]
+    Full,
+    StructureOnly,
+    DataOnly,
+}
+
+/// Which application owns the database: decides what is not worth keeping (DB-2).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Keep everything.
+    #[default]
+    None,
+    /// Skip transient option rows and the data of cache tables.
+    Wordpress,
+    /// Skip the data of sessions, cache, cache_locks, jobs, failed_jobs.
+    Laravel,
+}
+
+impl std::str::FromStr for Profile {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(Profile::None),
+            "wordpress" | "wp" => Ok(Profile::Wordpress),
+            "laravel" => Ok(Profile::Laravel),
+            _ => Err(format!(
+                "unknown profile {s:?}: expected none, wordpress or laravel"
+            )),
+        }
+    }
+}
+
+/// Rows to leave out of one table: those whose `column` starts with a prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowFilter {
+    pub table: String,
+    pub column: String,
+    pub prefixes: Vec<String>,
+}
+
+/// What to dump. Recorded in the manifest as it was applied.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DumpOptions {
+    pub mode: Mode,
+    /// Only these tables (all when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<String>,
+    /// Tables whose structure is kept but whose rows are not (globs: `*`, `?`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skip_data: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skip_rows: Vec<RowFilter>,
+    pub profile: Profile,
+    /// WordPress `$table_prefix`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_prefix: Option<String>,
+}
+
+impl DumpOptions {
+    /// Adds the profile's skips (DB-2) to the operator's own.
+    pub fn apply_profile(&mut self) {
+        let prefix = self.table_prefix.clone().unwrap_or_else(|| "wp_".into());
+        match self.profile {
+            Profile::None => {}
+            Profile::Wordpress => {
+                self.skip_rows.push(RowFilter {
+                    table: format!("{prefix}options"),
+                    column: "option_name".into(),
+                    prefixes: vec!["_transient_".into(), "_site_transient_".into()],
+                });
+                // Page-cache and object-cache plugins keep regenerable rows in
+                // tables named *cache* (W3TC, LiteSpeed, WP Rocket …).
+                self.skip_data.push(format!("{prefix}*cache*"));
+            }
+            Profile::Laravel => {
+                for t in ["sessions", "cache", "cache_locks", "jobs", "failed_jobs"] {
+                    self.skip_data.push(t.into());
+                }
+            }
+        }
+        self.skip_data.sort();
+        self.skip_data.dedup();
+    }
+
+    fn skips_data_of(&self, table: &str) -> bool {
+        self.skip_data.iter().any(|g| glob_match(g, table))
+    }
+}
+
+/// `*` and `?` globs over table names.
+pub fn glob_match(glob: &str, name: &str) -> bool {
+    fn go(g: &[u8], n: &[u8]) -> bool {
+        match (g.first(), n.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => go(&g[1..], n) || (!n.is_empty() && go(g, &n[1..])),
+            (Some(b'?'), Some(_)) => go(&g[1..], &n[1..]),
+            (Some(a), Some(b)) if a == b => go(&g[1..], &n[1..]),
+            _ => false,
+        }
+    }
+    go(glob.as_bytes(), name.as_bytes())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SectionKind {
+    /// Session settings every restore needs first (SQL) / the archive's TOC.
+    Prelude,
+    /// One table: structure, data, triggers.
+    Table,
+    /// A view's placeholder or final definition.
+    View,
+    Routines,
+    Events,
+    /// Settings restored last.
+    Epilogue,
+    /// Anything else the archive holds (large objects …).
+    Other,
+}
+
+/// A run of whole blobs in the dump.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Section {
+    pub kind: SectionKind,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// PostgreSQL schema of a table.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub schema: String,
+    pub offset: u64,
+    pub length: u64,
+    pub first_blob: usize,
+    pub blobs: usize,
+    /// Rows in the dump (tables only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+}
+
+pub const MANIFEST_FORMAT: u32 = 1;
+
+/// Stored as `db/<name>.manifest.json` beside the dump.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub engine: Engine,
+    pub database: String,
+    /// The dump's file name in the snapshot (`<name>.sql` / `.dump` / `.sqlite`).
+    pub file: String,
+    /// The dump tool's own version line.
+    pub tool: String,
+    pub options: DumpOptions,
+    pub size: u64,
+    pub sections: Vec<Section>,
+    /// Rows left out by `skip_rows`, per table.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rows_skipped: Vec<(String, u64)>,
+}
+
+impl Manifest {
+    pub fn tables(&self) -> impl Iterator<Item = &Section> {
+        self.sections
+            .iter()
+            .filter(|s| s.kind == SectionKind::Table)
+    }
+
+    pub fn table(&self, name: &str) -> Option<&Section> {
+        self.tables().find(|s| s.name == name)
+    }
+}
+
+/// Tracks sections while a dump streams through a `StreamWriter`.
+pub(crate) struct Sections {
+    done: Vec<Section>,
+    open: Option<(Section, Position)>,
+}
+
+impl Sections {
+    pub(crate) fn new() -> Sections {
+        Sections {
+            done: Vec::new(),
+            open: None,
+        }
+    }
+
+    /// Closes the open section and starts another at a fresh blob.
+    pub(crate) fn start(
+        &mut self,
+        w: &mut StreamWriter,
+        kind: SectionKind,
+        name: &str,
+        schema: &str,
+    ) -> cairn_repo::Result<()> {
+        w.cut()?;
+        self.close(w);
+        let pos = w.position();
+        self.open = Some((
+            Section {
+                kind,
+                name: name.to_string(),
+                schema: schema.to_string(),
+                offset: pos.offset,
+                length: 0,
+                first_blob: pos.blob,
+                blobs: 0,
+                rows: (kind == SectionKind::Table).then_some(0),
+            },
+            pos,
+        ));
+        Ok(())
+    }
+
+    pub(crate) fn current(&mut self) -> Option<&mut Section> {
+        self.open.as_mut().map(|(s, _)| s)
+    }
+
+    fn close(&mut self, w: &StreamWriter) {
+        if let Some((mut s, start)) = self.open.take() {
+            let end = w.position();
+            s.length = end.offset - start.offset;
+            s.blobs = end.blob - start.blob;
+            self.done.push(s);
+        }
+    }
+
+    /// Closes the last section (after `w.cut()`); returns them all.
+    pub(crate) fn finish(mut self, w: &mut StreamWriter) -> cairn_repo::Result<Vec<Section>> {
+        w.cut()?;
+        self.close(w);
+        Ok(self.done)
+    }
+}
+
+/// What one engine's dump produced.
+pub(crate) struct Dumped {
+    pub content: Vec<Id>,
+    pub size: u64,
+    pub sections: Vec<Section>,
+    pub tool: String,
+    pub rows_skipped: Vec<(String, u64)>,
+}
+
+pub struct BackupRequest<'a> {
+    pub engine: Engine,
+    pub conn: &'a Connection,
+    pub options: DumpOptions,
+    pub domain: &'a str,
+    pub host: &'a str,
+    pub tags: &'a [String],
+    /// Dump stream bytes stored so far, for a progress display.
+    pub progress: &'a AtomicU64,
+}
+
+pub fn record_cutter(seed: u64) -> RecordCutter {
+    RecordCutter::new(DUMP_CHUNK_MIN, DUMP_CHUNK_AVG, DUMP_CHUNK_MAX, seed)
+}
+
+fn dump_file_name(engine: Engine, database: &str) -> String {
+    let path = std::path::Path::new(database);
+    let base = match engine {
+        Engine::Sqlite => path.file_stem(),
+        _ => path.file_name(),
+    };
+    let base: String = base
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let base = if base.is_empty() || base.starts_with('.') {
+        format!("db{base}")
+    } else {
+        base
+    };
+    match engine {
+        Engine::Mariadb => format!("{base}.sql"),
+        Engine::Postgres => format!("{base}.dump"),
+        Engine::Sqlite => format!("{base}.sqlite"),
+    }
+}
+
+/// Dumps one database into a new snapshot. Nothing is committed unless the
+/// dump tool succeeded and its output was complete.
+pub fn backup(repo: &Repository, req: BackupRequest) -> Result<(Id, Snapshot, Manifest)> {
+    if req.conn.database.is_empty() {
+        return Err(DbError::Invalid("a database name is required".into()));
+    }
+    let mut options = req.options.clone();
+    options.apply_profile();
+    let mut session = StreamBackup::begin(repo)?;
+    let writer = session
+        .writer(record_cutter(session.chunker_seed()))
+        .with_progress(req.progress);
+    let dumped = match req.engine {
+        Engine::Mariadb => mysql::dump(req.conn, &options, writer)?,
+        Engine::Postgres => postgres::dump(req.conn, &options, writer)?,
+        Engine::Sqlite => sqlite::dump(req.conn, &options, writer)?,
+    };
+    let file = dump_file_name(req.engine, &req.conn.database);
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        engine: req.engine,
+        database: req.conn.database.clone(),
+        file: file.clone(),
+        tool: dumped.tool,
+        options,
+        size: dumped.size,
+        sections: dumped.sections,
+        rows_skipped: dumped.rows_skipped,
+    };
+    session.add_file(&file, dumped.content, dumped.size)?;
+    let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
+    session.add_small_file(&manifest_name(&file), &json)?;
+    let (id, snap) = session.commit(
+        req.domain,
+        req.host,
+        &req.conn.describe(req.engine),
+        req.tags,
+    )?;
+    Ok((id, snap, manifest))
+}
+
+/// Stores an existing dump (a file or stdin) the same way `backup` stores a
+/// live one: MariaDB/MySQL SQL text or a PostgreSQL custom-format archive.
+pub fn backup_stream(
+    repo: &Repository,
+    engine: Engine,
+    database: &str,
+    input: impl Read,
+    req: &BackupRequest,
+) -> Result<(Id, Snapshot, Manifest)> {
+    let mut session = StreamBackup::begin(repo)?;
+    let writer = session
+        .writer(record_cutter(session.chunker_seed()))
+        .with_progress(req.progress);
+    let options = DumpOptions::default();
+    let fail = |cause: String| DbError::Dump {
+        engine,
+        database: database.to_string(),
+        cause,
+    };
+    let dumped = match engine {
+        Engine::Mariadb => {
+            let mut p = SqlDumpParser::new(writer, &options);
+            p.feed(BufReader::with_capacity(1 << 20, input))
+                .map_err(|e| fail(e.to_string()))?;
+            p.finish().map_err(fail)?
+        }
+        Engine::Postgres => postgres::parse_archive(input, writer).map_err(fail)?,
+        Engine::Sqlite => {
+            return Err(DbError::Invalid(
+                "an SQLite database is backed up from its file, not a stream".into(),
+            ))
+        }
+    };
+    let file = dump_file_name(engine, database);
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        engine,
+        database: database.to_string(),
+        file: file.clone(),
+        tool: dumped.tool,
+        options,
+        size: dumped.size,
+        sections: dumped.sections,
+        rows_skipped: dumped.rows_skipped,
+    };
+    session.add_file(&file, dumped.content, dumped.size)?;
+    let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
+    session.add_small_file(&manifest_name(&file), &json)?;
+    let (id, snap) = session.commit(
+        req.domain,
+        req.host,
+        &format!("{engine}://{database}"),
+        req.tags,
+    )?;
+    Ok((id, snap, manifest))
+}
+
+fn manifest_name(file: &str) -> String {
+    let stem = file.rsplit_once('.').map(|(s, _)| s).unwrap_or(file);
+    format!("{stem}.manifest.json")
+}
+
+/// A database dump in a snapshot: its manifest and blobs.
+pub struct StoredDump {
+    pub manifest: Manifest,
+    pub content: Vec<Id>,
+}
+
+/// Loads the dumps of a database snapshot (one per manifest under `db/`).
+pub fn stored_dumps(repo: &Repository, snap: &Snapshot) -> Result<Vec<StoredDump>> {
+    repo.load_index()?;
+    let root = repo.load_tree(&snap.tree)?;
+    let db = root
+        .nodes
+        .iter()
+        .find(|n| n.name == "db")
+        .and_then(|n| n.subtree)
+        .ok_or_else(|| DbError::Invalid("snapshot holds no db/ directory".into()))?;
+    let tree = repo.load_tree(&db)?;
+    let mut out = Vec::new();
+    for n in tree
+        .nodes
+        .iter()
+        .filter(|n| n.name.ends_with(".manifest.json"))
+    {
+        let mut bytes = Vec::new();
+        ContentReader::new(repo, n.content.iter().copied())
+            .read_to_end(&mut bytes)
+            .map_err(|e| DbError::io(format!("manifest {}", n.name), e))?;
+        let manifest: Manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| DbError::Invalid(format!("manifest {} is not valid: {e}", n.name)))?;
+        if manifest.format != MANIFEST_FORMAT {
+            return Err(DbError::Invalid(format!(
+                "manifest {} has format {}, this cairn reads {MANIFEST_FORMAT}",
+                n.name, manifest.format
+            )));
+        }
+        let dump = tree
+            .nodes
+            .iter()
+            .find(|d| d.name == manifest.file)
+            .ok_or_else(|| DbError::Invalid(format!("dump {} is missing", manifest.file)))?;
+        let content = dump.content.clone();
+        let expected: usize = manifest.sections.iter().map(|s| s.blobs).sum();
+        if expected != content.len() {
+            return Err(DbError::Invalid(format!(
+                "manifest of {} lists {expected} blobs, the dump has {}",
+                manifest.file,
+                content.len()
+            )));
+        }
+        out.push(StoredDump { manifest, content });
+    }
+    Ok(out)
+}
+
+pub struct RestoreRequest<'a> {
+    /// Target connection; its `database` is the database to restore into.
+    pub conn: &'a Connection,
+    /// Only these tables (with what they need to load); all when empty.
+    pub tables: Vec<String>,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct RestoreReport {
+    pub database: String,
+    pub tables: Vec<String>,
+    /// Dump bytes fed to the database client.
+    pub dump_bytes: u64,
+    /// Stored bytes fetched from the repository.
+    pub stored_bytes_read: u64,
+}
+
+/// Which blobs to read for a restore: everything, or the prelude, the chosen
+/// tables and the epilogue.
+fn selected_blobs(dump: &StoredDump, tables: &[String]) -> Result<(Vec<Id>, u64)> {
+    if tables.is_empty() {
+        return Ok((dump.content.clone(), dump.manifest.size));
+    }
+    for t in tables {
+        if dump.manifest.table(t).is_none() {
+            return Err(DbError::Invalid(format!(
+                "table {t:?} is not in the dump of {} (tables: {})",
+                dump.manifest.database,
+                dump.manifest
+                    .tables()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    let mut ids = Vec::new();
+    let mut bytes = 0;
+    for s in &dump.manifest.sections {
+        let keep = match s.kind {
+            SectionKind::Prelude | SectionKind::Epilogue => true,
+            SectionKind::Table => tables.contains(&s.name),
+            _ => false,
+        };
+        if keep {
+            ids.extend_from_slice(&dump.content[s.first_blob..s.first_blob + s.blobs]);
+            bytes += s.length;
+        }
+    }
+    Ok((ids, bytes))
+}
+
+/// Restores a dump (or chosen tables of it) into `req.conn.database`,
+/// creating the database when it does not exist.
+pub fn restore(
+    repo: &Repository,
+    dump: &StoredDump,
+    req: &RestoreRequest,
+) -> Result<RestoreReport> {
+    let (ids, dump_bytes) = selected_blobs(dump, &req.tables)?;
+    let mut reader = ContentReader::new(repo, ids);
+    let engine = dump.manifest.engine;
+    match engine {
+        Engine::Mariadb => mysql::restore(req.conn, &mut reader)?,
+        Engine::Postgres => postgres::restore(req.conn, &req.tables, &dump.manifest, &mut reader)?,
+        Engine::Sqlite => sqlite::restore(req.conn, &req.tables, &mut reader)?,
+    }
+    Ok(RestoreReport {
+        database: req.conn.database.clone(),
+        tables: req.tables.clone(),
+        dump_bytes,
+        stored_bytes_read: reader.stored_bytes_read(),
+    })
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct VerifyReport {
+    pub scratch_database: String,
+    pub tables_checked: usize,
+    pub rows_checked: u64,
+    pub restore: RestoreReport,
+}
+
+/// RST-7 / VER-3: restores into a scratch database that is dropped afterwards,
+/// then checks every table is present, its row count is the one recorded at
+/// dump time, and the engine's own check passes.
+pub fn test_restore(
+    repo: &Repository,
+    dump: &StoredDump,
+    conn: &Connection,
+    tables: &[String],
+) -> Result<VerifyReport> {
+    let scratch = match dump.manifest.engine {
+        Engine::Sqlite => std::env::temp_dir()
+            .join(format!("cairn-verify-{}.sqlite", random_suffix()))
+            .display()
+            .to_string(),
+        _ => format!("cairn_verify_{}", random_suffix()),
+    };
+    let target = conn.with_database(&scratch);
+    let result = (|| {
+        let report = restore(
+            repo,
+            dump,
+            &RestoreRequest {
+                conn: &target,
+                tables: tables.to_vec(),
+            },
+        )?;
+        let expect: Vec<&Section> = dump
+            .manifest
+            .tables()
+            .filter(|s| tables.is_empty() || tables.contains(&s.name))
+            .collect();
+        let problems = match dump.manifest.engine {
+            Engine::Mariadb => mysql::verify(&target, &expect)?,
+            Engine::Postgres => postgres::verify(&target, &expect)?,
+            Engine::Sqlite => sqlite::verify(&target, &expect)?,
+        };
+        if !problems.is_empty() {
+            return Err(DbError::Verify {
+                database: dump.manifest.database.clone(),
+                problems,
+            });
+        }
+        Ok(VerifyReport {
+            scratch_database: scratch.clone(),
+            tables_checked: expect.len(),
+            rows_checked: expect.iter().filter_map(|s| s.rows).sum(),
+            restore: report,
+        })
+    })();
+    let dropped = match dump.manifest.engine {
+        Engine::Mariadb => mysql::drop_database(conn, &scratch),
+        Engine::Postgres => postgres::drop_database(conn, &scratch),
+        Engine::Sqlite => std::fs::remove_file(&scratch).or_else(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Ok(()),
+            _ => Err(DbError::io(&scratch, e)),
+        }),
+    };
+    let report = result?;
+    dropped?;
+    Ok(report)
+}
+
+fn random_suffix() -> String {
+    let mut b = [0u8; 4];
+    rand::Rng::fill(&mut rand::thread_rng(), &mut b[..]);
+    hex::encode(b)
+}
+
+/// A child process's stderr, collected on a thread (bounded) so the child
+/// never blocks on a full pipe.
+pub(crate) struct StderrTail(JoinHandle<String>);
+
+impl StderrTail {
+    pub(crate) fn collect(stderr: ChildStderr) -> StderrTail {
+        StderrTail(std::thread::spawn(move || {
+            let mut out = String::new();
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if out.len() < 16 << 10 {
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+            }
+            out
+        }))
+    }
+
+    pub(crate) fn join(self) -> String {
+        self.0.join().unwrap_or_default()
+    }
+}
+
+/// Waits for a tool and turns a failure into a readable cause.
+pub(crate) fn finish_child(mut child: Child, stderr: StderrTail, tool: &str) -> Result<(), String> {
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for {tool}: {e}"))?;
+    let err = stderr.join();
+    let err = err.trim();
+    if !status.success() {
+        let how = match status.code() {
+            Some(c) => format!("exited with status {c}"),
+            None => "was killed by a signal".into(),
+        };
+        return Err(if err.is_empty() {
+            format!("{tool} {how}")
+        } else {
+            format!("{tool} {how}: {err}")
+        });
+    }
+    if err
+        .lines()
+        .any(|l| l.to_ascii_lowercase().contains("error"))
+    {
+        return Err(format!("{tool} reported an error: {err}"));
+    }
+    Ok(())
+}
+
+/// Runs a client with `input` on its stdin; fails with its stderr.
+pub(crate) fn run_with_input(
+    mut cmd: Command,
+    tool: &str,
+    input: &mut dyn Read,
+) -> Result<(), String> {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {tool}: {e}"))?;
+    let stderr = StderrTail::collect(child.stderr.take().expect("piped"));
+    let mut stdin = child.stdin.take().expect("piped");
+    let copied = std::io::copy(input, &mut stdin).and_then(|_| stdin.flush());
+    drop(stdin);
+    let finished = finish_child(child, stderr, tool);
+    match copied {
+        // The client's own error explains a broken pipe better.
+        Err(e) => Err(finished
+            .err()
+            .unwrap_or_else(|| format!("feeding {tool}: {e}"))),
+        Ok(_) => finished,
+    }
+}
+
+/// Runs a query tool and returns its stdout.
+pub(crate) fn run_capture(mut cmd: Command, tool: &str) -> Result<String, String> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {tool}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{tool} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The first of `names` found on PATH (or the first name, to fail clearly).
+pub(crate) fn find_tool(names: &[&str]) -> String {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for n in names {
+        if std::env::split_paths(&path).any(|d| d.join(n).is_file()) {
+            return n.to_string();
+        }
+    }
+    names[0].to_string()
+}
+
+/// A private temporary file (0600 in a 0700 directory), removed on drop.
+pub(crate) struct SecretFile {
+    dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl SecretFile {
+    pub(crate) fn new(name: &str, contents: &str) -> Result<SecretFile> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = tempfile::Builder::new()
+            .prefix("cairn-db-")
+            .tempdir()
+            .map_err(|e| DbError::io("temporary directory", e))?;
+        let path = dir.path().join(name);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| DbError::io(path.display().to_string(), e))?;
+        f.write_all(contents.as_bytes())
+            .map_err(|e| DbError::io(path.display().to_string(), e))?;
+        Ok(SecretFile { dir, path })
+    }
+}
+
+impl Drop for SecretFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        let _ = &self.dir;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_table_names() {
+        assert!(glob_match("wp_*cache*", "wp_w3tc_cache_pages"));
+        assert!(glob_match("sessions", "sessions"));
+        assert!(!glob_match("sessions", "sessions_old"));
+        assert!(glob_match("t?", "t1"));
+        assert!(!glob_match("wp_*cache*", "wp_posts"));
+    }
+
+    #[test]
+    fn profiles_add_their_skips() {
+        let mut o = DumpOptions {
+            profile: Profile::Laravel,
+            ..Default::default()
+        };
+        o.apply_profile();
+        for t in ["sessions", "cache", "cache_locks", "jobs", "failed_jobs"] {
+            assert!(o.skips_data_of(t), "{t}");
+        }
+        assert!(!o.skips_data_of("users"));
+        let mut o = DumpOptions {
+            profile: Profile::Wordpress,
+            table_prefix: Some("site7_".into()),
+            ..Default::default()
+        };
+        o.apply_profile();
+        assert_eq!(o.skip_rows[0].table, "site7_options");
+        assert!(o.skips_data_of("site7_litespeed_cache"));
+    }
+
+    #[test]
+    fn connection_debug_hides_the_password() {
+        let c = Connection {
+            password: Some("hunter2".into()),
+            database: "x".into(),
+            ..Default::default()
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert!(!c.describe(Engine::Mariadb).contains("hunter2"));
+    }
+
+    #[test]
+    fn dump_names_are_safe() {
+        assert_eq!(dump_file_name(Engine::Mariadb, "shop"), "shop.sql");
+        assert_eq!(dump_file_name(Engine::Postgres, "../x y"), "x_y.dump");
+        assert_eq!(
+            dump_file_name(Engine::Sqlite, "/srv/a/db.sqlite3"),
+            "db.sqlite"
+        );
+        assert_eq!(manifest_name("shop.sql"), "shop.manifest.json");
+    }
+}
