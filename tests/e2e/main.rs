@@ -2,6 +2,7 @@
 //! Requirement ids in test names' comments refer to ../shared/SPEC.md.
 
 mod crash;
+mod db;
 mod fleet;
 mod golden;
 mod maintenance;

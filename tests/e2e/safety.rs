@@ -228,6 +228,7 @@ fn forge_snapshot(repo: &Repository, tree: Tree) -> String {
         domain: "evil".into(),
         host: "h".into(),
         kind: Kind::Full,
+        content: Default::default(),
         parent: None,
         tree: root,
         source: "/".into(),

@@ -1,0 +1,320 @@
+//! Throwaway database servers from Debian's packages, one per test, in temp
+//! dirs on free ports. PostgreSQL refuses to run as root, so as root it runs as
+//! the `postgres` user (through `setpriv`, which execs, so signals reach it).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::{eventually, free_port, Daemon};
+
+fn is_root() -> bool {
+    fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
+fn run(cmd: &mut Command, what: &str) -> Result<String> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A MariaDB server; root logs in over the socket without a password.
+pub struct MariaDb {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub port: u16,
+    pub server: Option<Daemon>,
+}
+
+impl MariaDb {
+    pub fn start() -> Result<MariaDb> {
+        let dir = tempfile::Builder::new()
+            .prefix("cairn-mariadb-")
+            .tempdir()?;
+        let data = dir.path().join("data");
+        let mut install = Command::new("mariadb-install-db");
+        install.args([
+            "--no-defaults",
+            &format!("--datadir={}", data.display()),
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+        ]);
+        if is_root() {
+            install.arg("--user=root");
+        }
+        run(&mut install, "mariadb-install-db")?;
+        let mut db = MariaDb {
+            socket: dir.path().join("mysqld.sock"),
+            port: free_port(),
+            dir,
+            server: None,
+        };
+        db.restart()?;
+        Ok(db)
+    }
+
+    /// Starts the server (again, after a kill) on the same data.
+    pub fn restart(&mut self) -> Result<()> {
+        let d = self.dir.path();
+        let log = d.join("server.log");
+        let mut cmd = Command::new("mariadbd");
+        cmd.args([
+            "--no-defaults".to_string(),
+            format!("--datadir={}", d.join("data").display()),
+            format!("--socket={}", self.socket.display()),
+            format!("--port={}", self.port),
+            "--bind-address=127.0.0.1".into(),
+            format!("--pid-file={}", d.join("mysqld.pid").display()),
+            "--innodb-buffer-pool-size=64M".into(),
+            "--innodb-log-file-size=64M".into(),
+            "--max-allowed-packet=256M".into(),
+            "--skip-log-bin".into(),
+        ]);
+        if is_root() {
+            cmd.arg("--user=root");
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log)?)
+            .spawn()
+            .context("starting mariadbd (apt-get install mariadb-server)")?;
+        self.server = Some(Daemon { child, log });
+        eventually(
+            "mariadb to accept connections",
+            Duration::from_secs(60),
+            || self.try_sql(None, "SELECT 1").ok(),
+        )?;
+        Ok(())
+    }
+
+    /// Kills the server with SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut d) = self.server.take() {
+            let _ = d.child.kill();
+            let _ = d.child.wait();
+        }
+    }
+
+    pub fn try_sql(&self, db: Option<&str>, sql: &str) -> Result<String> {
+        let mut cmd = Command::new("mariadb");
+        cmd.args(["--no-defaults", "--batch", "--skip-column-names", "-uroot"])
+            .arg(format!("--socket={}", self.socket.display()))
+            .args(["--default-character-set=utf8mb4", "-e", sql]);
+        if let Some(db) = db {
+            cmd.arg(db);
+        }
+        run(&mut cmd, "mariadb")
+    }
+
+    pub fn sql(&self, db: Option<&str>, sql: &str) -> String {
+        self.try_sql(db, sql).unwrap()
+    }
+
+    /// `cairnctl` connection flags for root over the socket.
+    pub fn conn_args(&self) -> Vec<String> {
+        vec![
+            "--db-socket".into(),
+            self.socket.display().to_string(),
+            "--db-user".into(),
+            "root".into(),
+        ]
+    }
+
+    /// `CHECKSUM TABLE` of every base table: the round-trip fingerprint.
+    pub fn checksums(&self, db: &str) -> Vec<(String, String)> {
+        let tables = self.sql(Some(db), "SHOW FULL TABLES WHERE Table_type = 'BASE TABLE'");
+        tables
+            .lines()
+            .map(|l| {
+                let t = l.split('\t').next().unwrap().to_string();
+                let c = self.sql(Some(db), &format!("CHECKSUM TABLE `{t}` EXTENDED"));
+                (t, c.split('\t').nth(1).unwrap_or("").trim().to_string())
+            })
+            .collect()
+    }
+}
+
+fn pg_bin(tool: &str) -> PathBuf {
+    let mut versions: Vec<PathBuf> = fs::read_dir("/usr/lib/postgresql")
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    versions.sort_by_key(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    match versions.last() {
+        Some(v) => v.join("bin").join(tool),
+        None => PathBuf::from(tool),
+    }
+}
+
+/// A PostgreSQL server with `trust` auth for the `postgres` superuser on
+/// loopback, plus password auth for other roles.
+pub struct Postgres {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub server: Option<Daemon>,
+}
+
+fn as_postgres(bin: &Path) -> Command {
+    if is_root() {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--init-groups",
+            "--",
+        ])
+        .arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    }
+}
+
+impl Postgres {
+    pub fn start() -> Result<Postgres> {
+        let dir = tempfile::Builder::new().prefix("cairn-pg-").tempdir()?;
+        if is_root() {
+            run(
+                Command::new("chown")
+                    .arg("postgres:postgres")
+                    .arg(dir.path()),
+                "chown",
+            )?;
+        }
+        let data = dir.path().join("data");
+        run(
+            as_postgres(&pg_bin("initdb"))
+                .args([
+                    "-U",
+                    "postgres",
+                    "-A",
+                    "trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                    "-D",
+                ])
+                .arg(&data),
+            "initdb (apt-get install postgresql)",
+        )?;
+        // Other roles log in with a password, so the password path is exercised.
+        fs::write(
+            data.join("pg_hba.conf"),
+            "local all postgres trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n",
+        )?;
+        let mut pg = Postgres {
+            port: free_port(),
+            dir,
+            server: None,
+        };
+        pg.restart()?;
+        Ok(pg)
+    }
+
+    pub fn restart(&mut self) -> Result<()> {
+        let d = self.dir.path();
+        let log = d.join("server.log");
+        let child = as_postgres(&pg_bin("postgres"))
+            .arg("-D")
+            .arg(d.join("data"))
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-c",
+                "listen_addresses=127.0.0.1",
+            ])
+            .arg("-c")
+            .arg(format!("unix_socket_directories={}", d.display()))
+            .args(["-c", "fsync=off"])
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log)?)
+            .spawn()
+            .context("starting postgres")?;
+        self.server = Some(Daemon { child, log });
+        eventually(
+            "postgres to accept connections",
+            Duration::from_secs(60),
+            || self.try_sql("postgres", "SELECT 1").ok(),
+        )?;
+        Ok(())
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut d) = self.server.take() {
+            let _ = d.child.kill();
+            let _ = d.child.wait();
+        }
+    }
+
+    pub fn try_sql(&self, db: &str, sql: &str) -> Result<String> {
+        run(
+            Command::new("psql")
+                .args([
+                    "-X",
+                    "-q",
+                    "-A",
+                    "-t",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    "postgres",
+                ])
+                .args(["-p", &self.port.to_string(), "-d", db, "-c", sql]),
+            "psql",
+        )
+    }
+
+    pub fn sql(&self, db: &str, sql: &str) -> String {
+        self.try_sql(db, sql).unwrap()
+    }
+
+    pub fn conn_args(&self) -> Vec<String> {
+        vec![
+            "--db-host".into(),
+            "127.0.0.1".into(),
+            "--db-port".into(),
+            self.port.to_string(),
+            "--db-user".into(),
+            "postgres".into(),
+        ]
+    }
+
+    /// Per table, the md5 of its rows in order: the round-trip fingerprint.
+    pub fn row_hashes(&self, db: &str) -> Vec<(String, String)> {
+        let tables = self.sql(
+            db,
+            "SELECT schemaname || '.' || tablename FROM pg_tables \
+             WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
+        );
+        tables
+            .lines()
+            .map(|t| {
+                let h = self.sql(
+                    db,
+                    &format!("SELECT md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM {t} x"),
+                );
+                (t.to_string(), h.trim().to_string())
+            })
+            .collect()
+    }
+}
