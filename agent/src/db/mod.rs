@@ -32,11 +32,14 @@ use serde::{Deserialize, Serialize};
 
 pub use mysql::SqlDumpParser;
 
-/// Dump chunks: rows are small, so chunks are small; see `RecordCutter`.
-/// Chosen with `bench/db_bench.py` (BENCHMARKS.md, "Databases").
-pub const DUMP_CHUNK_MIN: usize = 4 << 10;
-pub const DUMP_CHUNK_AVG: usize = 16 << 10;
-pub const DUMP_CHUNK_MAX: usize = 256 << 10;
+/// Dump chunks are small: with 2% of rows changed anywhere, a chunk of k rows
+/// changes with probability 1 − 0.98^k, so only chunks of a few dozen rows
+/// survive a day. Measured on gen_fleet dumps (BENCHMARKS.md, "Databases"):
+/// 16 KiB chunks added 0.82× what restic adds on day 1, 4 KiB 0.50×, 2 KiB
+/// 0.36× (the full dump stores 1.4× restic's, as small chunks compress less).
+pub const DUMP_CHUNK_MIN: usize = 512;
+pub const DUMP_CHUNK_AVG: usize = 2 << 10;
+pub const DUMP_CHUNK_MAX: usize = 64 << 10;
 
 pub type Result<T, E = DbError> = std::result::Result<T, E>;
 

@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""Database benchmark (issue: databases). Prints figures; never fails on a time.
+
+1. Dedup of dumps: gen_fleet's mysqldump files are stored by Cairn
+   (`backup-db --from-file`, the same parser and chunker as live dumps) and by
+   restic; after `mutate --day 1` (about 2% of rows changed) both store the new
+   dumps again. Bytes added = repository growth. Run for --db-churn uniform
+   (changed rows anywhere: the worst case) and hot (80% among the newest rows).
+2. Throughput: the largest dump is loaded into a throwaway MariaDB server, then
+   `mariadb-dump … | zstd -3 > /dev/null` is timed against
+   `cairnctl repo backup-db` of the same database (first and second run).
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def du(path):
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            total += os.lstat(os.path.join(root, f)).st_size
+    return total
+
+
+def run(cmd, env=None, **kw):
+    kw.setdefault("stderr", subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, **kw)
+
+
+def gen_fleet_script():
+    p = os.environ.get("CAIRN_GEN_FLEET") or os.path.join(HERE, "..", "..", "shared", "bench", "gen_fleet.py")
+    if not os.path.exists(p):
+        sys.exit(f"gen_fleet.py not found at {p}; set CAIRN_GEN_FLEET")
+    return p
+
+
+def dedup(args, work, churn):
+    fleet = os.path.join(work, f"fleet-{churn}")
+    run([sys.executable, gen_fleet_script(), "gen", "--out", fleet, "--sites", str(args.sites),
+         "--scale", str(args.scale), "--db-churn", churn])
+    env = dict(os.environ, CAIRN_PASSPHRASE="bench", RESTIC_PASSWORD="bench",
+               CAIRN_REPO=os.path.join(work, f"cairn-{churn}"),
+               RESTIC_REPOSITORY=os.path.join(work, f"restic-{churn}"))
+    run([args.cairnctl, "repo", "init"], env)
+    run(["restic", "init"], env)
+    db = os.path.join(fleet, "db")
+
+    def store():
+        for f in sorted(os.listdir(db)):
+            name = f[: -len(".sql")]
+            run([args.cairnctl, "repo", "backup-db", "--domain", name, "--engine", "mariadb",
+                 "--database", name, "--from-file", os.path.join(db, f)], env)
+        run(["restic", "backup", "--compression", "auto", db], env)
+
+    def zstd_size():
+        return sum(len(subprocess.run(["zstd", "-3", "-c", os.path.join(db, f)], check=True,
+                                      capture_output=True).stdout) for f in os.listdir(db))
+
+    store()
+    day0 = {"dumps": du(db), "zstd": zstd_size(), "cairn": du(env["CAIRN_REPO"]),
+            "restic": du(env["RESTIC_REPOSITORY"])}
+    run([sys.executable, gen_fleet_script(), "mutate", "--out", fleet, "--day", "1"])
+    store()
+    day1 = {"dumps": du(db), "zstd": zstd_size(), "cairn": du(env["CAIRN_REPO"]),
+            "restic": du(env["RESTIC_REPOSITORY"])}
+    shutil.rmtree(fleet)
+    return day0, day1
+
+
+class MariaDb:
+    def __init__(self, work):
+        self.dir = os.path.join(work, "mariadb")
+        self.sock = os.path.join(self.dir, "sock")
+        os.makedirs(self.dir)
+        user = ["--user=root"] if os.geteuid() == 0 else []
+        run(["mariadb-install-db", "--no-defaults", f"--datadir={self.dir}/data",
+             "--auth-root-authentication-method=normal", "--skip-test-db"] + user)
+        self.proc = subprocess.Popen(
+            ["mariadbd", "--no-defaults", f"--datadir={self.dir}/data", f"--socket={self.sock}",
+             "--skip-networking", "--innodb-buffer-pool-size=512M", "--skip-log-bin",
+             f"--pid-file={self.dir}/pid"] + user,
+            stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.dir, "log"), "w"))
+        for _ in range(600):
+            if subprocess.run(self.client(["-e", "SELECT 1"]), capture_output=True).returncode == 0:
+                return
+            time.sleep(0.1)
+        sys.exit("mariadb did not start")
+
+    def client(self, extra):
+        return ["mariadb", "--no-defaults", "-uroot", f"--socket={self.sock}"] + extra
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def throughput(args, work):
+    fleet = os.path.join(work, "fleet-tp")
+    run([sys.executable, gen_fleet_script(), "gen", "--out", fleet, "--sites", str(args.sites),
+         "--scale", str(args.scale)])
+    db = os.path.join(fleet, "db")
+    biggest = max(os.listdir(db), key=lambda f: os.path.getsize(os.path.join(db, f)))
+    srv = MariaDb(work)
+    try:
+        run(srv.client(["-e", "CREATE DATABASE site"]))
+        with open(os.path.join(db, biggest), "rb") as f:
+            run(srv.client(["site"]), stdin=f)
+        conn = ["--db-socket", srv.sock, "--db-user", "root"]
+        dump = ["mariadb-dump", "--no-defaults", "-uroot", f"--socket={srv.sock}", "--single-transaction",
+                "--quick", "--routines", "--triggers", "--events", "site"]
+        size = len(subprocess.run(dump, check=True, capture_output=True).stdout)
+        t_zstd, t_first, t_second, rss = [], [], [], []
+        for i in range(args.runs):
+            subprocess.run(["sync"])
+            t = time.perf_counter()
+            subprocess.run(" ".join(dump) + " | zstd -3 -q > /dev/null", shell=True, check=True)
+            t_zstd.append(time.perf_counter() - t)
+            env = dict(os.environ, CAIRN_PASSPHRASE="bench", CAIRN_REPO=os.path.join(work, f"tp-{i}"))
+            run([args.cairnctl, "repo", "init"], env)
+            for times in (t_first, t_second):
+                subprocess.run(["sync"])
+                t = time.perf_counter()
+                out = subprocess.run(["/usr/bin/time", "-f", "%M", args.cairnctl, "repo", "backup-db",
+                                      "--domain", "site", "--engine", "mariadb", "--database", "site"] + conn,
+                                     env=env, check=True, capture_output=True, text=True)
+                times.append(time.perf_counter() - t)
+                rss.append(int(out.stderr.strip().splitlines()[-1]) / 1024)
+    finally:
+        srv.stop()
+    shutil.rmtree(fleet)
+    return {"dump_bytes": size, "zstd_s": t_zstd, "cairn_first_s": t_first,
+            "cairn_second_s": t_second, "cairn_rss_mb": rss}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cairnctl", required=True)
+    ap.add_argument("--sites", type=int, default=int(os.environ.get("BENCH_SITES", 8)))
+    ap.add_argument("--scale", type=float, default=float(os.environ.get("BENCH_SCALE", 0.5)))
+    ap.add_argument("--runs", type=int, default=int(os.environ.get("BENCH_RUNS", 3)))
+    ap.add_argument("--work", default=os.environ.get("BENCH_WORK"))
+    ap.add_argument("--json", help="also write the raw figures here")
+    args = ap.parse_args()
+    args.cairnctl = os.path.abspath(args.cairnctl)
+    work = args.work or tempfile.mkdtemp(prefix="cairn-dbbench-")
+    os.makedirs(work, exist_ok=True)
+    raw = {"sites": args.sites, "scale": args.scale}
+    mb = 1e6
+    print(f"fleet: {args.sites} sites, scale {args.scale}; restic {subprocess.run(['restic', 'version'], capture_output=True, text=True).stdout.split()[1]}")
+    print()
+    print(f"{'dumps after mutate --day 1':34} {'dumps MB':>9} {'zstd MB':>8} {'restic +MB':>11} {'cairn +MB':>10} {'cairn/restic':>13}"
+          f" {'full: restic MB':>16} {'cairn MB':>9}")
+    for churn in ("uniform", "hot"):
+        d0, d1 = dedup(args, work, churn)
+        raw[churn] = {"day0": d0, "day1": d1}
+        r_add, c_add = d1["restic"] - d0["restic"], d1["cairn"] - d0["cairn"]
+        print(f"{'churn ' + churn:34} {d1['dumps'] / mb:9.1f} {d1['zstd'] / mb:8.1f} {r_add / mb:11.2f} {c_add / mb:10.2f}"
+              f" {c_add / r_add:13.3f} {d0['restic'] / mb:16.1f} {d0['cairn'] / mb:9.1f}")
+    print()
+    tp = throughput(args, work)
+    raw["throughput"] = tp
+    med = statistics.median
+    size = tp["dump_bytes"] / mb
+    print(f"dump + store of one database ({size:.1f} MB of SQL), medians of {args.runs}:")
+    print(f"  mariadb-dump | zstd -3 > /dev/null    {med(tp['zstd_s']):6.2f} s  {size / med(tp['zstd_s']):6.1f} MB/s")
+    print(f"  cairnctl repo backup-db (first)       {med(tp['cairn_first_s']):6.2f} s  {size / med(tp['cairn_first_s']):6.1f} MB/s"
+          f"  ({med(tp['zstd_s']) / med(tp['cairn_first_s']):.2f}x the pipe's speed)")
+    print(f"  cairnctl repo backup-db (unchanged)   {med(tp['cairn_second_s']):6.2f} s  {size / med(tp['cairn_second_s']):6.1f} MB/s")
+    print(f"  cairnctl peak RSS                     {max(tp['cairn_rss_mb']):6.0f} MB")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(raw, f, indent=1)
+    if not args.work:
+        shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()
