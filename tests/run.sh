@@ -12,6 +12,13 @@ command -v tar >/dev/null || missing+=(tar)
 command -v cc >/dev/null || missing+=(build-essential)
 command -v pkg-config >/dev/null || missing+=(pkg-config)
 command -v mkfifo >/dev/null || missing+=(coreutils)
+command -v pgrep >/dev/null || missing+=(procps)
+command -v setpriv >/dev/null || missing+=(util-linux)
+# Throwaway database servers for the database tests (started per test, in temp dirs).
+command -v mariadb-install-db >/dev/null || missing+=(mariadb-server)
+command -v mariadb-dump >/dev/null || missing+=(mariadb-client)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v pg_dump >/dev/null || missing+=(postgresql-client)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   as_root apt-get update -q

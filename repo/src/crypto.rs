@@ -107,7 +107,7 @@ impl MasterKey {
     pub fn seal(&self, plain: &[u8], zstd_level: i32) -> Vec<u8> {
         let mut body = Vec::with_capacity(plain.len() + 1);
         let compressed = if plain.len() >= MIN_COMPRESS && zstd_level > 0 {
-            zstd::bulk::compress(plain, zstd_level).ok()
+            compress(plain, zstd_level)
         } else {
             None
         };
@@ -195,6 +195,23 @@ impl MasterKey {
         }
         Ok(plain)
     }
+}
+
+thread_local! {
+    /// One zstd context per thread and level: creating one per blob cost as
+    /// much as compressing a 2 KiB dump chunk.
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn compress(plain: &[u8], level: i32) -> Option<Vec<u8>> {
+    COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref().is_none_or(|(l, _)| *l != level) {
+            *c = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+        }
+        c.as_mut().expect("just set").1.compress(plain).ok()
+    })
 }
 
 #[cfg(test)]

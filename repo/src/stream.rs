@@ -15,6 +15,8 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use rayon::prelude::*;
+
 use crate::chunker::RecordCutter;
 use crate::error::{Error, Result};
 use crate::id::Id;
@@ -65,6 +67,8 @@ impl<'r> StreamBackup<'r> {
             buf: Vec::new(),
             rec_start: 0,
             content: Vec::new(),
+            pending: Vec::new(),
+            pending_bytes: 0,
             size: 0,
             progress: None,
         }
@@ -173,9 +177,15 @@ pub struct StreamWriter<'s, 'r> {
     buf: Vec<u8>,
     rec_start: usize,
     content: Vec<Id>,
+    /// Chunks cut but not yet saved: saved a batch at a time on every core.
+    pending: Vec<Vec<u8>>,
+    pending_bytes: usize,
     size: u64,
     progress: Option<&'s AtomicU64>,
 }
+
+/// Bytes of cut chunks saved together (compressed and encrypted in parallel).
+const BATCH_BYTES: usize = 1 << 20;
 
 impl<'s> StreamWriter<'s, '_> {
     /// Counts stream bytes into `counter` as they are stored.
@@ -224,22 +234,40 @@ impl<'s> StreamWriter<'s, '_> {
     pub fn position(&self) -> Position {
         Position {
             offset: self.size + self.buf.len() as u64,
-            blob: self.content.len(),
+            blob: self.content.len() + self.pending.len(),
         }
     }
 
     fn emit(&mut self, chunk: &[u8]) -> Result<()> {
-        self.content.push(self.saver.save(BlobType::Data, chunk)?);
         self.size += chunk.len() as u64;
-        if let Some(p) = self.progress {
-            p.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        self.pending_bytes += chunk.len();
+        self.pending.push(chunk.to_vec());
+        if self.pending_bytes >= BATCH_BYTES {
+            self.save_pending()?;
         }
+        Ok(())
+    }
+
+    fn save_pending(&mut self) -> Result<()> {
+        let saver = self.saver;
+        let ids: Vec<Id> = self
+            .pending
+            .par_iter()
+            .map(|c| saver.save(BlobType::Data, c))
+            .collect::<Result<_>>()?;
+        self.content.extend(ids);
+        if let Some(p) = self.progress {
+            p.fetch_add(self.pending_bytes as u64, Ordering::Relaxed);
+        }
+        self.pending.clear();
+        self.pending_bytes = 0;
         Ok(())
     }
 
     /// Flushes the last blob. Returns the blob list and the stream's size.
     pub fn finish(mut self) -> Result<(Vec<Id>, u64)> {
         self.cut()?;
+        self.save_pending()?;
         Ok((self.content, self.size))
     }
 }

@@ -71,7 +71,12 @@ impl MariaDb {
     pub fn restart(&mut self) -> Result<()> {
         let d = self.dir.path();
         let log = d.join("server.log");
-        let mut cmd = Command::new("mariadbd");
+        // Debian installs the server in /usr/sbin, which a user's PATH may lack.
+        let bin = ["/usr/sbin/mariadbd", "/usr/bin/mariadbd"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or("mariadbd");
+        let mut cmd = Command::new(bin);
         cmd.args([
             "--no-defaults".to_string(),
             format!("--datadir={}", d.join("data").display()),

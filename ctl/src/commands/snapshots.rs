@@ -39,7 +39,10 @@ pub fn list(args: &RepoArgs, domain: Option<&str>) -> Result<()> {
             s.time.format("%Y-%m-%d %H:%M:%S"),
             s.domain,
             s.host,
-            s.kind.to_string(),
+            match s.content {
+                cairn_repo::snapshot::Content::Files => s.kind.to_string(),
+                cairn_repo::snapshot::Content::Database => "database".to_string(),
+            },
             s.stats.files,
             output::bytes(s.stats.total_bytes),
             output::bytes(s.stats.stored_bytes)
