@@ -171,16 +171,8 @@ pub fn run(
         dirs: dirs.into_inner(),
         total_bytes: total_bytes.into_inner(),
         bytes_read: bytes_read.into_inner(),
-        bytes_new: saved.bytes_new,
-        stored_bytes: saved.stored_bytes,
-        blobs_new: saved.blobs_new,
-        ratio: if saved.stored_bytes > 0 {
-            saved.bytes_new as f64 / saved.stored_bytes as f64
-        } else {
-            1.0
-        },
-        duration_ms: started.elapsed().as_millis() as u64,
         warnings: warnings.into_inner().unwrap(),
+        ..saved.to_stats(started)
     };
     let snap = Snapshot {
         time: chrono::Utc::now(),

@@ -35,6 +35,24 @@ pub struct SaverStats {
     pub packs: u64,
 }
 
+impl SaverStats {
+    /// Snapshot stats with what was saved filled in; the caller adds counts.
+    pub fn to_stats(&self, started: std::time::Instant) -> crate::snapshot::Stats {
+        crate::snapshot::Stats {
+            bytes_new: self.bytes_new,
+            stored_bytes: self.stored_bytes,
+            blobs_new: self.blobs_new,
+            ratio: if self.stored_bytes > 0 {
+                self.bytes_new as f64 / self.stored_bytes as f64
+            } else {
+                1.0
+            },
+            duration_ms: started.elapsed().as_millis() as u64,
+            ..Default::default()
+        }
+    }
+}
+
 pub struct BlobSaver<'r> {
     repo: &'r Repository,
     known: Mutex<HashSet<Id>>,

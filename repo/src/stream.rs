@@ -140,16 +140,7 @@ impl<'r> StreamBackup<'r> {
             dirs: 1,
             total_bytes: self.total,
             bytes_read: self.total,
-            bytes_new: saved.bytes_new,
-            stored_bytes: saved.stored_bytes,
-            blobs_new: saved.blobs_new,
-            ratio: if saved.stored_bytes > 0 {
-                saved.bytes_new as f64 / saved.stored_bytes as f64
-            } else {
-                1.0
-            },
-            duration_ms: self.started.elapsed().as_millis() as u64,
-            warnings: Vec::new(),
+            ..saved.to_stats(self.started)
         };
         let snap = Snapshot {
             time: chrono::Utc::now(),

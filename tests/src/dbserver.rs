@@ -32,6 +32,35 @@ fn run(cmd: &mut Command, what: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Spawns a server logging to `log` and waits until `ready` answers.
+fn spawn_server(
+    mut cmd: Command,
+    log: PathBuf,
+    what: &str,
+    ready: impl FnMut() -> Option<String>,
+) -> Result<Daemon> {
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log)?)
+        .spawn()
+        .with_context(|| format!("starting {what}"))?;
+    let server = Daemon { child, log };
+    eventually(
+        &format!("{what} to accept connections"),
+        Duration::from_secs(60),
+        ready,
+    )?;
+    Ok(server)
+}
+
+/// SIGKILL, no grace period.
+fn kill_now(server: &mut Option<Daemon>) {
+    if let Some(mut d) = server.take() {
+        let _ = d.child.kill();
+        let _ = d.child.wait();
+    }
+}
+
 /// A MariaDB server; root logs in over the socket without a password.
 pub struct MariaDb {
     pub dir: tempfile::TempDir,
@@ -92,26 +121,19 @@ impl MariaDb {
         if is_root() {
             cmd.arg("--user=root");
         }
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log)?)
-            .spawn()
-            .context("starting mariadbd (apt-get install mariadb-server)")?;
-        self.server = Some(Daemon { child, log });
-        eventually(
-            "mariadb to accept connections",
-            Duration::from_secs(60),
+        let server = spawn_server(
+            cmd,
+            log,
+            "mariadbd (apt-get install mariadb-server)",
             || self.try_sql(None, "SELECT 1").ok(),
         )?;
+        self.server = Some(server);
         Ok(())
     }
 
     /// Kills the server with SIGKILL.
     pub fn kill(&mut self) {
-        if let Some(mut d) = self.server.take() {
-            let _ = d.child.kill();
-            let _ = d.child.wait();
-        }
+        kill_now(&mut self.server);
     }
 
     pub fn try_sql(&self, db: Option<&str>, sql: &str) -> Result<String> {
@@ -237,8 +259,8 @@ impl Postgres {
     pub fn restart(&mut self) -> Result<()> {
         let d = self.dir.path();
         let log = d.join("server.log");
-        let child = as_postgres(&pg_bin("postgres"))
-            .arg("-D")
+        let mut cmd = as_postgres(&pg_bin("postgres"));
+        cmd.arg("-D")
             .arg(d.join("data"))
             .args([
                 "-p",
@@ -248,25 +270,16 @@ impl Postgres {
             ])
             .arg("-c")
             .arg(format!("unix_socket_directories={}", d.display()))
-            .args(["-c", "fsync=off"])
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log)?)
-            .spawn()
-            .context("starting postgres")?;
-        self.server = Some(Daemon { child, log });
-        eventually(
-            "postgres to accept connections",
-            Duration::from_secs(60),
-            || self.try_sql("postgres", "SELECT 1").ok(),
-        )?;
+            .args(["-c", "fsync=off"]);
+        let server = spawn_server(cmd, log, "postgres (apt-get install postgresql)", || {
+            self.try_sql("postgres", "SELECT 1").ok()
+        })?;
+        self.server = Some(server);
         Ok(())
     }
 
     pub fn kill(&mut self) {
-        if let Some(mut d) = self.server.take() {
-            let _ = d.child.kill();
-            let _ = d.child.wait();
-        }
+        kill_now(&mut self.server);
     }
 
     pub fn try_sql(&self, db: &str, sql: &str) -> Result<String> {

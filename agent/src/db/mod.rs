@@ -463,7 +463,7 @@ pub fn backup(repo: &Repository, req: BackupRequest) -> Result<(Id, Snapshot, Ma
     }
     let mut options = req.options.clone();
     options.apply_profile();
-    let mut session = StreamBackup::begin(repo)?;
+    let session = StreamBackup::begin(repo)?;
     let writer = session
         .writer(record_cutter(session.chunker_seed()))
         .with_progress(req.progress);
@@ -472,40 +472,20 @@ pub fn backup(repo: &Repository, req: BackupRequest) -> Result<(Id, Snapshot, Ma
         Engine::Postgres => postgres::dump(req.conn, &options, writer)?,
         Engine::Sqlite => sqlite::dump(req.conn, &options, writer)?,
     };
-    let file = dump_file_name(req.engine, &req.conn.database);
-    let manifest = Manifest {
-        format: MANIFEST_FORMAT,
-        engine: req.engine,
-        database: req.conn.database.clone(),
-        file: file.clone(),
-        tool: dumped.tool,
-        options,
-        size: dumped.size,
-        sections: dumped.sections,
-        rows_skipped: dumped.rows_skipped,
-    };
-    session.add_file(&file, dumped.content, dumped.size)?;
-    let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
-    session.add_small_file(&manifest_name(&file), &json)?;
-    let (id, snap) = session.commit(
-        req.domain,
-        req.host,
-        &req.conn.describe(req.engine),
-        req.tags,
-    )?;
-    Ok((id, snap, manifest))
+    let source = req.conn.describe(req.engine);
+    commit_dump(session, &req, options, dumped, &source)
 }
 
 /// Stores an existing dump (a file or stdin) the same way `backup` stores a
 /// live one: MariaDB/MySQL SQL text or a PostgreSQL custom-format archive.
+/// `req.conn.database` names it; nothing connects to a server.
 pub fn backup_stream(
     repo: &Repository,
-    engine: Engine,
-    database: &str,
     input: impl Read,
-    req: &BackupRequest,
+    req: BackupRequest,
 ) -> Result<(Id, Snapshot, Manifest)> {
-    let mut session = StreamBackup::begin(repo)?;
+    let (engine, database) = (req.engine, req.conn.database.as_str());
+    let session = StreamBackup::begin(repo)?;
     let writer = session
         .writer(record_cutter(session.chunker_seed()))
         .with_progress(req.progress);
@@ -529,11 +509,23 @@ pub fn backup_stream(
             ))
         }
     };
-    let file = dump_file_name(engine, database);
+    let source = format!("{engine}://{database}");
+    commit_dump(session, &req, options, dumped, &source)
+}
+
+/// Adds the dump and its manifest to the session and writes the snapshot.
+fn commit_dump(
+    mut session: StreamBackup,
+    req: &BackupRequest,
+    options: DumpOptions,
+    dumped: Dumped,
+    source: &str,
+) -> Result<(Id, Snapshot, Manifest)> {
+    let file = dump_file_name(req.engine, &req.conn.database);
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
-        engine,
-        database: database.to_string(),
+        engine: req.engine,
+        database: req.conn.database.clone(),
         file: file.clone(),
         tool: dumped.tool,
         options,
@@ -544,12 +536,7 @@ pub fn backup_stream(
     session.add_file(&file, dumped.content, dumped.size)?;
     let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
     session.add_small_file(&manifest_name(&file), &json)?;
-    let (id, snap) = session.commit(
-        req.domain,
-        req.host,
-        &format!("{engine}://{database}"),
-        req.tags,
-    )?;
+    let (id, snap) = session.commit(req.domain, req.host, source, req.tags)?;
     Ok((id, snap, manifest))
 }
 
@@ -868,7 +855,8 @@ pub(crate) fn find_tool(names: &[&str]) -> String {
 
 /// A private temporary file (0600 in a 0700 directory), removed on drop.
 pub(crate) struct SecretFile {
-    dir: tempfile::TempDir,
+    /// Removed with everything in it on drop.
+    _dir: tempfile::TempDir,
     pub path: PathBuf,
 }
 
@@ -888,14 +876,7 @@ impl SecretFile {
             .map_err(|e| DbError::io(path.display().to_string(), e))?;
         f.write_all(contents.as_bytes())
             .map_err(|e| DbError::io(path.display().to_string(), e))?;
-        Ok(SecretFile { dir, path })
-    }
-}
-
-impl Drop for SecretFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-        let _ = &self.dir;
+        Ok(SecretFile { _dir: dir, path })
     }
 }
 

@@ -75,7 +75,7 @@ pub fn backup(args: &RepoArgs, a: &BackupDbArgs) -> Result<()> {
                         db::DbError::Invalid(format!("cannot open {}: {e}", path.display()))
                     })?)
                 };
-                db::backup_stream(&repo, a.engine, &a.database, input, &req)
+                db::backup_stream(&repo, input, req)
             }
         },
     );
