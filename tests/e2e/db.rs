@@ -15,6 +15,41 @@ fn repo() -> (tempfile::TempDir, Ctl) {
     (dir, ctl)
 }
 
+/// `backup-db` of one database; returns the snapshot JSON (with its manifest).
+fn backup_db(
+    ctl: &Ctl,
+    domain: &str,
+    engine: &str,
+    database: &str,
+    extra: &[&str],
+    conn: &[String],
+) -> serde_json::Value {
+    let mut a = vec![
+        "backup-db",
+        "--domain",
+        domain,
+        "--engine",
+        engine,
+        "--database",
+        database,
+    ];
+    a.extend_from_slice(extra);
+    ctl.json(&args(&a, conn))
+}
+
+/// `restore-db latest` of a domain into `target`.
+fn restore_db(ctl: &Ctl, domain: &str, target: &str, conn: &[String]) {
+    let a = [
+        "restore-db",
+        "latest",
+        "--domain",
+        domain,
+        "--database",
+        target,
+    ];
+    ctl.ok(&args(&a, conn));
+}
+
 fn args<'a>(base: &[&'a str], extra: &'a [String]) -> Vec<&'a str> {
     let mut v = base.to_vec();
     v.extend(extra.iter().map(String::as_str));
@@ -91,18 +126,7 @@ fn mariadb_round_trip_keeps_every_checksum() {
     let conn = db.conn_args();
     load_mariadb_schema(&db, "shop");
     let (_d, ctl) = repo();
-    let snap = ctl.json(&args(
-        &[
-            "backup-db",
-            "--domain",
-            "shop.test",
-            "--engine",
-            "mariadb",
-            "--database",
-            "shop",
-        ],
-        &conn,
-    ));
+    let snap = backup_db(&ctl, "shop.test", "mariadb", "shop", &[], &conn);
     let m = &snap["manifest"];
     assert_eq!(m["engine"], "mariadb");
     let tables: Vec<&str> = m["sections"]
@@ -121,17 +145,7 @@ fn mariadb_round_trip_keeps_every_checksum() {
         .unwrap();
     assert_eq!(orders["rows"], 20_006);
 
-    ctl.ok(&args(
-        &[
-            "restore-db",
-            "latest",
-            "--domain",
-            "shop.test",
-            "--database",
-            "shop_copy",
-        ],
-        &conn,
-    ));
+    restore_db(&ctl, "shop.test", "shop_copy", &conn);
     let (a, b) = (db.checksums("shop"), db.checksums("shop_copy"));
     assert_eq!(a.len(), 4);
     assert!(a.iter().all(|(_, c)| !c.is_empty() && c != "NULL"), "{a:?}");
@@ -184,18 +198,7 @@ fn postgres_round_trip_keeps_every_row_hash() {
     pg.sql("postgres", "CREATE DATABASE shop");
     pg.sql("shop", PG_SCHEMA);
     let (_d, ctl) = repo();
-    let snap = ctl.json(&args(
-        &[
-            "backup-db",
-            "--domain",
-            "shop.test",
-            "--engine",
-            "postgres",
-            "--database",
-            "shop",
-        ],
-        &conn,
-    ));
+    let snap = backup_db(&ctl, "shop.test", "postgres", "shop", &[], &conn);
     let orders = snap["manifest"]["sections"]
         .as_array()
         .unwrap()
@@ -206,17 +209,7 @@ fn postgres_round_trip_keeps_every_row_hash() {
     assert_eq!(orders["rows"], 20_004);
     assert_eq!(orders["schema"], "public");
 
-    ctl.ok(&args(
-        &[
-            "restore-db",
-            "latest",
-            "--domain",
-            "shop.test",
-            "--database",
-            "shop_copy",
-        ],
-        &conn,
-    ));
+    restore_db(&ctl, "shop.test", "shop_copy", &conn);
     let (a, b) = (pg.row_hashes("shop"), pg.row_hashes("shop_copy"));
     assert_eq!(a.len(), 4, "{a:?}");
     assert_eq!(a, b, "row hashes differ after the round trip");
@@ -271,18 +264,7 @@ fn single_table_restore_reads_only_its_range() {
         );
     }
     let (_d, ctl) = repo();
-    let snap = ctl.json(&args(
-        &[
-            "backup-db",
-            "--domain",
-            "big.test",
-            "--engine",
-            "mariadb",
-            "--database",
-            "big",
-        ],
-        &conn,
-    ));
+    let snap = backup_db(&ctl, "big.test", "mariadb", "big", &[], &conn);
     let size = snap["manifest"]["size"].as_u64().unwrap();
     let stored = snap["stats"]["stored_bytes"].as_u64().unwrap();
     let beta = snap["manifest"]["sections"]
@@ -349,18 +331,7 @@ fn postgres_single_table_restore() {
     pg.sql("postgres", "CREATE DATABASE shop");
     pg.sql("shop", PG_SCHEMA);
     let (_d, ctl) = repo();
-    let snap = ctl.json(&args(
-        &[
-            "backup-db",
-            "--domain",
-            "s",
-            "--engine",
-            "postgres",
-            "--database",
-            "shop",
-        ],
-        &conn,
-    ));
+    let snap = backup_db(&ctl, "s", "postgres", "shop", &[], &conn);
     let stored = snap["stats"]["stored_bytes"].as_u64().unwrap();
     let out = ctl.json(&args(
         &[
@@ -441,35 +412,19 @@ fn cms_profiles_skip_regenerable_rows() {
     db.sql(None, "CREATE DATABASE app");
     db.sql(Some("app"), LARAVEL);
     let (_d, ctl) = repo();
-    let snap = ctl.json(&args(
-        &[
-            "backup-db",
-            "--domain",
-            "wp.test",
-            "--engine",
-            "mariadb",
-            "--database",
-            "wp",
-            "--profile",
-            "wordpress",
-        ],
+    let snap = backup_db(
+        &ctl,
+        "wp.test",
+        "mariadb",
+        "wp",
+        &["--profile", "wordpress"],
         &conn,
-    ));
+    );
     assert_eq!(
         snap["manifest"]["rows_skipped"],
         serde_json::json!([["wp_options", 3]])
     );
-    ctl.ok(&args(
-        &[
-            "restore-db",
-            "latest",
-            "--domain",
-            "wp.test",
-            "--database",
-            "wp2",
-        ],
-        &conn,
-    ));
+    restore_db(&ctl, "wp.test", "wp2", &conn);
     let names = db.sql(
         Some("wp2"),
         "SELECT option_name FROM wp_options ORDER BY option_id",
@@ -503,31 +458,15 @@ fn cms_profiles_skip_regenerable_rows() {
         &conn,
     ));
 
-    ctl.ok(&args(
-        &[
-            "backup-db",
-            "--domain",
-            "app.test",
-            "--engine",
-            "mariadb",
-            "--database",
-            "app",
-            "--profile",
-            "laravel",
-        ],
+    backup_db(
+        &ctl,
+        "app.test",
+        "mariadb",
+        "app",
+        &["--profile", "laravel"],
         &conn,
-    ));
-    ctl.ok(&args(
-        &[
-            "restore-db",
-            "latest",
-            "--domain",
-            "app.test",
-            "--database",
-            "app2",
-        ],
-        &conn,
-    ));
+    );
+    restore_db(&ctl, "app.test", "app2", &conn);
     for (t, n) in [
         ("users", 2),
         ("orders", 2),
@@ -542,88 +481,40 @@ fn cms_profiles_skip_regenerable_rows() {
     }
 
     // DB-3: structure only, data only, chosen tables.
-    let s = ctl.json(&args(
-        &[
-            "backup-db",
-            "--domain",
-            "app.test",
-            "--engine",
-            "mariadb",
-            "--database",
-            "app",
-            "--structure-only",
-        ],
+    let s = backup_db(
+        &ctl,
+        "app.test",
+        "mariadb",
+        "app",
+        &["--structure-only"],
         &conn,
-    ));
+    );
     assert_eq!(s["manifest"]["options"]["mode"], "structure-only");
-    ctl.ok(&args(
-        &[
-            "restore-db",
-            "latest",
-            "--domain",
-            "app.test",
-            "--database",
-            "app3",
-        ],
-        &conn,
-    ));
+    restore_db(&ctl, "app.test", "app3", &conn);
     assert_eq!(
         db.sql(Some("app3"), "SELECT COUNT(*) FROM users").trim(),
         "0"
     );
-    ctl.ok(&args(
-        &[
-            "backup-db",
-            "--domain",
-            "app.test",
-            "--engine",
-            "mariadb",
-            "--database",
-            "app",
-            "--table",
-            "orders",
-        ],
+    backup_db(
+        &ctl,
+        "app.test",
+        "mariadb",
+        "app",
+        &["--table", "orders"],
         &conn,
-    ));
-    ctl.ok(&args(
-        &[
-            "restore-db",
-            "latest",
-            "--domain",
-            "app.test",
-            "--database",
-            "app4",
-        ],
-        &conn,
-    ));
+    );
+    restore_db(&ctl, "app.test", "app4", &conn);
     assert_eq!(db.sql(Some("app4"), "SHOW TABLES").trim(), "orders");
     db.sql(Some("app3"), "DELETE FROM orders");
-    ctl.ok(&args(
-        &[
-            "backup-db",
-            "--domain",
-            "app.test",
-            "--engine",
-            "mariadb",
-            "--database",
-            "app",
-            "--data-only",
-            "--table",
-            "orders",
-        ],
+    backup_db(
+        &ctl,
+        "app.test",
+        "mariadb",
+        "app",
+        &["--data-only", "--table", "orders"],
         &conn,
-    ));
-    ctl.ok(&args(
-        &[
-            "restore-db",
-            "latest",
-            "--domain",
-            "app.test",
-            "--database",
-            "app3",
-        ],
-        &conn,
-    ));
+    );
+    restore_db(&ctl, "app.test", "app3", &conn);
     assert_eq!(
         db.sql(Some("app3"), "SELECT SUM(total) FROM orders").trim(),
         "30"
