@@ -1,4 +1,6 @@
-//! cairn-controller: catalog, scheduler, retention, PKI and web status.
+//! cairn-controller: the fleet's center (catalog, schedules, PKI, status page).
 //!
-//! Empty until the fleet issue lands; `cairnctl repo forget`/`gc` cover retention
-//! for a repository opened directly.
+//! Today: the sled-backed [`catalog`] (issue 3, in progress). The gRPC
+//! services, PKI and web status page come next.
+
+pub mod catalog;

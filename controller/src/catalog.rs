@@ -1,0 +1,548 @@
+//! The controller's catalog: agents, domains, snapshots, jobs and enrollment
+//! tokens in sled. Only this module touches sled.
+//!
+//! Records are JSON values in one sled tree per kind. Jobs are keyed by a
+//! big-endian sequence number, so they list in creation order. Tokens are
+//! stored as BLAKE3 hashes: the catalog holds nothing a thief could enroll
+//! with. Everything survives a restart; [`Catalog::open`] fails jobs that
+//! were running when the controller stopped, since no agent reports on them.
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("catalog storage: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("catalog record {key:?} is corrupt: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("no {what} {id:?}")]
+    NotFound { what: &'static str, id: String },
+    #[error("job {id} is {from:?}; it cannot become {to:?}")]
+    BadTransition {
+        id: String,
+        from: JobState,
+        to: JobState,
+    },
+    #[error("the enrollment token is unknown, used or expired")]
+    BadToken,
+}
+
+pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub id: String,
+    pub hostname: String,
+    pub version: String,
+    /// SHA-256 of the agent's certificate (DER), hex.
+    pub cert_sha256: String,
+    pub enrolled_at: i64,
+    pub last_seen: i64,
+    pub revoked: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainRecord {
+    pub name: String,
+    pub agent_id: String,
+    pub path: String,
+    pub size_bytes: u64,
+    /// `engine:name` of each database; never credentials.
+    pub databases: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    pub id: String,
+    pub domain: String,
+    pub agent_id: String,
+    pub time: i64,
+    pub kind: String,
+    pub content: String,
+    pub total_bytes: u64,
+    pub stored_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+
+    /// queued → running → succeeded | failed | cancelled; queued → cancelled | failed.
+    fn may_become(self, to: JobState) -> bool {
+        use JobState::*;
+        matches!(
+            (self, to),
+            (Queued, Running)
+                | (Queued, Cancelled)
+                | (Queued, Failed)
+                | (Running, Succeeded)
+                | (Running, Failed)
+                | (Running, Cancelled)
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: String,
+    pub kind: String,
+    pub domain: String,
+    pub agent_id: String,
+    pub state: JobState,
+    pub step: String,
+    pub files: u64,
+    pub bytes: u64,
+    pub total_bytes: u64,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+    pub snapshot_id: Option<String>,
+    pub error: Option<String>,
+}
+
+pub struct Catalog {
+    db: sled::Db,
+    agents: sled::Tree,
+    domains: sled::Tree,
+    snapshots: sled::Tree,
+    jobs: sled::Tree,
+    tokens: sled::Tree,
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("catalog records serialize")
+}
+
+fn decode<T: DeserializeOwned>(key: &[u8], v: &[u8]) -> Result<T> {
+    serde_json::from_slice(v).map_err(|e| CatalogError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn all<T: DeserializeOwned>(tree: &sled::Tree, prefix: &[u8]) -> Result<Vec<T>> {
+    tree.scan_prefix(prefix)
+        .map(|kv| {
+            let (k, v) = kv?;
+            decode(&k, &v)
+        })
+        .collect()
+}
+
+fn token_key(token: &str) -> [u8; 32] {
+    *blake3::hash(token.as_bytes()).as_bytes()
+}
+
+impl Catalog {
+    /// Opens (or creates) the catalog in `dir`. Jobs left running by a previous
+    /// controller are failed.
+    pub fn open(dir: &Path) -> Result<Catalog> {
+        let db = sled::open(dir)?;
+        let c = Catalog {
+            agents: db.open_tree("agents")?,
+            domains: db.open_tree("domains")?,
+            snapshots: db.open_tree("snapshots")?,
+            jobs: db.open_tree("jobs")?,
+            tokens: db.open_tree("tokens")?,
+            db,
+        };
+        let now = chrono::Utc::now().timestamp();
+        for j in c.jobs()? {
+            if j.state == JobState::Running {
+                c.finish_job(
+                    &j.id,
+                    JobState::Failed,
+                    None,
+                    Some("the controller restarted while the job ran".into()),
+                    now,
+                )?;
+            }
+        }
+        Ok(c)
+    }
+
+    /// Makes everything written so far durable.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub fn put_agent(&self, a: &AgentRecord) -> Result<()> {
+        self.agents.insert(a.id.as_bytes(), encode(a))?;
+        Ok(())
+    }
+
+    pub fn agent(&self, id: &str) -> Result<Option<AgentRecord>> {
+        self.agents
+            .get(id.as_bytes())?
+            .map(|v| decode(id.as_bytes(), &v))
+            .transpose()
+    }
+
+    pub fn agents(&self) -> Result<Vec<AgentRecord>> {
+        all(&self.agents, b"")
+    }
+
+    /// Revokes an agent at once: its certificate is refused from now on, and
+    /// its domains leave the inventory.
+    pub fn revoke_agent(&self, id: &str) -> Result<()> {
+        let mut a = self.agent(id)?.ok_or(CatalogError::NotFound {
+            what: "agent",
+            id: id.into(),
+        })?;
+        a.revoked = true;
+        self.put_agent(&a)?;
+        self.set_domains(id, &[])?;
+        self.flush()
+    }
+
+    pub fn touch_agent(&self, id: &str, now: i64) -> Result<()> {
+        if let Some(mut a) = self.agent(id)? {
+            a.last_seen = now;
+            self.put_agent(&a)?;
+        }
+        Ok(())
+    }
+
+    /// Replaces an agent's domains with its latest inventory.
+    pub fn set_domains(&self, agent_id: &str, domains: &[DomainRecord]) -> Result<()> {
+        let prefix = format!("{agent_id}\0");
+        let mut batch = sled::Batch::default();
+        for kv in self.domains.scan_prefix(prefix.as_bytes()) {
+            batch.remove(kv?.0);
+        }
+        for d in domains {
+            batch.insert(format!("{prefix}{}", d.name).as_bytes(), encode(d));
+        }
+        self.domains.apply_batch(batch)?;
+        Ok(())
+    }
+
+    pub fn domains(&self) -> Result<Vec<DomainRecord>> {
+        all(&self.domains, b"")
+    }
+
+    pub fn add_snapshot(&self, s: &SnapshotRecord) -> Result<()> {
+        self.snapshots
+            .insert(format!("{}\0{}", s.domain, s.id).as_bytes(), encode(s))?;
+        Ok(())
+    }
+
+    /// Snapshots, of one domain or all, oldest first.
+    pub fn snapshots(&self, domain: Option<&str>) -> Result<Vec<SnapshotRecord>> {
+        let prefix = domain.map(|d| format!("{d}\0")).unwrap_or_default();
+        let mut v: Vec<SnapshotRecord> = all(&self.snapshots, prefix.as_bytes())?;
+        v.sort_by(|a, b| a.time.cmp(&b.time).then(a.id.cmp(&b.id)));
+        Ok(v)
+    }
+
+    /// Queues a job; returns its record.
+    pub fn create_job(
+        &self,
+        kind: &str,
+        domain: &str,
+        agent_id: &str,
+        now: i64,
+    ) -> Result<JobRecord> {
+        let seq = self.db.generate_id()?;
+        let job = JobRecord {
+            id: format!("j{seq:08}"),
+            kind: kind.into(),
+            domain: domain.into(),
+            agent_id: agent_id.into(),
+            state: JobState::Queued,
+            step: String::new(),
+            files: 0,
+            bytes: 0,
+            total_bytes: 0,
+            created_at: now,
+            finished_at: None,
+            snapshot_id: None,
+            error: None,
+        };
+        self.jobs.insert(job.id.as_bytes(), encode(&job))?;
+        self.flush()?;
+        Ok(job)
+    }
+
+    pub fn job(&self, id: &str) -> Result<JobRecord> {
+        let v = self
+            .jobs
+            .get(id.as_bytes())?
+            .ok_or(CatalogError::NotFound {
+                what: "job",
+                id: id.into(),
+            })?;
+        decode(id.as_bytes(), &v)
+    }
+
+    /// Every job, oldest first.
+    pub fn jobs(&self) -> Result<Vec<JobRecord>> {
+        all(&self.jobs, b"")
+    }
+
+    /// Applies `f` to a job atomically (compare-and-swap, retried).
+    fn update_job(&self, id: &str, f: impl Fn(&mut JobRecord) -> Result<()>) -> Result<JobRecord> {
+        loop {
+            let old = self
+                .jobs
+                .get(id.as_bytes())?
+                .ok_or(CatalogError::NotFound {
+                    what: "job",
+                    id: id.into(),
+                })?;
+            let mut job: JobRecord = decode(id.as_bytes(), &old)?;
+            f(&mut job)?;
+            let new = encode(&job);
+            if self
+                .jobs
+                .compare_and_swap(id.as_bytes(), Some(&old), Some(new))?
+                .is_ok()
+            {
+                return Ok(job);
+            }
+        }
+    }
+
+    pub fn start_job(&self, id: &str) -> Result<JobRecord> {
+        self.update_job(id, |j| transition(j, JobState::Running))
+    }
+
+    pub fn job_progress(
+        &self,
+        id: &str,
+        step: &str,
+        files: u64,
+        bytes: u64,
+        total: u64,
+    ) -> Result<JobRecord> {
+        self.update_job(id, |j| {
+            j.step = step.into();
+            j.files = files;
+            j.bytes = bytes;
+            j.total_bytes = total;
+            Ok(())
+        })
+    }
+
+    /// Ends a job in a final state; durable before it returns.
+    pub fn finish_job(
+        &self,
+        id: &str,
+        state: JobState,
+        snapshot_id: Option<String>,
+        error: Option<String>,
+        now: i64,
+    ) -> Result<JobRecord> {
+        let job = self.update_job(id, |j| {
+            transition(j, state)?;
+            j.finished_at = Some(now);
+            j.snapshot_id = snapshot_id.clone();
+            j.error = error.clone();
+            Ok(())
+        })?;
+        self.flush()?;
+        Ok(job)
+    }
+
+    /// Stores a single-use enrollment token (as its hash) until `expires_at`.
+    pub fn add_token(&self, token: &str, expires_at: i64) -> Result<()> {
+        self.tokens
+            .insert(token_key(token), &expires_at.to_be_bytes())?;
+        self.flush()
+    }
+
+    /// Consumes a token: succeeds once, before it expires, and never again.
+    pub fn consume_token(&self, token: &str, now: i64) -> Result<()> {
+        let removed = self.tokens.remove(token_key(token))?;
+        self.flush()?;
+        match removed {
+            Some(v) if v.len() == 8 && i64::from_be_bytes(v.as_ref().try_into().unwrap()) > now => {
+                Ok(())
+            }
+            _ => Err(CatalogError::BadToken),
+        }
+    }
+}
+
+fn transition(j: &mut JobRecord, to: JobState) -> Result<()> {
+    if !j.state.may_become(to) {
+        return Err(CatalogError::BadTransition {
+            id: j.id.clone(),
+            from: j.state,
+            to,
+        });
+    }
+    j.state = to;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(id: &str) -> AgentRecord {
+        AgentRecord {
+            id: id.into(),
+            hostname: format!("{id}.example"),
+            version: "0.1.0".into(),
+            cert_sha256: "ab".repeat(32),
+            enrolled_at: 1,
+            last_seen: 1,
+            revoked: false,
+        }
+    }
+
+    fn domain(agent: &str, name: &str) -> DomainRecord {
+        DomainRecord {
+            name: name.into(),
+            agent_id: agent.into(),
+            path: format!("/var/www/{name}"),
+            size_bytes: 10,
+            databases: vec!["mariadb:wp".into()],
+        }
+    }
+
+    #[test]
+    fn everything_survives_a_restart_and_running_jobs_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let (queued, running, done) = {
+            let c = Catalog::open(dir.path()).unwrap();
+            c.put_agent(&agent("a1")).unwrap();
+            c.set_domains("a1", &[domain("a1", "x.test"), domain("a1", "y.test")])
+                .unwrap();
+            c.add_snapshot(&SnapshotRecord {
+                id: "s1".into(),
+                domain: "x.test".into(),
+                agent_id: "a1".into(),
+                time: 5,
+                kind: "full".into(),
+                content: "files".into(),
+                total_bytes: 1,
+                stored_bytes: 1,
+            })
+            .unwrap();
+            let q = c.create_job("backup", "x.test", "a1", 10).unwrap();
+            let r = c.create_job("backup", "y.test", "a1", 11).unwrap();
+            c.start_job(&r.id).unwrap();
+            let d = c.create_job("backup", "x.test", "a1", 12).unwrap();
+            c.start_job(&d.id).unwrap();
+            c.finish_job(&d.id, JobState::Succeeded, Some("s1".into()), None, 13)
+                .unwrap();
+            c.flush().unwrap();
+            (q.id, r.id, d.id)
+        };
+        let c = Catalog::open(dir.path()).unwrap();
+        assert_eq!(c.agents().unwrap(), vec![agent("a1")]);
+        assert_eq!(c.domains().unwrap().len(), 2);
+        assert_eq!(c.snapshots(Some("x.test")).unwrap()[0].id, "s1");
+        assert!(c.snapshots(Some("y.test")).unwrap().is_empty());
+        let jobs = c.jobs().unwrap();
+        assert_eq!(
+            jobs.iter().map(|j| j.id.clone()).collect::<Vec<_>>(),
+            [queued.clone(), running.clone(), done.clone()]
+        );
+        assert_eq!(c.job(&queued).unwrap().state, JobState::Queued);
+        let r = c.job(&running).unwrap();
+        assert_eq!(r.state, JobState::Failed);
+        assert!(r.error.unwrap().contains("restarted"));
+        assert_eq!(c.job(&done).unwrap().snapshot_id.as_deref(), Some("s1"));
+    }
+
+    #[test]
+    fn jobs_only_move_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(dir.path()).unwrap();
+        let j = c.create_job("backup", "x.test", "a1", 1).unwrap();
+        assert!(matches!(
+            c.finish_job(&j.id, JobState::Succeeded, None, None, 2),
+            Err(CatalogError::BadTransition { .. })
+        ));
+        c.start_job(&j.id).unwrap();
+        c.job_progress(&j.id, "uploading", 3, 300, 1000).unwrap();
+        c.finish_job(&j.id, JobState::Cancelled, None, None, 3)
+            .unwrap();
+        assert!(c.start_job(&j.id).is_err());
+        let j = c.job(&j.id).unwrap();
+        assert_eq!(
+            (j.state, j.files, j.finished_at),
+            (JobState::Cancelled, 3, Some(3))
+        );
+        assert!(matches!(c.job("nope"), Err(CatalogError::NotFound { .. })));
+    }
+
+    #[test]
+    fn tokens_work_once_before_they_expire_and_are_stored_hashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(dir.path()).unwrap();
+        c.add_token("secret-token-1", 100).unwrap();
+        c.add_token("secret-token-2", 100).unwrap();
+        assert!(matches!(
+            c.consume_token("wrong", 50),
+            Err(CatalogError::BadToken)
+        ));
+        c.consume_token("secret-token-1", 50).unwrap();
+        assert!(matches!(
+            c.consume_token("secret-token-1", 50),
+            Err(CatalogError::BadToken)
+        ));
+        assert!(matches!(
+            c.consume_token("secret-token-2", 100),
+            Err(CatalogError::BadToken)
+        ));
+        drop(c);
+        // No token in the catalog's files.
+        for e in walk(dir.path()) {
+            let bytes = std::fs::read(&e).unwrap();
+            assert!(
+                !bytes.windows(12).any(|w| w == b"secret-token"),
+                "{}",
+                e.display()
+            );
+        }
+    }
+
+    #[test]
+    fn revoking_an_agent_drops_its_domains() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(dir.path()).unwrap();
+        c.put_agent(&agent("a1")).unwrap();
+        c.put_agent(&agent("a2")).unwrap();
+        c.set_domains("a1", &[domain("a1", "x.test")]).unwrap();
+        c.set_domains("a2", &[domain("a2", "z.test")]).unwrap();
+        c.revoke_agent("a1").unwrap();
+        assert!(c.agent("a1").unwrap().unwrap().revoked);
+        let names: Vec<String> = c.domains().unwrap().into_iter().map(|d| d.name).collect();
+        assert_eq!(names, ["z.test"]);
+        assert!(c.revoke_agent("a9").is_err());
+    }
+
+    fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+        out
+    }
+}
