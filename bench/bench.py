@@ -165,7 +165,8 @@ class Cairn(Tool):
         return run([self.ctl, "repo", "restore", "latest", "--target", target, "--path", rel], env=self.env)
 
 
-def main():
+def arg_parser():
+    """The flags every benchmark takes (also read from BENCH_* variables)."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--cairnctl", required=True)
     ap.add_argument("--sites", type=int, default=int(os.environ.get("BENCH_SITES", 8)))
@@ -173,7 +174,11 @@ def main():
     ap.add_argument("--runs", type=int, default=int(os.environ.get("BENCH_RUNS", 3)))
     ap.add_argument("--work", default=os.environ.get("BENCH_WORK"))
     ap.add_argument("--json", help="also write the raw figures here")
-    a = ap.parse_args()
+    return ap
+
+
+def main():
+    a = arg_parser().parse_args()
     Cairn.ctl = os.path.abspath(a.cairnctl)
     work = a.work or tempfile.mkdtemp(prefix="cairn-bench-")
     pristine = os.path.join(work, "pristine")

@@ -10,7 +10,6 @@
    `mariadb-dump … | zstd -3 > /dev/null` is timed against
    `cairnctl repo backup-db` of the same database (first and second run).
 """
-import argparse
 import json
 import os
 import shutil
@@ -20,15 +19,7 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def du(path):
-    total = 0
-    for root, _, files in os.walk(path):
-        for f in files:
-            total += os.lstat(os.path.join(root, f)).st_size
-    return total
+from bench import GEN, arg_parser, du
 
 
 def run(cmd, env=None, **kw):
@@ -37,10 +28,9 @@ def run(cmd, env=None, **kw):
 
 
 def gen_fleet_script():
-    p = os.environ.get("CAIRN_GEN_FLEET") or os.path.join(HERE, "..", "..", "shared", "bench", "gen_fleet.py")
-    if not os.path.exists(p):
-        sys.exit(f"gen_fleet.py not found at {p}; set CAIRN_GEN_FLEET")
-    return p
+    if not os.path.exists(GEN):
+        sys.exit(f"gen_fleet.py not found at {GEN}; set CAIRN_GEN_FLEET")
+    return GEN
 
 
 def dedup(args, work, churn):
@@ -142,14 +132,7 @@ def throughput(args, work):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--cairnctl", required=True)
-    ap.add_argument("--sites", type=int, default=int(os.environ.get("BENCH_SITES", 8)))
-    ap.add_argument("--scale", type=float, default=float(os.environ.get("BENCH_SCALE", 0.5)))
-    ap.add_argument("--runs", type=int, default=int(os.environ.get("BENCH_RUNS", 3)))
-    ap.add_argument("--work", default=os.environ.get("BENCH_WORK"))
-    ap.add_argument("--json", help="also write the raw figures here")
-    args = ap.parse_args()
+    args = arg_parser().parse_args()
     args.cairnctl = os.path.abspath(args.cairnctl)
     work = args.work or tempfile.mkdtemp(prefix="cairn-dbbench-")
     os.makedirs(work, exist_ok=True)

@@ -282,6 +282,11 @@ impl Catalog {
     }
 
     pub fn job(&self, id: &str) -> Result<JobRecord> {
+        Ok(self.job_raw(id)?.1)
+    }
+
+    /// A job with its stored bytes (for compare-and-swap).
+    fn job_raw(&self, id: &str) -> Result<(sled::IVec, JobRecord)> {
         let v = self
             .jobs
             .get(id.as_bytes())?
@@ -289,7 +294,8 @@ impl Catalog {
                 what: "job",
                 id: id.into(),
             })?;
-        decode(id.as_bytes(), &v)
+        let job = decode(id.as_bytes(), &v)?;
+        Ok((v, job))
     }
 
     /// Every job, oldest first.
@@ -300,14 +306,7 @@ impl Catalog {
     /// Applies `f` to a job atomically (compare-and-swap, retried).
     fn update_job(&self, id: &str, f: impl Fn(&mut JobRecord) -> Result<()>) -> Result<JobRecord> {
         loop {
-            let old = self
-                .jobs
-                .get(id.as_bytes())?
-                .ok_or(CatalogError::NotFound {
-                    what: "job",
-                    id: id.into(),
-                })?;
-            let mut job: JobRecord = decode(id.as_bytes(), &old)?;
+            let (old, mut job) = self.job_raw(id)?;
             f(&mut job)?;
             let new = encode(&job);
             if self

@@ -192,7 +192,7 @@ impl<'s> StreamWriter<'s, '_> {
         while self.buf.len() >= self.cutter.max {
             let rest = self.buf.split_off(self.cutter.max);
             let chunk = std::mem::replace(&mut self.buf, rest);
-            self.emit(&chunk)?;
+            self.emit(chunk)?;
             self.rec_start = self.rec_start.saturating_sub(self.cutter.max);
         }
         Ok(())
@@ -215,7 +215,7 @@ impl<'s> StreamWriter<'s, '_> {
     pub fn cut(&mut self) -> Result<()> {
         if !self.buf.is_empty() {
             let chunk = std::mem::take(&mut self.buf);
-            self.emit(&chunk)?;
+            self.emit(chunk)?;
         }
         self.rec_start = 0;
         Ok(())
@@ -229,10 +229,10 @@ impl<'s> StreamWriter<'s, '_> {
         }
     }
 
-    fn emit(&mut self, chunk: &[u8]) -> Result<()> {
+    fn emit(&mut self, chunk: Vec<u8>) -> Result<()> {
         self.size += chunk.len() as u64;
         self.pending_bytes += chunk.len();
-        self.pending.push(chunk.to_vec());
+        self.pending.push(chunk);
         if self.pending_bytes >= BATCH_BYTES {
             self.save_pending()?;
         }

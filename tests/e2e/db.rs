@@ -50,6 +50,12 @@ fn restore_db(ctl: &Ctl, domain: &str, target: &str, conn: &[String]) {
     ctl.ok(&args(&a, conn));
 }
 
+/// The manifest section of `name` in a `backup-db --json` result.
+fn section(snap: &serde_json::Value, name: &str) -> serde_json::Value {
+    let sections = snap["manifest"]["sections"].as_array().unwrap();
+    sections.iter().find(|s| s["name"] == name).unwrap().clone()
+}
+
 fn args<'a>(base: &[&'a str], extra: &'a [String]) -> Vec<&'a str> {
     let mut v = base.to_vec();
     v.extend(extra.iter().map(String::as_str));
@@ -137,13 +143,7 @@ fn mariadb_round_trip_keeps_every_checksum() {
         .map(|s| s["name"].as_str().unwrap())
         .collect();
     assert_eq!(tables, ["audit", "customers", "nokey", "orders"]);
-    let orders = m["sections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "orders")
-        .unwrap();
-    assert_eq!(orders["rows"], 20_006);
+    assert_eq!(section(&snap, "orders")["rows"], 20_006);
 
     restore_db(&ctl, "shop.test", "shop_copy", &conn);
     let (a, b) = (db.checksums("shop"), db.checksums("shop_copy"));
@@ -189,23 +189,24 @@ INSERT INTO orders(customer_id, total, data) VALUES (3, NULL, NULL);
 INSERT INTO app.settings VALUES ('a', '{"x": [1, 2, null]}'), ('b', NULL);
 "#;
 
+/// A PostgreSQL server with database `shop` holding `PG_SCHEMA`, and the
+/// `cairnctl` flags that reach it.
+fn pg_with_shop() -> (Postgres, Vec<String>) {
+    let pg = Postgres::start().unwrap();
+    pg.sql("postgres", "CREATE DATABASE shop");
+    pg.sql("shop", PG_SCHEMA);
+    let conn = pg.conn_args();
+    (pg, conn)
+}
+
 /// DB-1: PostgreSQL through pg_dump's custom format: every table's ordered
 /// row hash is identical after restore, and views and triggers work.
 #[test]
 fn postgres_round_trip_keeps_every_row_hash() {
-    let pg = Postgres::start().unwrap();
-    let conn = pg.conn_args();
-    pg.sql("postgres", "CREATE DATABASE shop");
-    pg.sql("shop", PG_SCHEMA);
+    let (pg, conn) = pg_with_shop();
     let (_d, ctl) = repo();
     let snap = backup_db(&ctl, "shop.test", "postgres", "shop", &[], &conn);
-    let orders = snap["manifest"]["sections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "orders")
-        .unwrap()
-        .clone();
+    let orders = section(&snap, "orders");
     assert_eq!(orders["rows"], 20_004);
     assert_eq!(orders["schema"], "public");
 
@@ -267,13 +268,7 @@ fn single_table_restore_reads_only_its_range() {
     let snap = backup_db(&ctl, "big.test", "mariadb", "big", &[], &conn);
     let size = snap["manifest"]["size"].as_u64().unwrap();
     let stored = snap["stats"]["stored_bytes"].as_u64().unwrap();
-    let beta = snap["manifest"]["sections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "beta")
-        .unwrap()
-        .clone();
+    let beta = section(&snap, "beta");
     let out = ctl.json(&args(
         &[
             "restore-db",
@@ -326,10 +321,7 @@ fn single_table_restore_reads_only_its_range() {
 /// RST-3 on PostgreSQL: one table with its indexes and sequence, nothing else.
 #[test]
 fn postgres_single_table_restore() {
-    let pg = Postgres::start().unwrap();
-    let conn = pg.conn_args();
-    pg.sql("postgres", "CREATE DATABASE shop");
-    pg.sql("shop", PG_SCHEMA);
+    let (pg, conn) = pg_with_shop();
     let (_d, ctl) = repo();
     let snap = backup_db(&ctl, "s", "postgres", "shop", &[], &conn);
     let stored = snap["stats"]["stored_bytes"].as_u64().unwrap();
@@ -651,10 +643,7 @@ fn failed_dumps_commit_nothing() {
 /// DB-1 on PostgreSQL: a killed pg_dump commits nothing.
 #[test]
 fn killed_pg_dump_commits_nothing() {
-    let pg = Postgres::start().unwrap();
-    let conn = pg.conn_args();
-    pg.sql("postgres", "CREATE DATABASE shop");
-    pg.sql("shop", PG_SCHEMA);
+    let (pg, conn) = pg_with_shop();
     pg.sql("shop", "CREATE TABLE filler AS SELECT g AS id, repeat(md5(g::text), 200) AS v FROM generate_series(1, 40000) g");
     let (_d, ctl) = repo();
     let base = [
@@ -852,13 +841,7 @@ fn sqlite_round_trip() {
         "--database",
         p,
     ]);
-    let posts = snap["manifest"]["sections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "posts")
-        .unwrap()
-        .clone();
+    let posts = section(&snap, "posts");
     assert_eq!(posts["rows"], 5000);
     db.execute("DELETE FROM posts WHERE id > 10", []).unwrap();
     let target = dir.path().join("restored.sqlite");
@@ -969,13 +952,7 @@ fn dump_on_garage_restores() {
         "--from-file",
         dump.to_str().unwrap(),
     ]);
-    let b = snap["manifest"]["sections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "b")
-        .unwrap()
-        .clone();
+    let b = section(&snap, "b");
     assert_eq!(b["rows"], 20_000);
     let target = dir.path().join("restored");
     // `latest` means the latest files snapshot: there is none; the id works.

@@ -345,11 +345,33 @@ pub(crate) struct Sections {
     open: Option<(Section, Position)>,
 }
 
+/// An empty section of `kind` starting at the writer's position.
+fn section_at(
+    w: &StreamWriter,
+    kind: SectionKind,
+    name: &str,
+    schema: &str,
+) -> (Section, Position) {
+    let pos = w.position();
+    let section = Section {
+        kind,
+        name: name.to_string(),
+        schema: schema.to_string(),
+        offset: pos.offset,
+        length: 0,
+        first_blob: pos.blob,
+        blobs: 0,
+        rows: (kind == SectionKind::Table).then_some(0),
+    };
+    (section, pos)
+}
+
 impl Sections {
-    pub(crate) fn new() -> Sections {
+    /// Starts with the prelude open at the writer's first byte.
+    pub(crate) fn new(w: &StreamWriter) -> Sections {
         Sections {
             done: Vec::new(),
-            open: None,
+            open: Some(section_at(w, SectionKind::Prelude, "", "")),
         }
     }
 
@@ -363,20 +385,7 @@ impl Sections {
     ) -> cairn_repo::Result<()> {
         w.cut()?;
         self.close(w);
-        let pos = w.position();
-        self.open = Some((
-            Section {
-                kind,
-                name: name.to_string(),
-                schema: schema.to_string(),
-                offset: pos.offset,
-                length: 0,
-                first_blob: pos.blob,
-                blobs: 0,
-                rows: (kind == SectionKind::Table).then_some(0),
-            },
-            pos,
-        ));
+        self.open = Some(section_at(w, kind, name, schema));
         Ok(())
     }
 
@@ -421,8 +430,18 @@ pub struct BackupRequest<'a> {
     pub progress: &'a AtomicU64,
 }
 
-pub fn record_cutter(seed: u64) -> RecordCutter {
-    RecordCutter::new(DUMP_CHUNK_MIN, DUMP_CHUNK_AVG, DUMP_CHUNK_MAX, seed)
+/// A writer for one dump: dump-sized chunks, progress counted into the request.
+fn dump_writer<'s, 'r>(
+    session: &'s StreamBackup<'r>,
+    req: &BackupRequest<'s>,
+) -> StreamWriter<'s, 'r> {
+    let cutter = RecordCutter::new(
+        DUMP_CHUNK_MIN,
+        DUMP_CHUNK_AVG,
+        DUMP_CHUNK_MAX,
+        session.chunker_seed(),
+    );
+    session.writer(cutter).with_progress(req.progress)
 }
 
 fn dump_file_name(engine: Engine, database: &str) -> String {
@@ -464,9 +483,7 @@ pub fn backup(repo: &Repository, req: BackupRequest) -> Result<(Id, Snapshot, Ma
     let mut options = req.options.clone();
     options.apply_profile();
     let session = StreamBackup::begin(repo)?;
-    let writer = session
-        .writer(record_cutter(session.chunker_seed()))
-        .with_progress(req.progress);
+    let writer = dump_writer(&session, &req);
     let dumped = match req.engine {
         Engine::Mariadb => mysql::dump(req.conn, &options, writer)?,
         Engine::Postgres => postgres::dump(req.conn, &options, writer)?,
@@ -486,9 +503,7 @@ pub fn backup_stream(
 ) -> Result<(Id, Snapshot, Manifest)> {
     let (engine, database) = (req.engine, req.conn.database.as_str());
     let session = StreamBackup::begin(repo)?;
-    let writer = session
-        .writer(record_cutter(session.chunker_seed()))
-        .with_progress(req.progress);
+    let writer = dump_writer(&session, &req);
     let options = DumpOptions::default();
     let fail = |cause: String| DbError::Dump {
         engine,

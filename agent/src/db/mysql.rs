@@ -71,7 +71,6 @@ pub struct SqlDumpParser<'s, 'r> {
     skipped: BTreeMap<String, u64>,
     last_line: Vec<u8>,
     tool: String,
-    started: bool,
 }
 
 /// The first `quoted` identifier in a line (`` ` `` doubled inside).
@@ -99,8 +98,8 @@ fn backquoted(line: &[u8]) -> String {
 impl<'s, 'r> SqlDumpParser<'s, 'r> {
     pub fn new(w: StreamWriter<'s, 'r>, opts: &DumpOptions) -> SqlDumpParser<'s, 'r> {
         SqlDumpParser {
+            sections: Sections::new(&w),
             w,
-            sections: Sections::new(),
             opts: opts.clone(),
             phase: Phase::Prelude,
             held_dashes: false,
@@ -110,19 +109,12 @@ impl<'s, 'r> SqlDumpParser<'s, 'r> {
             skipped: BTreeMap::new(),
             last_line: Vec::new(),
             tool: String::new(),
-            started: false,
         }
     }
 
     /// Reads the whole dump.
     pub fn feed(&mut self, mut input: impl BufRead) -> std::io::Result<()> {
         let mut line = Vec::with_capacity(1 << 20);
-        if !self.started {
-            self.started = true;
-            self.sections
-                .start(&mut self.w, SectionKind::Prelude, "", "")
-                .map_err(std::io::Error::other)?;
-        }
         loop {
             line.clear();
             if input.read_until(b'\n', &mut line)? == 0 {
@@ -175,9 +167,10 @@ impl<'s, 'r> SqlDumpParser<'s, 'r> {
             self.sections
                 .start(&mut self.w, SectionKind::Epilogue, "", "")?;
         }
-        if let Some(t) = self.in_create.clone() {
+        if let Some(t) = &self.in_create {
             if line.starts_with(b"  `") {
-                self.columns.entry(t).or_default().push(backquoted(line));
+                let col = backquoted(line);
+                self.columns.entry(t.clone()).or_default().push(col);
             } else if line.starts_with(b")") {
                 self.in_create = None;
             }
@@ -517,13 +510,37 @@ fn defaults_file(conn: &Connection) -> Result<Option<SecretFile>> {
     SecretFile::new("client.cnf", &s).map(Some)
 }
 
-fn client(tool: &[&str], defaults: &Option<SecretFile>) -> Command {
-    let mut cmd = Command::new(find_tool(tool));
-    // Must be the first argument.
-    if let Some(d) = defaults {
-        cmd.arg(format!("--defaults-file={}", d.path.display()));
+/// The MariaDB tools logged in as `conn`: one defaults file for every
+/// command made from it, removed when the client is dropped.
+struct Client {
+    defaults: Option<SecretFile>,
+}
+
+impl Client {
+    fn new(conn: &Connection) -> Result<Client> {
+        Ok(Client {
+            defaults: defaults_file(conn)?,
+        })
     }
-    cmd
+
+    /// The first of `tools` found, with the defaults file as first argument.
+    fn command(&self, tools: &[&str]) -> Command {
+        let mut cmd = Command::new(find_tool(tools));
+        if let Some(d) = &self.defaults {
+            cmd.arg(format!("--defaults-file={}", d.path.display()));
+        }
+        cmd
+    }
+
+    /// Runs one statement with the `mariadb` client; tab-separated rows back.
+    fn query(&self, db: Option<&str>, sql: &str) -> Result<String, String> {
+        let mut cmd = self.command(&["mariadb", "mysql"]);
+        cmd.args(["--batch", "--skip-column-names", "-e", sql]);
+        if let Some(db) = db {
+            cmd.arg(db);
+        }
+        run_capture(cmd, "mariadb")
+    }
 }
 
 fn check_name(what: &str, name: &str) -> Result<()> {
@@ -538,8 +555,8 @@ pub(crate) fn dump(conn: &Connection, opts: &DumpOptions, w: StreamWriter) -> Re
     for t in &opts.tables {
         check_name("table", t)?;
     }
-    let defaults = defaults_file(conn)?;
-    let mut cmd = client(&["mariadb-dump", "mysqldump"], &defaults);
+    let client = Client::new(conn)?;
+    let mut cmd = client.command(&["mariadb-dump", "mysqldump"]);
     cmd.args([
         "--single-transaction",
         "--quick",
@@ -577,7 +594,7 @@ pub(crate) fn dump(conn: &Connection, opts: &DumpOptions, w: StreamWriter) -> Re
     let mut parser = SqlDumpParser::new(w, opts);
     let fed = parser.feed(BufReader::with_capacity(1 << 20, stdout));
     let status = finish_child(child, stderr, "mariadb-dump");
-    drop(defaults);
+    drop(client);
     // The tool's own failure explains a broken stream best.
     status.map_err(&fail)?;
     fed.map_err(|e| fail(format!("reading the dump: {e}")))?;
@@ -591,17 +608,17 @@ pub(crate) fn restore(conn: &Connection, input: &mut dyn Read) -> Result<()> {
         database: conn.database.clone(),
         cause,
     };
-    query(
-        conn,
-        None,
-        &format!(
-            "CREATE DATABASE IF NOT EXISTS {} CHARACTER SET utf8mb4",
-            ident(&conn.database)
-        ),
-    )
-    .map_err(&fail)?;
-    let defaults = defaults_file(conn)?;
-    let mut cmd = client(&["mariadb", "mysql"], &defaults);
+    let client = Client::new(conn)?;
+    client
+        .query(
+            None,
+            &format!(
+                "CREATE DATABASE IF NOT EXISTS {} CHARACTER SET utf8mb4",
+                ident(&conn.database)
+            ),
+        )
+        .map_err(&fail)?;
+    let mut cmd = client.command(&["mariadb", "mysql"]);
     cmd.args([
         "--default-character-set=utf8mb4",
         "--max-allowed-packet=1G",
@@ -615,17 +632,6 @@ fn ident(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
 }
 
-/// Runs one statement with the `mariadb` client; tab-separated rows back.
-fn query(conn: &Connection, db: Option<&str>, sql: &str) -> Result<String, String> {
-    let defaults = defaults_file(conn).map_err(|e| e.to_string())?;
-    let mut cmd = client(&["mariadb", "mysql"], &defaults);
-    cmd.args(["--batch", "--skip-column-names", "-e", sql]);
-    if let Some(db) = db {
-        cmd.arg(db);
-    }
-    run_capture(cmd, "mariadb")
-}
-
 pub(crate) fn verify(conn: &Connection, tables: &[&Section]) -> Result<Vec<String>> {
     let db = conn.database.as_str();
     let err = |cause: String| DbError::Restore {
@@ -633,12 +639,9 @@ pub(crate) fn verify(conn: &Connection, tables: &[&Section]) -> Result<Vec<Strin
         database: db.to_string(),
         cause,
     };
-    let present = query(
-        conn,
-        Some(db),
-        "SHOW FULL TABLES WHERE Table_type = 'BASE TABLE'",
-    )
-    .map_err(err)?;
+    let client = Client::new(conn)?;
+    let query = |sql: &str| client.query(Some(db), sql);
+    let present = query("SHOW FULL TABLES WHERE Table_type = 'BASE TABLE'").map_err(err)?;
     let present: Vec<&str> = present
         .lines()
         .filter_map(|l| l.split('\t').next())
@@ -649,12 +652,7 @@ pub(crate) fn verify(conn: &Connection, tables: &[&Section]) -> Result<Vec<Strin
             problems.push(format!("table {} is missing", t.name));
             continue;
         }
-        let n = query(
-            conn,
-            Some(db),
-            &format!("SELECT COUNT(*) FROM {}", ident(&t.name)),
-        )
-        .map_err(err)?;
+        let n = query(&format!("SELECT COUNT(*) FROM {}", ident(&t.name))).map_err(err)?;
         let n: u64 = n.trim().parse().unwrap_or(u64::MAX);
         if Some(n) != t.rows {
             problems.push(format!(
@@ -663,8 +661,7 @@ pub(crate) fn verify(conn: &Connection, tables: &[&Section]) -> Result<Vec<Strin
                 t.rows.unwrap_or(0)
             ));
         }
-        let check =
-            query(conn, Some(db), &format!("CHECK TABLE {}", ident(&t.name))).map_err(err)?;
+        let check = query(&format!("CHECK TABLE {}", ident(&t.name))).map_err(err)?;
         // Rows: Table, Op, Msg_type, Msg_text; the last status row must say OK.
         let status = check
             .lines()
@@ -679,16 +676,13 @@ pub(crate) fn verify(conn: &Connection, tables: &[&Section]) -> Result<Vec<Strin
 }
 
 pub(crate) fn drop_database(conn: &Connection, name: &str) -> Result<()> {
-    query(
-        conn,
-        None,
-        &format!("DROP DATABASE IF EXISTS {}", ident(name)),
-    )
-    .map_err(|cause| DbError::Restore {
-        engine: Engine::Mariadb,
-        database: name.to_string(),
-        cause,
-    })?;
+    Client::new(conn)?
+        .query(None, &format!("DROP DATABASE IF EXISTS {}", ident(name)))
+        .map_err(|cause| DbError::Restore {
+            engine: Engine::Mariadb,
+            database: name.to_string(),
+            cause,
+        })?;
     Ok(())
 }
 

@@ -224,10 +224,7 @@ impl<S: Source> Archive<S> {
 
 /// Parses a custom-format archive from `input` into `w`.
 pub(crate) fn parse_archive(input: impl Read, mut w: StreamWriter) -> Result<Dumped, String> {
-    let mut sections = Sections::new();
-    sections
-        .start(&mut w, SectionKind::Prelude, "", "")
-        .map_err(|e| e.to_string())?;
+    let mut sections = Sections::new(&w);
     let mut a = Archive {
         src: Streamed {
             input: BufReader::with_capacity(1 << 20, input),
@@ -309,29 +306,54 @@ fn chunks<S: Source>(a: &mut Archive<S>, sections: &mut Sections) -> Result<(), 
     }
 }
 
-/// libpq settings for the tools: the password goes in a 0600 passfile.
-fn env(cmd: &mut Command, conn: &Connection, database: &str) -> Result<Option<SecretFile>> {
-    if let Some(h) = &conn.host {
-        cmd.env("PGHOST", h);
+/// The libpq tools logged in as `conn`: the password goes in one 0600
+/// passfile for every command made from it, removed on drop.
+struct Libpq<'a> {
+    conn: &'a Connection,
+    pass: Option<SecretFile>,
+}
+
+impl<'a> Libpq<'a> {
+    fn new(conn: &'a Connection) -> Result<Libpq<'a>> {
+        let pass = match &conn.password {
+            None => None,
+            Some(pw) => {
+                let esc = pw.replace('\\', "\\\\").replace(':', "\\:");
+                Some(SecretFile::new("pgpass", &format!("*:*:*:*:{esc}\n"))?)
+            }
+        };
+        Ok(Libpq { conn, pass })
     }
-    if let Some(s) = &conn.socket {
-        cmd.env("PGHOST", s);
+
+    /// `tool` with the connection in its environment, for `database`.
+    fn command(&self, tool: &str, database: &str) -> Command {
+        let c = self.conn;
+        let mut cmd = Command::new(tool);
+        if let Some(h) = &c.host {
+            cmd.env("PGHOST", h);
+        }
+        if let Some(s) = &c.socket {
+            cmd.env("PGHOST", s);
+        }
+        if let Some(p) = c.port {
+            cmd.env("PGPORT", p.to_string());
+        }
+        if let Some(u) = &c.user {
+            cmd.env("PGUSER", u);
+        }
+        cmd.env("PGDATABASE", database);
+        cmd.env_remove("PGPASSWORD");
+        if let Some(f) = &self.pass {
+            cmd.env("PGPASSFILE", &f.path);
+        }
+        cmd
     }
-    if let Some(p) = conn.port {
-        cmd.env("PGPORT", p.to_string());
+
+    fn psql(&self, database: &str, sql: &str) -> Result<String, String> {
+        let mut cmd = self.command("psql", database);
+        cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql]);
+        run_capture(cmd, "psql")
     }
-    if let Some(u) = &conn.user {
-        cmd.env("PGUSER", u);
-    }
-    cmd.env("PGDATABASE", database);
-    cmd.env_remove("PGPASSWORD");
-    let Some(pw) = &conn.password else {
-        return Ok(None);
-    };
-    let esc = pw.replace('\\', "\\\\").replace(':', "\\:");
-    let f = SecretFile::new("pgpass", &format!("*:*:*:*:{esc}\n"))?;
-    cmd.env("PGPASSFILE", &f.path);
-    Ok(Some(f))
 }
 
 pub(crate) fn dump(conn: &Connection, opts: &DumpOptions, w: StreamWriter) -> Result<Dumped> {
@@ -343,8 +365,8 @@ pub(crate) fn dump(conn: &Connection, opts: &DumpOptions, w: StreamWriter) -> Re
     if !opts.skip_rows.is_empty() {
         tracing::warn!("row filters apply to MariaDB/MySQL dumps only; ignored for PostgreSQL");
     }
-    let mut cmd = Command::new("pg_dump");
-    let _pass = env(&mut cmd, conn, &conn.database)?;
+    let pg = Libpq::new(conn)?;
+    let mut cmd = pg.command("pg_dump", &conn.database);
     cmd.args([
         "--format=custom",
         "--compress=0",
@@ -386,13 +408,6 @@ fn quote_ident(s: &str) -> String {
 
 fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
-}
-
-fn psql(conn: &Connection, database: &str, sql: &str) -> Result<String, String> {
-    let mut cmd = Command::new("psql");
-    let _pass = env(&mut cmd, conn, database).map_err(|e| e.to_string())?;
-    cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql]);
-    run_capture(cmd, "psql")
 }
 
 /// The TOC ids `pg_restore -L` needs for `tables`: each table's entries and
@@ -448,9 +463,9 @@ fn toc_list(prelude: &[u8], tables: &[String]) -> Result<String, String> {
         .collect())
 }
 
-fn ensure_database(conn: &Connection) -> Result<(), String> {
-    let exists = psql(
-        conn,
+fn ensure_database(pg: &Libpq) -> Result<(), String> {
+    let conn = pg.conn;
+    let exists = pg.psql(
         "postgres",
         &format!(
             "SELECT 1 FROM pg_database WHERE datname = {}",
@@ -458,8 +473,7 @@ fn ensure_database(conn: &Connection) -> Result<(), String> {
         ),
     )?;
     if exists.trim() != "1" {
-        psql(
-            conn,
+        pg.psql(
             "postgres",
             &format!("CREATE DATABASE {}", quote_ident(&conn.database)),
         )?;
@@ -478,9 +492,9 @@ pub(crate) fn restore(
         database: conn.database.clone(),
         cause,
     };
-    ensure_database(conn).map_err(&fail)?;
-    let mut cmd = Command::new("pg_restore");
-    let _pass = env(&mut cmd, conn, &conn.database)?;
+    let pg = Libpq::new(conn)?;
+    ensure_database(&pg).map_err(&fail)?;
+    let mut cmd = pg.command("pg_restore", &conn.database);
     cmd.args([
         "--no-owner",
         "--no-privileges",
@@ -490,7 +504,6 @@ pub(crate) fn restore(
     ])
     .arg(format!("--dbname={}", conn.database));
     let mut list_file = None;
-    let mut prelude_buf = Vec::new();
     let mut input: Box<dyn Read + '_> = Box::new(input);
     if !tables.is_empty() {
         let prelude = manifest
@@ -498,7 +511,7 @@ pub(crate) fn restore(
             .iter()
             .find(|s| s.kind == SectionKind::Prelude)
             .ok_or_else(|| fail("the manifest has no prelude".into()))?;
-        prelude_buf.resize(prelude.length as usize, 0);
+        let mut prelude_buf = vec![0; prelude.length as usize];
         input
             .read_exact(&mut prelude_buf)
             .map_err(|e| fail(format!("reading the archive's TOC: {e}")))?;
@@ -506,7 +519,7 @@ pub(crate) fn restore(
         let f = SecretFile::new("restore.list", &list)?;
         cmd.arg(format!("--use-list={}", f.path.display()));
         list_file = Some(f);
-        input = Box::new(std::io::Cursor::new(std::mem::take(&mut prelude_buf)).chain(input));
+        input = Box::new(std::io::Cursor::new(prelude_buf).chain(input));
     }
     let result = run_with_input(cmd, "pg_restore", &mut input).map_err(fail);
     drop(list_file);
@@ -522,9 +535,8 @@ pub(crate) fn verify(conn: &Connection, tables: &[&Section]) -> Result<Vec<Strin
         database: db.clone(),
         cause,
     };
-    let present = psql(
-        conn,
-        db,
+    let pg = Libpq::new(conn)?;
+    let present = pg.psql(db,
         "SELECT schemaname || '.' || tablename FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
     )
     .map_err(err)?;
@@ -536,16 +548,16 @@ pub(crate) fn verify(conn: &Connection, tables: &[&Section]) -> Result<Vec<Strin
             problems.push(format!("table {full} is missing"));
             continue;
         }
-        let n = psql(
-            conn,
-            db,
-            &format!(
-                "SELECT count(*) FROM {}.{}",
-                quote_ident(&t.schema),
-                quote_ident(&t.name)
-            ),
-        )
-        .map_err(err)?;
+        let n = pg
+            .psql(
+                db,
+                &format!(
+                    "SELECT count(*) FROM {}.{}",
+                    quote_ident(&t.schema),
+                    quote_ident(&t.name)
+                ),
+            )
+            .map_err(err)?;
         let n: u64 = n.trim().parse().unwrap_or(u64::MAX);
         if Some(n) != t.rows {
             problems.push(format!(
@@ -554,22 +566,20 @@ pub(crate) fn verify(conn: &Connection, tables: &[&Section]) -> Result<Vec<Strin
             ));
         }
     }
-    match psql(conn, db, "CREATE EXTENSION IF NOT EXISTS amcheck") {
+    match pg.psql(db, "CREATE EXTENSION IF NOT EXISTS amcheck") {
         Err(e) => tracing::info!("amcheck unavailable, structure not checked: {e}"),
         Ok(_) => {
-            let bad = psql(
-                conn,
-                db,
-                "SELECT c.relname || ': ' || v.msg FROM pg_class c \
+            let bad = pg
+                .psql(
+                    db,
+                    "SELECT c.relname || ': ' || v.msg FROM pg_class c \
                  JOIN pg_namespace n ON n.oid = c.relnamespace \
                  CROSS JOIN LATERAL verify_heapam(c.oid) v \
                  WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')",
-            )
-            .map_err(err)?;
+                )
+                .map_err(err)?;
             problems.extend(bad.lines().map(|l| format!("heap corruption: {l}")));
-            psql(
-                conn,
-                db,
+            pg.psql(db,
                 "SELECT bt_index_check(c.oid, true) FROM pg_index i \
                  JOIN pg_class c ON c.oid = i.indexrelid \
                  JOIN pg_am a ON a.oid = c.relam \
@@ -584,15 +594,15 @@ pub(crate) fn verify(conn: &Connection, tables: &[&Section]) -> Result<Vec<Strin
 }
 
 pub(crate) fn drop_database(conn: &Connection, name: &str) -> Result<()> {
-    psql(
-        conn,
-        "postgres",
-        &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name)),
-    )
-    .map_err(|cause| DbError::Restore {
-        engine: Engine::Postgres,
-        database: name.to_string(),
-        cause,
-    })?;
+    Libpq::new(conn)?
+        .psql(
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name)),
+        )
+        .map_err(|cause| DbError::Restore {
+            engine: Engine::Postgres,
+            database: name.to_string(),
+            cause,
+        })?;
     Ok(())
 }

@@ -56,8 +56,7 @@ pub(crate) fn dump(conn: &Connection, opts: &DumpOptions, mut w: StreamWriter) -
     let image = mem
         .serialize(DatabaseName::Main)
         .map_err(|e| fail_dump(path, e))?;
-    let mut sections = Sections::new();
-    sections.start(&mut w, SectionKind::Prelude, "", "")?;
+    let sections = Sections::new(&w);
     for page in image.chunks(page_size.max(512) as usize) {
         w.write(page)?;
         w.end_record()?;

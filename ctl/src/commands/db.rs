@@ -13,11 +13,12 @@ use crate::cli::{BackupDbArgs, DbConnArgs, RepoArgs, RestoreDbArgs};
 use crate::{output, usage};
 
 fn connection(c: &DbConnArgs, database: &str) -> Result<Connection> {
-    let password = match (&c.db_password_file, std::env::var_os("CAIRN_DB_PASSWORD")) {
-        (Some(f), _) => Some(read_passphrase(Some(f), "CAIRN_DB_PASSWORD")?),
-        (None, Some(v)) if !v.is_empty() => Some(read_passphrase(None, "CAIRN_DB_PASSWORD")?),
-        _ => None,
-    };
+    // No password at all is fine: the tools' own defaults may log in.
+    let given = c.db_password_file.is_some()
+        || std::env::var_os("CAIRN_DB_PASSWORD").is_some_and(|v| !v.is_empty());
+    let password = given
+        .then(|| read_passphrase(c.db_password_file.as_deref(), "CAIRN_DB_PASSWORD"))
+        .transpose()?;
     let password = password
         .map(|p| String::from_utf8(p).map_err(|_| usage("the database password is not UTF-8")))
         .transpose()?;
