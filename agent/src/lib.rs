@@ -1,7 +1,10 @@
-//! cairn-agent: the per-VPS daemon's executors.
-//!
-//! Today: database backup and restore ([`db`]), used by `cairnctl repo
-//! backup-db` / `restore-db` and, once the fleet core lands, by the agent's
-//! jobs. File backup and restore live in `cairn-repo`.
+//! cairn-agent: the per-VPS daemon. It enrolls with the controller, keeps one
+//! session to it ([`daemon`]), and runs the jobs it is sent ([`jobs`]) against
+//! the repository as the controller grants it ([`remote`]). The database
+//! executors ([`db`]) are shared with `cairnctl repo backup-db`.
 
+pub mod config;
+pub mod daemon;
 pub mod db;
+pub mod jobs;
+pub mod remote;

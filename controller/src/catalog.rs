@@ -114,6 +114,26 @@ pub struct JobRecord {
     pub finished_at: Option<i64>,
     pub snapshot_id: Option<String>,
     pub error: Option<String>,
+    /// What to run, kept so a job queued for an offline agent runs when it
+    /// reconnects.
+    #[serde(default)]
+    pub spec: JobSpec,
+    #[serde(default)]
+    pub started_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// Backups: full, incremental or differential.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub backup_kind: String,
+    /// Restores: the snapshot, the target directory and chosen paths.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub snapshot_id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub target: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
 }
 
 pub struct Catalog {
@@ -258,6 +278,7 @@ impl Catalog {
         kind: &str,
         domain: &str,
         agent_id: &str,
+        spec: JobSpec,
         now: i64,
     ) -> Result<JobRecord> {
         let seq = self.db.generate_id()?;
@@ -275,6 +296,8 @@ impl Catalog {
             finished_at: None,
             snapshot_id: None,
             error: None,
+            spec,
+            started_at: None,
         };
         self.jobs.insert(job.id.as_bytes(), encode(&job))?;
         self.flush()?;
@@ -319,8 +342,20 @@ impl Catalog {
         }
     }
 
-    pub fn start_job(&self, id: &str) -> Result<JobRecord> {
-        self.update_job(id, |j| transition(j, JobState::Running))
+    pub fn start_job(&self, id: &str, now: i64) -> Result<JobRecord> {
+        self.update_job(id, |j| {
+            transition(j, JobState::Running)?;
+            j.started_at = Some(now);
+            Ok(())
+        })
+    }
+
+    /// Records the snapshot a running job committed.
+    pub fn set_job_snapshot(&self, id: &str, snapshot_id: &str) -> Result<JobRecord> {
+        self.update_job(id, |j| {
+            j.snapshot_id = Some(snapshot_id.into());
+            Ok(())
+        })
     }
 
     pub fn job_progress(
@@ -352,7 +387,9 @@ impl Catalog {
         let job = self.update_job(id, |j| {
             transition(j, state)?;
             j.finished_at = Some(now);
-            j.snapshot_id = snapshot_id.clone();
+            if snapshot_id.is_some() {
+                j.snapshot_id = snapshot_id.clone();
+            }
             j.error = error.clone();
             Ok(())
         })?;
@@ -437,11 +474,17 @@ mod tests {
                 stored_bytes: 1,
             })
             .unwrap();
-            let q = c.create_job("backup", "x.test", "a1", 10).unwrap();
-            let r = c.create_job("backup", "y.test", "a1", 11).unwrap();
-            c.start_job(&r.id).unwrap();
-            let d = c.create_job("backup", "x.test", "a1", 12).unwrap();
-            c.start_job(&d.id).unwrap();
+            let q = c
+                .create_job("backup", "x.test", "a1", JobSpec::default(), 10)
+                .unwrap();
+            let r = c
+                .create_job("backup", "y.test", "a1", JobSpec::default(), 11)
+                .unwrap();
+            c.start_job(&r.id, 5).unwrap();
+            let d = c
+                .create_job("backup", "x.test", "a1", JobSpec::default(), 12)
+                .unwrap();
+            c.start_job(&d.id, 5).unwrap();
             c.finish_job(&d.id, JobState::Succeeded, Some("s1".into()), None, 13)
                 .unwrap();
             c.flush().unwrap();
@@ -468,16 +511,18 @@ mod tests {
     fn jobs_only_move_forward() {
         let dir = tempfile::tempdir().unwrap();
         let c = Catalog::open(dir.path()).unwrap();
-        let j = c.create_job("backup", "x.test", "a1", 1).unwrap();
+        let j = c
+            .create_job("backup", "x.test", "a1", JobSpec::default(), 1)
+            .unwrap();
         assert!(matches!(
             c.finish_job(&j.id, JobState::Succeeded, None, None, 2),
             Err(CatalogError::BadTransition { .. })
         ));
-        c.start_job(&j.id).unwrap();
+        c.start_job(&j.id, 5).unwrap();
         c.job_progress(&j.id, "uploading", 3, 300, 1000).unwrap();
         c.finish_job(&j.id, JobState::Cancelled, None, None, 3)
             .unwrap();
-        assert!(c.start_job(&j.id).is_err());
+        assert!(c.start_job(&j.id, 5).is_err());
         let j = c.job(&j.id).unwrap();
         assert_eq!(
             (j.state, j.files, j.finished_at),

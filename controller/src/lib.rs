@@ -1,6 +1,297 @@
-//! cairn-controller: the fleet's center (catalog, schedules, PKI, status page).
-//!
-//! Today: the sled-backed [`catalog`] (issue 3, in progress). The gRPC
-//! services, PKI and web status page come next.
+//! cairn-controller: the fleet's center. It holds the [`catalog`], runs the
+//! fleet's CA ([`pki`]), serves agents and cairnctl over mutual-TLS gRPC
+//! ([`agent_service`], [`admin_service`]), writes what agents back up into
+//! its repository, and serves the status page ([`web`]).
 
+pub mod admin_service;
+pub mod agent_service;
 pub mod catalog;
+pub mod config;
+pub mod fleet;
+pub mod pki;
+pub mod web;
+
+use std::collections::{HashMap, HashSet};
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use cairn_proto::admin::v1::admin_service_server::AdminServiceServer;
+use cairn_proto::agent::v1::agent_service_server::AgentServiceServer;
+use cairn_repo::repository::Repository;
+
+use crate::config::{Config, DataPath, RepositoryConfig};
+use crate::fleet::Fleet;
+
+/// How long SIGTERM waits for in-flight calls before the process exits.
+const DRAIN: Duration = Duration::from_secs(20);
+/// Largest gRPC message accepted (pack pieces are 1 MiB).
+const MAX_MESSAGE: usize = 64 << 20;
+
+/// What `cairn-controller init` needs.
+pub struct InitOptions {
+    pub state_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub web_listen: SocketAddr,
+    pub public_url: String,
+    /// Names and addresses for the server certificate.
+    pub sans: Vec<String>,
+    pub repository: RepositoryConfig,
+}
+
+fn mkdir_private(p: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(p).with_context(|| p.display().to_string())?;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700))?;
+    Ok(())
+}
+
+/// Reads a secret from a file that others cannot read, else from `env`.
+pub fn read_secret(file: Option<&Path>, env: &str) -> anyhow::Result<Vec<u8>> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(f) = file {
+        let meta = std::fs::metadata(f).with_context(|| f.display().to_string())?;
+        if meta.permissions().mode() & 0o004 != 0 {
+            bail!("{} is world-readable; chmod 600 it", f.display());
+        }
+        let s = std::fs::read(f).with_context(|| f.display().to_string())?;
+        let s = s.strip_suffix(b"\n").unwrap_or(&s).to_vec();
+        if s.is_empty() {
+            bail!("{} is empty", f.display());
+        }
+        return Ok(s);
+    }
+    match std::env::var(env) {
+        Ok(v) if !v.is_empty() => Ok(v.into_bytes()),
+        _ => bail!("no passphrase: set passphrase_file in the config, or ${env}"),
+    }
+}
+
+/// Creates the CA, the server and admin certificates, `controller.toml`,
+/// `cairnctl.toml`, and the repository if it does not exist yet.
+pub fn init(o: &InitOptions) -> anyhow::Result<PathBuf> {
+    let cfg_path = o.state_dir.join("controller.toml");
+    if cfg_path.exists() {
+        bail!(
+            "{} exists: this controller is already initialized",
+            cfg_path.display()
+        );
+    }
+    mkdir_private(&o.state_dir)?;
+    let pki_dir = o.state_dir.join("pki");
+    mkdir_private(&pki_dir)?;
+    let ca = pki::Ca::create()?;
+    ca.save(&pki_dir)?;
+    let server = ca.issue_server(&o.sans)?;
+    pki::write(
+        &pki_dir.join("server.pem"),
+        &format!("{}{}", server.cert_pem, ca.cert_pem),
+        0o644,
+    )?;
+    pki::write(&pki_dir.join("server.key"), &server.key_pem, 0o600)?;
+    let admin = ca.issue_client("admin")?;
+    pki::write(
+        &pki_dir.join("admin.pem"),
+        &format!("{}{}", admin.cert_pem, ca.cert_pem),
+        0o644,
+    )?;
+    pki::write(&pki_dir.join("admin.key"), &admin.key_pem, 0o600)?;
+    let admin_sha = cairn_net::fingerprint(&cairn_net::cert_der(&admin.cert_pem, "admin")?);
+    pki::write(
+        &pki_dir.join("admins"),
+        &format!("{admin_sha} admin\n"),
+        0o600,
+    )?;
+
+    let cfg = Config {
+        listen: o.listen,
+        web_listen: o.web_listen,
+        public_url: o.public_url.clone(),
+        state_dir: o.state_dir.clone(),
+        repository: o.repository.clone(),
+        heartbeat_seconds: 15,
+    };
+    let passphrase = read_secret(o.repository.passphrase_file.as_deref(), "CAIRN_PASSPHRASE")?;
+    let storage = open_storage(&o.repository)?;
+    match Repository::open(storage.clone(), &passphrase) {
+        Ok(_) => tracing::info!(repo = %storage.location(), "using the existing repository"),
+        Err(cairn_repo::Error::NotARepository { .. }) => {
+            Repository::init(
+                storage.clone(),
+                &passphrase,
+                Default::default(),
+                Default::default(),
+            )?;
+            tracing::info!(repo = %storage.location(), "created the repository");
+        }
+        Err(e) => return Err(e.into()),
+    }
+    pki::write(&cfg_path, &toml::to_string_pretty(&cfg)?, 0o600)?;
+    let ctl = format!(
+        "# cairnctl's connection to this controller (CAIRN_CONFIG, or ~/.config/cairn/cairnctl.toml)\n\
+         controller = {:?}\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+        o.public_url,
+        pki_dir.join("ca.pem").display().to_string(),
+        pki_dir.join("admin.pem").display().to_string(),
+        pki_dir.join("admin.key").display().to_string(),
+    );
+    pki::write(&o.state_dir.join("cairnctl.toml"), &ctl, 0o600)?;
+    Ok(cfg_path)
+}
+
+fn open_storage(r: &RepositoryConfig) -> anyhow::Result<Arc<dyn cairn_repo::storage::Storage>> {
+    let env: HashMap<String, String> = match &r.env_file {
+        Some(f) => config::read_env_file(f)?.into_iter().collect(),
+        None => HashMap::new(),
+    };
+    Ok(cairn_repo::storage::open_with_vars(&r.location, |k| {
+        env.get(k).cloned().or_else(|| std::env::var(k).ok())
+    })?)
+}
+
+/// Tells systemd (Type=notify) the controller is ready; a no-op elsewhere.
+pub fn sd_notify(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sock = match std::os::unix::net::UnixDatagram::unbound() {
+        Ok(s) => s,
+        Err(_) => return,
+    };
+    let _ = sock.send_to(state.as_bytes(), path);
+}
+
+/// Opens everything and serves until SIGTERM/SIGINT, then drains.
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let passphrase = read_secret(
+        cfg.repository.passphrase_file.as_deref(),
+        "CAIRN_PASSPHRASE",
+    )?;
+    let storage = open_storage(&cfg.repository)?;
+    let storage_env = match (&cfg.repository.data_path, &cfg.repository.env_file) {
+        (DataPath::Direct, Some(f)) => config::read_env_file(f)?,
+        _ => Vec::new(),
+    };
+    let repo = tokio::task::spawn_blocking(move || -> anyhow::Result<Repository> {
+        let repo = Repository::open(storage, &passphrase)?;
+        repo.load_index()?;
+        let adopted = repo.adopt_unindexed_packs()?;
+        if adopted > 0 {
+            tracing::info!(packs = adopted, "indexed packs left by interrupted backups");
+        }
+        Ok(repo)
+    })
+    .await??;
+    let pki_dir = cfg.pki_dir();
+    let ca = pki::Ca::load(&pki_dir)?;
+    let server_id = cairn_net::Identity {
+        chain_pem: std::fs::read_to_string(pki_dir.join("server.pem"))?,
+        key_pem: std::fs::read_to_string(pki_dir.join("server.key"))?,
+    };
+    let admins: HashSet<String> = std::fs::read_to_string(pki_dir.join("admins"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    let catalog = catalog::Catalog::open(&cfg.state_dir.join("catalog"))?;
+    let agents_by_cert = catalog
+        .agents()?
+        .into_iter()
+        .filter(|a| !a.revoked)
+        .map(|a| (a.cert_sha256, a.id))
+        .collect();
+    let tls = cairn_net::server_config(&ca.cert_pem, &server_id)?;
+    let fleet = Arc::new(Fleet {
+        ca_sha256: ca.sha256(),
+        ca,
+        catalog,
+        repo: Arc::new(repo),
+        admins: RwLock::new(admins),
+        agents_by_cert: RwLock::new(agents_by_cert),
+        sessions: Mutex::new(HashMap::new()),
+        grants: Mutex::new(HashMap::new()),
+        storage_env,
+        metrics: Default::default(),
+        generation: AtomicU64::new(0),
+        started_at: fleet::now(),
+        cfg: cfg.clone(),
+    });
+
+    let grpc = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("listen {}", cfg.listen))?;
+    let web = tokio::net::TcpListener::bind(cfg.web_listen)
+        .await
+        .with_context(|| format!("web_listen {}", cfg.web_listen))?;
+    let grpc_addr = grpc.local_addr()?;
+    let web_addr = web.local_addr()?;
+    // Port 0 picks a free port; tools and tests read the real ones here.
+    std::fs::write(cfg.state_dir.join("grpc.addr"), grpc_addr.to_string())?;
+    std::fs::write(cfg.state_dir.join("web.addr"), web_addr.to_string())?;
+    tracing::info!(grpc = %grpc_addr, web = %format!("http://{web_addr}/"), repo = %fleet.repo.storage().location(), data_path = ?cfg.repository.data_path, "controller listening");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let web_stop = {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.changed().await;
+        }
+    };
+    let web_task = tokio::spawn(
+        axum::serve(web, web::router(fleet.clone()))
+            .with_graceful_shutdown(web_stop)
+            .into_future(),
+    );
+    let grpc_stop = {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.changed().await;
+        }
+    };
+    let incoming = cairn_net::incoming(grpc, tls);
+    let grpc_task = tokio::spawn(
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_service(
+                AgentServiceServer::new(agent_service::AgentApi(fleet.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE)
+                    .max_encoding_message_size(MAX_MESSAGE),
+            )
+            .add_service(AdminServiceServer::new(admin_service::AdminApi(
+                fleet.clone(),
+            )))
+            .serve_with_incoming_shutdown(incoming, grpc_stop),
+    );
+    sd_notify("READY=1");
+    shutdown_signal().await;
+    tracing::info!("stopping: draining for up to {}s", DRAIN.as_secs());
+    sd_notify("STOPPING=1");
+    // Sessions are endless streams: closing them lets the drain finish.
+    fleet.sessions.lock().unwrap().clear();
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(DRAIN, async {
+        let _ = grpc_task.await;
+        let _ = web_task.await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("drain deadline passed; exiting with calls in flight");
+    }
+    fleet.catalog.flush()?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -11,6 +11,8 @@ use clap::{Args, Parser, Subcommand};
     about = "Cairn: backups for fleets of web servers"
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub conn: Connection,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -19,6 +21,112 @@ pub struct Cli {
 pub enum Command {
     /// Work on a repository directly, without a controller (DR-3).
     Repo(RepoArgs),
+    /// Enrolled agents.
+    #[command(subcommand)]
+    Agents(AgentsCommand),
+    /// Domains the agents report.
+    #[command(subcommand)]
+    Domains(DomainsCommand),
+    /// Snapshots in the controller's catalog.
+    #[command(subcommand)]
+    Snapshots(SnapshotsCommand),
+    /// Enrollment tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Back up a domain on the agent that reports it.
+    Backup {
+        domain: String,
+        #[arg(long, default_value = "incremental", value_parser = ["full", "incremental", "differential"])]
+        kind: String,
+        /// Follow the job with a progress bar until it ends; exit 1 if it fails.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Restore a snapshot through an agent into a directory on its server.
+    Restore {
+        snapshot: String,
+        /// The agent that restores (default: the one that made the snapshot).
+        #[arg(long)]
+        agent: Option<String>,
+        /// Absolute directory on the agent's server.
+        #[arg(long)]
+        target: String,
+        /// Only these paths of the snapshot (repeatable).
+        #[arg(long = "path")]
+        paths: Vec<String>,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Backup and restore jobs.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+}
+
+/// How cairnctl reaches the controller (flags shared by the fleet commands).
+#[derive(Debug, Args, Clone)]
+pub struct Connection {
+    /// cairnctl.toml written by `cairn-controller init` (controller, ca, cert, key).
+    #[arg(long, env = "CAIRN_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Overrides the config's controller URL.
+    #[arg(long, env = "CAIRN_CONTROLLER", global = true)]
+    pub controller: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentsCommand {
+    List,
+    /// Revoke an agent's certificate at once and forget its domains.
+    Remove {
+        agent: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DomainsCommand {
+    List {
+        #[arg(long)]
+        agent: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotsCommand {
+    List {
+        #[arg(long)]
+        domain: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// A single-use enrollment token and the command that uses it.
+    Create {
+        /// Lifetime: 900, 900s, 15m, 1h (at most 7 days).
+        #[arg(long, default_value = "15m")]
+        ttl: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    List {
+        #[arg(long)]
+        domain: Option<String>,
+    },
+    Show {
+        job: String,
+    },
+    Cancel {
+        job: String,
+    },
+    /// Follow a job with a progress bar until it ends.
+    Watch {
+        job: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -30,8 +138,8 @@ pub struct RepoArgs {
     /// File holding the passphrase (else $CAIRN_PASSPHRASE).
     #[arg(long, env = "CAIRN_PASSPHRASE_FILE", global = true)]
     pub passphrase_file: Option<PathBuf>,
-    /// Print JSON instead of text.
-    #[arg(long, global = true)]
+    /// Set from the global `--json`.
+    #[arg(skip)]
     pub json: bool,
     #[command(subcommand)]
     pub command: RepoCommand,

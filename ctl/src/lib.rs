@@ -1,7 +1,9 @@
 //! cairnctl, the operator's CLI. `cairnctl repo …` opens a repository directly
 //! with only its location and passphrase (DR-3), restic-style.
 //!
-//! Exit codes: 0 ok, 1 failure, 3 wrong passphrase, 64 usage or configuration error.
+//! Exit codes: 0 ok, 1 failure (or a waited-for job that did not succeed),
+//! 3 wrong passphrase, 64 usage or configuration error, 69 controller
+//! unreachable, 77 refused by the controller.
 
 mod cli;
 mod commands;
@@ -16,6 +18,10 @@ pub use cli::Cli;
 pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_WRONG_PASSPHRASE: u8 = 3;
 pub const EXIT_USAGE: u8 = 64;
+/// The controller could not be reached (sysexits EX_UNAVAILABLE).
+pub const EXIT_UNAVAILABLE: u8 = 69;
+/// The controller refused our certificate (sysexits EX_NOPERM).
+pub const EXIT_NOPERM: u8 = 77;
 
 /// An error that chooses its exit code.
 #[derive(Debug)]

@@ -49,6 +49,8 @@ pub struct BackupOptions {
 pub struct Progress {
     pub files: AtomicU64,
     pub bytes: AtomicU64,
+    /// Set by another thread to stop the backup; it fails with [`Error::Cancelled`].
+    pub cancel: std::sync::atomic::AtomicBool,
 }
 
 struct Ctx<'r> {
@@ -56,7 +58,7 @@ struct Ctx<'r> {
     saver: BlobSaver<'r>,
     opts: &'r BackupOptions,
     reuse: bool,
-    known: HashSet<Id>,
+    known: Option<HashSet<Id>>,
     /// (device, inode) → (content, size) of multiply-linked files already read.
     hardlinks: Mutex<HardLinks>,
     warnings: Mutex<Vec<String>>,
@@ -103,17 +105,7 @@ pub fn run(
     opts: &BackupOptions,
     progress: &Progress,
 ) -> Result<(Id, Snapshot)> {
-    let started = Instant::now();
-    let meta = fs::metadata(source).map_err(|e| Error::io(source, e))?;
-    if !meta.is_dir() {
-        return Err(Error::Invalid(format!(
-            "{} is not a directory",
-            source.display()
-        )));
-    }
-    if opts.domain.is_empty() {
-        return Err(Error::Invalid("a domain name is required".into()));
-    }
+    check_source(source, opts)?;
     let _lock = crate::lock::Lock::acquire(repo.storage().clone(), false)?;
     repo.load_index()?;
     let adopted = repo.adopt_unindexed_packs()?;
@@ -132,16 +124,59 @@ pub fn run(
         Kind::Incremental => mine.next_back(),
         Kind::Differential => mine.rfind(|(_, s)| s.kind == Kind::Full),
     };
+    let known: HashSet<Id> = repo.index().blob_ids().copied().collect();
+    walk(repo, source, opts, progress, base.cloned(), Some(known))
+}
+
+/// A backup whose parent was chosen by someone else (the controller), in a
+/// repository reached through a [`crate::repository::KnownBlobs`] oracle
+/// rather than a loaded index: the agent's side of a fleet backup. The
+/// caller's storage writes the packs, index segments and snapshot.
+pub fn run_with_parent(
+    repo: &Repository,
+    source: &Path,
+    opts: &BackupOptions,
+    progress: &Progress,
+    parent: Option<(Id, Snapshot)>,
+) -> Result<(Id, Snapshot)> {
+    check_source(source, opts)?;
+    walk(repo, source, opts, progress, parent, None)
+}
+
+fn check_source(source: &Path, opts: &BackupOptions) -> Result<()> {
+    let meta = fs::metadata(source).map_err(|e| Error::io(source, e))?;
+    if !meta.is_dir() {
+        return Err(Error::Invalid(format!(
+            "{} is not a directory",
+            source.display()
+        )));
+    }
+    if opts.domain.is_empty() {
+        return Err(Error::Invalid("a domain name is required".into()));
+    }
+    Ok(())
+}
+
+/// `known`: the repository's blobs, when its index is loaded; a reused file's
+/// blobs must be among them. `None` trusts the parent snapshot's blobs.
+fn walk(
+    repo: &Repository,
+    source: &Path,
+    opts: &BackupOptions,
+    progress: &Progress,
+    base: Option<(Id, Snapshot)>,
+    known: Option<HashSet<Id>>,
+) -> Result<(Id, Snapshot)> {
+    let started = Instant::now();
     // SCH-3: with no base to compare against, the first backup is a full one.
     let kind = if base.is_none() {
         Kind::Full
     } else {
         opts.kind
     };
-    let known: HashSet<Id> = repo.index().blob_ids().copied().collect();
     let ctx = Ctx {
         repo,
-        saver: BlobSaver::new(repo, known.clone()),
+        saver: BlobSaver::new(repo, known.clone().unwrap_or_default()),
         opts,
         reuse: kind != Kind::Full,
         known,
@@ -154,7 +189,7 @@ pub fn run(
         bytes_read: AtomicU64::new(0),
         seed: repo.key().chunker_seed(),
     };
-    let parent_tree = base.map(|(_, s)| s.tree);
+    let parent_tree = base.as_ref().map(|(_, s)| s.tree);
     let tree = backup_dir(&ctx, source, "", parent_tree.as_ref())?;
     let Ctx {
         saver,
@@ -180,7 +215,7 @@ pub fn run(
         host: opts.host.clone(),
         kind,
         content: Content::Files,
-        parent: base.map(|(id, _)| *id),
+        parent: base.map(|(id, _)| id),
         tree,
         source: source.display().to_string(),
         tags: opts.tags.clone(),
@@ -193,6 +228,9 @@ pub fn run(
 }
 
 fn backup_dir(ctx: &Ctx, dir: &Path, rel: &str, parent: Option<&Id>) -> Result<Id> {
+    if ctx.progress.cancel.load(Ordering::Relaxed) {
+        return Err(Error::Cancelled);
+    }
     let mut names: Vec<OsString> = match fs::read_dir(dir) {
         Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect(),
         Err(e) if !rel.is_empty() => {
@@ -280,7 +318,8 @@ fn file_node(
             && p.mtime_ns == n.mtime_ns
             && p.ctime_ns == n.ctime_ns
             && p.inode == n.inode;
-        if unchanged && p.content.iter().all(|id| ctx.known.contains(id)) {
+        let present = |id: &Id| ctx.known.as_ref().is_none_or(|k| k.contains(id));
+        if unchanged && p.content.iter().all(present) {
             n.content = p.content.clone();
             return Ok(Some(n));
         }

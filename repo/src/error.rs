@@ -43,6 +43,8 @@ pub enum Error {
     Locked(String),
     #[error("invalid argument: {0}")]
     Invalid(String),
+    #[error("cancelled")]
+    Cancelled,
     #[error("{0}")]
     Other(String),
 }

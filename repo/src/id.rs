@@ -32,6 +32,13 @@ impl Id {
     }
 }
 
+impl TryFrom<&[u8]> for Id {
+    type Error = std::array::TryFromSliceError;
+    fn try_from(b: &[u8]) -> std::result::Result<Id, Self::Error> {
+        Ok(Id(b.try_into()?))
+    }
+}
+
 impl fmt::Display for Id {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_hex())

@@ -16,8 +16,15 @@ use crate::snapshot::{Content, Snapshot};
 use crate::storage::{Storage, StorageError};
 use crate::tree::Tree;
 
+/// Answers "which of these blobs does the repository have?" for a repository
+/// whose index is not loaded here (an agent asks its controller, DESIGN §3).
+pub trait KnownBlobs: Send + Sync {
+    fn have(&self, ids: &[Id]) -> Result<Vec<bool>>;
+}
+
 pub struct Repository {
     storage: Arc<dyn Storage>,
+    known_blobs: Option<Arc<dyn KnownBlobs>>,
     key: MasterKey,
     key_file: Id,
     config: RepoConfig,
@@ -25,6 +32,19 @@ pub struct Repository {
     /// Decrypted, verified tree blobs; whole tree packs are fetched at once, so
     /// walking a snapshot costs one request per tree pack, not per directory.
     trees: Mutex<HashMap<Id, Arc<Vec<u8>>>>,
+}
+
+/// Key material and tuning of a repository, for [`Repository::with_access`].
+pub struct Access {
+    /// 64 bytes: encryption key, then blob-id key.
+    pub master_key: Vec<u8>,
+    pub config_json: Vec<u8>,
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Access { .. }")
+    }
 }
 
 /// Past this many cached tree bytes the cache starts over (bounded memory).
@@ -68,6 +88,7 @@ impl Repository {
     ) -> Repository {
         Repository {
             storage,
+            known_blobs: None,
             key,
             key_file,
             config,
@@ -99,6 +120,35 @@ impl Repository {
             ));
         }
         Ok(Repository::new(storage, key, key_file, config))
+    }
+
+    /// A repository reached with its key material rather than a passphrase
+    /// (what a controller hands its agents), over `storage`, with `known` telling
+    /// which blobs exist. Its index starts empty.
+    pub fn with_access(
+        storage: Arc<dyn Storage>,
+        access: &Access,
+        known: Arc<dyn KnownBlobs>,
+    ) -> Result<Repository> {
+        let key = MasterKey::from_bytes(&access.master_key)
+            .ok_or_else(|| Error::Invalid("repository key must be 64 bytes".into()))?;
+        let config: RepoConfig = serde_json::from_slice(&access.config_json)
+            .map_err(|e| Error::Invalid(format!("repository config: {e}")))?;
+        let mut repo = Repository::new(storage, key, Id([0; 32]), config);
+        repo.known_blobs = Some(known);
+        Ok(repo)
+    }
+
+    /// The key material and config that [`Repository::with_access`] takes.
+    pub fn access(&self) -> Access {
+        Access {
+            master_key: self.key.to_bytes().to_vec(),
+            config_json: serde_json::to_vec(&self.config).expect("config serializes"),
+        }
+    }
+
+    pub fn known_blobs(&self) -> Option<&Arc<dyn KnownBlobs>> {
+        self.known_blobs.as_ref()
     }
 
     pub fn storage(&self) -> &Arc<dyn Storage> {
@@ -158,6 +208,51 @@ impl Repository {
         }
         *self.index.write().unwrap() = idx;
         Ok(())
+    }
+
+    /// Loads the index segments written since the last load (by agents writing
+    /// straight to storage). Returns how many were new.
+    pub fn refresh_index(&self) -> Result<usize> {
+        let new: Vec<(Id, String)> = {
+            let idx = self.index();
+            self.list_ids("index/")?
+                .into_iter()
+                .filter(|(id, _)| !idx.segments.contains(id))
+                .collect()
+        };
+        let loaded: Vec<(Id, index::PackList)> = new
+            .into_par_iter()
+            .map(|(id, key)| {
+                let stored = self.storage.get(&key)?;
+                Ok((id, index::decode_segment(&self.key, &id, &stored)?))
+            })
+            .collect::<Result<_>>()?;
+        let n = loaded.len();
+        let mut idx = self.index.write().unwrap();
+        for (seg, packs) in loaded {
+            idx.segments.insert(seg);
+            for (p, entries) in packs {
+                idx.add_pack(p, entries);
+            }
+        }
+        Ok(n)
+    }
+
+    /// Adds one decoded index segment (verified against `id`) to the in-memory
+    /// index without writing anything; returns its packs.
+    pub fn add_segment(&self, id: &Id, stored: &[u8]) -> Result<index::PackList> {
+        let packs = index::decode_segment(&self.key, id, stored)?;
+        let mut idx = self.index.write().unwrap();
+        idx.segments.insert(*id);
+        for (p, e) in &packs {
+            idx.add_pack(*p, e.clone());
+        }
+        Ok(packs)
+    }
+
+    /// Adds a durable pack's blobs to the in-memory index (its segment follows).
+    pub fn index_pack(&self, pack: Id, entries: Vec<pack::PackEntry>) {
+        self.index.write().unwrap().add_pack(pack, entries);
     }
 
     /// Packs present in storage but in no index segment (left by a killed backup).

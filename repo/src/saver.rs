@@ -22,6 +22,16 @@ use crate::repository::Repository;
 /// Packs per index segment written while a backup runs.
 const PACKS_PER_SEGMENT: usize = 64;
 const UPLOADERS: usize = 2;
+/// With a [`crate::repository::KnownBlobs`] oracle, new blobs wait in a batch
+/// of about this many bytes (or `ASK_BLOBS` blobs) for one question to it.
+const ASK_BYTES: usize = 4 << 20;
+const ASK_BLOBS: usize = 1024;
+
+#[derive(Default)]
+struct Batch {
+    blobs: Vec<(BlobType, Id, Vec<u8>)>,
+    bytes: usize,
+}
 
 /// (packs already in a written segment, packs still to index).
 type Indexed = crate::index::PackList;
@@ -56,6 +66,7 @@ impl SaverStats {
 pub struct BlobSaver<'r> {
     repo: &'r Repository,
     known: Mutex<HashSet<Id>>,
+    batch: Mutex<Batch>,
     open: [Mutex<Option<PackWriter>>; 2],
     tx: Option<Sender<FinishedPack>>,
     uploaders: Vec<JoinHandle<UploadResult>>,
@@ -109,6 +120,7 @@ impl<'r> BlobSaver<'r> {
         BlobSaver {
             repo,
             known: Mutex::new(known),
+            batch: Mutex::new(Batch::default()),
             open: [Mutex::new(None), Mutex::new(None)],
             tx: Some(tx),
             uploaders,
@@ -126,11 +138,56 @@ impl<'r> BlobSaver<'r> {
         Ok(id)
     }
 
-    /// Like `save` for a blob whose id is already known. Returns whether it was new.
+    /// Like `save` for a blob whose id is already known. Returns whether it
+    /// was new to this saver (the oracle may still find it in the repository).
     pub fn save_with_id(&self, kind: BlobType, id: Id, plain: &[u8]) -> Result<bool> {
         if !self.known.lock().unwrap().insert(id) {
             return Ok(false);
         }
+        if self.repo.known_blobs().is_some() {
+            let full = {
+                let mut b = self.batch.lock().unwrap();
+                b.blobs.push((kind, id, plain.to_vec()));
+                b.bytes += plain.len();
+                if b.bytes >= ASK_BYTES || b.blobs.len() >= ASK_BLOBS {
+                    std::mem::take(&mut *b).blobs
+                } else {
+                    Vec::new()
+                }
+            };
+            self.ask_and_store(full)?;
+            return Ok(true);
+        }
+        self.store(kind, id, plain)?;
+        Ok(true)
+    }
+
+    /// Asks the oracle about a batch and stores the blobs the repository lacks.
+    fn ask_and_store(&self, batch: Vec<(BlobType, Id, Vec<u8>)>) -> Result<()> {
+        let Some(oracle) = self.repo.known_blobs() else {
+            return Ok(());
+        };
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Id> = batch.iter().map(|(_, id, _)| *id).collect();
+        let have = oracle.have(&ids)?;
+        if have.len() != ids.len() {
+            return Err(Error::Other(format!(
+                "known-blob answer has {} entries for {} blobs",
+                have.len(),
+                ids.len()
+            )));
+        }
+        for ((kind, id, plain), had) in batch.into_iter().zip(have) {
+            if !had {
+                self.store(kind, id, &plain)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn store(&self, kind: BlobType, id: Id, plain: &[u8]) -> Result<()> {
         let env = self.repo.key().seal(plain, self.repo.config().zstd_level);
         self.blobs_new.fetch_add(1, Ordering::Relaxed);
         self.bytes_new
@@ -154,7 +211,7 @@ impl<'r> BlobSaver<'r> {
         if let Some(w) = full {
             self.send(w)?;
         }
-        Ok(true)
+        Ok(())
     }
 
     fn new_writer(&self) -> Result<PackWriter> {
@@ -182,7 +239,8 @@ impl<'r> BlobSaver<'r> {
 
     /// Flushes open packs, waits for uploads and indexes what was uploaded.
     pub fn finish(mut self) -> Result<SaverStats> {
-        let mut first_err = None;
+        let last = std::mem::take(&mut *self.batch.lock().unwrap()).blobs;
+        let mut first_err = self.ask_and_store(last).err();
         for slot in &self.open {
             let w = slot.lock().unwrap().take();
             if let Some(w) = w.filter(|w| !w.is_empty()) {

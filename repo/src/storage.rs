@@ -118,7 +118,12 @@ impl fmt::Debug for S3Config {
 
 impl S3Config {
     pub fn from_env(bucket: &str, prefix: &str) -> S3Config {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        S3Config::from_vars(bucket, prefix, |k| std::env::var(k).ok())
+    }
+
+    /// Like [`S3Config::from_env`], with the variables looked up by `var`.
+    pub fn from_vars(bucket: &str, prefix: &str, var: impl Fn(&str) -> Option<String>) -> S3Config {
+        let var = |k: &str| var(k).filter(|v| !v.is_empty());
         S3Config {
             bucket: bucket.to_string(),
             prefix: prefix.to_string(),
@@ -133,13 +138,22 @@ impl S3Config {
 /// Opens a location: `s3://BUCKET[/PREFIX]` (credentials from the environment)
 /// or a local directory path (`file://` optional).
 pub fn open(location: &str) -> StorageResult<Arc<dyn Storage>> {
+    open_with_vars(location, |k| std::env::var(k).ok())
+}
+
+/// Like [`open`], with S3 settings looked up by `var` instead of the process
+/// environment (an agent's storage grant).
+pub fn open_with_vars(
+    location: &str,
+    var: impl Fn(&str) -> Option<String>,
+) -> StorageResult<Arc<dyn Storage>> {
     if let Some(rest) = location.strip_prefix("s3://") {
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
             return Err(StorageError::BadLocation(location.to_string()));
         }
-        return Ok(Arc::new(S3Storage::new(S3Config::from_env(
-            bucket, prefix,
+        return Ok(Arc::new(S3Storage::new(S3Config::from_vars(
+            bucket, prefix, var,
         ))?));
     }
     let path = location.strip_prefix("file://").unwrap_or(location);

@@ -4,6 +4,7 @@
 mod backup;
 mod check;
 mod db;
+mod fleet;
 mod gc;
 mod keys;
 mod restore;
@@ -22,7 +23,11 @@ use crate::usage;
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Repo(args) => repo(args),
+        Command::Repo(mut args) => {
+            args.json = cli.conn.json;
+            repo(args)
+        }
+        other => fleet::run(&cli.conn, other),
     }
 }
 

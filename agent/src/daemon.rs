@@ -1,0 +1,402 @@
+//! The agent daemon: enrollment, then one long-lived session with the
+//! controller (FLT-2, FLT-4) that carries the inventory, heartbeats, jobs and
+//! their progress. The agent dials out; it reconnects with capped, jittered
+//! backoff whenever the session breaks.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use cairn_proto::agent::v1 as pb;
+use cairn_proto::agent::v1::agent_service_client::AgentServiceClient;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::config::Config;
+use crate::jobs;
+use crate::remote::Client;
+
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Jobs carry an index segment of a whole snapshot's blobs for restores.
+const MAX_MESSAGE: usize = 256 << 20;
+
+/// The files `enroll` writes into the state directory.
+pub struct State {
+    pub dir: PathBuf,
+}
+
+impl State {
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+    pub fn cert(&self) -> PathBuf {
+        self.dir.join("agent.pem")
+    }
+    pub fn key(&self) -> PathBuf {
+        self.dir.join("agent.key")
+    }
+    pub fn id(&self) -> PathBuf {
+        self.dir.join("agent-id")
+    }
+}
+
+fn write(path: &Path, data: &str, mode: u32) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .with_context(|| tmp.display().to_string())?;
+    f.write_all(data.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| path.display().to_string())?;
+    Ok(())
+}
+
+/// Enrolls with a single-use token, trusting the controller only if its CA
+/// has the pinned SHA-256 (FLT-3). Writes the key (0600), the signed
+/// certificate and the CA into the state directory. Returns the agent id.
+pub async fn enroll(
+    cfg: &Config,
+    controller: &str,
+    token: &str,
+    ca_sha256: &str,
+) -> anyhow::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let state = State {
+        dir: cfg.state_dir.clone(),
+    };
+    if state.cert().exists() {
+        bail!(
+            "{} exists: this agent is already enrolled (remove the state directory to enroll again)",
+            state.cert().display()
+        );
+    }
+    std::fs::create_dir_all(&state.dir).with_context(|| state.dir.display().to_string())?;
+    std::fs::set_permissions(&state.dir, std::fs::Permissions::from_mode(0o700))?;
+    let name = cfg.host_name();
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name.clone());
+    let csr = params.serialize_request(&key)?.pem()?;
+    let tls = cairn_net::client_config(&cairn_net::Trust::Pin(ca_sha256.into()), None)?;
+    let channel = cairn_net::channel(controller, tls)?;
+    let r = AgentServiceClient::new(channel)
+        .enroll(pb::EnrollRequest {
+            token: token.into(),
+            csr_pem: csr,
+            hostname: name,
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("enrollment refused: {}", s.message()))?
+        .into_inner();
+    let ca_der = cairn_net::cert_der(&r.ca_certificate_pem, "CA")?;
+    if cairn_net::fingerprint(&ca_der) != ca_sha256.trim().to_ascii_lowercase() {
+        bail!("the controller sent a CA that does not match --ca-sha256");
+    }
+    write(&state.key(), &key.serialize_pem(), 0o600)?;
+    write(&state.cert(), &r.certificate_pem, 0o644)?;
+    write(&state.ca(), &r.ca_certificate_pem, 0o644)?;
+    write(&state.id(), &r.agent_id, 0o644)?;
+    Ok(r.agent_id)
+}
+
+/// A client with this agent's certificate.
+pub fn client(cfg: &Config) -> anyhow::Result<Client> {
+    let state = State {
+        dir: cfg.state_dir.clone(),
+    };
+    let read = |p: PathBuf| {
+        std::fs::read_to_string(&p)
+            .with_context(|| format!("{} (is this agent enrolled?)", p.display()))
+    };
+    let identity = cairn_net::Identity {
+        chain_pem: read(state.cert())?,
+        key_pem: read(state.key())?,
+    };
+    let tls = cairn_net::client_config(&cairn_net::Trust::Ca(read(state.ca())?), Some(&identity))?;
+    if cfg.controller.is_empty() {
+        bail!("no controller URL in the config (set controller = \"https://HOST:PORT\")");
+    }
+    Ok(
+        AgentServiceClient::new(cairn_net::channel(&cfg.controller, tls)?)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
+    )
+}
+
+/// What the agent reports: its configured domains and their sizes.
+pub fn inventory(cfg: &Config) -> pb::Inventory {
+    pb::Inventory {
+        domains: cfg
+            .domains
+            .iter()
+            .map(|d| {
+                if !d.path.is_dir() {
+                    tracing::warn!(domain = %d.name, path = %d.path.display(), "domain root is missing");
+                }
+                pb::Domain {
+                    name: d.name.clone(),
+                    path: d.path.display().to_string(),
+                    size_bytes: du(&d.path),
+                    databases: Vec::new(),
+                }
+            })
+            .collect(),
+    }
+}
+
+fn du(p: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(p) else {
+        return 0;
+    };
+    rd.filter_map(|e| e.ok())
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => du(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Runs sessions until SIGTERM; running jobs are cancelled on the way out.
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let client = client(&cfg)?;
+    let cfg = Arc::new(cfg);
+    let running: Running = Arc::new(Mutex::new(HashMap::new()));
+    let mut backoff = Duration::from_secs(1);
+    let mut stop = std::pin::pin!(shutdown_signal());
+    notify("READY=1");
+    loop {
+        let result = tokio::select! {
+            r = session(&cfg, client.clone(), running.clone()) => r,
+            _ = &mut stop => break,
+        };
+        match result {
+            Ok(true) => backoff = Duration::from_secs(1),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "session failed"),
+        }
+        cancel_all(&running);
+        // Capped exponential backoff with jitter, so a restarted controller
+        // is not hit by every agent at once.
+        let jitter = rand::random::<f64>() * 0.5 + 0.75;
+        let wait = backoff.mul_f64(jitter);
+        tracing::info!(
+            seconds = format!("{:.1}", wait.as_secs_f64()),
+            "reconnecting"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = &mut stop => break,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+    tracing::info!("stopping");
+    notify("STOPPING=1");
+    cancel_all(&running);
+    // Give jobs a moment to notice and stop writing.
+    for _ in 0..50 {
+        if running.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+type Running = Arc<Mutex<HashMap<String, Arc<cairn_repo::backup::Progress>>>>;
+
+fn cancel_all(running: &Running) {
+    for p in running.lock().unwrap().values() {
+        p.cancel.store(true, Ordering::Relaxed);
+    }
+}
+
+/// One session. Returns whether it got as far as the controller's welcome
+/// (then the backoff starts over).
+async fn session(cfg: &Arc<Config>, client: Client, running: Running) -> anyhow::Result<bool> {
+    let inv = {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || inventory(&cfg)).await?
+    };
+    let (tx, rx) = mpsc::channel::<pb::AgentMessage>(64);
+    tx.send(pb::AgentMessage {
+        body: Some(pb::agent_message::Body::Hello(pb::Hello {
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            hostname: cfg.host_name(),
+            inventory: Some(inv),
+        })),
+    })
+    .await?;
+    let mut inbound = client
+        .clone()
+        .session(ReceiverStream::new(rx))
+        .await
+        .map_err(|s| anyhow::anyhow!("controller refused the session: {}", s.message()))?
+        .into_inner();
+    let welcome = match inbound.message().await? {
+        Some(pb::ControllerMessage {
+            body: Some(pb::controller_message::Body::Welcome(w)),
+        }) => w,
+        _ => bail!("the controller did not welcome this session"),
+    };
+    tracing::info!(agent = %welcome.agent_id, controller = %cfg.controller, "connected");
+    let beat = Duration::from_secs(welcome.heartbeat_seconds.max(1) as u64);
+    let mut ticker = tokio::time::interval(beat);
+    let mut seq = 0;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                seq += 1;
+                let hb = pb::Heartbeat { seq, sent_at: chrono::Utc::now().timestamp() };
+                if tx.send(pb::AgentMessage { body: Some(pb::agent_message::Body::Heartbeat(hb)) }).await.is_err() {
+                    return Ok(true);
+                }
+            }
+            msg = inbound.message() => {
+                let msg = match msg {
+                    Ok(Some(m)) => m,
+                    Ok(None) => { tracing::warn!("the controller closed the session"); return Ok(true); }
+                    Err(s) => { tracing::warn!(error = %s.message(), "session broken"); return Ok(true); }
+                };
+                match msg.body {
+                    Some(pb::controller_message::Body::Job(job)) => {
+                        start_job(cfg.clone(), client.clone(), tx.clone(), running.clone(), job);
+                    }
+                    Some(pb::controller_message::Body::Cancel(c)) => {
+                        if let Some(p) = running.lock().unwrap().get(&c.job_id) {
+                            tracing::info!(job = %c.job_id, "cancelling");
+                            p.cancel.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+fn start_job(
+    cfg: Arc<Config>,
+    client: Client,
+    tx: mpsc::Sender<pb::AgentMessage>,
+    running: Running,
+    job: pb::Job,
+) {
+    let progress = Arc::new(cairn_repo::backup::Progress::default());
+    running
+        .lock()
+        .unwrap()
+        .insert(job.job_id.clone(), progress.clone());
+    let id = job.job_id.clone();
+    tracing::info!(job = %id, domain = %job.domain, kind = ?job.kind(), "job started");
+    tokio::spawn(async move {
+        let handle = tokio::runtime::Handle::current();
+        let total = cfg.domain(&job.domain).map(|d| du(&d.path)).unwrap_or(0);
+        let step = if job.kind() == pb::JobKind::Restore {
+            "restoring"
+        } else {
+            "backing up"
+        };
+        let reporter = {
+            let (tx, id, progress) = (tx.clone(), id.clone(), progress.clone());
+            tokio::spawn(async move {
+                let mut t = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    t.tick().await;
+                    let p = pb::JobProgress {
+                        job_id: id.clone(),
+                        step: step.into(),
+                        files: progress.files.load(Ordering::Relaxed),
+                        bytes: progress.bytes.load(Ordering::Relaxed),
+                        total_bytes: total,
+                        ..Default::default()
+                    };
+                    if tx
+                        .send(pb::AgentMessage {
+                            body: Some(pb::agent_message::Body::Progress(p)),
+                        })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            })
+        };
+        let p = progress.clone();
+        let outcome =
+            tokio::task::spawn_blocking(move || jobs::run(&cfg, client, handle, &job, &p)).await;
+        reporter.abort();
+        let result = match outcome {
+            Ok(Ok(snapshot_id)) => pb::JobResult {
+                job_id: id.clone(),
+                outcome: pb::Outcome::Succeeded as i32,
+                snapshot_id,
+                error: String::new(),
+            },
+            Ok(Err(e)) => {
+                let cancelled = matches!(
+                    e.downcast_ref::<cairn_repo::Error>(),
+                    Some(cairn_repo::Error::Cancelled)
+                );
+                tracing::warn!(job = %id, error = %format!("{e:#}"), "job failed");
+                pb::JobResult {
+                    job_id: id.clone(),
+                    outcome: if cancelled {
+                        pb::Outcome::Cancelled
+                    } else {
+                        pb::Outcome::Failed
+                    } as i32,
+                    snapshot_id: String::new(),
+                    error: format!("{e:#}"),
+                }
+            }
+            Err(e) => pb::JobResult {
+                job_id: id.clone(),
+                outcome: pb::Outcome::Failed as i32,
+                snapshot_id: String::new(),
+                error: format!("job panicked: {e}"),
+            },
+        };
+        if result.outcome == pb::Outcome::Succeeded as i32 {
+            tracing::info!(job = %id, snapshot = %result.snapshot_id, "job succeeded");
+        }
+        let _ = tx
+            .send(pb::AgentMessage {
+                body: Some(pb::agent_message::Body::Result(result)),
+            })
+            .await;
+        running.lock().unwrap().remove(&id);
+    });
+}
+
+/// Tells systemd (Type=notify) about our state; a no-op elsewhere.
+fn notify(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    if let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() {
+        let _ = sock.send_to(state.as_bytes(), path);
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

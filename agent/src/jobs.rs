@@ -1,0 +1,120 @@
+//! Executors for the jobs a controller sends: file backups and restores,
+//! against the repository as [`crate::remote`] presents it.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use cairn_proto::agent::v1 as pb;
+use cairn_repo::backup::{BackupOptions, Progress};
+use cairn_repo::exclude::Excludes;
+use cairn_repo::id::Id;
+use cairn_repo::repository::{Access, Repository};
+use cairn_repo::snapshot::{Kind, Snapshot};
+use tokio::runtime::Handle;
+
+use crate::config::Config;
+use crate::remote::{Client, ControllerKnows, JobStorage};
+
+/// Runs one job; returns the snapshot it made (backups) or "" (restores).
+pub fn run(
+    cfg: &Config,
+    client: Client,
+    handle: Handle,
+    job: &pb::Job,
+    progress: &Progress,
+) -> anyhow::Result<String> {
+    let access = job
+        .repository
+        .as_ref()
+        .context("the job carries no repository access")?;
+    let direct = match &job.storage {
+        Some(g) if !g.location.is_empty() => Some(
+            cairn_repo::storage::open_with_vars(&g.location, |k| g.env.get(k).cloned())
+                .context("opening the granted storage")?,
+        ),
+        _ => None,
+    };
+    let storage = Arc::new(JobStorage {
+        client: client.clone(),
+        handle: handle.clone(),
+        job_id: job.job_id.clone(),
+        direct,
+    });
+    let repo = Repository::with_access(
+        storage,
+        &Access {
+            master_key: access.master_key.clone(),
+            config_json: access.config_json.clone(),
+        },
+        Arc::new(ControllerKnows { client, handle }),
+    )?;
+    if !job.index_segment.is_empty() {
+        repo.add_segment(&Id::of_stored(&job.index_segment), &job.index_segment)?;
+    }
+    let snapshot = if job.snapshot.is_empty() {
+        None
+    } else {
+        let id: Id = job
+            .snapshot_id
+            .parse()
+            .map_err(|e| anyhow::anyhow!("snapshot id: {e}"))?;
+        let plain = repo
+            .key()
+            .open(&job.snapshot, &format_args!("snapshot {id}"))?;
+        let snap: Snapshot = serde_json::from_slice(&plain).context("snapshot")?;
+        Some((id, snap))
+    };
+    match job.kind() {
+        pb::JobKind::Backup => backup(cfg, &repo, job, progress, snapshot),
+        pb::JobKind::Restore => {
+            let (_, snap) = snapshot.context("a restore job carries its snapshot")?;
+            restore(&repo, job, &snap)
+        }
+        other => bail!("this agent does not run {other:?} jobs yet"),
+    }
+}
+
+fn backup(
+    cfg: &Config,
+    repo: &Repository,
+    job: &pb::Job,
+    progress: &Progress,
+    parent: Option<(Id, Snapshot)>,
+) -> anyhow::Result<String> {
+    let domain = cfg
+        .domain(&job.domain)
+        .with_context(|| format!("domain {:?} is not in this agent's config", job.domain))?;
+    let kind = match job.backup_kind() {
+        pb::BackupKind::Full => Kind::Full,
+        pb::BackupKind::Differential => Kind::Differential,
+        _ => Kind::Incremental,
+    };
+    let opts = BackupOptions {
+        domain: domain.name.clone(),
+        kind,
+        excludes: Excludes::with_defaults(&domain.exclude)?,
+        host: cfg.host_name(),
+        tags: Vec::new(),
+    };
+    let (id, snap) =
+        cairn_repo::backup::run_with_parent(repo, &domain.path, &opts, progress, parent)?;
+    tracing::info!(
+        snapshot = %id,
+        files = snap.stats.files,
+        bytes_new = snap.stats.bytes_new,
+        stored = snap.stats.stored_bytes,
+        "backup stored"
+    );
+    Ok(id.to_string())
+}
+
+fn restore(repo: &Repository, job: &pb::Job, snap: &Snapshot) -> anyhow::Result<String> {
+    let target = Path::new(&job.target);
+    if !target.is_absolute() {
+        bail!("restore target {:?} is not an absolute path", job.target);
+    }
+    let stats = cairn_repo::restore::restore(repo, &snap.tree, target, &job.paths)?;
+    tracing::info!(files = stats.files, bytes = stats.bytes, target = %target.display(), "restored");
+    Ok(String::new())
+}

@@ -1,0 +1,123 @@
+//! `cairn-agent`: `enroll` once, then `run` (as the systemd service).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use cairn_agent::config::Config;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cairn-agent",
+    version,
+    about = "Cairn's per-server backup agent"
+)]
+struct Cli {
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "CAIRN_AGENT_CONFIG",
+        default_value = "/etc/cairn/agent.toml"
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Enroll with a controller using a single-use token from `cairnctl token
+    /// create` (read from $CAIRN_TOKEN or --token-file, never from arguments).
+    Enroll {
+        /// https://HOST:PORT of the controller; saved into the config.
+        #[arg(long)]
+        controller: String,
+        /// SHA-256 of the controller's CA certificate, as `token create` printed it.
+        #[arg(long)]
+        ca_sha256: String,
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
+    /// Keep a session with the controller and run its jobs until SIGTERM.
+    Run,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = match cli.command {
+        Command::Enroll {
+            controller,
+            ca_sha256,
+            token_file,
+        } => (|| {
+            let token = match token_file {
+                Some(f) => std::fs::read_to_string(&f)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?
+                    .trim()
+                    .to_string(),
+                None => std::env::var("CAIRN_TOKEN").unwrap_or_default(),
+            };
+            if token.is_empty() {
+                anyhow::bail!("no enrollment token: set CAIRN_TOKEN or pass --token-file");
+            }
+            let mut cfg = Config::load(&cli.config)?;
+            let id = rt.block_on(cairn_agent::daemon::enroll(
+                &cfg,
+                &controller,
+                &token,
+                &ca_sha256,
+            ))?;
+            if cfg.controller != controller {
+                cfg.controller = controller;
+                save_controller(&cli.config, &cfg.controller)?;
+            }
+            println!("enrolled as {id}; start the service: systemctl enable --now cairn-agent");
+            Ok(())
+        })(),
+        Command::Run => {
+            Config::load(&cli.config).and_then(|cfg| rt.block_on(cairn_agent::daemon::run(cfg)))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cairn-agent: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Sets `controller = …` in the config file, keeping the rest as written.
+fn save_controller(path: &std::path::Path, url: &str) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path)?;
+    let line = format!("controller = {url:?}");
+    let mut found = false;
+    let mut out: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if !found && l.trim_start().starts_with("controller") && l.contains('=') {
+                found = true;
+                line.clone()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    if !found {
+        out.insert(0, line);
+    }
+    std::fs::write(path, out.join("\n") + "\n")?;
+    Ok(())
+}

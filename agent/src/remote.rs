@@ -1,0 +1,199 @@
+//! The repository as an agent sees it during a job: a [`Storage`] whose
+//! writes go to the controller (via-controller mode) or straight to the
+//! storage (direct mode), whose snapshot write is a `CommitSnapshot`, and
+//! which can never delete. Known blobs come from `HaveBlobs`.
+//!
+//! The repository code is blocking; these calls run on its threads and wait
+//! on the tokio runtime through a [`Handle`].
+
+use std::sync::Arc;
+
+use cairn_proto::agent::v1 as pb;
+use cairn_proto::agent::v1::agent_service_client::AgentServiceClient;
+use cairn_repo::id::Id;
+use cairn_repo::repository::KnownBlobs;
+use cairn_repo::storage::{ObjectInfo, Storage, StorageError, StorageResult};
+use tokio::runtime::Handle;
+use tonic::transport::Channel;
+
+pub type Client = AgentServiceClient<Channel>;
+
+/// Pieces of an uploaded object (the server takes up to 64 MiB messages).
+const PIECE: usize = 1 << 20;
+/// Ids per `HaveBlobs` call.
+const ASK: usize = 4096;
+
+pub struct JobStorage {
+    pub client: Client,
+    pub handle: Handle,
+    pub job_id: String,
+    /// Direct mode: the storage granted for this job.
+    pub direct: Option<Arc<dyn Storage>>,
+}
+
+fn err(op: &'static str, key: &str, status: tonic::Status) -> StorageError {
+    let transient = matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::ResourceExhausted
+    );
+    StorageError::Backend {
+        location: "controller".into(),
+        op,
+        key: key.into(),
+        message: status.message().to_string(),
+        transient,
+    }
+}
+
+fn refused(op: &'static str, key: &str) -> StorageError {
+    StorageError::Backend {
+        location: "controller".into(),
+        op,
+        key: key.into(),
+        message: "not available to agents".into(),
+        transient: false,
+    }
+}
+
+impl JobStorage {
+    fn upload(&self, key: &str, data: &[u8], index_segment: bool, id: Id) -> StorageResult<()> {
+        let mut pieces = Vec::with_capacity(data.len() / PIECE + 1);
+        let mut offset = 0;
+        loop {
+            let end = (offset + PIECE).min(data.len());
+            pieces.push(pb::PackPiece {
+                job_id: self.job_id.clone(),
+                pack_id: id.0.to_vec(),
+                offset: offset as u64,
+                data: data[offset..end].to_vec(),
+                last: end == data.len(),
+                index_segment,
+            });
+            offset = end;
+            if offset == data.len() {
+                break;
+            }
+        }
+        let mut client = self.client.clone();
+        self.handle
+            .block_on(client.put_packs(tokio_stream::iter(pieces)))
+            .map_err(|s| err("put", key, s))?;
+        Ok(())
+    }
+}
+
+impl Storage for JobStorage {
+    fn location(&self) -> String {
+        match &self.direct {
+            Some(s) => s.location(),
+            None => "controller".into(),
+        }
+    }
+
+    fn put(&self, key: &str, data: &[u8]) -> StorageResult<()> {
+        if let Some(id) = key.strip_prefix("snapshots/") {
+            let mut client = self.client.clone();
+            let r = self
+                .handle
+                .block_on(client.commit_snapshot(pb::CommitSnapshotRequest {
+                    job_id: self.job_id.clone(),
+                    snapshot: data.to_vec(),
+                }))
+                .map_err(|s| err("commit", key, s))?
+                .into_inner();
+            if r.snapshot_id != id {
+                return Err(StorageError::Backend {
+                    location: "controller".into(),
+                    op: "commit",
+                    key: key.into(),
+                    message: format!("controller stored snapshot {} instead", r.snapshot_id),
+                    transient: false,
+                });
+            }
+            return Ok(());
+        }
+        if let Some(direct) = &self.direct {
+            return direct.put(key, data);
+        }
+        let (index_segment, id) = if let Some(id) = key.strip_prefix("index/") {
+            (true, id.parse::<Id>().ok())
+        } else {
+            (false, cairn_repo::pack::id_of_key(key))
+        };
+        let id = id.ok_or_else(|| refused("put", key))?;
+        self.upload(key, data, index_segment, id)
+    }
+
+    fn get(&self, key: &str) -> StorageResult<Vec<u8>> {
+        match &self.direct {
+            Some(s) => s.get(key),
+            None => Err(refused("get", key)),
+        }
+    }
+
+    fn get_range(&self, key: &str, offset: u64, len: u64) -> StorageResult<Vec<u8>> {
+        if let Some(s) = &self.direct {
+            return s.get_range(key, offset, len);
+        }
+        let pack = cairn_repo::pack::id_of_key(key).ok_or_else(|| refused("get_range", key))?;
+        let mut client = self.client.clone();
+        let r = self
+            .handle
+            .block_on(client.read_pack(pb::ReadPackRequest {
+                job_id: self.job_id.clone(),
+                pack_id: pack.0.to_vec(),
+                offset,
+                length: len,
+            }))
+            .map_err(|s| err("get_range", key, s))?;
+        Ok(r.into_inner().data)
+    }
+
+    fn stat(&self, key: &str) -> StorageResult<ObjectInfo> {
+        match &self.direct {
+            Some(s) => s.stat(key),
+            None => Err(refused("stat", key)),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectInfo>> {
+        match &self.direct {
+            Some(s) => s.list(prefix),
+            None => Err(refused("list", prefix)),
+        }
+    }
+
+    fn delete(&self, key: &str) -> StorageResult<()> {
+        // Agents never delete, in either mode (DESIGN §1).
+        Err(refused("delete", key))
+    }
+}
+
+/// `HaveBlobs` as the repository's known-blob oracle.
+pub struct ControllerKnows {
+    pub client: Client,
+    pub handle: Handle,
+}
+
+impl KnownBlobs for ControllerKnows {
+    fn have(&self, ids: &[Id]) -> cairn_repo::Result<Vec<bool>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for batch in ids.chunks(ASK) {
+            let mut client = self.client.clone();
+            let r = self
+                .handle
+                .block_on(client.have_blobs(pb::HaveBlobsRequest {
+                    ids: batch.iter().map(|i| i.0.to_vec()).collect(),
+                }))
+                .map_err(|s| cairn_repo::Error::Storage(err("have_blobs", "", s)))?
+                .into_inner();
+            if r.have.len() != batch.len().div_ceil(8) {
+                return Err(cairn_repo::Error::Other(
+                    "malformed HaveBlobs answer".into(),
+                ));
+            }
+            out.extend((0..batch.len()).map(|i| r.have[i / 8] & (1 << (i % 8)) != 0));
+        }
+        Ok(out)
+    }
+}

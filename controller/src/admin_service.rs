@@ -1,0 +1,442 @@
+//! `cairn.admin.v1.AdminService`: what cairnctl asks of the fleet. Every
+//! call needs an admin certificate; an agent's certificate is refused.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_net::PeerInfo;
+use cairn_proto::admin::v1 as pb;
+use cairn_proto::admin::v1::admin_service_server::AdminService;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::catalog::{JobRecord, JobSpec, JobState};
+use crate::fleet::{internal, now, Fleet};
+
+const DEFAULT_TOKEN_TTL: u32 = 15 * 60;
+const MAX_TOKEN_TTL: u32 = 7 * 24 * 3600;
+
+pub struct AdminApi(pub Arc<Fleet>);
+
+impl AdminApi {
+    fn admin<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let info = req.extensions().get::<PeerInfo>();
+        let addr = info
+            .and_then(|p| p.addr)
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        match info.and_then(|p| p.cert_sha256.as_ref()) {
+            Some(c) if self.0.admins.read().unwrap().contains(c) => Ok(()),
+            Some(c) => {
+                tracing::warn!(peer = %addr, cert = %&c[..16], "refused admin call: not an admin certificate");
+                Err(Status::permission_denied(
+                    "this certificate may not administer the fleet (agents cannot list, start, restore or delete anything)",
+                ))
+            }
+            None => {
+                tracing::warn!(peer = %addr, "refused admin call: no client certificate");
+                Err(Status::unauthenticated(
+                    "an admin client certificate is required",
+                ))
+            }
+        }
+    }
+}
+
+pub fn state_of(s: JobState) -> pb::JobState {
+    match s {
+        JobState::Queued => pb::JobState::Queued,
+        JobState::Running => pb::JobState::Running,
+        JobState::Succeeded => pb::JobState::Succeeded,
+        JobState::Failed => pb::JobState::Failed,
+        JobState::Cancelled => pb::JobState::Cancelled,
+    }
+}
+
+pub fn job_info(j: &JobRecord) -> pb::JobInfo {
+    let elapsed = j
+        .started_at
+        .map(|s| (j.finished_at.unwrap_or_else(now) - s).max(1) as u64)
+        .unwrap_or(0);
+    let speed = if elapsed > 0 { j.bytes / elapsed } else { 0 };
+    let eta = if speed > 0 && j.total_bytes > j.bytes && !j.state.is_final() {
+        (j.total_bytes - j.bytes) / speed
+    } else {
+        0
+    };
+    pb::JobInfo {
+        job_id: j.id.clone(),
+        kind: j.kind.clone(),
+        domain: j.domain.clone(),
+        agent_id: j.agent_id.clone(),
+        state: state_of(j.state) as i32,
+        step: j.step.clone(),
+        files: j.files,
+        bytes: j.bytes,
+        total_bytes: j.total_bytes,
+        bytes_per_second: speed,
+        eta_seconds: eta,
+        created_at: j.created_at,
+        finished_at: j.finished_at.unwrap_or(0),
+        snapshot_id: j.snapshot_id.clone().unwrap_or_default(),
+        error: j.error.clone().unwrap_or_default(),
+    }
+}
+
+fn not_found(e: crate::catalog::CatalogError) -> Status {
+    match e {
+        crate::catalog::CatalogError::NotFound { .. } => Status::not_found(e.to_string()),
+        e => internal(e),
+    }
+}
+
+type Boxed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AdminService for AdminApi {
+    async fn list_agents(
+        &self,
+        req: Request<pb::ListAgentsRequest>,
+    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        self.admin(&req)?;
+        let f = &self.0;
+        let mut counts: HashMap<String, u32> = HashMap::new();
+        for d in f.catalog.domains().map_err(internal)? {
+            *counts.entry(d.agent_id).or_default() += 1;
+        }
+        let agents = f
+            .catalog
+            .agents()
+            .map_err(internal)?
+            .into_iter()
+            .filter(|a| !a.revoked)
+            .map(|a| pb::Agent {
+                online: f.is_online(&a.id),
+                domains: counts.get(&a.id).copied().unwrap_or(0),
+                agent_id: a.id,
+                hostname: a.hostname,
+                last_seen: a.last_seen,
+                version: a.version,
+            })
+            .collect();
+        Ok(Response::new(pb::ListAgentsResponse { agents }))
+    }
+
+    async fn remove_agent(
+        &self,
+        req: Request<pb::RemoveAgentRequest>,
+    ) -> Result<Response<pb::RemoveAgentResponse>, Status> {
+        self.admin(&req)?;
+        let id = req.into_inner().agent_id;
+        let f = &self.0;
+        f.catalog.revoke_agent(&id).map_err(not_found)?;
+        f.agents_by_cert.write().unwrap().retain(|_, a| *a != id);
+        // Dropping the session's sender ends its stream at once.
+        f.sessions.lock().unwrap().remove(&id);
+        tracing::info!(agent = %id, "agent removed; its certificate is refused from now on");
+        Ok(Response::new(pb::RemoveAgentResponse {}))
+    }
+
+    async fn list_domains(
+        &self,
+        req: Request<pb::ListDomainsRequest>,
+    ) -> Result<Response<pb::ListDomainsResponse>, Status> {
+        self.admin(&req)?;
+        let agent = req.into_inner().agent_id;
+        let f = &self.0;
+        let mut last: HashMap<String, (i64, String)> = HashMap::new();
+        for s in f.catalog.snapshots(None).map_err(internal)? {
+            last.insert(s.domain.clone(), (s.time, s.id));
+        }
+        let domains = f
+            .catalog
+            .domains()
+            .map_err(internal)?
+            .into_iter()
+            .filter(|d| agent.is_empty() || d.agent_id == agent)
+            .map(|d| {
+                let (t, id) = last.get(&d.name).cloned().unwrap_or_default();
+                pb::DomainInfo {
+                    name: d.name,
+                    agent_id: d.agent_id,
+                    path: d.path,
+                    size_bytes: d.size_bytes,
+                    last_backup: t,
+                    last_snapshot_id: id,
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ListDomainsResponse { domains }))
+    }
+
+    async fn list_snapshots(
+        &self,
+        req: Request<pb::ListSnapshotsRequest>,
+    ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
+        self.admin(&req)?;
+        let d = req.into_inner().domain;
+        let snapshots = self
+            .0
+            .catalog
+            .snapshots((!d.is_empty()).then_some(d.as_str()))
+            .map_err(internal)?
+            .into_iter()
+            .map(|s| pb::SnapshotInfo {
+                snapshot_id: s.id,
+                domain: s.domain,
+                agent_id: s.agent_id,
+                time: s.time,
+                kind: s.kind,
+                content: s.content,
+                total_bytes: s.total_bytes,
+                stored_bytes: s.stored_bytes,
+            })
+            .collect();
+        Ok(Response::new(pb::ListSnapshotsResponse { snapshots }))
+    }
+
+    async fn create_token(
+        &self,
+        req: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        self.admin(&req)?;
+        let ttl = match req.into_inner().ttl_seconds {
+            0 => DEFAULT_TOKEN_TTL,
+            t if t > MAX_TOKEN_TTL => {
+                return Err(Status::invalid_argument("a token lives at most 7 days"))
+            }
+            t => t,
+        };
+        let token = format!("cairn-{}", hex::encode(rand::random::<[u8; 24]>()));
+        let expires_at = now() + ttl as i64;
+        self.0
+            .catalog
+            .add_token(&token, expires_at)
+            .map_err(internal)?;
+        tracing::info!(expires_at, "enrollment token created");
+        let f = &self.0;
+        Ok(Response::new(pb::CreateTokenResponse {
+            join_command: format!(
+                "CAIRN_TOKEN={token} cairn-agent enroll --controller {} --ca-sha256 {}",
+                f.cfg.public_url, f.ca_sha256
+            ),
+            token,
+            expires_at,
+            ca_sha256: f.ca_sha256.clone(),
+        }))
+    }
+
+    async fn start_backup(
+        &self,
+        req: Request<pb::StartBackupRequest>,
+    ) -> Result<Response<pb::JobInfo>, Status> {
+        self.admin(&req)?;
+        let r = req.into_inner();
+        let kind = match r.kind.as_str() {
+            "" => "incremental",
+            k @ ("full" | "incremental" | "differential") => k,
+            k => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown backup kind {k:?} (full, incremental or differential)"
+                )))
+            }
+        };
+        let f = &self.0;
+        let domain = f
+            .catalog
+            .domains()
+            .map_err(internal)?
+            .into_iter()
+            .find(|d| d.name == r.domain)
+            .ok_or_else(|| Status::not_found(format!("no agent reports domain {:?}", r.domain)))?;
+        let job = f
+            .catalog
+            .create_job(
+                "backup",
+                &domain.name,
+                &domain.agent_id,
+                JobSpec {
+                    backup_kind: kind.into(),
+                    ..Default::default()
+                },
+                now(),
+            )
+            .map_err(internal)?;
+        f.dispatch(job.clone()).await;
+        let job = f.catalog.job(&job.id).map_err(internal)?;
+        Ok(Response::new(job_info(&job)))
+    }
+
+    async fn start_restore(
+        &self,
+        req: Request<pb::StartRestoreRequest>,
+    ) -> Result<Response<pb::JobInfo>, Status> {
+        self.admin(&req)?;
+        let r = req.into_inner();
+        let f = &self.0;
+        let snaps = f.catalog.snapshots(None).map_err(internal)?;
+        let matches: Vec<_> = snaps
+            .iter()
+            .filter(|s| !r.snapshot_id.is_empty() && s.id.starts_with(&r.snapshot_id))
+            .collect();
+        let snap = match matches.as_slice() {
+            [one] => *one,
+            [] => {
+                return Err(Status::not_found(format!(
+                    "no snapshot {:?}",
+                    r.snapshot_id
+                )))
+            }
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "snapshot prefix {:?} is ambiguous",
+                    r.snapshot_id
+                )))
+            }
+        };
+        let agent = if r.agent_id.is_empty() {
+            snap.agent_id.clone()
+        } else {
+            r.agent_id.clone()
+        };
+        match f.catalog.agent(&agent).map_err(internal)? {
+            Some(a) if !a.revoked => {}
+            _ => return Err(Status::not_found(format!("no agent {agent:?}"))),
+        }
+        if !r.target.starts_with('/') {
+            return Err(Status::invalid_argument(
+                "the target must be an absolute directory on the agent",
+            ));
+        }
+        let job = f
+            .catalog
+            .create_job(
+                "restore",
+                &snap.domain,
+                &agent,
+                JobSpec {
+                    snapshot_id: snap.id.clone(),
+                    target: r.target,
+                    paths: r.paths,
+                    ..Default::default()
+                },
+                now(),
+            )
+            .map_err(internal)?;
+        f.dispatch(job.clone()).await;
+        let job = f.catalog.job(&job.id).map_err(internal)?;
+        Ok(Response::new(job_info(&job)))
+    }
+
+    async fn list_jobs(
+        &self,
+        req: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        self.admin(&req)?;
+        let d = req.into_inner().domain;
+        let jobs = self
+            .0
+            .catalog
+            .jobs()
+            .map_err(internal)?
+            .iter()
+            .filter(|j| d.is_empty() || j.domain == d)
+            .map(job_info)
+            .collect();
+        Ok(Response::new(pb::ListJobsResponse { jobs }))
+    }
+
+    async fn get_job(
+        &self,
+        req: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::JobInfo>, Status> {
+        self.admin(&req)?;
+        let j = self
+            .0
+            .catalog
+            .job(&req.into_inner().job_id)
+            .map_err(not_found)?;
+        Ok(Response::new(job_info(&j)))
+    }
+
+    async fn cancel_job(
+        &self,
+        req: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::JobInfo>, Status> {
+        self.admin(&req)?;
+        let id = req.into_inner().job_id;
+        let f = &self.0;
+        let j = f.catalog.job(&id).map_err(not_found)?;
+        if j.state.is_final() {
+            return Err(Status::failed_precondition(format!(
+                "job {id} already ended ({:?})",
+                j.state
+            )));
+        }
+        if j.state == JobState::Running {
+            let tx = f
+                .sessions
+                .lock()
+                .unwrap()
+                .get(&j.agent_id)
+                .map(|s| s.tx.clone());
+            if let Some(tx) = tx {
+                let _ = tx
+                    .send(Ok(cairn_proto::agent::v1::ControllerMessage {
+                        body: Some(cairn_proto::agent::v1::controller_message::Body::Cancel(
+                            cairn_proto::agent::v1::CancelJob { job_id: id.clone() },
+                        )),
+                    }))
+                    .await;
+            }
+        }
+        let j = f.finish(
+            &id,
+            JobState::Cancelled,
+            None,
+            Some("cancelled by an operator".into()),
+        )?;
+        Ok(Response::new(job_info(&j)))
+    }
+
+    type WatchJobStream = Boxed<pb::JobInfo>;
+
+    async fn watch_job(
+        &self,
+        req: Request<pb::GetJobRequest>,
+    ) -> Result<Response<Self::WatchJobStream>, Status> {
+        self.admin(&req)?;
+        let id = req.into_inner().job_id;
+        let f = self.0.clone();
+        f.catalog.job(&id).map_err(not_found)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        tokio::spawn(async move {
+            let mut last = None;
+            loop {
+                let info = match f.catalog.job(&id) {
+                    Ok(j) => job_info(&j),
+                    Err(e) => {
+                        let _ = tx.send(Err(internal(e))).await;
+                        return;
+                    }
+                };
+                let done = info.state >= pb::JobState::Succeeded as i32;
+                if last.as_ref() != Some(&info) {
+                    if tx.send(Ok(info.clone())).await.is_err() {
+                        return;
+                    }
+                    last = Some(info);
+                }
+                if done {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}

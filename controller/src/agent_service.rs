@@ -1,0 +1,541 @@
+//! `cairn.agent.v1.AgentService`: enrollment, sessions, and the data path.
+//!
+//! Every call but `Enroll` names its caller by the client certificate's
+//! fingerprint; a revoked or unknown certificate is refused. Data-path calls
+//! are further bound to a job the caller is running.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_net::PeerInfo;
+use cairn_proto::agent::v1 as pb;
+use cairn_proto::agent::v1::agent_service_server::AgentService;
+use cairn_repo::id::Id;
+use cairn_repo::pack;
+use cairn_repo::snapshot::{Content, Snapshot};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::catalog::{AgentRecord, DomainRecord, JobState, SnapshotRecord};
+use crate::fleet::{internal, now, Fleet, Grant, Session};
+
+/// Largest object an agent may upload in one PutPacks object.
+const MAX_OBJECT: usize = 128 << 20;
+const MAX_READ: u64 = 64 << 20;
+const MAX_ASK: usize = 100_000;
+
+pub struct AgentApi(pub Arc<Fleet>);
+
+fn peer<T>(req: &Request<T>) -> (String, Option<String>) {
+    let info = req.extensions().get::<PeerInfo>();
+    let addr = info
+        .and_then(|p| p.addr)
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "?".into());
+    (addr, info.and_then(|p| p.cert_sha256.clone()))
+}
+
+impl AgentApi {
+    /// The agent a request comes from, or a refusal that is logged.
+    fn agent<T>(&self, req: &Request<T>) -> Result<String, Status> {
+        let (addr, cert) = peer(req);
+        let Some(cert) = cert else {
+            tracing::warn!(peer = %addr, "refused: no client certificate");
+            return Err(Status::unauthenticated(
+                "a client certificate is required (enroll this agent first)",
+            ));
+        };
+        match self.0.agents_by_cert.read().unwrap().get(&cert) {
+            Some(id) => Ok(id.clone()),
+            None => {
+                tracing::warn!(peer = %addr, cert = %&cert[..16], "refused: certificate of no enrolled agent (removed?)");
+                Err(Status::permission_denied(
+                    "this certificate belongs to no enrolled agent (it was removed, or is not an agent's)",
+                ))
+            }
+        }
+    }
+
+    /// The grant of a job the caller runs.
+    fn grant(&self, agent: &str, job_id: &str) -> Result<Arc<Grant>, Status> {
+        match self.0.grants.lock().unwrap().get(job_id) {
+            Some(g) if g.agent_id == agent => Ok(g.clone()),
+            _ => {
+                tracing::warn!(
+                    agent,
+                    job = job_id,
+                    "refused: data-path call for a job this agent is not running"
+                );
+                Err(Status::permission_denied(format!(
+                    "job {job_id:?} is not running on this agent"
+                )))
+            }
+        }
+    }
+}
+
+fn domain_records(agent: &str, inv: &pb::Inventory) -> Vec<DomainRecord> {
+    inv.domains
+        .iter()
+        .map(|d| DomainRecord {
+            name: d.name.clone(),
+            agent_id: agent.to_string(),
+            path: d.path.clone(),
+            size_bytes: d.size_bytes,
+            databases: d
+                .databases
+                .iter()
+                .map(|db| format!("{}:{}", db.engine, db.name))
+                .collect(),
+        })
+        .collect()
+}
+
+/// A readable, unique agent id from the host name the agent sent.
+fn agent_id_for(fleet: &Fleet, hostname: &str) -> Result<String, Status> {
+    let base: String = hostname
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    let base = if base.is_empty() {
+        "agent".to_string()
+    } else {
+        base
+    };
+    let mut id = base.clone();
+    let mut n = 1;
+    while fleet.catalog.agent(&id).map_err(internal)?.is_some() {
+        n += 1;
+        id = format!("{base}-{n}");
+    }
+    Ok(id)
+}
+
+type Boxed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AgentService for AgentApi {
+    async fn enroll(
+        &self,
+        req: Request<pb::EnrollRequest>,
+    ) -> Result<Response<pb::EnrollResponse>, Status> {
+        let (addr, _) = peer(&req);
+        let r = req.into_inner();
+        let fleet = &self.0;
+        if let Err(e) = fleet.catalog.consume_token(&r.token, now()) {
+            tracing::warn!(peer = %addr, host = %r.hostname, error = %e, "refused enrollment");
+            return Err(Status::unauthenticated(
+                "enrollment token is invalid, expired or already used (create one with `cairnctl token create`)",
+            ));
+        }
+        let id = agent_id_for(fleet, &r.hostname)?;
+        let cert = fleet
+            .ca
+            .sign_agent_csr(&r.csr_pem, &id)
+            .map_err(|e| Status::invalid_argument(format!("bad CSR: {e}")))?;
+        let der = cairn_net::cert_der(&cert, "agent certificate").map_err(internal)?;
+        let sha = cairn_net::fingerprint(&der);
+        fleet
+            .catalog
+            .put_agent(&AgentRecord {
+                id: id.clone(),
+                hostname: r.hostname.clone(),
+                version: r.agent_version.clone(),
+                cert_sha256: sha.clone(),
+                enrolled_at: now(),
+                last_seen: now(),
+                revoked: false,
+            })
+            .and_then(|_| fleet.catalog.flush())
+            .map_err(internal)?;
+        fleet
+            .agents_by_cert
+            .write()
+            .unwrap()
+            .insert(sha, id.clone());
+        tracing::info!(agent = %id, peer = %addr, "agent enrolled");
+        Ok(Response::new(pb::EnrollResponse {
+            agent_id: id,
+            certificate_pem: cert,
+            ca_certificate_pem: fleet.ca.cert_pem.clone(),
+        }))
+    }
+
+    type SessionStream = Boxed<pb::ControllerMessage>;
+
+    async fn session(
+        &self,
+        req: Request<Streaming<pb::AgentMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let agent = self.agent(&req)?;
+        let fleet = self.0.clone();
+        let mut inbound = req.into_inner();
+        let beat = Duration::from_secs(fleet.cfg.heartbeat_seconds.max(1) as u64);
+        let hello = match tokio::time::timeout(beat * 3, inbound.message()).await {
+            Ok(Ok(Some(pb::AgentMessage {
+                body: Some(pb::agent_message::Body::Hello(h)),
+            }))) => h,
+            _ => return Err(Status::invalid_argument("a session starts with hello")),
+        };
+        if let Some(mut rec) = fleet.catalog.agent(&agent).map_err(internal)? {
+            rec.version = hello.agent_version.clone();
+            rec.hostname = hello.hostname.clone();
+            rec.last_seen = now();
+            fleet.catalog.put_agent(&rec).map_err(internal)?;
+        }
+        if let Some(inv) = &hello.inventory {
+            fleet
+                .catalog
+                .set_domains(&agent, &domain_records(&agent, inv))
+                .map_err(internal)?;
+        }
+        let (tx, rx) = mpsc::channel(64);
+        let generation = fleet.generation.fetch_add(1, Ordering::Relaxed);
+        let old = fleet.sessions.lock().unwrap().insert(
+            agent.clone(),
+            Session {
+                generation,
+                tx: tx.clone(),
+                connected_at: now(),
+            },
+        );
+        if old.is_some() {
+            tracing::info!(agent = %agent, "agent reconnected; its older session is closed");
+        }
+        tracing::info!(agent = %agent, version = %hello.agent_version, "agent online");
+        let _ = tx
+            .send(Ok(pb::ControllerMessage {
+                body: Some(pb::controller_message::Body::Welcome(pb::Welcome {
+                    agent_id: agent.clone(),
+                    heartbeat_seconds: fleet.cfg.heartbeat_seconds,
+                })),
+            }))
+            .await;
+        fleet.dispatch_queued(&agent).await;
+        tokio::spawn(run_session(fleet, agent, generation, inbound, beat));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn have_blobs(
+        &self,
+        req: Request<pb::HaveBlobsRequest>,
+    ) -> Result<Response<pb::HaveBlobsResponse>, Status> {
+        self.agent(&req)?;
+        let ids = req.into_inner().ids;
+        if ids.len() > MAX_ASK {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_ASK} ids per call"
+            )));
+        }
+        let mut have = vec![0u8; ids.len().div_ceil(8)];
+        let idx = self.0.repo.index();
+        let mut known = 0;
+        for (i, raw) in ids.iter().enumerate() {
+            let id = Id::try_from(raw.as_slice())
+                .map_err(|_| Status::invalid_argument("blob ids are 32 bytes"))?;
+            if idx.contains(&id) {
+                have[i / 8] |= 1 << (i % 8);
+                known += 1;
+            }
+        }
+        let m = &self.0.metrics;
+        m.blobs_asked.fetch_add(ids.len() as u64, Ordering::Relaxed);
+        m.blobs_known.fetch_add(known, Ordering::Relaxed);
+        Ok(Response::new(pb::HaveBlobsResponse { have }))
+    }
+
+    async fn put_packs(
+        &self,
+        req: Request<Streaming<pb::PackPiece>>,
+    ) -> Result<Response<pb::PutPacksResponse>, Status> {
+        let agent = self.agent(&req)?;
+        if self.0.data_path() != crate::config::DataPath::ViaController {
+            return Err(Status::failed_precondition(
+                "this controller's repository takes packs directly, not through it",
+            ));
+        }
+        let mut stream = req.into_inner();
+        let mut open: HashMap<(Vec<u8>, bool), Vec<u8>> = HashMap::new();
+        let mut stored = 0;
+        while let Some(piece) = stream.next().await {
+            let piece = piece?;
+            let grant = self.grant(&agent, &piece.job_id)?;
+            if !grant.backup {
+                return Err(Status::permission_denied("job is not a backup"));
+            }
+            let key = (piece.pack_id.clone(), piece.index_segment);
+            let buf = open.entry(key.clone()).or_default();
+            if piece.offset != buf.len() as u64 {
+                return Err(Status::invalid_argument("pack pieces out of order"));
+            }
+            if buf.len() + piece.data.len() > MAX_OBJECT {
+                return Err(Status::invalid_argument("object too large"));
+            }
+            buf.extend_from_slice(&piece.data);
+            if piece.last {
+                let data = open.remove(&key).unwrap_or_default();
+                let id = Id::try_from(piece.pack_id.as_slice())
+                    .map_err(|_| Status::invalid_argument("object ids are 32 bytes"))?;
+                let fleet = self.0.clone();
+                let index_segment = piece.index_segment;
+                tokio::task::spawn_blocking(move || store_object(&fleet, id, &data, index_segment))
+                    .await
+                    .map_err(internal)??;
+                stored += 1;
+            }
+        }
+        Ok(Response::new(pb::PutPacksResponse {
+            packs_stored: stored,
+        }))
+    }
+
+    async fn read_pack(
+        &self,
+        req: Request<pb::ReadPackRequest>,
+    ) -> Result<Response<pb::ReadPackResponse>, Status> {
+        let agent = self.agent(&req)?;
+        let r = req.into_inner();
+        let grant = self.grant(&agent, &r.job_id)?;
+        let pack_id = Id::try_from(r.pack_id.as_slice())
+            .map_err(|_| Status::invalid_argument("pack ids are 32 bytes"))?;
+        if !grant.packs.contains(&pack_id) {
+            tracing::warn!(agent = %agent, job = %r.job_id, pack = %pack_id, "refused: pack outside the job's snapshot");
+            return Err(Status::permission_denied(
+                "that pack holds nothing of this job's snapshot",
+            ));
+        }
+        if r.length > MAX_READ {
+            return Err(Status::invalid_argument("read too large"));
+        }
+        let storage = self.0.repo.storage().clone();
+        let data = tokio::task::spawn_blocking(move || {
+            storage.get_range(&pack::key_of(&pack_id), r.offset, r.length)
+        })
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+        Ok(Response::new(pb::ReadPackResponse { data }))
+    }
+
+    async fn commit_snapshot(
+        &self,
+        req: Request<pb::CommitSnapshotRequest>,
+    ) -> Result<Response<pb::CommitSnapshotResponse>, Status> {
+        let agent = self.agent(&req)?;
+        let r = req.into_inner();
+        let grant = self.grant(&agent, &r.job_id)?;
+        if !grant.backup {
+            return Err(Status::permission_denied("job is not a backup"));
+        }
+        let fleet = self.0.clone();
+        let job_id = r.job_id.clone();
+        let rec = tokio::task::spawn_blocking(move || {
+            commit(&fleet, &grant, &agent, &job_id, &r.snapshot)
+        })
+        .await
+        .map_err(internal)??;
+        Ok(Response::new(pb::CommitSnapshotResponse {
+            snapshot_id: rec.id,
+        }))
+    }
+}
+
+/// Verifies and stores one uploaded pack or index segment, then indexes it.
+fn store_object(fleet: &Fleet, id: Id, data: &[u8], index_segment: bool) -> Result<(), Status> {
+    if Id::of_stored(data) != id {
+        return Err(Status::invalid_argument(format!(
+            "object {id} does not hash to its id"
+        )));
+    }
+    let repo = &fleet.repo;
+    if index_segment {
+        cairn_repo::index::decode_segment(repo.key(), &id, data)
+            .map_err(|e| Status::invalid_argument(format!("index segment {id}: {e}")))?;
+        repo.storage()
+            .put(&format!("index/{id}"), data)
+            .map_err(internal)?;
+        repo.add_segment(&id, data).map_err(internal)?;
+    } else {
+        let entries = match pack::parse_header(repo.key(), &id, data, data.len() as u64) {
+            Ok(Ok(e)) => e,
+            Ok(Err(_)) => return Err(Status::invalid_argument(format!("pack {id} is truncated"))),
+            Err(e) => return Err(Status::invalid_argument(format!("pack {id}: {e}"))),
+        };
+        repo.storage()
+            .put(&pack::key_of(&id), data)
+            .map_err(internal)?;
+        // Durable first, then known: HaveBlobs never names a blob not stored.
+        repo.index_pack(id, entries);
+        fleet.metrics.packs_received.fetch_add(1, Ordering::Relaxed);
+    }
+    fleet
+        .metrics
+        .bytes_received
+        .fetch_add(data.len() as u64, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Checks a snapshot an agent finished and makes it visible: it must be of
+/// the job's domain, and its root tree must already be durable and indexed.
+fn commit(
+    fleet: &Fleet,
+    grant: &Grant,
+    agent: &str,
+    job_id: &str,
+    stored: &[u8],
+) -> Result<SnapshotRecord, Status> {
+    let repo = &fleet.repo;
+    let id = Id::of_stored(stored);
+    let plain = repo
+        .key()
+        .open(stored, &format_args!("snapshot {id}"))
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let snap: Snapshot = serde_json::from_slice(&plain)
+        .map_err(|e| Status::invalid_argument(format!("snapshot: {e}")))?;
+    if snap.domain != grant.domain || snap.content != Content::Files {
+        tracing::warn!(agent, job = job_id, domain = %snap.domain, "refused: snapshot of another domain");
+        return Err(Status::permission_denied(
+            "the snapshot is not of the job's domain",
+        ));
+    }
+    if fleet.data_path() == crate::config::DataPath::Direct {
+        repo.refresh_index().map_err(internal)?;
+    }
+    if !repo.index().contains(&snap.tree) {
+        return Err(Status::failed_precondition(
+            "the snapshot's root tree is not in the repository yet",
+        ));
+    }
+    repo.storage()
+        .put(&format!("snapshots/{id}"), stored)
+        .map_err(internal)?;
+    let rec = SnapshotRecord {
+        id: id.to_string(),
+        domain: snap.domain.clone(),
+        agent_id: agent.to_string(),
+        time: snap.time.timestamp(),
+        kind: snap.kind.to_string(),
+        content: "files".into(),
+        total_bytes: snap.stats.total_bytes,
+        stored_bytes: snap.stats.stored_bytes,
+    };
+    fleet
+        .catalog
+        .add_snapshot(&rec)
+        .and_then(|_| fleet.catalog.set_job_snapshot(job_id, &rec.id))
+        .and_then(|_| fleet.catalog.flush())
+        .map_err(internal)?;
+    tracing::info!(agent, job = job_id, snapshot = %id, domain = %snap.domain, "snapshot committed");
+    Ok(rec)
+}
+
+/// Reads one session's messages until it ends; then the agent is offline and
+/// its running jobs fail.
+async fn run_session(
+    fleet: Arc<Fleet>,
+    agent: String,
+    generation: u64,
+    mut inbound: Streaming<pb::AgentMessage>,
+    beat: Duration,
+) {
+    let why = loop {
+        let msg = match tokio::time::timeout(beat * 3, inbound.message()).await {
+            Err(_) => break "missed three heartbeats".to_string(),
+            Ok(Err(e)) => break format!("stream error: {}", e.message()),
+            Ok(Ok(None)) => break "session closed".to_string(),
+            Ok(Ok(Some(m))) => m,
+        };
+        if fleet
+            .sessions
+            .lock()
+            .unwrap()
+            .get(&agent)
+            .is_none_or(|s| s.generation != generation)
+        {
+            break "replaced or removed".to_string();
+        }
+        let _ = fleet.catalog.touch_agent(&agent, now());
+        use pb::agent_message::Body;
+        match msg.body {
+            Some(Body::Heartbeat(_)) | Some(Body::Hello(_)) | None => {}
+            Some(Body::Inventory(inv)) => {
+                if let Err(e) = fleet
+                    .catalog
+                    .set_domains(&agent, &domain_records(&agent, &inv))
+                {
+                    tracing::error!(error = %e, "storing inventory");
+                }
+            }
+            Some(Body::Progress(p)) => {
+                let mine = fleet
+                    .catalog
+                    .job(&p.job_id)
+                    .is_ok_and(|j| j.agent_id == agent && !j.state.is_final());
+                if mine {
+                    let _ = fleet.catalog.job_progress(
+                        &p.job_id,
+                        &p.step,
+                        p.files,
+                        p.bytes,
+                        p.total_bytes,
+                    );
+                }
+            }
+            Some(Body::Result(r)) => {
+                let mine = fleet
+                    .catalog
+                    .job(&r.job_id)
+                    .is_ok_and(|j| j.agent_id == agent && j.state == JobState::Running);
+                if mine {
+                    let (state, err) = match pb::Outcome::try_from(r.outcome) {
+                        Ok(pb::Outcome::Succeeded) => (JobState::Succeeded, None),
+                        Ok(pb::Outcome::Cancelled) => (JobState::Cancelled, Some(r.error)),
+                        _ => (JobState::Failed, Some(r.error)),
+                    };
+                    let snap = (!r.snapshot_id.is_empty()).then_some(r.snapshot_id);
+                    let _ = fleet.finish(&r.job_id, state, snap, err);
+                }
+            }
+        }
+    };
+    let mut sessions = fleet.sessions.lock().unwrap();
+    let current = sessions
+        .get(&agent)
+        .is_some_and(|s| s.generation == generation);
+    if current {
+        sessions.remove(&agent);
+    }
+    drop(sessions);
+    if !current {
+        return;
+    }
+    tracing::warn!(agent = %agent, reason = %why, "agent offline");
+    let running: Vec<String> = fleet
+        .catalog
+        .jobs()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|j| j.agent_id == agent && j.state == JobState::Running)
+        .map(|j| j.id)
+        .collect();
+    for id in running {
+        let _ = fleet.finish(
+            &id,
+            JobState::Failed,
+            None,
+            Some(format!("the agent went offline mid-job ({why})")),
+        );
+    }
+}

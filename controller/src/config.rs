@@ -1,0 +1,121 @@
+//! `controller.toml`: where the controller listens, keeps its state, and
+//! which repository it serves.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// gRPC over mutual TLS, for agents and cairnctl.
+    pub listen: SocketAddr,
+    /// The status page, /api/status, /metrics and /healthz.
+    #[serde(default = "default_web")]
+    pub web_listen: SocketAddr,
+    /// The URL agents and cairnctl dial (printed in join commands).
+    pub public_url: String,
+    /// Catalog (sled) and PKI (`pki/`).
+    pub state_dir: PathBuf,
+    pub repository: RepositoryConfig,
+    /// Seconds between heartbeats an agent sends; three missed mean offline.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_seconds: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataPath {
+    /// Agents stream packs to the controller, which writes them; agents hold no
+    /// storage credentials and cannot delete anything.
+    #[default]
+    ViaController,
+    /// Agents write packs to the storage themselves, with the credentials in
+    /// `env_file`, and register snapshots with the controller.
+    Direct,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryConfig {
+    /// A directory, or s3://BUCKET/PREFIX.
+    pub location: String,
+    /// File holding the repository passphrase (else $CAIRN_PASSPHRASE).
+    #[serde(default)]
+    pub passphrase_file: Option<PathBuf>,
+    #[serde(default)]
+    pub data_path: DataPath,
+    /// KEY=VALUE lines (AWS_ACCESS_KEY_ID …) for S3; handed to agents in
+    /// direct mode, never logged. Must not be world-readable.
+    #[serde(default)]
+    pub env_file: Option<PathBuf>,
+}
+
+fn default_web() -> SocketAddr {
+    "127.0.0.1:7480".parse().expect("valid address")
+}
+
+fn default_heartbeat() -> u32 {
+    15
+}
+
+impl Config {
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let cfg: Config =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if !cfg.public_url.starts_with("https://") {
+            anyhow::bail!(
+                "{}: public_url must be https://HOST:PORT, got {:?}",
+                path.display(),
+                cfg.public_url
+            );
+        }
+        Ok(cfg)
+    }
+
+    pub fn pki_dir(&self) -> PathBuf {
+        self.state_dir.join("pki")
+    }
+}
+
+/// Reads KEY=VALUE lines (comments and blanks skipped), refusing a file
+/// others can read: it holds storage credentials.
+pub fn read_env_file(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if meta.permissions().mode() & 0o004 != 0 {
+        anyhow::bail!(
+            "{} is world-readable; it holds credentials (chmod 600 it)",
+            path.display()
+        );
+    }
+    let text = std::fs::read_to_string(path)?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (k, v) = line
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("{}:{}: expected KEY=VALUE", path.display(), n + 1))?;
+        out.push((k.trim().to_string(), v.trim().trim_matches('"').to_string()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/controller.toml");
+        let cfg = Config::load(&path).unwrap();
+        assert_eq!(cfg.repository.data_path, DataPath::ViaController);
+        assert!(cfg.web_listen.ip().is_loopback());
+    }
+}

@@ -1,0 +1,315 @@
+//! The controller's shared state: catalog, repository, PKI, live sessions,
+//! and what each running job may read or write.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use cairn_proto::agent::v1 as pb;
+use cairn_repo::id::Id;
+use cairn_repo::pack::BlobType;
+use cairn_repo::repository::Repository;
+use cairn_repo::snapshot::Snapshot;
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use crate::catalog::{Catalog, JobRecord, JobState};
+use crate::config::{Config, DataPath};
+use crate::pki::Ca;
+
+/// One agent's open session: where its jobs go.
+pub struct Session {
+    pub generation: u64,
+    pub tx: mpsc::Sender<Result<pb::ControllerMessage, Status>>,
+    pub connected_at: i64,
+}
+
+/// What a dispatched job may do through the data-path calls.
+pub struct Grant {
+    pub agent_id: String,
+    pub domain: String,
+    pub backup: bool,
+    /// Packs it may read with ReadPack.
+    pub packs: HashSet<Id>,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    /// (kind, outcome) → jobs ended.
+    pub jobs: Mutex<HashMap<(String, String), u64>>,
+    pub job_seconds_sum: Mutex<f64>,
+    pub job_seconds_count: AtomicU64,
+    pub bytes_received: AtomicU64,
+    pub packs_received: AtomicU64,
+    pub blobs_asked: AtomicU64,
+    pub blobs_known: AtomicU64,
+}
+
+pub struct Fleet {
+    pub cfg: Config,
+    pub catalog: Catalog,
+    pub repo: Arc<Repository>,
+    pub ca: Ca,
+    pub ca_sha256: String,
+    /// Fingerprints of admin certificates (pki/admins).
+    pub admins: RwLock<HashSet<String>>,
+    /// Certificate fingerprint → agent id, for agents not revoked.
+    pub agents_by_cert: RwLock<HashMap<String, String>>,
+    pub sessions: Mutex<HashMap<String, Session>>,
+    pub grants: Mutex<HashMap<String, Arc<Grant>>>,
+    /// Storage credentials handed to agents in direct mode.
+    pub storage_env: Vec<(String, String)>,
+    pub metrics: Metrics,
+    pub generation: AtomicU64,
+    pub started_at: i64,
+}
+
+pub fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// A catalog or repository failure as a gRPC status, logged once here.
+pub fn internal(e: impl std::fmt::Display) -> Status {
+    tracing::error!(error = %e, "internal error");
+    Status::internal(e.to_string())
+}
+
+impl Fleet {
+    pub fn data_path(&self) -> DataPath {
+        self.cfg.repository.data_path
+    }
+
+    pub fn is_online(&self, agent: &str) -> bool {
+        self.sessions.lock().unwrap().contains_key(agent)
+    }
+
+    /// Ends a job and forgets its grant; counts it for /metrics.
+    pub fn finish(
+        &self,
+        job_id: &str,
+        state: JobState,
+        snapshot: Option<String>,
+        error: Option<String>,
+    ) -> Result<JobRecord, Status> {
+        self.grants.lock().unwrap().remove(job_id);
+        let j = self
+            .catalog
+            .finish_job(job_id, state, snapshot, error.clone(), now())
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let outcome = format!("{state:?}").to_lowercase();
+        *self
+            .metrics
+            .jobs
+            .lock()
+            .unwrap()
+            .entry((j.kind.clone(), outcome))
+            .or_default() += 1;
+        if let (Some(s), Some(f)) = (j.started_at, j.finished_at) {
+            *self.metrics.job_seconds_sum.lock().unwrap() += (f - s).max(0) as f64;
+            self.metrics
+                .job_seconds_count
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        match &error {
+            Some(e) => {
+                tracing::warn!(job = job_id, agent = %j.agent_id, state = ?state, error = %e, "job ended")
+            }
+            None => tracing::info!(job = job_id, agent = %j.agent_id, state = ?state, "job ended"),
+        }
+        Ok(j)
+    }
+
+    /// Sends every queued job of `agent` to its session (if it has one).
+    pub async fn dispatch_queued(self: &Arc<Self>, agent: &str) {
+        let queued: Vec<JobRecord> = match self.catalog.jobs() {
+            Ok(js) => js
+                .into_iter()
+                .filter(|j| j.agent_id == agent && j.state == JobState::Queued)
+                .collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "reading queued jobs");
+                return;
+            }
+        };
+        for j in queued {
+            self.dispatch(j).await;
+        }
+    }
+
+    /// Builds a job's message and hands it to its agent's session; a job
+    /// whose agent is offline stays queued. A job that cannot be built fails.
+    pub async fn dispatch(self: &Arc<Self>, job: JobRecord) {
+        let tx = match self.sessions.lock().unwrap().get(&job.agent_id) {
+            Some(s) => s.tx.clone(),
+            None => return,
+        };
+        let me = self.clone();
+        let j = job.clone();
+        let built = tokio::task::spawn_blocking(move || me.build_job(&j)).await;
+        let (msg, grant) = match built {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                let _ = self.finish(&job.id, JobState::Failed, None, Some(e));
+                return;
+            }
+            Err(e) => {
+                let _ = self.finish(&job.id, JobState::Failed, None, Some(e.to_string()));
+                return;
+            }
+        };
+        if self.catalog.start_job(&job.id, now()).is_err() {
+            return; // cancelled meanwhile
+        }
+        self.grants
+            .lock()
+            .unwrap()
+            .insert(job.id.clone(), Arc::new(grant));
+        let sent = tx
+            .send(Ok(pb::ControllerMessage {
+                body: Some(pb::controller_message::Body::Job(msg)),
+            }))
+            .await;
+        if sent.is_err() {
+            let _ = self.finish(
+                &job.id,
+                JobState::Failed,
+                None,
+                Some("the agent disconnected before the job started".into()),
+            );
+        } else {
+            tracing::info!(job = %job.id, agent = %job.agent_id, kind = %job.kind, domain = %job.domain, "job dispatched");
+        }
+    }
+
+    fn build_job(&self, job: &JobRecord) -> Result<(pb::Job, Grant), String> {
+        let access = self.repo.access();
+        let mut msg = pb::Job {
+            job_id: job.id.clone(),
+            domain: job.domain.clone(),
+            repository: Some(pb::RepositoryAccess {
+                master_key: access.master_key,
+                config_json: access.config_json,
+            }),
+            ..Default::default()
+        };
+        let mut grant = Grant {
+            agent_id: job.agent_id.clone(),
+            domain: job.domain.clone(),
+            backup: job.kind == "backup",
+            packs: HashSet::new(),
+        };
+        let readable = match job.kind.as_str() {
+            "backup" => {
+                msg.kind = pb::JobKind::Backup as i32;
+                msg.backup_kind = match job.spec.backup_kind.as_str() {
+                    "full" => pb::BackupKind::Full,
+                    "differential" => pb::BackupKind::Differential,
+                    _ => pb::BackupKind::Incremental,
+                } as i32;
+                if self.data_path() == DataPath::Direct {
+                    msg.storage = Some(pb::StorageGrant {
+                        location: self.cfg.repository.location.clone(),
+                        env: self.storage_env.iter().cloned().collect(),
+                    });
+                }
+                let parent = self.parent_of(job)?;
+                parent.map(|(id, stored, snap)| {
+                    msg.snapshot_id = id.to_string();
+                    msg.snapshot = stored;
+                    (snap.tree, true)
+                })
+            }
+            "restore" => {
+                msg.kind = pb::JobKind::Restore as i32;
+                msg.target = job.spec.target.clone();
+                msg.paths = job.spec.paths.clone();
+                let id: Id = job
+                    .spec
+                    .snapshot_id
+                    .parse()
+                    .map_err(|_| format!("bad snapshot id {:?}", job.spec.snapshot_id))?;
+                let (stored, snap) = self.load_snapshot(&id)?;
+                msg.snapshot_id = id.to_string();
+                msg.snapshot = stored;
+                Some((snap.tree, false))
+            }
+            other => return Err(format!("unknown job kind {other:?}")),
+        };
+        if let Some((tree, trees_only)) = readable {
+            let (segment, packs) = self.read_grant(&tree, trees_only)?;
+            msg.index_segment = segment;
+            grant.packs = packs;
+        }
+        Ok((msg, grant))
+    }
+
+    /// The parent a backup compares against: the domain's latest file
+    /// snapshot (incremental) or latest full one (differential).
+    fn parent_of(&self, job: &JobRecord) -> Result<Option<(Id, Vec<u8>, Snapshot)>, String> {
+        if job.spec.backup_kind == "full" {
+            return Ok(None);
+        }
+        let snaps = self
+            .catalog
+            .snapshots(Some(&job.domain))
+            .map_err(|e| e.to_string())?;
+        let base = snaps
+            .iter()
+            .rev()
+            .filter(|s| s.content == "files")
+            .find(|s| job.spec.backup_kind != "differential" || s.kind == "full");
+        let Some(base) = base else { return Ok(None) };
+        let id: Id = base.id.parse().map_err(|_| "bad snapshot id in catalog")?;
+        let (stored, snap) = self.load_snapshot(&id)?;
+        Ok(Some((id, stored, snap)))
+    }
+
+    pub fn load_snapshot(&self, id: &Id) -> Result<(Vec<u8>, Snapshot), String> {
+        let stored = self
+            .repo
+            .storage()
+            .get(&format!("snapshots/{id}"))
+            .map_err(|e| e.to_string())?;
+        let plain = self
+            .repo
+            .key()
+            .open(&stored, &format_args!("snapshot {id}"))
+            .map_err(|e| e.to_string())?;
+        let snap: Snapshot = serde_json::from_slice(&plain).map_err(|e| e.to_string())?;
+        Ok((stored, snap))
+    }
+
+    /// An index segment of the blobs below `tree` (only its trees, for change
+    /// detection) and the packs holding them: all a job may read.
+    fn read_grant(&self, tree: &Id, trees_only: bool) -> Result<(Vec<u8>, HashSet<Id>), String> {
+        let reachable = self.repo.reachable(&[*tree]).map_err(|e| e.to_string())?;
+        let idx = self.repo.index();
+        let mut by_pack: HashMap<Id, Vec<cairn_repo::pack::PackEntry>> = HashMap::new();
+        for id in &reachable {
+            let Some(loc) = idx.get(id) else {
+                return Err(format!(
+                    "blob {id} of the snapshot is missing from the index"
+                ));
+            };
+            if trees_only && loc.kind != BlobType::Tree {
+                continue;
+            }
+            by_pack
+                .entry(loc.pack)
+                .or_default()
+                .push(cairn_repo::pack::PackEntry {
+                    kind: loc.kind,
+                    id: *id,
+                    offset: loc.offset,
+                    length: loc.length,
+                    raw_length: loc.raw_length,
+                });
+        }
+        let packs: HashSet<Id> = by_pack.keys().copied().collect();
+        let list: Vec<_> = by_pack.into_iter().collect();
+        Ok((
+            cairn_repo::index::encode_segment(self.repo.key(), &list),
+            packs,
+        ))
+    }
+}

@@ -1,0 +1,251 @@
+//! The status page (MON-1, first cut): `/` (HTML), `/api/status` (JSON),
+//! `/metrics` (Prometheus text) and `/healthz`. Binds 127.0.0.1 by default;
+//! it shows names, sizes and states, never a secret.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use crate::catalog::JobState;
+use crate::fleet::{now, Fleet};
+
+pub fn router(fleet: Arc<Fleet>) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/api/status", get(api_status))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(fleet)
+}
+
+#[derive(Serialize)]
+struct Status {
+    agents: Vec<AgentStatus>,
+    domains: Vec<DomainStatus>,
+    running_jobs: Vec<JobStatus>,
+}
+
+#[derive(Serialize)]
+struct AgentStatus {
+    id: String,
+    hostname: String,
+    online: bool,
+    last_seen: i64,
+}
+
+#[derive(Serialize)]
+struct DomainStatus {
+    name: String,
+    agent: String,
+    size_bytes: u64,
+    last_backup: Option<i64>,
+    last_snapshot: Option<String>,
+}
+
+#[derive(Serialize)]
+struct JobStatus {
+    id: String,
+    kind: String,
+    domain: String,
+    agent: String,
+    step: String,
+    files: u64,
+    bytes: u64,
+    total_bytes: u64,
+}
+
+fn status(f: &Fleet) -> Status {
+    let mut last = std::collections::HashMap::new();
+    for s in f.catalog.snapshots(None).unwrap_or_default() {
+        last.insert(s.domain.clone(), (s.time, s.id));
+    }
+    Status {
+        agents: f
+            .catalog
+            .agents()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| !a.revoked)
+            .map(|a| AgentStatus {
+                online: f.is_online(&a.id),
+                id: a.id,
+                hostname: a.hostname,
+                last_seen: a.last_seen,
+            })
+            .collect(),
+        domains: f
+            .catalog
+            .domains()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| {
+                let l = last.get(&d.name).cloned();
+                DomainStatus {
+                    last_backup: l.as_ref().map(|l| l.0),
+                    last_snapshot: l.map(|l| l.1),
+                    name: d.name,
+                    agent: d.agent_id,
+                    size_bytes: d.size_bytes,
+                }
+            })
+            .collect(),
+        running_jobs: f
+            .catalog
+            .jobs()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|j| j.state == JobState::Running)
+            .map(|j| JobStatus {
+                id: j.id,
+                kind: j.kind,
+                domain: j.domain,
+                agent: j.agent_id,
+                step: j.step,
+                files: j.files,
+                bytes: j.bytes,
+                total_bytes: j.total_bytes,
+            })
+            .collect(),
+    }
+}
+
+async fn api_status(State(f): State<Arc<Fleet>>) -> Json<Status> {
+    Json(
+        tokio::task::spawn_blocking(move || status(&f))
+            .await
+            .expect("status task"),
+    )
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn ago(t: i64) -> String {
+    let d = (now() - t).max(0);
+    match d {
+        0..=59 => format!("{d}s ago"),
+        60..=3599 => format!("{}m ago", d / 60),
+        3600..=86399 => format!("{}h ago", d / 3600),
+        _ => format!("{}d ago", d / 86400),
+    }
+}
+
+async fn page(State(f): State<Arc<Fleet>>) -> Html<String> {
+    let s = tokio::task::spawn_blocking(move || status(&f))
+        .await
+        .expect("status task");
+    let mut h = String::from(
+        "<!doctype html><html><head><meta charset=utf-8><meta http-equiv=refresh content=5>\
+         <title>Cairn fleet</title><style>body{font:14px system-ui;margin:2em}\
+         table{border-collapse:collapse;margin-bottom:2em}td,th{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left}\
+         .on{color:#080}.off{color:#b00}progress{width:12em}</style></head><body><h1>Cairn fleet</h1>",
+    );
+    let online = s.agents.iter().filter(|a| a.online).count();
+    let _ = write!(h, "<h2>Agents ({online} of {} online)</h2><table><tr><th>agent</th><th>host</th><th>state</th><th>last seen</th></tr>", s.agents.len());
+    for a in &s.agents {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td class={}>{}</td><td>{}</td></tr>",
+            esc(&a.id),
+            esc(&a.hostname),
+            if a.online { "on" } else { "off" },
+            if a.online { "online" } else { "offline" },
+            ago(a.last_seen)
+        );
+    }
+    h.push_str("</table><h2>Domains</h2><table><tr><th>domain</th><th>agent</th><th>size</th><th>last backup</th></tr>");
+    for d in &s.domains {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{:.1} MB</td><td>{}</td></tr>",
+            esc(&d.name),
+            esc(&d.agent),
+            d.size_bytes as f64 / 1e6,
+            d.last_backup.map(ago).unwrap_or_else(|| "never".into())
+        );
+    }
+    h.push_str("</table><h2>Running jobs</h2><table><tr><th>job</th><th>kind</th><th>domain</th><th>step</th><th>progress</th></tr>");
+    for j in &s.running_jobs {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><progress max={} value={}></progress> {} files</td></tr>",
+            esc(&j.id),
+            esc(&j.kind),
+            esc(&j.domain),
+            esc(&j.step),
+            j.total_bytes.max(1),
+            j.bytes,
+            j.files
+        );
+    }
+    h.push_str("</table></body></html>");
+    Html(h)
+}
+
+async fn metrics(State(f): State<Arc<Fleet>>) -> impl IntoResponse {
+    let body = tokio::task::spawn_blocking(move || render_metrics(&f))
+        .await
+        .expect("metrics task");
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+}
+
+fn render_metrics(f: &Fleet) -> String {
+    let m = &f.metrics;
+    let mut out = String::new();
+    let agents = f.catalog.agents().unwrap_or_default();
+    let enrolled = agents.iter().filter(|a| !a.revoked).count();
+    let connected = f.sessions.lock().unwrap().len();
+    let _ = writeln!(out, "# HELP cairn_agents_connected Agents with an open session.\n# TYPE cairn_agents_connected gauge\ncairn_agents_connected {connected}");
+    let _ = writeln!(out, "# HELP cairn_agents_enrolled Enrolled agents not removed.\n# TYPE cairn_agents_enrolled gauge\ncairn_agents_enrolled {enrolled}");
+    let _ = writeln!(
+        out,
+        "# HELP cairn_jobs_total Jobs ended, by kind and outcome.\n# TYPE cairn_jobs_total counter"
+    );
+    let mut jobs: Vec<_> = m
+        .jobs
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    jobs.sort();
+    for ((kind, outcome), n) in jobs {
+        let _ = writeln!(
+            out,
+            "cairn_jobs_total{{kind=\"{kind}\",outcome=\"{outcome}\"}} {n}"
+        );
+    }
+    let running = f
+        .catalog
+        .jobs()
+        .unwrap_or_default()
+        .iter()
+        .filter(|j| j.state == JobState::Running)
+        .count();
+    let _ = writeln!(out, "# HELP cairn_jobs_running Jobs running now.\n# TYPE cairn_jobs_running gauge\ncairn_jobs_running {running}");
+    let _ = writeln!(out, "# HELP cairn_job_duration_seconds Wall time of ended jobs.\n# TYPE cairn_job_duration_seconds summary\ncairn_job_duration_seconds_sum {}\ncairn_job_duration_seconds_count {}", *m.job_seconds_sum.lock().unwrap(), m.job_seconds_count.load(Ordering::Relaxed));
+    let _ = writeln!(out, "# HELP cairn_received_bytes_total Pack and index bytes agents uploaded through the controller.\n# TYPE cairn_received_bytes_total counter\ncairn_received_bytes_total {}", m.bytes_received.load(Ordering::Relaxed));
+    let _ = writeln!(out, "# HELP cairn_received_packs_total Packs agents uploaded through the controller.\n# TYPE cairn_received_packs_total counter\ncairn_received_packs_total {}", m.packs_received.load(Ordering::Relaxed));
+    let _ = writeln!(out, "# HELP cairn_blobs_asked_total Blob ids agents asked about (HaveBlobs).\n# TYPE cairn_blobs_asked_total counter\ncairn_blobs_asked_total {}", m.blobs_asked.load(Ordering::Relaxed));
+    let _ = writeln!(out, "# HELP cairn_blobs_known_total Asked blob ids the repository had, so were never sent.\n# TYPE cairn_blobs_known_total counter\ncairn_blobs_known_total {}", m.blobs_known.load(Ordering::Relaxed));
+    let _ = writeln!(out, "# HELP cairn_snapshots Snapshots in the catalog.\n# TYPE cairn_snapshots gauge\ncairn_snapshots {}", f.catalog.snapshots(None).map(|s| s.len()).unwrap_or(0));
+    let _ = writeln!(out, "# HELP process_start_time_seconds Start time of the process since the Unix epoch.\n# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds {}", f.started_at);
+    out
+}

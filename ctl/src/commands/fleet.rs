@@ -1,0 +1,557 @@
+//! The fleet commands: cairnctl as an admin client of the controller
+//! (`cairn.admin.v1.AdminService`, mutual TLS with the admin certificate).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use cairn_proto::admin::v1 as pb;
+use cairn_proto::admin::v1::admin_service_client::AdminServiceClient;
+use serde::{Deserialize, Serialize};
+use tonic::transport::Channel;
+
+use crate::cli::{
+    AgentsCommand, Command, Connection, DomainsCommand, JobsCommand, SnapshotsCommand, TokenCommand,
+};
+use crate::output;
+use crate::Exit;
+
+type Client = AdminServiceClient<Channel>;
+
+/// `cairnctl.toml`, as `cairn-controller init` writes it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CtlConfig {
+    controller: String,
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn config_path(conn: &Connection) -> Result<PathBuf> {
+    if let Some(p) = &conn.config {
+        return Ok(p.clone());
+    }
+    let home = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .context("no --config, $CAIRN_CONFIG or $HOME")?;
+    Ok(home.join("cairn/cairnctl.toml"))
+}
+
+fn connect(conn: &Connection) -> Result<Client> {
+    let path = config_path(conn)?;
+    let usage = |e: anyhow::Error| Exit(crate::EXIT_USAGE, e);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| {
+            format!(
+                "{} (set CAIRN_CONFIG to the cairnctl.toml `cairn-controller init` wrote)",
+                path.display()
+            )
+        })
+        .map_err(usage)?;
+    let cfg: CtlConfig = toml::from_str(&text)
+        .with_context(|| path.display().to_string())
+        .map_err(usage)?;
+    let read = |p: &PathBuf| std::fs::read_to_string(p).with_context(|| p.display().to_string());
+    let identity = cairn_net::Identity {
+        chain_pem: read(&cfg.cert)?,
+        key_pem: read(&cfg.key)?,
+    };
+    let tls = cairn_net::client_config(&cairn_net::Trust::Ca(read(&cfg.ca)?), Some(&identity))?;
+    let url = conn.controller.clone().unwrap_or(cfg.controller);
+    Ok(AdminServiceClient::new(cairn_net::channel(&url, tls)?))
+}
+
+/// A refused or failed call, with an exit code that says which.
+fn status(s: tonic::Status) -> anyhow::Error {
+    use tonic::Code::*;
+    let code = match s.code() {
+        InvalidArgument | NotFound | FailedPrecondition | AlreadyExists => crate::EXIT_USAGE,
+        Unauthenticated | PermissionDenied => crate::EXIT_NOPERM,
+        Unavailable => crate::EXIT_UNAVAILABLE,
+        _ => crate::EXIT_FAILURE,
+    };
+    let msg = if s.code() == Unavailable {
+        format!("controller unavailable: {}", s.message())
+    } else {
+        s.message().to_string()
+    };
+    Exit(code, anyhow::anyhow!(msg)).into()
+}
+
+pub fn run(conn: &Connection, cmd: Command) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut c = connect(conn)?;
+    rt.block_on(async {
+        match cmd {
+            Command::Agents(AgentsCommand::List) => agents(&mut c, conn.json).await,
+            Command::Agents(AgentsCommand::Remove { agent }) => {
+                c.remove_agent(pb::RemoveAgentRequest {
+                    agent_id: agent.clone(),
+                })
+                .await
+                .map_err(status)?;
+                println!("removed agent {agent}: its certificate is refused from now on");
+                Ok(())
+            }
+            Command::Domains(DomainsCommand::List { agent }) => {
+                domains(&mut c, agent, conn.json).await
+            }
+            Command::Snapshots(SnapshotsCommand::List { domain }) => {
+                snapshots(&mut c, domain, conn.json).await
+            }
+            Command::Token(TokenCommand::Create { ttl }) => token(&mut c, &ttl, conn.json).await,
+            Command::Backup { domain, kind, wait } => {
+                let j = c
+                    .start_backup(pb::StartBackupRequest { domain, kind })
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                follow(&mut c, j, wait, conn.json).await
+            }
+            Command::Restore {
+                snapshot,
+                agent,
+                target,
+                paths,
+                wait,
+            } => {
+                let j = c
+                    .start_restore(pb::StartRestoreRequest {
+                        snapshot_id: snapshot,
+                        agent_id: agent.unwrap_or_default(),
+                        target,
+                        paths,
+                    })
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                follow(&mut c, j, wait, conn.json).await
+            }
+            Command::Jobs(JobsCommand::List { domain }) => jobs(&mut c, domain, conn.json).await,
+            Command::Jobs(JobsCommand::Show { job }) => {
+                let j = c
+                    .get_job(pb::GetJobRequest { job_id: job })
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                print_job(&j, conn.json)
+            }
+            Command::Jobs(JobsCommand::Cancel { job }) => {
+                let j = c
+                    .cancel_job(pb::CancelJobRequest { job_id: job })
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                print_job(&j, conn.json)
+            }
+            Command::Jobs(JobsCommand::Watch { job }) => {
+                let j = c
+                    .get_job(pb::GetJobRequest { job_id: job })
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                follow(&mut c, j, true, conn.json).await
+            }
+            Command::Repo(_) => unreachable!("handled by the caller"),
+        }
+    })
+}
+
+fn time(t: i64) -> String {
+    if t <= 0 {
+        return "never".into();
+    }
+    chrono::DateTime::from_timestamp(t, 0)
+        .map(|d| d.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default()
+}
+
+#[derive(Serialize)]
+struct AgentJson {
+    id: String,
+    hostname: String,
+    online: bool,
+    last_seen: i64,
+    version: String,
+    domains: u32,
+}
+
+async fn agents(c: &mut Client, json: bool) -> Result<()> {
+    let r = c
+        .list_agents(pb::ListAgentsRequest {})
+        .await
+        .map_err(status)?
+        .into_inner();
+    if json {
+        let v: Vec<AgentJson> = r
+            .agents
+            .into_iter()
+            .map(|a| AgentJson {
+                id: a.agent_id,
+                hostname: a.hostname,
+                online: a.online,
+                last_seen: a.last_seen,
+                version: a.version,
+                domains: a.domains,
+            })
+            .collect();
+        return output::json(&v);
+    }
+    println!(
+        "{:<24} {:<24} {:<8} {:>7}  {:<19}  version",
+        "agent", "host", "state", "domains", "last seen"
+    );
+    for a in r.agents {
+        println!(
+            "{:<24} {:<24} {:<8} {:>7}  {:<19}  {}",
+            a.agent_id,
+            a.hostname,
+            if a.online { "online" } else { "offline" },
+            a.domains,
+            time(a.last_seen),
+            a.version
+        );
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct DomainJson {
+    name: String,
+    agent: String,
+    path: String,
+    size_bytes: u64,
+    last_backup: Option<i64>,
+    last_snapshot: Option<String>,
+}
+
+async fn domains(c: &mut Client, agent: Option<String>, json: bool) -> Result<()> {
+    let r = c
+        .list_domains(pb::ListDomainsRequest {
+            agent_id: agent.unwrap_or_default(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    if json {
+        let v: Vec<DomainJson> = r
+            .domains
+            .into_iter()
+            .map(|d| DomainJson {
+                last_backup: (d.last_backup > 0).then_some(d.last_backup),
+                last_snapshot: (!d.last_snapshot_id.is_empty()).then_some(d.last_snapshot_id),
+                name: d.name,
+                agent: d.agent_id,
+                path: d.path,
+                size_bytes: d.size_bytes,
+            })
+            .collect();
+        return output::json(&v);
+    }
+    println!(
+        "{:<32} {:<20} {:>10}  {:<19}  path",
+        "domain", "agent", "size", "last backup"
+    );
+    for d in r.domains {
+        println!(
+            "{:<32} {:<20} {:>10}  {:<19}  {}",
+            d.name,
+            d.agent_id,
+            output::bytes(d.size_bytes),
+            time(d.last_backup),
+            d.path
+        );
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct SnapshotJson {
+    id: String,
+    domain: String,
+    agent: String,
+    time: i64,
+    kind: String,
+    content: String,
+    total_bytes: u64,
+    stored_bytes: u64,
+}
+
+async fn snapshots(c: &mut Client, domain: Option<String>, json: bool) -> Result<()> {
+    let r = c
+        .list_snapshots(pb::ListSnapshotsRequest {
+            domain: domain.unwrap_or_default(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    if json {
+        let v: Vec<SnapshotJson> = r
+            .snapshots
+            .into_iter()
+            .map(|s| SnapshotJson {
+                id: s.snapshot_id,
+                domain: s.domain,
+                agent: s.agent_id,
+                time: s.time,
+                kind: s.kind,
+                content: s.content,
+                total_bytes: s.total_bytes,
+                stored_bytes: s.stored_bytes,
+            })
+            .collect();
+        return output::json(&v);
+    }
+    println!(
+        "{:<10} {:<19}  {:<28} {:<16} {:<12} {:>10} {:>10}",
+        "id", "time", "domain", "agent", "kind", "size", "stored"
+    );
+    for s in r.snapshots {
+        println!(
+            "{:<10} {:<19}  {:<28} {:<16} {:<12} {:>10} {:>10}",
+            &s.snapshot_id[..8.min(s.snapshot_id.len())],
+            time(s.time),
+            s.domain,
+            s.agent_id,
+            s.kind,
+            output::bytes(s.total_bytes),
+            output::bytes(s.stored_bytes)
+        );
+    }
+    Ok(())
+}
+
+/// `900`, `900s`, `15m`, `1h`, `2d` → seconds.
+fn parse_ttl(s: &str) -> Result<u32> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u32 = num.parse().with_context(|| format!("bad --ttl {s:?}"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => bail!("bad --ttl {s:?}: use s, m, h or d"),
+    };
+    n.checked_mul(mult)
+        .filter(|v| *v > 0)
+        .with_context(|| format!("bad --ttl {s:?}"))
+}
+
+async fn token(c: &mut Client, ttl: &str, json: bool) -> Result<()> {
+    let ttl_seconds = parse_ttl(ttl).map_err(|e| Exit(crate::EXIT_USAGE, e))?;
+    let r = c
+        .create_token(pb::CreateTokenRequest { ttl_seconds })
+        .await
+        .map_err(status)?
+        .into_inner();
+    if json {
+        #[derive(Serialize)]
+        struct T {
+            token: String,
+            expires_at: i64,
+            ca_sha256: String,
+            join_command: String,
+        }
+        return output::json(&T {
+            token: r.token,
+            expires_at: r.expires_at,
+            ca_sha256: r.ca_sha256,
+            join_command: r.join_command,
+        });
+    }
+    println!(
+        "single-use token, valid until {} UTC. On the new server, run:\n",
+        time(r.expires_at)
+    );
+    println!("  {}", r.join_command);
+    Ok(())
+}
+
+fn state_name(s: i32) -> &'static str {
+    match pb::JobState::try_from(s) {
+        Ok(pb::JobState::Queued) => "queued",
+        Ok(pb::JobState::Running) => "running",
+        Ok(pb::JobState::Succeeded) => "succeeded",
+        Ok(pb::JobState::Failed) => "failed",
+        Ok(pb::JobState::Cancelled) => "cancelled",
+        _ => "unknown",
+    }
+}
+
+#[derive(Serialize)]
+struct JobJson {
+    id: String,
+    kind: String,
+    domain: String,
+    agent: String,
+    state: &'static str,
+    step: String,
+    files: u64,
+    bytes: u64,
+    total_bytes: u64,
+    bytes_per_second: u64,
+    eta_seconds: u64,
+    created_at: i64,
+    finished_at: Option<i64>,
+    snapshot: Option<String>,
+    error: Option<String>,
+}
+
+fn job_json(j: &pb::JobInfo) -> JobJson {
+    JobJson {
+        id: j.job_id.clone(),
+        kind: j.kind.clone(),
+        domain: j.domain.clone(),
+        agent: j.agent_id.clone(),
+        state: state_name(j.state),
+        step: j.step.clone(),
+        files: j.files,
+        bytes: j.bytes,
+        total_bytes: j.total_bytes,
+        bytes_per_second: j.bytes_per_second,
+        eta_seconds: j.eta_seconds,
+        created_at: j.created_at,
+        finished_at: (j.finished_at > 0).then_some(j.finished_at),
+        snapshot: (!j.snapshot_id.is_empty()).then(|| j.snapshot_id.clone()),
+        error: (!j.error.is_empty()).then(|| j.error.clone()),
+    }
+}
+
+fn print_job(j: &pb::JobInfo, json: bool) -> Result<()> {
+    if json {
+        return output::json(&job_json(j));
+    }
+    println!(
+        "job {} ({} of {} on {}): {}",
+        j.job_id,
+        j.kind,
+        j.domain,
+        j.agent_id,
+        state_name(j.state)
+    );
+    if !j.snapshot_id.is_empty() {
+        println!("snapshot {}", j.snapshot_id);
+    }
+    if !j.error.is_empty() {
+        println!("error: {}", j.error);
+    }
+    Ok(())
+}
+
+async fn jobs(c: &mut Client, domain: Option<String>, json: bool) -> Result<()> {
+    let r = c
+        .list_jobs(pb::ListJobsRequest {
+            domain: domain.unwrap_or_default(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    if json {
+        return output::json(&r.jobs.iter().map(job_json).collect::<Vec<_>>());
+    }
+    println!(
+        "{:<10} {:<8} {:<28} {:<16} {:<10} {:<19}  snapshot / error",
+        "job", "kind", "domain", "agent", "state", "created"
+    );
+    for j in r.jobs {
+        let tail = if j.error.is_empty() {
+            j.snapshot_id.get(..8).unwrap_or("").to_string()
+        } else {
+            j.error.clone()
+        };
+        println!(
+            "{:<10} {:<8} {:<28} {:<16} {:<10} {:<19}  {}",
+            j.job_id,
+            j.kind,
+            j.domain,
+            j.agent_id,
+            state_name(j.state),
+            time(j.created_at),
+            tail
+        );
+    }
+    Ok(())
+}
+
+/// Prints a started job; with `wait`, follows it with a progress bar and
+/// fails (exit 1) unless it succeeds.
+async fn follow(c: &mut Client, j: pb::JobInfo, wait: bool, json: bool) -> Result<()> {
+    if !wait {
+        if !json {
+            eprintln!(
+                "started job {} ({}); follow it with `cairnctl jobs watch {}`",
+                j.job_id,
+                state_name(j.state),
+                j.job_id
+            );
+        }
+        return print_job(&j, json);
+    }
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        )
+        .unwrap()
+        .progress_chars("=> "),
+    );
+    let mut stream = c
+        .watch_job(pb::GetJobRequest {
+            job_id: j.job_id.clone(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let mut last = j;
+    loop {
+        let next = tokio::time::timeout(Duration::from_millis(200), stream.message()).await;
+        match next {
+            Err(_) => bar.tick(),
+            Ok(Ok(Some(info))) => {
+                bar.set_length(info.total_bytes.max(info.bytes));
+                bar.set_position(info.bytes);
+                bar.set_message(format!(
+                    "{} {} {} files",
+                    state_name(info.state),
+                    info.step,
+                    info.files
+                ));
+                last = info;
+            }
+            Ok(Ok(None)) => break,
+            Ok(Err(s)) => {
+                bar.finish_and_clear();
+                return Err(status(s));
+            }
+        }
+    }
+    bar.finish_and_clear();
+    print_job(&last, json)?;
+    if last.state != pb::JobState::Succeeded as i32 {
+        return Err(Exit(
+            crate::EXIT_FAILURE,
+            anyhow::anyhow!("job {} {}", last.job_id, state_name(last.state)),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ttls_parse_like_durations() {
+        assert_eq!(super::parse_ttl("15m").unwrap(), 900);
+        assert_eq!(super::parse_ttl("900").unwrap(), 900);
+        assert_eq!(super::parse_ttl("2h").unwrap(), 7200);
+        assert!(super::parse_ttl("0").is_err());
+        assert!(super::parse_ttl("5y").is_err());
+        assert!(super::parse_ttl("").is_err());
+    }
+}
