@@ -339,6 +339,20 @@ fn start_job(
         let outcome =
             tokio::task::spawn_blocking(move || jobs::run(&cfg, client, handle, &job, &p)).await;
         reporter.abort();
+        // The final counters, so the job's record shows what was done.
+        let last = pb::JobProgress {
+            job_id: id.clone(),
+            step: "done".into(),
+            files: progress.files.load(Ordering::Relaxed),
+            bytes: progress.bytes.load(Ordering::Relaxed),
+            total_bytes: total,
+            ..Default::default()
+        };
+        let _ = tx
+            .send(pb::AgentMessage {
+                body: Some(pb::agent_message::Body::Progress(last)),
+            })
+            .await;
         let result = match outcome {
             Ok(Ok(snapshot_id)) => pb::JobResult {
                 job_id: id.clone(),

@@ -342,12 +342,16 @@ impl Catalog {
         }
     }
 
+    /// Durable before it returns, so a controller that dies now fails the
+    /// job on restart instead of running it a second time.
     pub fn start_job(&self, id: &str, now: i64) -> Result<JobRecord> {
-        self.update_job(id, |j| {
+        let job = self.update_job(id, |j| {
             transition(j, JobState::Running)?;
             j.started_at = Some(now);
             Ok(())
-        })
+        })?;
+        self.flush()?;
+        Ok(job)
     }
 
     /// Records the snapshot a running job committed.

@@ -97,8 +97,10 @@ impl Ca {
         write(&dir.join("ca.key"), &self.key.serialize_pem(), 0o600)
     }
 
+    /// SHA-256 of `ca.pem` as written (not of the rebuilt signing copy).
     pub fn sha256(&self) -> String {
-        cairn_net::fingerprint(self.cert.der())
+        let der = cairn_net::cert_der(&self.cert_pem, "CA").expect("our own CA PEM parses");
+        cairn_net::fingerprint(&der)
     }
 
     /// The controller's server certificate for `sans` (host names and IPs).

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use cairn_repo::storage::Storage;
 
+pub mod cluster;
 pub mod dbserver;
 
 pub fn workspace_root() -> PathBuf {

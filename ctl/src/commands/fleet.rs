@@ -84,6 +84,8 @@ pub fn run(conn: &Connection, cmd: Command) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    // The channel's connection tasks need the runtime.
+    let _guard = rt.enter();
     let mut c = connect(conn)?;
     rt.block_on(async {
         match cmd {
