@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
-# Runs Cairn on this machine: builds cairnctl, creates a repository, backs up a
-# sample site (or the directory given), lists, checks and restores it.
+# Dev mode, in the spirit of `vault server -dev`: one controller, one enrolled
+# agent and a local repository under one directory, a sample site backed up,
+# and the status page's URL. Runs until Ctrl-C (CAIRN_DEV_EXIT=1: exit after
+# the first backup, as the tests do).
 #   bash deploy/quickstart.sh [SITE_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet --bin cairnctl
-ctl="$PWD/target/release/cairnctl"
-work="${CAIRN_QUICKSTART_DIR:-$(mktemp -d /tmp/cairn-quickstart.XXXXXX)}"
+profile="${CAIRN_PROFILE:-release}"
+if [ "$profile" = release ]; then
+  cargo build --release --quiet --bin cairnctl --bin cairn-controller --bin cairn-agent
+else
+  cargo build --quiet --bin cairnctl --bin cairn-controller --bin cairn-agent
+fi
+bin="$PWD/target/$profile"
+work="${CAIRN_DEV_DIR:-$(mktemp -d /tmp/cairn-dev.XXXXXX)}"
+mkdir -p "$work"
 site="${1:-}"
 if [ -z "$site" ]; then
   site="$work/sample-site"
@@ -16,15 +24,49 @@ if [ -z "$site" ]; then
   seq 1 50000 > "$site/index.php"
   echo "cached page" > "$site/wp-content/cache/page.html"
 fi
-export CAIRN_REPO="$work/repo"
-export CAIRN_PASSPHRASE_FILE="$work/passphrase"
-( umask 077; [ -f "$CAIRN_PASSPHRASE_FILE" ] || head -c 24 /dev/urandom | base64 > "$CAIRN_PASSPHRASE_FILE" )
-[ -f "$CAIRN_REPO/config" ] || "$ctl" repo init
-"$ctl" repo backup --domain "$(basename "$site")" "$site"
-"$ctl" repo snapshots
-"$ctl" repo check --read-data
-"$ctl" repo restore latest --target "$work/restored"
+site="$(cd "$site" && pwd)"
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+grpc=$(port)
+web=$(port)
+( umask 077; [ -f "$work/passphrase" ] || head -c 24 /dev/urandom | base64 > "$work/passphrase" )
+"$bin/cairn-controller" init --state-dir "$work/controller" --listen "127.0.0.1:$grpc" \
+  --web-listen "127.0.0.1:$web" --public-url "https://127.0.0.1:$grpc" \
+  --repo "$work/repository" --passphrase-file "$work/passphrase" > /dev/null
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+"$bin/cairn-controller" run --config "$work/controller/controller.toml" 2> "$work/controller.log" &
+pids+=($!)
+export CAIRN_CONFIG="$work/controller/cairnctl.toml"
+for _ in $(seq 100); do [ -f "$work/controller/grpc.addr" ] && break; sleep 0.1; done
+cat > "$work/agent.toml" <<EOF
+state_dir = "$work/agent"
+name = "dev-agent"
+[[domain]]
+name = "$(basename "$site")"
+path = "$site"
+EOF
+join=$("$bin/cairnctl" token create --ttl 5m --json)
+token=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])' <<<"$join")
+ca=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["ca_sha256"])' <<<"$join")
+CAIRN_TOKEN="$token" "$bin/cairn-agent" -c "$work/agent.toml" enroll \
+  --controller "https://127.0.0.1:$grpc" --ca-sha256 "$ca" > /dev/null
+unset token
+"$bin/cairn-agent" -c "$work/agent.toml" run 2> "$work/agent.log" &
+pids+=($!)
+for _ in $(seq 100); do
+  "$bin/cairnctl" agents list --json | grep -q '"online": true' && break
+  sleep 0.2
+done
+"$bin/cairnctl" backup "$(basename "$site")" --wait
+"$bin/cairnctl" snapshots list
 echo
-echo "repository: $CAIRN_REPO (passphrase in $CAIRN_PASSPHRASE_FILE)"
-echo "restored:   $work/restored"
-echo "try:        CAIRN_REPO=$CAIRN_REPO CAIRN_PASSPHRASE_FILE=$CAIRN_PASSPHRASE_FILE $ctl repo --help"
+echo "status page:  http://127.0.0.1:$web/    (metrics: /metrics)"
+echo "everything:   $work (logs: controller.log, agent.log)"
+echo "cairnctl:     export CAIRN_CONFIG=$CAIRN_CONFIG PATH=$bin:\$PATH"
+echo "              cairnctl agents list; cairnctl restore SNAPSHOT --target DIR --wait"
+if [ "${CAIRN_DEV_EXIT:-0}" = 1 ]; then
+  exit 0
+fi
+echo "Ctrl-C stops the controller and the agent."
+wait

@@ -224,6 +224,7 @@ fn direct_to_storage_local_and_garage() {
             } else {
                 Vec::new()
             },
+            ..Default::default()
         });
         let fleet = gen_fleet(&c.dir.join("fleet"), 1, 0.05);
         let twin = c.dir.join("twin");
@@ -580,4 +581,53 @@ fn refusals_are_clear_and_logged() {
 
 fn cluster_bin(name: &str) -> std::path::PathBuf {
     cairn_tests::cluster::bin(name)
+}
+
+/// The README's run command: dev mode brings up a controller and an enrolled
+/// agent, backs up a sample site, and prints the status page's URL.
+#[test]
+fn dev_mode_quickstart_backs_up_a_sample_site() {
+    cairnctl_bin();
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("dev");
+    let out = Command::new("bash")
+        .arg(workspace_root().join("deploy/quickstart.sh"))
+        .env(
+            "CAIRN_PROFILE",
+            if cairnctl_bin().to_str().unwrap().contains("/release/") {
+                "release"
+            } else {
+                "debug"
+            },
+        )
+        .env("CAIRN_DEV_EXIT", "1")
+        .env("CAIRN_DEV_DIR", &work)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("status page:  http://127.0.0.1:"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("succeeded"), "{stdout}");
+    let pass = fs::read_to_string(work.join("passphrase")).unwrap();
+    let ctl = Ctl::new(work.join("repository").to_str().unwrap(), pass.trim_end());
+    let snaps = ctl.json(&["snapshots"]);
+    assert_eq!(snaps.as_array().unwrap().len(), 1);
+    ctl.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        work.join("restored").to_str().unwrap(),
+    ]);
+    assert_same_tree(
+        &work.join("sample-site"),
+        &work.join("restored"),
+        &defaults(),
+    );
 }

@@ -30,6 +30,8 @@ pub struct ClusterOptions<'a> {
     pub data_path: &'a str,
     /// Storage credentials, written to an env file (0600) for the controller.
     pub storage_env: Vec<(String, String)>,
+    /// Agents' heartbeat interval; short in tests so offline shows quickly.
+    pub heartbeat_seconds: u32,
 }
 
 impl Default for ClusterOptions<'_> {
@@ -38,6 +40,7 @@ impl Default for ClusterOptions<'_> {
             repo: None,
             data_path: "via-controller",
             storage_env: Vec::new(),
+            heartbeat_seconds: 1,
         }
     }
 }
@@ -82,12 +85,14 @@ impl Cluster {
             "controller init failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        // Fast heartbeats so offline shows within seconds.
         let cfg = state.join("controller.toml");
         let text = fs::read_to_string(&cfg).unwrap();
         fs::write(
             &cfg,
-            text.replace("heartbeat_seconds = 15", "heartbeat_seconds = 1"),
+            text.replace(
+                "heartbeat_seconds = 15",
+                &format!("heartbeat_seconds = {}", o.heartbeat_seconds),
+            ),
         )
         .unwrap();
         let mut c = Cluster {

@@ -52,7 +52,11 @@ pub fn cairnctl_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+        // Tests run from target/<profile>/deps/, tools from target/<profile>/.
+        let mut profile_dir = exe.parent().unwrap().to_path_buf();
+        if profile_dir.file_name() == Some(OsStr::new("deps")) {
+            profile_dir.pop();
+        }
         let release = profile_dir.file_name() == Some(OsStr::new("release"));
         let mut cmd = Command::new(env!("CARGO"));
         cmd.args(["build", "-q", "--workspace", "--bins", "--tests"])
