@@ -60,7 +60,7 @@ pub fn job_info(j: &JobRecord) -> pb::JobInfo {
         .started_at
         .map(|s| (j.finished_at.unwrap_or_else(now) - s).max(1) as u64)
         .unwrap_or(0);
-    let speed = if elapsed > 0 { j.bytes / elapsed } else { 0 };
+    let speed = j.bytes.checked_div(elapsed).unwrap_or(0);
     let eta = if speed > 0 && j.total_bytes > j.bytes && !j.state.is_final() {
         (j.total_bytes - j.bytes) / speed
     } else {

@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Work on a repository directly, without a controller (DR-3).
-    Repo(RepoArgs),
+    Repo(Box<RepoArgs>),
     /// Enrolled agents.
     #[command(subcommand)]
     Agents(AgentsCommand),

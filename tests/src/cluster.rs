@@ -161,11 +161,10 @@ impl Cluster {
     pub fn stop_controller(&mut self) -> std::process::ExitStatus {
         let mut d = self.controller.take().unwrap();
         unsafe_kill(d.child.id(), libc::SIGTERM);
-        let st = eventually("controller exits", scaled(Duration::from_secs(30)), || {
+        eventually("controller exits", scaled(Duration::from_secs(30)), || {
             d.child.try_wait().ok().flatten()
         })
-        .unwrap();
-        st
+        .unwrap()
     }
 
     pub fn web_url(&self) -> String {

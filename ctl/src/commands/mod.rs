@@ -25,7 +25,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Repo(mut args) => {
             args.json = cli.conn.json;
-            repo(args)
+            repo(*args)
         }
         other => fleet::run(&cli.conn, other),
     }
