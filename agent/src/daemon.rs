@@ -44,20 +44,7 @@ impl State {
 }
 
 fn write(path: &Path, data: &str, mode: u32) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| tmp.display().to_string())?;
-    f.write_all(data.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| path.display().to_string())?;
-    Ok(())
+    cairn_net::write_file(path, data, mode).with_context(|| path.display().to_string())
 }
 
 /// Enrolls with a single-use token, trusting the controller only if its CA

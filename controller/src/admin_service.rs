@@ -45,6 +45,26 @@ impl AdminApi {
     }
 }
 
+impl AdminApi {
+    /// Queues a job, sends it if its agent is online, and answers with its state.
+    async fn queue(
+        &self,
+        kind: &str,
+        domain: &str,
+        agent: &str,
+        spec: JobSpec,
+    ) -> Result<Response<pb::JobInfo>, Status> {
+        let f = &self.0;
+        let job = f
+            .catalog
+            .create_job(kind, domain, agent, spec, now())
+            .map_err(internal)?;
+        f.dispatch(job.clone()).await;
+        let job = f.catalog.job(&job.id).map_err(internal)?;
+        Ok(Response::new(job_info(&job)))
+    }
+}
+
 pub fn state_of(s: JobState) -> pb::JobState {
     match s {
         JobState::Queued => pb::JobState::Queued,
@@ -135,6 +155,22 @@ impl AdminService for AdminApi {
         f.agents_by_cert.write().unwrap().retain(|_, a| *a != id);
         // Dropping the session's sender ends its stream at once.
         f.sessions.lock().unwrap().remove(&id);
+        let open: Vec<String> = f
+            .catalog
+            .jobs()
+            .map_err(internal)?
+            .into_iter()
+            .filter(|j| j.agent_id == id && !j.state.is_final())
+            .map(|j| j.id)
+            .collect();
+        for job in open {
+            f.finish(
+                &job,
+                JobState::Failed,
+                None,
+                Some("the agent was removed".into()),
+            )?;
+        }
         tracing::info!(agent = %id, "agent removed; its certificate is refused from now on");
         Ok(Response::new(pb::RemoveAgentResponse {}))
     }
@@ -251,22 +287,12 @@ impl AdminService for AdminApi {
             .into_iter()
             .find(|d| d.name == r.domain)
             .ok_or_else(|| Status::not_found(format!("no agent reports domain {:?}", r.domain)))?;
-        let job = f
-            .catalog
-            .create_job(
-                "backup",
-                &domain.name,
-                &domain.agent_id,
-                JobSpec {
-                    backup_kind: kind.into(),
-                    ..Default::default()
-                },
-                now(),
-            )
-            .map_err(internal)?;
-        f.dispatch(job.clone()).await;
-        let job = f.catalog.job(&job.id).map_err(internal)?;
-        Ok(Response::new(job_info(&job)))
+        let spec = JobSpec {
+            backup_kind: kind.into(),
+            ..Default::default()
+        };
+        self.queue("backup", &domain.name, &domain.agent_id, spec)
+            .await
     }
 
     async fn start_restore(
@@ -310,24 +336,13 @@ impl AdminService for AdminApi {
                 "the target must be an absolute directory on the agent",
             ));
         }
-        let job = f
-            .catalog
-            .create_job(
-                "restore",
-                &snap.domain,
-                &agent,
-                JobSpec {
-                    snapshot_id: snap.id.clone(),
-                    target: r.target,
-                    paths: r.paths,
-                    ..Default::default()
-                },
-                now(),
-            )
-            .map_err(internal)?;
-        f.dispatch(job.clone()).await;
-        let job = f.catalog.job(&job.id).map_err(internal)?;
-        Ok(Response::new(job_info(&job)))
+        let spec = JobSpec {
+            snapshot_id: snap.id.clone(),
+            target: r.target,
+            paths: r.paths,
+            ..Default::default()
+        };
+        self.queue("restore", &snap.domain, &agent, spec).await
     }
 
     async fn list_jobs(

@@ -155,23 +155,10 @@ fn read(path: &Path) -> Result<String> {
 
 /// Writes a file atomically with `mode` (keys 0600).
 pub fn write(path: &Path, data: &str, mode: u32) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let io = |e| PkiError::Io {
+    cairn_net::write_file(path, data, mode).map_err(|e| PkiError::Io {
         path: path.display().to_string(),
         source: e,
-    };
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(data.as_bytes()).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    })
 }
 
 #[cfg(test)]

@@ -40,6 +40,23 @@ pub enum NetError {
 
 pub type Result<T, E = NetError> = std::result::Result<T, E>;
 
+/// Writes a certificate or key file atomically (temp file, fsync, rename)
+/// with `mode` (0600 for keys).
+pub fn write_file(path: &std::path::Path, data: &str, mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)?;
+    f.write_all(data.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
 /// SHA-256 of a certificate's DER bytes, lowercase hex: how agents pin the CA
 /// and how the controller names a client certificate.
 pub fn fingerprint(der: &[u8]) -> String {
