@@ -274,8 +274,11 @@ fn direct_to_storage_local_and_garage() {
 
 fn big_site(dir: &Path, mb: usize) {
     fs::create_dir_all(dir).unwrap();
+    use std::io::Read;
+    let mut random = fs::File::open("/dev/urandom").unwrap();
     for i in 0..mb / 8 {
-        let data: Vec<u8> = (0..8 << 20).map(|_| rand::random::<u8>()).collect();
+        let mut data = vec![0u8; 8 << 20];
+        random.read_exact(&mut data).unwrap();
         fs::write(dir.join(format!("blob{i}.bin")), data).unwrap();
     }
     fs::write(dir.join("index.php"), b"<?php echo 'hi';").unwrap();
