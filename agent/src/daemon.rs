@@ -290,7 +290,13 @@ fn start_job(
     tracing::info!(job = %id, domain = %job.domain, kind = ?job.kind(), "job started");
     tokio::spawn(async move {
         let handle = tokio::runtime::Handle::current();
-        let total = cfg.domain(&job.domain).map(|d| du(&d.path)).unwrap_or(0);
+        let root = cfg.domain(&job.domain).map(|d| d.path.clone());
+        let total = match root {
+            Some(p) => tokio::task::spawn_blocking(move || du(&p))
+                .await
+                .unwrap_or(0),
+            None => 0,
+        };
         let step = if job.kind() == pb::JobKind::Restore {
             "restoring"
         } else {

@@ -223,7 +223,10 @@ impl AgentService for AgentApi {
                 })),
             }))
             .await;
-        fleet.dispatch_queued(&agent).await;
+        // Not awaited here: the session's stream is not being read until we
+        // return it, so a long queue would fill its channel and stall.
+        let (f, a) = (fleet.clone(), agent.clone());
+        tokio::spawn(async move { f.dispatch_queued(&a).await });
         tokio::spawn(run_session(fleet, agent, generation, inbound, beat));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
