@@ -42,6 +42,10 @@ for _ in $(seq 100); do [ -f "$work/controller/grpc.addr" ] && break; sleep 0.1;
 cat > "$work/agent.toml" <<EOF
 state_dir = "$work/agent"
 name = "dev-agent"
+# Dev mode backs up the sample site only; a real agent also discovers the
+# server's domains (web roots, nginx and apache configs).
+[discovery]
+enabled = false
 [[domain]]
 name = "$(basename "$site")"
 path = "$site"

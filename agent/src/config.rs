@@ -1,7 +1,9 @@
-//! `agent.toml`: which controller to dial, where state lives, and the domains
-//! this server protects (until discovery, issue 4, finds them itself).
+//! `agent.toml`: which controller to dial, where state lives, where to look
+//! for domains (`[discovery]`), and domains declared by hand (`[[domain]]`),
+//! which override what discovery finds.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -17,8 +19,79 @@ pub struct Config {
     /// The name this agent enrolls under (default: the host name).
     #[serde(default)]
     pub name: Option<String>,
+    #[serde(default)]
+    pub discovery: Discovery,
     #[serde(default, rename = "domain")]
     pub domains: Vec<DomainConfig>,
+}
+
+/// Where domains are looked for (SPEC INT-1), and how often the domains are
+/// found and analyzed again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Discovery {
+    pub enabled: bool,
+    /// Globs whose directories are web roots, one domain each.
+    pub web_roots: Vec<String>,
+    /// nginx main files (or lone vhost files); their includes are followed.
+    pub nginx: Vec<PathBuf>,
+    /// apache main files; their Include/IncludeOptional are followed.
+    pub apache: Vec<PathBuf>,
+    /// Where a domain's access log may be, besides what the web server names:
+    /// `{name}` is the domain, `{root}` its directory.
+    pub access_logs: Vec<String>,
+    /// Discovery and analysis run at start and then this often ("30s", "15m", "1h").
+    pub interval: String,
+}
+
+impl Default for Discovery {
+    fn default() -> Self {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        Discovery {
+            enabled: true,
+            web_roots: s(&["/var/www/*", "/home/*/public_html", "/srv/www/*"]),
+            nginx: vec!["/etc/nginx/nginx.conf".into()],
+            apache: vec![
+                "/etc/apache2/apache2.conf".into(),
+                "/etc/httpd/conf/httpd.conf".into(),
+            ],
+            access_logs: s(&[
+                "{root}/logs/access.log",
+                "/var/log/nginx/{name}.access.log",
+                "/var/log/nginx/{name}-access.log",
+                "/var/log/apache2/{name}-access.log",
+                "/var/log/apache2/{name}.access.log",
+                "/var/log/httpd/{name}-access_log",
+            ]),
+            interval: "1h".into(),
+        }
+    }
+}
+
+impl Discovery {
+    pub fn interval(&self) -> anyhow::Result<Duration> {
+        parse_duration(&self.interval)
+    }
+}
+
+/// `90s`, `15m`, `1h`, `1d` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{s:?} is not a duration (like 90s, 15m, 1h, 1d)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => anyhow::bail!("{s:?} is not a duration (like 90s, 15m, 1h, 1d)"),
+    };
+    if secs == 0 {
+        anyhow::bail!("{s:?}: the interval must be above zero");
+    }
+    Ok(Duration::from_secs(secs))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -29,6 +102,11 @@ pub struct DomainConfig {
     /// Extra exclude globs, on top of the defaults (cache/, logs/, *.log …).
     #[serde(default)]
     pub exclude: Vec<String>,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Access logs for traffic analysis, if discovery's places miss them.
+    #[serde(default)]
+    pub access_logs: Vec<PathBuf>,
 }
 
 fn default_state() -> PathBuf {
@@ -41,6 +119,9 @@ impl Config {
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let cfg: Config =
             toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        cfg.discovery
+            .interval()
+            .map_err(|e| anyhow::anyhow!("{}: [discovery] interval: {e}", path.display()))?;
         let mut seen = std::collections::HashSet::new();
         for d in &cfg.domains {
             if !seen.insert(&d.name) {
@@ -75,5 +156,27 @@ mod tests {
         let cfg = Config::load(&path).unwrap();
         assert_eq!(cfg.state_dir, Path::new("/var/lib/cairn/agent"));
         assert!(cfg.domain("example.com").is_some());
+        assert!(cfg.discovery.enabled);
+        assert_eq!(cfg.discovery.interval().unwrap(), Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn durations_and_bad_settings() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        for bad in ["", "0s", "1w", "m"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("agent.toml");
+        std::fs::write(&p, "[discovery]\ninterval = \"soon\"\n").unwrap();
+        let e = Config::load(&p).unwrap_err().to_string();
+        assert!(e.contains("interval"), "{e}");
+        std::fs::write(&p, "[discovery]\nweb_root = []\n").unwrap();
+        assert!(Config::load(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown field"));
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -15,7 +15,9 @@ use cairn_proto::agent::v1::agent_service_client::AgentServiceClient;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::analysis::{self, Report};
 use crate::config::Config;
+use crate::discover;
 use crate::jobs;
 use crate::remote::Client;
 
@@ -122,38 +124,81 @@ pub fn client(cfg: &Config) -> anyhow::Result<Client> {
     )
 }
 
-/// What the agent reports: its configured domains and their sizes.
-pub fn inventory(cfg: &Config) -> pb::Inventory {
+/// The latest analysis of each domain found: jobs look theirs up here.
+pub type Sites = Arc<RwLock<Vec<Report>>>;
+
+/// Discovers the domains and analyzes each (SPEC INT-1..INT-6), as of now.
+pub fn analyze_all(cfg: &Config) -> Vec<Report> {
+    let found = discover::discover(cfg);
+    for w in &found.warnings {
+        tracing::warn!("discovery: {w}");
+    }
+    let now = chrono::Utc::now().timestamp();
+    found
+        .sites
+        .iter()
+        .map(|s| analysis::analyze(s, &cfg.discovery, Some(&cfg.state_dir), now))
+        .collect()
+}
+
+/// What the agent reports: its domains, their analysis and databases by
+/// engine and name only (never credentials).
+pub fn inventory(reports: &[Report]) -> pb::Inventory {
     pb::Inventory {
-        domains: cfg
-            .domains
-            .iter()
-            .map(|d| {
-                if !d.path.is_dir() {
-                    tracing::warn!(domain = %d.name, path = %d.path.display(), "domain root is missing");
-                }
-                pb::Domain {
-                    name: d.name.clone(),
-                    path: d.path.display().to_string(),
-                    size_bytes: du(&d.path),
-                    databases: Vec::new(),
-                }
-            })
-            .collect(),
+        domains: reports.iter().map(domain_message).collect(),
     }
 }
 
-fn du(p: &Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(p) else {
-        return 0;
-    };
-    rd.filter_map(|e| e.ok())
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => du(&e.path()),
-            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
-            _ => 0,
-        })
-        .sum()
+fn domain_message(r: &Report) -> pb::Domain {
+    pb::Domain {
+        name: r.site.name.clone(),
+        path: r.site.root.display().to_string(),
+        size_bytes: r.size_bytes,
+        databases: r
+            .database
+            .iter()
+            .map(|db| pb::Database {
+                engine: db.engine.clone(),
+                name: db.name.clone(),
+                table_prefix: db.table_prefix.clone().unwrap_or_default(),
+            })
+            .collect(),
+        aliases: r.site.aliases.clone(),
+        site_type: r.site_type.as_str().into(),
+        source: r.site.source.clone(),
+        root_missing: r.site.root_missing,
+        analysis: Some(pb::Analysis {
+            analyzed_at: r.analyzed_at,
+            files: r.files,
+            changes_24h: r.changes_24h,
+            avg_daily_changes: r.avg_daily_changes,
+            trend: r.trend.as_str().into(),
+            has_traffic: r.requests_24h.is_some(),
+            requests_24h: r.requests_24h.unwrap_or(0),
+            duration_ms: r.took.as_millis().min(u32::MAX as u128) as u32,
+            history: r
+                .history
+                .iter()
+                .map(|d| pb::DaySample {
+                    day: d.day.clone(),
+                    changes: d.changes,
+                    has_traffic: d.requests.is_some(),
+                    requests: d.requests.unwrap_or(0),
+                    size_bytes: d.size_bytes,
+                })
+                .collect(),
+        }),
+    }
+}
+
+/// Discovery and analysis off the runtime threads; the sites found become
+/// the ones jobs run against.
+async fn refresh(cfg: &Arc<Config>, sites: &Sites) -> anyhow::Result<pb::Inventory> {
+    let c = cfg.clone();
+    let reports = tokio::task::spawn_blocking(move || analyze_all(&c)).await?;
+    let inv = inventory(&reports);
+    *sites.write().unwrap() = reports;
+    Ok(inv)
 }
 
 /// Runs sessions until SIGTERM; running jobs are cancelled on the way out.
@@ -161,12 +206,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let client = client(&cfg)?;
     let cfg = Arc::new(cfg);
     let running: Running = Arc::new(Mutex::new(HashMap::new()));
+    let sites: Sites = Arc::default();
     let mut backoff = Duration::from_secs(1);
     let mut stop = std::pin::pin!(shutdown_signal());
     notify("READY=1");
     loop {
         let result = tokio::select! {
-            r = session(&cfg, client.clone(), running.clone()) => r,
+            r = session(&cfg, client.clone(), running.clone(), sites.clone()) => r,
             _ = &mut stop => break,
         };
         match result {
@@ -212,11 +258,13 @@ fn cancel_all(running: &Running) {
 
 /// One session. Returns whether it got as far as the controller's welcome
 /// (then the backoff starts over).
-async fn session(cfg: &Arc<Config>, client: Client, running: Running) -> anyhow::Result<bool> {
-    let inv = {
-        let cfg = cfg.clone();
-        tokio::task::spawn_blocking(move || inventory(&cfg)).await?
-    };
+async fn session(
+    cfg: &Arc<Config>,
+    client: Client,
+    running: Running,
+    sites: Sites,
+) -> anyhow::Result<bool> {
+    let inv = refresh(cfg, &sites).await?;
     let (tx, rx) = mpsc::channel::<pb::AgentMessage>(64);
     tx.send(pb::AgentMessage {
         body: Some(pb::agent_message::Body::Hello(pb::Hello {
@@ -241,6 +289,27 @@ async fn session(cfg: &Arc<Config>, client: Client, running: Running) -> anyhow:
     tracing::info!(agent = %welcome.agent_id, controller = %cfg.controller, "connected");
     let beat = Duration::from_secs(welcome.heartbeat_seconds.max(1) as u64);
     let mut ticker = tokio::time::interval(beat);
+    // Discovery and analysis again every interval, sent up as a new inventory.
+    let every = cfg.discovery.interval()?;
+    let _analyzer = AbortOnDrop(tokio::spawn({
+        let (cfg, sites, tx) = (cfg.clone(), sites.clone(), tx.clone());
+        async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match refresh(&cfg, &sites).await {
+                    Ok(inv) => {
+                        let msg = pb::AgentMessage {
+                            body: Some(pb::agent_message::Body::Inventory(inv)),
+                        };
+                        if tx.send(msg).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "analysis failed"),
+                }
+            }
+        }
+    }));
     let mut seq = 0;
     loop {
         tokio::select! {
@@ -259,7 +328,8 @@ async fn session(cfg: &Arc<Config>, client: Client, running: Running) -> anyhow:
                 };
                 match msg.body {
                     Some(pb::controller_message::Body::Job(job)) => {
-                        start_job(cfg.clone(), client.clone(), tx.clone(), running.clone(), job);
+                        let site = sites.read().unwrap().iter().find(|r| r.site.name == job.domain).cloned();
+                        start_job(cfg.clone(), client.clone(), tx.clone(), running.clone(), job, site);
                     }
                     Some(pb::controller_message::Body::Cancel(c)) => {
                         if let Some(p) = running.lock().unwrap().get(&c.job_id) {
@@ -280,6 +350,7 @@ fn start_job(
     tx: mpsc::Sender<pb::AgentMessage>,
     running: Running,
     job: pb::Job,
+    site: Option<Report>,
 ) {
     let progress = Arc::new(cairn_repo::backup::Progress::default());
     running
@@ -290,12 +361,11 @@ fn start_job(
     tracing::info!(job = %id, domain = %job.domain, kind = ?job.kind(), "job started");
     tokio::spawn(async move {
         let handle = tokio::runtime::Handle::current();
-        let root = cfg.domain(&job.domain).map(|d| d.path.clone());
-        let total = match root {
-            Some(p) => tokio::task::spawn_blocking(move || du(&p))
-                .await
-                .unwrap_or(0),
-            None => 0,
+        // What the last analysis measured: the progress bar's 100%.
+        let total = if job.kind() == pb::JobKind::Backup {
+            site.as_ref().map_or(0, |r| r.size_bytes)
+        } else {
+            0
         };
         let step = if job.kind() == pb::JobKind::Restore {
             "restoring"
@@ -329,8 +399,17 @@ fn start_job(
             })
         };
         let p = progress.clone();
-        let outcome =
-            tokio::task::spawn_blocking(move || jobs::run(&cfg, client, handle, &job, &p)).await;
+        let outcome = tokio::task::spawn_blocking(move || {
+            jobs::run(
+                &cfg.host_name(),
+                site.as_ref().map(|r| &r.site),
+                client,
+                handle,
+                &job,
+                &p,
+            )
+        })
+        .await;
         reporter.abort();
         // The final counters, so the job's record shows what was done.
         let last = pb::JobProgress {
@@ -387,6 +466,15 @@ fn start_job(
             .await;
         running.lock().unwrap().remove(&id);
     });
+}
+
+/// Aborts a task when the scope that spawned it ends, however it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Tells systemd (Type=notify) about our state; a no-op elsewhere.

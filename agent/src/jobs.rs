@@ -13,12 +13,13 @@ use cairn_repo::repository::{Access, Repository};
 use cairn_repo::snapshot::{Kind, Snapshot};
 use tokio::runtime::Handle;
 
-use crate::config::Config;
+use crate::discover::Site;
 use crate::remote::{Client, ControllerKnows, JobStorage};
 
 /// Runs one job; returns the snapshot it made (backups) or "" (restores).
 pub fn run(
-    cfg: &Config,
+    host: &str,
+    site: Option<&Site>,
     client: Client,
     handle: Handle,
     job: &pb::Job,
@@ -66,7 +67,12 @@ pub fn run(
         Some((id, snap))
     };
     match job.kind() {
-        pb::JobKind::Backup => backup(cfg, &repo, job, progress, snapshot),
+        pb::JobKind::Backup => {
+            let site = site.with_context(|| {
+                format!("domain {:?} is not among this agent's domains", job.domain)
+            })?;
+            backup(host, site, &repo, job, progress, snapshot)
+        }
         pb::JobKind::Restore => {
             let (_, snap) = snapshot.context("a restore job carries its snapshot")?;
             restore(&repo, job, &snap)
@@ -76,29 +82,34 @@ pub fn run(
 }
 
 fn backup(
-    cfg: &Config,
+    host: &str,
+    site: &Site,
     repo: &Repository,
     job: &pb::Job,
     progress: &Progress,
     parent: Option<(Id, Snapshot)>,
 ) -> anyhow::Result<String> {
-    let domain = cfg
-        .domain(&job.domain)
-        .with_context(|| format!("domain {:?} is not in this agent's config", job.domain))?;
+    if site.root_missing {
+        bail!(
+            "domain {:?}: its root {} is missing",
+            site.name,
+            site.root.display()
+        );
+    }
     let kind = match job.backup_kind() {
         pb::BackupKind::Full => Kind::Full,
         pb::BackupKind::Differential => Kind::Differential,
         _ => Kind::Incremental,
     };
     let opts = BackupOptions {
-        domain: domain.name.clone(),
+        domain: site.name.clone(),
         kind,
-        excludes: Excludes::with_defaults(&domain.exclude)?,
-        host: cfg.host_name(),
+        excludes: Excludes::with_defaults(&site.exclude)?,
+        host: host.to_string(),
         tags: Vec::new(),
     };
     let (id, snap) =
-        cairn_repo::backup::run_with_parent(repo, &domain.path, &opts, progress, parent)?;
+        cairn_repo::backup::run_with_parent(repo, &site.root, &opts, progress, parent)?;
     tracing::info!(
         snapshot = %id,
         files = snap.stats.files,

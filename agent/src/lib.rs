@@ -2,13 +2,17 @@
 //! session to it ([`daemon`]), and runs the jobs it is sent ([`jobs`]) against
 //! the repository as the controller grants it ([`remote`]). The database
 //! executors ([`db`]) are shared with `cairnctl repo backup-db`. Domain
-//! intelligence (issue 4) has begun: a site's own database settings
-//! ([`sitecfg`]) and seed 000's strategy and schedule choice ([`strategy`]).
+//! intelligence: [`discover`] finds the domains, [`analysis`] measures each
+//! (type and database from [`sitecfg`], size and changes from [`activity`],
+//! requests from [`traffic`]); the controller picks the strategy.
 
+pub mod activity;
+pub mod analysis;
 pub mod config;
 pub mod daemon;
 pub mod db;
+pub mod discover;
 pub mod jobs;
 pub mod remote;
 pub mod sitecfg;
-pub mod strategy;
+pub mod traffic;

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use cairn_agent::analysis::Report;
 use cairn_agent::config::Config;
 use clap::{Parser, Subcommand};
 
@@ -41,6 +42,12 @@ enum Command {
     },
     /// Keep a session with the controller and run its jobs until SIGTERM.
     Run,
+    /// Discover and analyze this server's domains now, as the daemon reports
+    /// them (records today's sample in the activity history).
+    Analyze {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -89,6 +96,10 @@ fn main() -> ExitCode {
         Command::Run => {
             Config::load(&cli.config).and_then(|cfg| rt.block_on(cairn_agent::daemon::run(cfg)))
         }
+        Command::Analyze { json } => Config::load(&cli.config).and_then(|cfg| {
+            let reports = cairn_agent::daemon::analyze_all(&cfg);
+            print_reports(&reports, json)
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -119,5 +130,84 @@ fn save_controller(path: &std::path::Path, url: &str) -> anyhow::Result<()> {
         out.insert(0, line);
     }
     std::fs::write(path, out.join("\n") + "\n")?;
+    Ok(())
+}
+
+#[derive(serde::Serialize)]
+struct DatabaseView<'a> {
+    engine: &'a str,
+    name: &'a str,
+    table_prefix: Option<&'a str>,
+}
+
+/// What `analyze --json` prints: the report without any credential.
+#[derive(serde::Serialize)]
+struct ReportView<'a> {
+    name: &'a str,
+    aliases: &'a [String],
+    root: &'a std::path::Path,
+    source: &'a str,
+    root_missing: bool,
+    site_type: &'a str,
+    database: Option<DatabaseView<'a>>,
+    files: u64,
+    size_bytes: u64,
+    changes_24h: u64,
+    avg_daily_changes: f64,
+    trend: &'a str,
+    requests_24h: Option<u64>,
+    duration_ms: u128,
+}
+
+fn print_reports(reports: &[Report], json: bool) -> anyhow::Result<()> {
+    if json {
+        let v: Vec<ReportView> = reports
+            .iter()
+            .map(|r| ReportView {
+                name: &r.site.name,
+                aliases: &r.site.aliases,
+                root: &r.site.root,
+                source: &r.site.source,
+                root_missing: r.site.root_missing,
+                site_type: r.site_type.as_str(),
+                database: r.database.as_ref().map(|d| DatabaseView {
+                    engine: &d.engine,
+                    name: &d.name,
+                    table_prefix: d.table_prefix.as_deref(),
+                }),
+                files: r.files,
+                size_bytes: r.size_bytes,
+                changes_24h: r.changes_24h,
+                avg_daily_changes: r.avg_daily_changes,
+                trend: r.trend.as_str(),
+                requests_24h: r.requests_24h,
+                duration_ms: r.took.as_millis(),
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "{:<30} {:<9} {:>8} {:>12} {:>8} {:<7} {:>9}  root",
+        "domain", "type", "files", "bytes", "changes", "trend", "requests"
+    );
+    for r in reports {
+        let requests = r.requests_24h.map_or("-".to_string(), |n| n.to_string());
+        let root = if r.site.root_missing {
+            format!("{} (missing)", r.site.root.display())
+        } else {
+            r.site.root.display().to_string()
+        };
+        println!(
+            "{:<30} {:<9} {:>8} {:>12} {:>8} {:<7} {:>9}  {root}",
+            r.site.name,
+            r.site_type.as_str(),
+            r.files,
+            r.size_bytes,
+            r.changes_24h,
+            r.trend.as_str(),
+            requests,
+        );
+    }
     Ok(())
 }

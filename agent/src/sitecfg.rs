@@ -1,8 +1,67 @@
-//! A site's own database settings (SPEC INT-6): WordPress's `wp-config.php`
-//! and Laravel's `.env`. The password stays on the agent: [`SiteDb`]'s Debug
-//! hides it, and the inventory carries only engine and database name.
+//! What a site is and its own database settings (SPEC INT-6): WordPress's
+//! `wp-config.php`, Laravel's `.env`, generic PHP (`composer.json`) or static.
+//! The password stays on the agent: [`SiteDb`]'s Debug hides it, and the
+//! inventory carries only engine and database name.
 
 use std::collections::HashMap;
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SiteType {
+    Wordpress,
+    Laravel,
+    Php,
+    Static,
+}
+
+impl SiteType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SiteType::Wordpress => "wordpress",
+            SiteType::Laravel => "laravel",
+            SiteType::Php => "php",
+            SiteType::Static => "static",
+        }
+    }
+}
+
+/// The site's type and, where its config names one, its database. WordPress
+/// may keep `wp-config.php` one directory above its root (when that
+/// directory is not itself a WordPress install); `getenv()` in it falls back
+/// to the literal, since the agent's environment is not the site's.
+pub fn detect(root: &Path) -> (SiteType, Option<SiteDb>) {
+    let read = |p: &Path| std::fs::read_to_string(p).ok();
+    let above = root
+        .parent()
+        .map(|p| p.join("wp-config.php"))
+        .filter(|p| p.is_file() && !p.with_file_name("wp-settings.php").is_file());
+    if let Some(text) = [Some(root.join("wp-config.php")), above]
+        .into_iter()
+        .flatten()
+        .find_map(|p| read(&p))
+    {
+        return (SiteType::Wordpress, wordpress(&text, &|_| None));
+    }
+    let env = read(&root.join(".env"));
+    let laravel_env = env
+        .as_deref()
+        .is_some_and(|t| dotenv(t).contains_key("DB_CONNECTION"));
+    if root.join("artisan").is_file() || laravel_env {
+        return (SiteType::Laravel, env.as_deref().and_then(laravel));
+    }
+    if root.join("composer.json").is_file() || has_php(root) {
+        return (SiteType::Php, None);
+    }
+    (SiteType::Static, None)
+}
+
+fn has_php(root: &Path) -> bool {
+    std::fs::read_dir(root).is_ok_and(|rd| {
+        rd.flatten()
+            .any(|e| e.path().extension().is_some_and(|x| x == "php"))
+    })
+}
 
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct SiteDb {
@@ -93,6 +152,50 @@ fn php_value(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
     php_string(fallback).map(|(v, _)| v)
 }
 
+/// One `define('NAME', value)` or `$table_prefix = '…'` statement.
+fn statement(
+    stmt: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    defines: &mut HashMap<String, String>,
+    prefix: &mut Option<String>,
+) {
+    if let Some(rest) = stmt.strip_prefix("define") {
+        let Some(args) = rest.trim_start().strip_prefix('(') else {
+            return;
+        };
+        let Some((name, rest)) = php_string(args) else {
+            return;
+        };
+        let Some(rest) = rest.trim_start().strip_prefix(',') else {
+            return;
+        };
+        if let Some(v) = php_value(rest, env) {
+            defines.insert(name, v);
+        }
+    } else if let Some(rest) = stmt.strip_prefix("$table_prefix") {
+        if let Some(rest) = rest.trim_start().strip_prefix('=') {
+            *prefix = php_string(rest).map(|(v, _)| v);
+        }
+    }
+}
+
+/// What follows the first `;` outside a string literal ("" when none).
+fn next_statement(s: &str) -> &str {
+    let mut quote = None;
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        match (quote, c) {
+            (Some(_), _) if escaped => escaped = false,
+            (Some(_), '\\') => escaped = true,
+            (Some(q), c) if c == q => quote = None,
+            (None, '\'' | '"') => quote = Some(c),
+            (None, ';') => return &s[i + 1..],
+            _ => {}
+        }
+    }
+    ""
+}
+
 /// Parses `wp-config.php` text. Commented-out defines are skipped.
 pub fn wordpress(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Option<SiteDb> {
     let mut defines: HashMap<String, String> = HashMap::new();
@@ -118,23 +221,11 @@ pub fn wordpress(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Option<Sit
             }
             line = line[..i].trim();
         }
-        if let Some(rest) = line.strip_prefix("define") {
-            let Some(args) = rest.trim_start().strip_prefix('(') else {
-                continue;
-            };
-            let Some((name, rest)) = php_string(args) else {
-                continue;
-            };
-            let Some(rest) = rest.trim_start().strip_prefix(',') else {
-                continue;
-            };
-            if let Some(v) = php_value(rest, env) {
-                defines.insert(name, v);
-            }
-        } else if let Some(rest) = line.strip_prefix("$table_prefix") {
-            if let Some(rest) = rest.trim_start().strip_prefix('=') {
-                prefix = php_string(rest).map(|(v, _)| v);
-            }
+        // Several statements may share a line (`<?php define(…); define(…);`).
+        let mut stmt = line.strip_prefix("<?php").unwrap_or(line).trim_start();
+        while !stmt.is_empty() {
+            statement(stmt, env, &mut defines, &mut prefix);
+            stmt = next_statement(stmt).trim_start();
         }
     }
     let name = defines.get("DB_NAME")?.clone();
@@ -277,6 +368,61 @@ $table_prefix = 'wpx_';
         let env = |k: &str| (k == "WORDPRESS_DB_NAME").then(|| "from_env".to_string());
         assert_eq!(wordpress(text, &env).unwrap().name, "from_env");
         assert!(wordpress("<?php echo 1;", &no_env).is_none());
+    }
+
+    #[test]
+    fn detects_site_types_and_databases() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let site = |name: &str, files: &[(&str, &str)]| {
+            let root = d.join(name);
+            for (f, text) in files {
+                let p = root.join(f);
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(p, text).unwrap();
+            }
+            std::fs::create_dir_all(&root).unwrap();
+            detect(&root)
+        };
+        let (t, db) = site(
+            "wp",
+            &[(
+                "wp-config.php",
+                "<?php define('DB_NAME', 'wpdb'); define('DB_PASSWORD', 'pw');",
+            )],
+        );
+        assert_eq!(
+            (t, db.unwrap().name.as_str()),
+            (SiteType::Wordpress, "wpdb")
+        );
+        // wp-config.php one level above the install.
+        let (t, db) = site(
+            "up/public_html",
+            &[
+                ("wp-settings.php", ""),
+                ("../wp-config.php", "<?php define('DB_NAME', 'updb');"),
+            ],
+        );
+        assert_eq!(
+            (t, db.unwrap().name.as_str()),
+            (SiteType::Wordpress, "updb")
+        );
+        let (t, db) = site(
+            "lara",
+            &[
+                ("artisan", ""),
+                (".env", "DB_CONNECTION=pgsql\nDB_DATABASE=app\n"),
+            ],
+        );
+        assert_eq!(
+            (t, db.unwrap().engine.as_str()),
+            (SiteType::Laravel, "postgres")
+        );
+        let (t, db) = site("lara-nodb", &[("artisan", "")]);
+        assert_eq!((t, db), (SiteType::Laravel, None));
+        assert_eq!(site("php", &[("composer.json", "{}")]).0, SiteType::Php);
+        assert_eq!(site("php2", &[("index.php", "<?php")]).0, SiteType::Php);
+        assert_eq!(site("html", &[("index.html", "<p>")]).0, SiteType::Static);
     }
 
     #[test]

@@ -12,8 +12,9 @@ use cairn_proto::admin::v1::admin_service_server::AdminService;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::catalog::{JobRecord, JobSpec, JobState};
+use crate::catalog::{DomainRecord, JobRecord, JobSpec, JobState, PlanRecord};
 use crate::fleet::{internal, now, Fleet};
+use crate::strategy::{Activity, SizeClass};
 
 const DEFAULT_TOKEN_TTL: u32 = 15 * 60;
 const MAX_TOKEN_TTL: u32 = 7 * 24 * 3600;
@@ -182,10 +183,7 @@ impl AdminService for AdminApi {
         self.admin(&req)?;
         let agent = req.into_inner().agent_id;
         let f = &self.0;
-        let mut last: HashMap<String, (i64, String)> = HashMap::new();
-        for s in f.catalog.snapshots(None).map_err(internal)? {
-            last.insert(s.domain.clone(), (s.time, s.id));
-        }
+        let last = last_snapshots(f)?;
         let domains = f
             .catalog
             .domains()
@@ -193,18 +191,74 @@ impl AdminService for AdminApi {
             .into_iter()
             .filter(|d| agent.is_empty() || d.agent_id == agent)
             .map(|d| {
-                let (t, id) = last.get(&d.name).cloned().unwrap_or_default();
-                pb::DomainInfo {
-                    name: d.name,
-                    agent_id: d.agent_id,
-                    path: d.path,
-                    size_bytes: d.size_bytes,
-                    last_backup: t,
-                    last_snapshot_id: id,
-                }
+                let plan = f.catalog.plan(&d.agent_id, &d.name).map_err(internal)?;
+                Ok(domain_info(d, plan.as_ref(), &last))
             })
-            .collect();
+            .collect::<Result<_, Status>>()?;
         Ok(Response::new(pb::ListDomainsResponse { domains }))
+    }
+
+    async fn get_domain(
+        &self,
+        req: Request<pb::GetDomainRequest>,
+    ) -> Result<Response<pb::DomainDetail>, Status> {
+        self.admin(&req)?;
+        let r = req.into_inner();
+        let f = &self.0;
+        let mut found: Vec<DomainRecord> = f
+            .catalog
+            .domains()
+            .map_err(internal)?
+            .into_iter()
+            .filter(|d| d.name == r.name && (r.agent_id.is_empty() || d.agent_id == r.agent_id))
+            .collect();
+        let d = match found.len() {
+            0 => return Err(Status::not_found(format!("no domain {:?}", r.name))),
+            1 => found.remove(0),
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "domain {:?} is on several agents; name one with --agent",
+                    r.name
+                )))
+            }
+        };
+        let plan = f.catalog.plan(&d.agent_id, &d.name).map_err(internal)?;
+        let history = d
+            .analysis
+            .as_ref()
+            .map(|a| {
+                a.history
+                    .iter()
+                    .map(|h| pb::DaySample {
+                        day: h.day.clone(),
+                        changes: h.changes,
+                        has_traffic: h.requests.is_some(),
+                        requests: h.requests.unwrap_or(0),
+                        size_bytes: h.size_bytes,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let changes = plan
+            .as_ref()
+            .map(|p| {
+                p.changes
+                    .iter()
+                    .map(|c| pb::StrategyChange {
+                        at: c.at,
+                        from: c.from.clone(),
+                        to: c.to.clone(),
+                        why: c.why.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let last = last_snapshots(f)?;
+        Ok(Response::new(pb::DomainDetail {
+            domain: Some(domain_info(d, plan.as_ref(), &last)),
+            history,
+            changes,
+        }))
     }
 
     async fn list_snapshots(
@@ -453,5 +507,58 @@ impl AdminService for AdminApi {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+}
+
+/// Each domain's newest snapshot: (time, id).
+fn last_snapshots(f: &Fleet) -> Result<HashMap<String, (i64, String)>, Status> {
+    let mut last = HashMap::new();
+    for s in f.catalog.snapshots(None).map_err(internal)? {
+        last.insert(s.domain.clone(), (s.time, s.id));
+    }
+    Ok(last)
+}
+
+fn domain_info(
+    d: DomainRecord,
+    plan: Option<&PlanRecord>,
+    last: &HashMap<String, (i64, String)>,
+) -> pb::DomainInfo {
+    let (t, id) = last.get(&d.name).cloned().unwrap_or_default();
+    let a = d.analysis.clone().unwrap_or_default();
+    pb::DomainInfo {
+        size_class: SizeClass::of(d.size_bytes).as_str().into(),
+        activity: Activity::of(a.changes_24h).as_str().into(),
+        changes_24h: a.changes_24h,
+        avg_daily_changes: a.avg_daily_changes,
+        trend: a.trend,
+        has_traffic: a.requests_24h.is_some(),
+        requests_24h: a.requests_24h.unwrap_or(0),
+        analyzed_at: a.analyzed_at,
+        files: a.files,
+        strategy: plan.map(|p| p.strategy.clone()).unwrap_or_default(),
+        schedule: plan
+            .map(|p| {
+                p.runs
+                    .iter()
+                    .map(|r| pb::ScheduledRun {
+                        cron: r.cron.clone(),
+                        kind: r.kind.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        reason: plan.map(|p| p.reason.clone()).unwrap_or_default(),
+        name: d.name,
+        agent_id: d.agent_id,
+        path: d.path,
+        size_bytes: d.size_bytes,
+        last_backup: t,
+        last_snapshot_id: id,
+        aliases: d.aliases,
+        site_type: d.site_type,
+        databases: d.databases,
+        root_missing: d.root_missing,
+        source: d.source,
     }
 }

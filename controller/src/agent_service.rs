@@ -21,8 +21,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::catalog::{AgentRecord, DomainRecord, JobState, SnapshotRecord};
+use crate::catalog::{
+    AgentRecord, AnalysisRecord, CatalogError, DaySampleRecord, DomainRecord, JobState, PlannedRun,
+    SnapshotRecord,
+};
 use crate::fleet::{internal, now, Fleet, Grant, Session};
+use crate::strategy::{self, Activity, SizeClass};
 
 /// Largest object an agent may upload in one PutPacks object.
 const MAX_OBJECT: usize = 128 << 20;
@@ -92,8 +96,64 @@ fn domain_records(agent: &str, inv: &pb::Inventory) -> Vec<DomainRecord> {
                 .iter()
                 .map(|db| format!("{}:{}", db.engine, db.name))
                 .collect(),
+            aliases: d.aliases.clone(),
+            site_type: d.site_type.clone(),
+            source: d.source.clone(),
+            root_missing: d.root_missing,
+            analysis: d.analysis.as_ref().map(|a| AnalysisRecord {
+                analyzed_at: a.analyzed_at,
+                files: a.files,
+                changes_24h: a.changes_24h,
+                avg_daily_changes: a.avg_daily_changes,
+                trend: a.trend.clone(),
+                requests_24h: a.has_traffic.then_some(a.requests_24h),
+                history: a
+                    .history
+                    .iter()
+                    .map(|h| DaySampleRecord {
+                        day: h.day.clone(),
+                        changes: h.changes,
+                        requests: h.has_traffic.then_some(h.requests),
+                        size_bytes: h.size_bytes,
+                    })
+                    .collect(),
+            }),
         })
         .collect()
+}
+
+/// Stores an agent's inventory, then re-evaluates each domain's plan from
+/// its size and activity (SPEC INT-5, INT-7); a changed plan is recorded
+/// with the old one, the new one and why.
+fn store_inventory(fleet: &Fleet, agent: &str, inv: &pb::Inventory) -> Result<(), CatalogError> {
+    fleet
+        .catalog
+        .set_domains(agent, &domain_records(agent, inv))?;
+    let now = now();
+    for d in inv.domains.iter().filter(|d| !d.root_missing) {
+        let changes = d.analysis.as_ref().map_or(0, |a| a.changes_24h);
+        let rec = strategy::recommend(SizeClass::of(d.size_bytes), Activity::of(changes));
+        let runs = rec
+            .runs
+            .iter()
+            .map(|r| PlannedRun {
+                cron: r.cron.clone(),
+                kind: r.kind.clone(),
+            })
+            .collect();
+        let change = fleet.catalog.update_plan(
+            agent,
+            &d.name,
+            rec.strategy.as_str(),
+            runs,
+            &rec.reason,
+            now,
+        )?;
+        if let Some(c) = change {
+            tracing::info!(agent, domain = %d.name, from = %c.from, to = %c.to, why = %c.why, "domain plan changed");
+        }
+    }
+    Ok(())
 }
 
 /// A readable, unique agent id from the host name the agent sent.
@@ -196,10 +256,7 @@ impl AgentService for AgentApi {
             fleet.catalog.put_agent(&rec).map_err(internal)?;
         }
         if let Some(inv) = &hello.inventory {
-            fleet
-                .catalog
-                .set_domains(&agent, &domain_records(&agent, inv))
-                .map_err(internal)?;
+            store_inventory(&fleet, &agent, inv).map_err(internal)?;
         }
         let (tx, rx) = mpsc::channel(64);
         let generation = fleet.generation.fetch_add(1, Ordering::Relaxed);
@@ -474,10 +531,7 @@ async fn run_session(
         match msg.body {
             Some(Body::Heartbeat(_)) | Some(Body::Hello(_)) | None => {}
             Some(Body::Inventory(inv)) => {
-                if let Err(e) = fleet
-                    .catalog
-                    .set_domains(&agent, &domain_records(&agent, &inv))
-                {
+                if let Err(e) = store_inventory(&fleet, &agent, &inv) {
                     tracing::error!(error = %e, "storing inventory");
                 }
             }

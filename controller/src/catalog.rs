@@ -1,5 +1,6 @@
-//! The controller's catalog: agents, domains, snapshots, jobs and enrollment
-//! tokens in sled. Only this module touches sled.
+//! The controller's catalog: agents, domains (with their analysis), each
+//! domain's recommended plan and how it changed, snapshots, jobs and
+//! enrollment tokens in sled. Only this module touches sled.
 //!
 //! Records are JSON values in one sled tree per kind. Jobs are keyed by a
 //! big-endian sequence number, so they list in creation order. Tokens are
@@ -44,7 +45,7 @@ pub struct AgentRecord {
     pub revoked: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DomainRecord {
     pub name: String,
     pub agent_id: String,
@@ -52,6 +53,80 @@ pub struct DomainRecord {
     pub size_bytes: u64,
     /// `engine:name` of each database; never credentials.
     pub databases: Vec<String>,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// wordpress, laravel, php, static.
+    #[serde(default)]
+    pub site_type: String,
+    /// Where the agent found it (config, web root, nginx, apache).
+    #[serde(default)]
+    pub source: String,
+    #[serde(default)]
+    pub root_missing: bool,
+    #[serde(default)]
+    pub analysis: Option<AnalysisRecord>,
+}
+
+/// What the agent measured (SPEC INT-2, INT-3).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AnalysisRecord {
+    pub analyzed_at: i64,
+    pub files: u64,
+    pub changes_24h: u64,
+    pub avg_daily_changes: f64,
+    pub trend: String,
+    /// None without access logs.
+    pub requests_24h: Option<u64>,
+    pub history: Vec<DaySampleRecord>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaySampleRecord {
+    pub day: String,
+    pub changes: u64,
+    pub requests: Option<u64>,
+    pub size_bytes: u64,
+}
+
+/// The controller's recommendation for a domain (SPEC INT-5, INT-7) and
+/// every time it changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanRecord {
+    pub strategy: String,
+    pub runs: Vec<PlannedRun>,
+    pub reason: String,
+    pub since: i64,
+    /// Oldest first, the last [`MAX_PLAN_CHANGES`].
+    pub changes: Vec<PlanChange>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedRun {
+    pub cron: String,
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanChange {
+    pub at: i64,
+    /// The plan in words; empty for a domain's first plan.
+    pub from: String,
+    pub to: String,
+    pub why: String,
+}
+
+pub const MAX_PLAN_CHANGES: usize = 50;
+
+impl PlanRecord {
+    /// `incremental (incremental 0 */6 * * *, full 0 3 * * 0)`.
+    pub fn describe(&self) -> String {
+        let runs: Vec<String> = self
+            .runs
+            .iter()
+            .map(|r| format!("{} {}", r.kind, r.cron))
+            .collect();
+        format!("{} ({})", self.strategy, runs.join(", "))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +215,7 @@ pub struct Catalog {
     db: sled::Db,
     agents: sled::Tree,
     domains: sled::Tree,
+    plans: sled::Tree,
     snapshots: sled::Tree,
     jobs: sled::Tree,
     tokens: sled::Tree,
@@ -177,6 +253,7 @@ impl Catalog {
         let c = Catalog {
             agents: db.open_tree("agents")?,
             domains: db.open_tree("domains")?,
+            plans: db.open_tree("plans")?,
             snapshots: db.open_tree("snapshots")?,
             jobs: db.open_tree("jobs")?,
             tokens: db.open_tree("tokens")?,
@@ -229,6 +306,11 @@ impl Catalog {
         a.revoked = true;
         self.put_agent(&a)?;
         self.set_domains(id, &[])?;
+        let mut batch = sled::Batch::default();
+        for kv in self.plans.scan_prefix(format!("{id}\0").as_bytes()) {
+            batch.remove(kv?.0);
+        }
+        self.plans.apply_batch(batch)?;
         self.flush()
     }
 
@@ -256,6 +338,62 @@ impl Catalog {
 
     pub fn domains(&self) -> Result<Vec<DomainRecord>> {
         all(&self.domains, b"")
+    }
+
+    pub fn plan(&self, agent_id: &str, domain: &str) -> Result<Option<PlanRecord>> {
+        let key = format!("{agent_id}\0{domain}");
+        self.plans
+            .get(key.as_bytes())?
+            .map(|v| decode(key.as_bytes(), &v))
+            .transpose()
+    }
+
+    /// Stores `plan` (strategy, runs, reason) as the domain's recommendation.
+    /// Returns the change when the strategy or its runs differ from the
+    /// stored plan (or there was none); a new reason alone is kept quietly.
+    pub fn update_plan(
+        &self,
+        agent_id: &str,
+        domain: &str,
+        strategy: &str,
+        runs: Vec<PlannedRun>,
+        reason: &str,
+        now: i64,
+    ) -> Result<Option<PlanChange>> {
+        let old = self.plan(agent_id, domain)?;
+        let mut next = PlanRecord {
+            strategy: strategy.into(),
+            runs,
+            reason: reason.into(),
+            since: now,
+            changes: Vec::new(),
+        };
+        let change = match &old {
+            Some(o) if o.strategy == next.strategy && o.runs == next.runs => {
+                if o.reason == next.reason {
+                    return Ok(None);
+                }
+                next.since = o.since;
+                next.changes = o.changes.clone();
+                None
+            }
+            _ => {
+                let c = PlanChange {
+                    at: now,
+                    from: old.as_ref().map(PlanRecord::describe).unwrap_or_default(),
+                    to: next.describe(),
+                    why: reason.into(),
+                };
+                next.changes = old.map(|o| o.changes).unwrap_or_default();
+                next.changes.push(c.clone());
+                let excess = next.changes.len().saturating_sub(MAX_PLAN_CHANGES);
+                next.changes.drain(..excess);
+                Some(c)
+            }
+        };
+        self.plans
+            .insert(format!("{agent_id}\0{domain}").as_bytes(), encode(&next))?;
+        Ok(change)
     }
 
     pub fn add_snapshot(&self, s: &SnapshotRecord) -> Result<()> {
@@ -456,7 +594,97 @@ mod tests {
             path: format!("/var/www/{name}"),
             size_bytes: 10,
             databases: vec!["mariadb:wp".into()],
+            aliases: Vec::new(),
+            site_type: "wordpress".into(),
+            source: "config".into(),
+            root_missing: false,
+            analysis: None,
         }
+    }
+
+    #[test]
+    fn plans_record_each_change_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = |cron: &str, kind: &str| PlannedRun {
+            cron: cron.into(),
+            kind: kind.into(),
+        };
+        {
+            let c = Catalog::open(dir.path()).unwrap();
+            let first = c
+                .update_plan(
+                    "a1",
+                    "x.test",
+                    "full",
+                    vec![run("0 3 * * 0", "full")],
+                    "small, low",
+                    100,
+                )
+                .unwrap()
+                .expect("a first plan is a change");
+            assert_eq!(first.from, "");
+            assert_eq!(first.to, "full (full 0 3 * * 0)");
+            // The same plan again: nothing changes; a new reason is kept quietly.
+            assert!(c
+                .update_plan(
+                    "a1",
+                    "x.test",
+                    "full",
+                    vec![run("0 3 * * 0", "full")],
+                    "small, low",
+                    200
+                )
+                .unwrap()
+                .is_none());
+            assert!(c
+                .update_plan(
+                    "a1",
+                    "x.test",
+                    "full",
+                    vec![run("0 3 * * 0", "full")],
+                    "medium, low",
+                    300
+                )
+                .unwrap()
+                .is_none());
+            let p = c.plan("a1", "x.test").unwrap().unwrap();
+            assert_eq!(
+                (p.reason.as_str(), p.since, p.changes.len()),
+                ("medium, low", 100, 1)
+            );
+            let up = c
+                .update_plan(
+                    "a1",
+                    "x.test",
+                    "incremental",
+                    vec![run("0 */6 * * *", "incremental"), run("0 3 * * 0", "full")],
+                    "medium, high",
+                    400,
+                )
+                .unwrap()
+                .unwrap();
+            assert_eq!(up.from, "full (full 0 3 * * 0)");
+            assert_eq!(up.why, "medium, high");
+            c.flush().unwrap();
+        }
+        let c = Catalog::open(dir.path()).unwrap();
+        let p = c.plan("a1", "x.test").unwrap().unwrap();
+        assert_eq!(
+            (p.strategy.as_str(), p.since, p.changes.len()),
+            ("incremental", 400, 2)
+        );
+        c.put_agent(&AgentRecord {
+            id: "a1".into(),
+            hostname: "h".into(),
+            version: "v".into(),
+            cert_sha256: "00".into(),
+            enrolled_at: 0,
+            last_seen: 0,
+            revoked: false,
+        })
+        .unwrap();
+        c.revoke_agent("a1").unwrap();
+        assert!(c.plan("a1", "x.test").unwrap().is_none());
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod config;
 pub mod fleet;
 pub mod pki;
+pub mod strategy;
 pub mod web;
 
 use std::collections::{HashMap, HashSet};

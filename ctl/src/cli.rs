@@ -87,7 +87,16 @@ pub enum AgentsCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum DomainsCommand {
+    /// Every domain with its type, size class, activity, traffic and strategy.
     List {
+        #[arg(long)]
+        agent: Option<String>,
+    },
+    /// One domain: why its strategy, its database, its daily history and
+    /// every change of plan.
+    Show {
+        domain: String,
+        /// The agent, when several report the same domain.
         #[arg(long)]
         agent: Option<String>,
     },

@@ -51,7 +51,20 @@ mod tests {
                         databases: vec![agent::Database {
                             engine: "mariadb".into(),
                             name: "wp".into(),
+                            table_prefix: "wp_".into(),
                         }],
+                        site_type: "wordpress".into(),
+                        analysis: Some(agent::Analysis {
+                            changes_24h: 120,
+                            trend: "rising".into(),
+                            history: vec![agent::DaySample {
+                                day: "2026-11-23".into(),
+                                changes: 120,
+                                ..Default::default()
+                            }],
+                            ..Default::default()
+                        }),
+                        ..Default::default()
                     }],
                 }),
             })),

@@ -6,6 +6,7 @@ mod crash;
 mod db;
 mod fleet;
 mod golden;
+mod intel;
 mod maintenance;
 mod s3;
 mod safety;

@@ -214,14 +214,24 @@ impl Cluster {
         )
     }
 
-    /// Writes an agent's config, enrolls it with a fresh token and starts it.
+    /// Writes an agent's config (these domains only, no discovery), enrolls
+    /// it with a fresh token and starts it.
     pub fn add_agent(&self, name: &str, domains: &[(&str, &Path)]) -> Agent {
-        let dir = self.dir.join(format!("agent-{name}"));
-        fs::create_dir_all(&dir).unwrap();
-        let mut cfg = format!("state_dir = {:?}\nname = {name:?}\n", dir.join("state"));
+        let mut cfg = "[discovery]\nenabled = false\n".to_string();
         for (d, p) in domains {
             cfg.push_str(&format!("[[domain]]\nname = {d:?}\npath = {:?}\n", p));
         }
+        self.add_agent_toml(name, &cfg)
+    }
+
+    /// Like [`Cluster::add_agent`], with `toml` after the agent's state_dir and name.
+    pub fn add_agent_toml(&self, name: &str, toml: &str) -> Agent {
+        let dir = self.dir.join(format!("agent-{name}"));
+        fs::create_dir_all(&dir).unwrap();
+        let cfg = format!(
+            "state_dir = {:?}\nname = {name:?}\n{toml}",
+            dir.join("state")
+        );
         fs::write(dir.join("agent.toml"), cfg).unwrap();
         let mut agent = Agent {
             name: name.into(),

@@ -10,13 +10,14 @@ use cairn_proto::admin::v1::admin_service_client::AdminServiceClient;
 use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
 
+use super::domains;
 use crate::cli::{
     AgentsCommand, Command, Connection, DomainsCommand, JobsCommand, SnapshotsCommand, TokenCommand,
 };
 use crate::output;
 use crate::Exit;
 
-type Client = AdminServiceClient<Channel>;
+pub(super) type Client = AdminServiceClient<Channel>;
 
 /// `cairnctl.toml`, as `cairn-controller init` writes it.
 #[derive(Debug, Deserialize)]
@@ -64,7 +65,7 @@ fn connect(conn: &Connection) -> Result<Client> {
 }
 
 /// A refused or failed call, with an exit code that says which.
-fn status(s: tonic::Status) -> anyhow::Error {
+pub(super) fn status(s: tonic::Status) -> anyhow::Error {
     use tonic::Code::*;
     let code = match s.code() {
         InvalidArgument | NotFound | FailedPrecondition | AlreadyExists => crate::EXIT_USAGE,
@@ -100,7 +101,10 @@ pub fn run(conn: &Connection, cmd: Command) -> Result<()> {
                 Ok(())
             }
             Command::Domains(DomainsCommand::List { agent }) => {
-                domains(&mut c, agent, conn.json).await
+                domains::list(&mut c, agent, conn.json).await
+            }
+            Command::Domains(DomainsCommand::Show { domain, agent }) => {
+                domains::show(&mut c, domain, agent, conn.json).await
             }
             Command::Snapshots(SnapshotsCommand::List { domain }) => {
                 snapshots(&mut c, domain, conn.json).await
@@ -163,7 +167,7 @@ pub fn run(conn: &Connection, cmd: Command) -> Result<()> {
     })
 }
 
-fn time(t: i64) -> String {
+pub(super) fn time(t: i64) -> String {
     if t <= 0 {
         return "never".into();
     }
@@ -216,56 +220,6 @@ async fn agents(c: &mut Client, json: bool) -> Result<()> {
             a.domains,
             time(a.last_seen),
             a.version
-        );
-    }
-    Ok(())
-}
-
-#[derive(Serialize)]
-struct DomainJson {
-    name: String,
-    agent: String,
-    path: String,
-    size_bytes: u64,
-    last_backup: Option<i64>,
-    last_snapshot: Option<String>,
-}
-
-async fn domains(c: &mut Client, agent: Option<String>, json: bool) -> Result<()> {
-    let r = c
-        .list_domains(pb::ListDomainsRequest {
-            agent_id: agent.unwrap_or_default(),
-        })
-        .await
-        .map_err(status)?
-        .into_inner();
-    if json {
-        let v: Vec<DomainJson> = r
-            .domains
-            .into_iter()
-            .map(|d| DomainJson {
-                last_backup: (d.last_backup > 0).then_some(d.last_backup),
-                last_snapshot: (!d.last_snapshot_id.is_empty()).then_some(d.last_snapshot_id),
-                name: d.name,
-                agent: d.agent_id,
-                path: d.path,
-                size_bytes: d.size_bytes,
-            })
-            .collect();
-        return output::json(&v);
-    }
-    println!(
-        "{:<32} {:<20} {:>10}  {:<19}  path",
-        "domain", "agent", "size", "last backup"
-    );
-    for d in r.domains {
-        println!(
-            "{:<32} {:<20} {:>10}  {:<19}  {}",
-            d.name,
-            d.agent_id,
-            output::bytes(d.size_bytes),
-            time(d.last_backup),
-            d.path
         );
     }
     Ok(())

@@ -4,6 +4,7 @@
 mod backup;
 mod check;
 mod db;
+mod domains;
 mod fleet;
 mod gc;
 mod keys;

@@ -70,7 +70,7 @@ async fn agent(
                     name: format!("d{n:04}.load"),
                     path: "/var/www/x".into(),
                     size_bytes: 1,
-                    databases: vec![],
+                    ..Default::default()
                 }],
             }),
         })),

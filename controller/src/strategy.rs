@@ -56,6 +56,36 @@ pub enum Strategy {
     Mixed,
 }
 
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Full => "full",
+            Strategy::Incremental => "incremental",
+            Strategy::Mixed => "mixed",
+        }
+    }
+}
+
+impl SizeClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SizeClass::Small => "small",
+            SizeClass::Medium => "medium",
+            SizeClass::Large => "large",
+        }
+    }
+}
+
+impl Activity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Activity::High => "high",
+            Activity::Medium => "medium",
+            Activity::Low => "low",
+        }
+    }
+}
+
 /// One scheduled run: a cron expression (minute hour dom month dow) and the
 /// backup kind it starts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,8 +138,7 @@ pub fn recommend(size: SizeClass, activity: Activity) -> Recommendation {
             run(WEEKLY_SUNDAY_3AM, "full"),
         ],
     };
-    let size_word = format!("{size:?}").to_lowercase();
-    let activity_word = format!("{activity:?}").to_lowercase();
+    let (size_word, activity_word) = (size.as_str(), activity.as_str());
     let how = match strategy {
         Strategy::Full if size == S::Small => {
             "full: a small site backs up whole quickly".to_string()
