@@ -160,24 +160,15 @@ impl History {
 
     /// Writes atomically (temp file, fsync, rename), 0600 in a 0700 dir.
     pub fn save(&self, state_dir: &Path, domain: &str) -> std::io::Result<()> {
-        use std::io::Write;
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        use std::os::unix::fs::DirBuilderExt;
         let path = history_path(state_dir, domain);
         let dir = path.parent().expect("history path has a parent");
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)?;
-        let tmp = path.with_extension("json.tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&serde_json::to_vec_pretty(self).expect("history serializes"))?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)
+        let json = serde_json::to_string_pretty(self).expect("history serializes");
+        cairn_net::write_file(&path, &json, 0o600)
     }
 
     /// Adds today's sample, replacing an earlier one of the same day.

@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::catalog::JobState;
 use crate::fleet::{now, Fleet};
+use crate::strategy::Activity;
 
 pub fn router(fleet: Arc<Fleet>) -> Router {
     Router::new()
@@ -44,7 +45,12 @@ struct AgentStatus {
 struct DomainStatus {
     name: String,
     agent: String,
+    site_type: String,
     size_bytes: u64,
+    /// high, medium or low (SPEC INT-2).
+    activity: String,
+    /// The controller's recommendation (SPEC INT-5).
+    strategy: String,
     last_backup: Option<i64>,
     last_snapshot: Option<String>,
 }
@@ -87,9 +93,14 @@ fn status(f: &Fleet) -> Status {
             .into_iter()
             .map(|d| {
                 let l = last.get(&d.name).cloned();
+                let plan = f.catalog.plan(&d.agent_id, &d.name).ok().flatten();
+                let changes = d.analysis.as_ref().map_or(0, |a| a.changes_24h);
                 DomainStatus {
                     last_backup: l.as_ref().map(|l| l.0),
                     last_snapshot: l.map(|l| l.1),
+                    activity: Activity::of(changes).as_str().into(),
+                    strategy: plan.map(|p| p.strategy).unwrap_or_default(),
+                    site_type: d.site_type,
                     name: d.name,
                     agent: d.agent_id,
                     size_bytes: d.size_bytes,
@@ -164,14 +175,17 @@ async fn page(State(f): State<Arc<Fleet>>) -> Html<String> {
             ago(a.last_seen)
         );
     }
-    h.push_str("</table><h2>Domains</h2><table><tr><th>domain</th><th>agent</th><th>size</th><th>last backup</th></tr>");
+    h.push_str("</table><h2>Domains</h2><table><tr><th>domain</th><th>agent</th><th>type</th><th>size</th><th>activity</th><th>strategy</th><th>last backup</th></tr>");
     for d in &s.domains {
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{:.1} MB</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1} MB</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&d.name),
             esc(&d.agent),
+            esc(&d.site_type),
             d.size_bytes as f64 / 1e6,
+            esc(&d.activity),
+            esc(&d.strategy),
             d.last_backup.map(ago).unwrap_or_else(|| "never".into())
         );
     }

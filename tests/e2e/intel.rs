@@ -14,7 +14,7 @@ use cairn_agent::config::Discovery;
 use cairn_agent::discover::Site;
 use cairn_controller::strategy::{self, Activity, SizeClass};
 use cairn_repo::exclude::Excludes;
-use cairn_tests::cluster::{bin, Cluster, ClusterOptions};
+use cairn_tests::cluster::{bin, http_get, Cluster, ClusterOptions};
 use cairn_tests::*;
 
 /// gen_fleet.py's day 0 (checked against the script below).
@@ -652,6 +652,14 @@ fn the_controllers_plan_follows_the_agents_analysis() {
     assert_eq!(last["why"], d2["reason"]);
     let log = fs::read_to_string(c.controller_log()).unwrap();
     assert!(log.contains("domain plan changed"), "the change is logged");
+    let page = http_get(&c.web_url());
+    for cell in [
+        "<td>wordpress</td>",
+        "<td>high</td>",
+        "<td>incremental</td>",
+    ] {
+        assert!(page.contains(cell), "the status page shows {cell}");
+    }
 
     // The plan survives a controller restart.
     let mut c = c;
