@@ -123,6 +123,8 @@ fn key(p: &Path) -> PathBuf {
 pub fn discover(cfg: &Config) -> Discovered {
     let mut warnings = Vec::new();
     let mut sites: Vec<Site> = Vec::new();
+    // Each site's canonical root, computed once (sites[i] ↔ keys[i]).
+    let mut keys: Vec<PathBuf> = Vec::new();
     if cfg.discovery.enabled {
         let mut vhosts = Vec::new();
         for f in cfg.discovery.nginx.iter().filter(|f| f.is_file()) {
@@ -136,7 +138,7 @@ pub fn discover(cfg: &Config) -> Discovered {
         for v in vhosts {
             let root = site_root(&v.root);
             let k = key(&root);
-            match sites.iter_mut().find(|s| key(&s.root) == k) {
+            match keys.iter().position(|x| *x == k).map(|i| &mut sites[i]) {
                 Some(s) => {
                     for n in v.names {
                         if n != s.name && !s.aliases.contains(&n) {
@@ -150,6 +152,7 @@ pub fn discover(cfg: &Config) -> Discovered {
                 }
                 None => {
                     let mut names = v.names.into_iter();
+                    keys.push(k);
                     sites.push(Site {
                         name: names.next().unwrap_or_default(),
                         aliases: names.collect(),
@@ -169,24 +172,30 @@ pub fn discover(cfg: &Config) -> Discovered {
             {
                 let k = key(&dir);
                 let inside: Vec<usize> = (0..sites.len())
-                    .filter(|&i| key(&sites[i].root).starts_with(&k))
+                    .filter(|&i| keys[i].starts_with(&k))
                     .collect();
-                if sites.iter().any(|s| k.starts_with(key(&s.root))) && inside.is_empty() {
+                if keys.iter().any(|x| k.starts_with(x)) && inside.is_empty() {
                     continue; // within a site already found
                 }
                 match inside.as_slice() {
                     // A vhost's document root below this directory: the
                     // directory is the site (wp-config.php one level up, say).
-                    [i] => sites[*i].root = dir,
-                    [] => sites.push(Site {
-                        name: dir_name(&dir),
-                        aliases: Vec::new(),
-                        root: dir,
-                        exclude: Vec::new(),
-                        access_logs: Vec::new(),
-                        source: format!("web root {pattern}"),
-                        root_missing: false,
-                    }),
+                    [i] => {
+                        sites[*i].root = dir;
+                        keys[*i] = k;
+                    }
+                    [] => {
+                        keys.push(k);
+                        sites.push(Site {
+                            name: dir_name(&dir),
+                            aliases: Vec::new(),
+                            root: dir,
+                            exclude: Vec::new(),
+                            access_logs: Vec::new(),
+                            source: format!("web root {pattern}"),
+                            root_missing: false,
+                        });
+                    }
                     _ => {} // a parent of several sites: they stand on their own
                 }
             }
@@ -200,7 +209,16 @@ pub fn discover(cfg: &Config) -> Discovered {
     // The domains of agent.toml win over what was found for the same name or root.
     for d in &cfg.domains {
         let k = key(&d.path);
-        sites.retain(|s| s.name != d.name && !s.aliases.contains(&d.name) && key(&s.root) != k);
+        let keep: Vec<bool> = sites
+            .iter()
+            .zip(&keys)
+            .map(|(s, x)| s.name != d.name && !s.aliases.contains(&d.name) && *x != k)
+            .collect();
+        let mut flags = keep.iter();
+        sites.retain(|_| *flags.next().unwrap());
+        let mut flags = keep.iter();
+        keys.retain(|_| *flags.next().unwrap());
+        keys.push(k);
         sites.push(Site {
             name: d.name.clone(),
             aliases: d.aliases.clone(),
