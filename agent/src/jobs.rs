@@ -41,9 +41,10 @@ pub fn run(
         handle: handle.clone(),
         job_id: job.job_id.clone(),
         direct,
+        committed: Default::default(),
     });
     let repo = Repository::with_access(
-        storage,
+        storage.clone(),
         &Access {
             master_key: access.master_key.clone(),
             config_json: access.config_json.clone(),
@@ -71,7 +72,13 @@ pub fn run(
             let site = site.with_context(|| {
                 format!("domain {:?} is not among this agent's domains", job.domain)
             })?;
-            backup(host, site, &repo, job, progress, snapshot)
+            backup(host, site, &repo, job, progress, snapshot)?;
+            storage
+                .committed
+                .lock()
+                .unwrap()
+                .clone()
+                .context("the backup ended without committing its snapshot")
         }
         pb::JobKind::Restore => {
             let (_, snap) = snapshot.context("a restore job carries its snapshot")?;
@@ -88,7 +95,7 @@ fn backup(
     job: &pb::Job,
     progress: &Progress,
     parent: Option<(Id, Snapshot)>,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<()> {
     if site.root_missing {
         bail!(
             "domain {:?}: its root {} is missing",
@@ -111,13 +118,13 @@ fn backup(
     let (id, snap) =
         cairn_repo::backup::run_with_parent(repo, &site.root, &opts, progress, parent)?;
     tracing::info!(
-        snapshot = %id,
+        proposed = %id,
         files = snap.stats.files,
         bytes_new = snap.stats.bytes_new,
         stored = snap.stats.stored_bytes,
         "backup stored"
     );
-    Ok(id.to_string())
+    Ok(())
 }
 
 fn restore(repo: &Repository, job: &pb::Job, snap: &Snapshot) -> anyhow::Result<String> {

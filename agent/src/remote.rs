@@ -1,12 +1,14 @@
 //! The repository as an agent sees it during a job: a [`Storage`] whose
-//! writes go to the controller (via-controller mode) or straight to the
-//! storage (direct mode), whose snapshot write is a `CommitSnapshot`, and
-//! which can never delete. Known blobs come from `HaveBlobs`.
+//! pack writes go to the controller (via-controller mode) or straight to the
+//! storage and are then registered (direct mode), whose snapshot write is a
+//! `CommitSnapshot`, and which can never delete. Index segments are not
+//! written at all: the controller indexes each pack it verifies. Known blobs
+//! come from `HaveBlobs`.
 //!
 //! The repository code is blocking; these calls run on its threads and wait
 //! on the tokio runtime through a [`Handle`].
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use cairn_proto::agent::v1 as pb;
 use cairn_proto::agent::v1::agent_service_client::AgentServiceClient;
@@ -29,6 +31,9 @@ pub struct JobStorage {
     pub job_id: String,
     /// Direct mode: the storage granted for this job.
     pub direct: Option<Arc<dyn Storage>>,
+    /// The id the controller stored the snapshot under (it stamps its own
+    /// time and host, so the id differs from the one the agent proposed).
+    pub committed: Mutex<Option<String>>,
 }
 
 fn err(op: &'static str, key: &str, status: tonic::Status) -> StorageError {
@@ -56,7 +61,7 @@ fn refused(op: &'static str, key: &str) -> StorageError {
 }
 
 impl JobStorage {
-    fn upload(&self, key: &str, data: &[u8], index_segment: bool, id: Id) -> StorageResult<()> {
+    fn upload(&self, key: &str, data: &[u8], id: Id) -> StorageResult<()> {
         let mut pieces = Vec::with_capacity(data.len() / PIECE + 1);
         let mut offset = 0;
         loop {
@@ -67,7 +72,7 @@ impl JobStorage {
                 offset: offset as u64,
                 data: data[offset..end].to_vec(),
                 last: end == data.len(),
-                index_segment,
+                index_segment: false,
             });
             offset = end;
             if offset == data.len() {
@@ -91,7 +96,7 @@ impl Storage for JobStorage {
     }
 
     fn put(&self, key: &str, data: &[u8]) -> StorageResult<()> {
-        if let Some(id) = key.strip_prefix("snapshots/") {
+        if key.starts_with("snapshots/") {
             let mut client = self.client.clone();
             let r = self
                 .handle
@@ -101,27 +106,28 @@ impl Storage for JobStorage {
                 }))
                 .map_err(|s| err("commit", key, s))?
                 .into_inner();
-            if r.snapshot_id != id {
-                return Err(StorageError::Backend {
-                    location: "controller".into(),
-                    op: "commit",
-                    key: key.into(),
-                    message: format!("controller stored snapshot {} instead", r.snapshot_id),
-                    transient: false,
-                });
-            }
+            *self.committed.lock().unwrap() = Some(r.snapshot_id);
             return Ok(());
         }
-        if let Some(direct) = &self.direct {
-            return direct.put(key, data);
+        if key.starts_with("index/") {
+            // The controller writes the fleet's index from the packs it verified.
+            return Ok(());
         }
-        let (index_segment, id) = if let Some(id) = key.strip_prefix("index/") {
-            (true, id.parse::<Id>().ok())
-        } else {
-            (false, cairn_repo::pack::id_of_key(key))
-        };
-        let id = id.ok_or_else(|| refused("put", key))?;
-        self.upload(key, data, index_segment, id)
+        let id = cairn_repo::pack::id_of_key(key).ok_or_else(|| refused("put", key))?;
+        match &self.direct {
+            Some(direct) => {
+                direct.put(key, data)?;
+                let mut client = self.client.clone();
+                self.handle
+                    .block_on(client.register_pack(pb::RegisterPackRequest {
+                        job_id: self.job_id.clone(),
+                        pack_id: id.0.to_vec(),
+                    }))
+                    .map_err(|s| err("register", key, s))?;
+                Ok(())
+            }
+            None => self.upload(key, data, id),
+        }
     }
 
     fn get(&self, key: &str) -> StorageResult<Vec<u8>> {

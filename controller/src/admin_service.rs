@@ -334,13 +334,36 @@ impl AdminService for AdminApi {
             }
         };
         let f = &self.0;
-        let domain = f
+        let held: Vec<_> = f
             .catalog
             .domains()
             .map_err(internal)?
             .into_iter()
-            .find(|d| d.name == r.domain)
-            .ok_or_else(|| Status::not_found(format!("no agent reports domain {:?}", r.domain)))?;
+            .filter(|d| d.name == r.domain && (r.agent_id.is_empty() || d.agent_id == r.agent_id))
+            .collect();
+        let domain = match held.as_slice() {
+            [one] => one,
+            [] if r.agent_id.is_empty() => {
+                return Err(Status::not_found(format!(
+                    "no agent reports domain {:?}",
+                    r.domain
+                )))
+            }
+            [] => {
+                return Err(Status::not_found(format!(
+                    "agent {:?} reports no domain {:?}",
+                    r.agent_id, r.domain
+                )))
+            }
+            _ => {
+                let agents: Vec<&str> = held.iter().map(|d| d.agent_id.as_str()).collect();
+                return Err(Status::invalid_argument(format!(
+                    "domain {:?} is on several agents ({}); name one with --agent",
+                    r.domain,
+                    agents.join(", ")
+                )));
+            }
+        };
         let spec = JobSpec {
             backup_kind: kind.into(),
             ..Default::default()

@@ -15,7 +15,6 @@ use cairn_proto::agent::v1 as pb;
 use cairn_proto::agent::v1::agent_service_server::AgentService;
 use cairn_repo::id::Id;
 use cairn_repo::pack;
-use cairn_repo::snapshot::{Content, Snapshot};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -26,10 +25,11 @@ use crate::catalog::{
     SnapshotRecord,
 };
 use crate::fleet::{internal, now, Fleet, Grant, Session};
+use crate::store::{self, StoreError};
 use crate::strategy::{self, Activity, SizeClass};
 
-/// Largest object an agent may upload in one PutPacks object.
-const MAX_OBJECT: usize = 128 << 20;
+/// Packs one PutPacks stream may have open at once (the agent sends them whole, one after another).
+const MAX_OPEN_OBJECTS: usize = 4;
 const MAX_READ: u64 = 64 << 20;
 const MAX_ASK: usize = 100_000;
 
@@ -327,7 +327,8 @@ impl AgentService for AgentApi {
             ));
         }
         let mut stream = req.into_inner();
-        let mut open: HashMap<(Vec<u8>, bool), Vec<u8>> = HashMap::new();
+        let mut open: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+        let mut inflight = self.0.store.inflight(&agent);
         let mut stored = 0;
         while let Some(piece) = stream.next().await {
             let piece = piece?;
@@ -335,29 +336,84 @@ impl AgentService for AgentApi {
             if !grant.backup {
                 return Err(Status::permission_denied("job is not a backup"));
             }
-            let key = (piece.pack_id.clone(), piece.index_segment);
-            let buf = open.entry(key.clone()).or_default();
+            if piece.index_segment {
+                // Older agents send their segments; the controller writes its own.
+                continue;
+            }
+            if !open.contains_key(&piece.pack_id) && open.len() >= MAX_OPEN_OBJECTS {
+                return Err(Status::resource_exhausted(format!(
+                    "at most {MAX_OPEN_OBJECTS} packs may be open in one upload"
+                )));
+            }
+            let buf = open.entry(piece.pack_id.clone()).or_default();
             if piece.offset != buf.len() as u64 {
                 return Err(Status::invalid_argument("pack pieces out of order"));
             }
-            if buf.len() + piece.data.len() > MAX_OBJECT {
+            if buf.len() + piece.data.len() > store::MAX_OBJECT {
                 return Err(Status::invalid_argument("object too large"));
             }
+            inflight
+                .grow(piece.data.len() as u64)
+                .map_err(|e| status(&self.0, &agent, e))?;
             buf.extend_from_slice(&piece.data);
             if piece.last {
-                let data = open.remove(&key).unwrap_or_default();
+                let data = open.remove(&piece.pack_id).unwrap_or_default();
                 let id = Id::try_from(piece.pack_id.as_slice())
                     .map_err(|_| Status::invalid_argument("object ids are 32 bytes"))?;
                 let fleet = self.0.clone();
-                let index_segment = piece.index_segment;
-                tokio::task::spawn_blocking(move || store_object(&fleet, id, &data, index_segment))
-                    .await
-                    .map_err(internal)??;
+                let (a, g) = (agent.clone(), grant.clone());
+                let len = data.len() as u64;
+                tokio::task::spawn_blocking(move || {
+                    let host = fleet.hostname_of(&a);
+                    fleet.store.ingest(&g.ctx(&host), id, &data)
+                })
+                .await
+                .map_err(internal)?
+                .map_err(|e| status(&self.0, &agent, e))?;
+                inflight.shrink(len);
+                let m = &self.0.metrics;
+                m.packs_received.fetch_add(1, Ordering::Relaxed);
+                m.bytes_received.fetch_add(len, Ordering::Relaxed);
                 stored += 1;
             }
         }
         Ok(Response::new(pb::PutPacksResponse {
             packs_stored: stored,
+        }))
+    }
+
+    async fn register_pack(
+        &self,
+        req: Request<pb::RegisterPackRequest>,
+    ) -> Result<Response<pb::RegisterPackResponse>, Status> {
+        let agent = self.agent(&req)?;
+        let r = req.into_inner();
+        if self.0.data_path() != crate::config::DataPath::Direct {
+            return Err(Status::failed_precondition(
+                "this controller takes packs through PutPacks, not directly",
+            ));
+        }
+        let grant = self.grant(&agent, &r.job_id)?;
+        if !grant.backup {
+            return Err(Status::permission_denied("job is not a backup"));
+        }
+        let id = Id::try_from(r.pack_id.as_slice())
+            .map_err(|_| Status::invalid_argument("pack ids are 32 bytes"))?;
+        let fleet = self.0.clone();
+        let a = agent.clone();
+        let blobs = tokio::task::spawn_blocking(move || {
+            let host = fleet.hostname_of(&a);
+            fleet.store.register(&grant.ctx(&host), id)
+        })
+        .await
+        .map_err(internal)?
+        .map_err(|e| status(&self.0, &agent, e))?;
+        self.0
+            .metrics
+            .packs_received
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(Response::new(pb::RegisterPackResponse {
+            blobs: blobs as u32,
         }))
     }
 
@@ -400,87 +456,48 @@ impl AgentService for AgentApi {
             return Err(Status::permission_denied("job is not a backup"));
         }
         let fleet = self.0.clone();
-        let job_id = r.job_id.clone();
-        let rec = tokio::task::spawn_blocking(move || {
-            commit(&fleet, &grant, &agent, &job_id, &r.snapshot)
-        })
-        .await
-        .map_err(internal)??;
+        let a = agent.clone();
+        let rec = tokio::task::spawn_blocking(move || commit(&fleet, &grant, &a, &r.snapshot))
+            .await
+            .map_err(internal)?
+            .map_err(|e| status(&self.0, &agent, e))?;
         Ok(Response::new(pb::CommitSnapshotResponse {
             snapshot_id: rec.id,
         }))
     }
 }
 
-/// Verifies and stores one uploaded pack or index segment, then indexes it.
-fn store_object(fleet: &Fleet, id: Id, data: &[u8], index_segment: bool) -> Result<(), Status> {
-    if Id::of_stored(data) != id {
-        return Err(Status::invalid_argument(format!(
-            "object {id} does not hash to its id"
-        )));
+/// The one place a store error becomes a gRPC status. A refusal (the agent
+/// sent something false) is counted and logged with the agent's id.
+fn status(fleet: &Fleet, agent: &str, e: StoreError) -> Status {
+    match e {
+        StoreError::Refused(why) => {
+            fleet
+                .metrics
+                .refused_objects
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(agent, reason = %why, "refused: an agent's upload failed verification");
+            Status::invalid_argument(format!("refused: {why}"))
+        }
+        StoreError::Denied(why) => {
+            tracing::warn!(agent, reason = %why, "refused: not this job's to do");
+            Status::permission_denied(why)
+        }
+        StoreError::NotReady(why) => Status::failed_precondition(why),
+        StoreError::Busy(why) => Status::resource_exhausted(why),
+        StoreError::Repo(e) => internal(e),
     }
-    let repo = &fleet.repo;
-    if index_segment {
-        cairn_repo::index::decode_segment(repo.key(), &id, data)
-            .map_err(|e| Status::invalid_argument(format!("index segment {id}: {e}")))?;
-        repo.storage()
-            .put(&format!("index/{id}"), data)
-            .map_err(internal)?;
-        repo.add_segment(&id, data).map_err(internal)?;
-    } else {
-        let entries = match pack::parse_header(repo.key(), &id, data, data.len() as u64) {
-            Ok(Ok(e)) => e,
-            Ok(Err(_)) => return Err(Status::invalid_argument(format!("pack {id} is truncated"))),
-            Err(e) => return Err(Status::invalid_argument(format!("pack {id}: {e}"))),
-        };
-        repo.storage()
-            .put(&pack::key_of(&id), data)
-            .map_err(internal)?;
-        // Durable first, then known: HaveBlobs never names a blob not stored.
-        repo.index_pack(id, entries);
-        fleet.metrics.packs_received.fetch_add(1, Ordering::Relaxed);
-    }
-    fleet
-        .metrics
-        .bytes_received
-        .fetch_add(data.len() as u64, Ordering::Relaxed);
-    Ok(())
 }
 
-/// Checks a snapshot an agent finished and makes it visible: it must be of
-/// the job's domain, and its root tree must already be durable and indexed.
+/// Commits a snapshot through the store and records it in the catalog.
 fn commit(
     fleet: &Fleet,
     grant: &Grant,
     agent: &str,
-    job_id: &str,
-    stored: &[u8],
-) -> Result<SnapshotRecord, Status> {
-    let repo = &fleet.repo;
-    let id = Id::of_stored(stored);
-    let plain = repo
-        .key()
-        .open(stored, &format_args!("snapshot {id}"))
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
-    let snap: Snapshot = serde_json::from_slice(&plain)
-        .map_err(|e| Status::invalid_argument(format!("snapshot: {e}")))?;
-    if snap.domain != grant.domain || snap.content != Content::Files {
-        tracing::warn!(agent, job = job_id, domain = %snap.domain, "refused: snapshot of another domain");
-        return Err(Status::permission_denied(
-            "the snapshot is not of the job's domain",
-        ));
-    }
-    if fleet.data_path() == crate::config::DataPath::Direct {
-        repo.refresh_index().map_err(internal)?;
-    }
-    if !repo.index().contains(&snap.tree) {
-        return Err(Status::failed_precondition(
-            "the snapshot's root tree is not in the repository yet",
-        ));
-    }
-    repo.storage()
-        .put(&format!("snapshots/{id}"), stored)
-        .map_err(internal)?;
+    proposed: &[u8],
+) -> Result<SnapshotRecord, StoreError> {
+    let host = fleet.hostname_of(agent);
+    let (id, snap) = fleet.store.commit(&grant.ctx(&host), proposed)?;
     let rec = SnapshotRecord {
         id: id.to_string(),
         domain: snap.domain.clone(),
@@ -494,10 +511,10 @@ fn commit(
     fleet
         .catalog
         .add_snapshot(&rec)
-        .and_then(|_| fleet.catalog.set_job_snapshot(job_id, &rec.id))
+        .and_then(|_| fleet.catalog.set_job_snapshot(&grant.job_id, &rec.id))
         .and_then(|_| fleet.catalog.flush())
-        .map_err(internal)?;
-    tracing::info!(agent, job = job_id, snapshot = %id, domain = %snap.domain, "snapshot committed");
+        .map_err(|e| StoreError::Repo(cairn_repo::Error::Other(e.to_string())))?;
+    tracing::info!(agent, job = %grant.job_id, snapshot = %id, domain = %snap.domain, "snapshot committed");
     Ok(rec)
 }
 
@@ -551,18 +568,26 @@ async fn run_session(
                 }
             }
             Some(Body::Result(r)) => {
-                let mine = fleet
+                let job = fleet
                     .catalog
                     .job(&r.job_id)
-                    .is_ok_and(|j| j.agent_id == agent && j.state == JobState::Running);
-                if mine {
-                    let (state, err) = match pb::Outcome::try_from(r.outcome) {
+                    .ok()
+                    .filter(|j| j.agent_id == agent && j.state == JobState::Running);
+                if let Some(job) = job {
+                    let (mut state, mut err) = match pb::Outcome::try_from(r.outcome) {
                         Ok(pb::Outcome::Succeeded) => (JobState::Succeeded, None),
                         Ok(pb::Outcome::Cancelled) => (JobState::Cancelled, Some(r.error)),
                         _ => (JobState::Failed, Some(r.error)),
                     };
-                    let snap = (!r.snapshot_id.is_empty()).then_some(r.snapshot_id);
-                    let _ = fleet.finish(&r.job_id, state, snap, err);
+                    // The snapshot is the one the controller committed, never
+                    // an id the agent names.
+                    let committed = fleet.store.committed(&r.job_id).map(|i| i.to_string());
+                    if job.kind == "backup" && state == JobState::Succeeded && committed.is_none() {
+                        tracing::warn!(agent = %agent, job = %r.job_id, "refused: success reported without a committed snapshot");
+                        state = JobState::Failed;
+                        err = Some("the agent reported success but committed no snapshot".into());
+                    }
+                    let _ = fleet.finish(&r.job_id, state, committed, err);
                 }
             }
         }

@@ -16,6 +16,7 @@ use tonic::Status;
 use crate::catalog::{Catalog, JobRecord, JobState};
 use crate::config::{Config, DataPath};
 use crate::pki::Ca;
+use crate::store::{JobCtx, Store};
 
 /// One agent's open session: where its jobs go.
 pub struct Session {
@@ -26,11 +27,24 @@ pub struct Session {
 
 /// What a dispatched job may do through the data-path calls.
 pub struct Grant {
+    pub job_id: String,
     pub agent_id: String,
     pub domain: String,
     pub backup: bool,
     /// Packs it may read with ReadPack.
     pub packs: HashSet<Id>,
+}
+
+impl Grant {
+    /// The job as the store sees it; `host` is the catalog's name for the agent.
+    pub fn ctx<'a>(&'a self, host: &'a str) -> JobCtx<'a> {
+        JobCtx {
+            job_id: &self.job_id,
+            agent_id: &self.agent_id,
+            host,
+            domain: &self.domain,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -41,6 +55,8 @@ pub struct Metrics {
     pub job_seconds_count: AtomicU64,
     pub bytes_received: AtomicU64,
     pub packs_received: AtomicU64,
+    /// Packs and snapshots refused because they failed verification.
+    pub refused_objects: AtomicU64,
     pub blobs_asked: AtomicU64,
     pub blobs_known: AtomicU64,
 }
@@ -49,6 +65,8 @@ pub struct Fleet {
     pub cfg: Config,
     pub catalog: Catalog,
     pub repo: Arc<Repository>,
+    /// The one writer of the repository's index and snapshots.
+    pub store: Store,
     pub ca: Ca,
     pub ca_sha256: String,
     /// Fingerprints of admin certificates (pki/admins).
@@ -79,6 +97,14 @@ impl Fleet {
         self.cfg.repository.data_path
     }
 
+    /// The host name the catalog holds for an agent (its id if unknown).
+    pub fn hostname_of(&self, agent: &str) -> String {
+        match self.catalog.agent(agent) {
+            Ok(Some(a)) if !a.hostname.is_empty() => a.hostname,
+            _ => agent.to_string(),
+        }
+    }
+
     pub fn is_online(&self, agent: &str) -> bool {
         self.sessions.lock().unwrap().contains_key(agent)
     }
@@ -92,6 +118,7 @@ impl Fleet {
         error: Option<String>,
     ) -> Result<JobRecord, Status> {
         self.grants.lock().unwrap().remove(job_id);
+        self.store.end_job(job_id);
         let j = self
             .catalog
             .finish_job(job_id, state, snapshot, error.clone(), now())
@@ -193,6 +220,7 @@ impl Fleet {
             ..Default::default()
         };
         let mut grant = Grant {
+            job_id: job.id.clone(),
             agent_id: job.agent_id.clone(),
             domain: job.domain.clone(),
             backup: job.kind == "backup",
@@ -243,8 +271,10 @@ impl Fleet {
         Ok((msg, grant))
     }
 
-    /// The parent a backup compares against: the domain's latest file
-    /// snapshot (incremental) or latest full one (differential).
+    /// The parent a backup compares against: the newest file snapshot of
+    /// the same domain *of the same agent* (incremental) or the newest full
+    /// one (differential). A parent forgotten from the repository is passed
+    /// over (logged); with none left the backup runs as a full one.
     fn parent_of(&self, job: &JobRecord) -> Result<Option<(Id, Vec<u8>, Snapshot)>, String> {
         if job.spec.backup_kind == "full" {
             return Ok(None);
@@ -253,15 +283,24 @@ impl Fleet {
             .catalog
             .snapshots(Some(&job.domain))
             .map_err(|e| e.to_string())?;
-        let base = snaps
-            .iter()
-            .rev()
-            .filter(|s| s.content == "files")
-            .find(|s| job.spec.backup_kind != "differential" || s.kind == "full");
-        let Some(base) = base else { return Ok(None) };
-        let id: Id = base.id.parse().map_err(|_| "bad snapshot id in catalog")?;
-        let (stored, snap) = self.load_snapshot(&id)?;
-        Ok(Some((id, stored, snap)))
+        let candidates = snaps.iter().rev().filter(|s| {
+            s.agent_id == job.agent_id
+                && s.content == "files"
+                && (job.spec.backup_kind != "differential" || s.kind == "full")
+        });
+        for base in candidates {
+            let Ok(id) = base.id.parse::<Id>() else {
+                continue;
+            };
+            match self.load_snapshot(&id) {
+                Ok((stored, snap)) => return Ok(Some((id, stored, snap))),
+                Err(e) => {
+                    tracing::warn!(job = %job.id, domain = %job.domain, snapshot = %id, error = %e,
+                        "parent snapshot is gone from the repository (forgotten?); trying an older one");
+                }
+            }
+        }
+        Ok(None)
     }
 
     pub fn load_snapshot(&self, id: &Id) -> Result<(Vec<u8>, Snapshot), String> {

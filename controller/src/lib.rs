@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod config;
 pub mod fleet;
 pub mod pki;
+pub mod store;
 pub mod strategy;
 pub mod web;
 
@@ -30,8 +31,11 @@ use crate::fleet::Fleet;
 
 /// How long SIGTERM waits for in-flight calls before the process exits.
 const DRAIN: Duration = Duration::from_secs(20);
-/// Largest gRPC message accepted (pack pieces are 1 MiB).
-const MAX_MESSAGE: usize = 64 << 20;
+/// Largest gRPC message accepted from anyone, before any check of who sent
+/// it (pack pieces are 1 MiB; an inventory of thousands of domains a few).
+const MAX_INBOUND: usize = 8 << 20;
+/// Largest message sent (ReadPack answers).
+const MAX_OUTBOUND: usize = 64 << 20;
 
 /// What `cairn-controller init` needs.
 pub struct InitOptions {
@@ -177,16 +181,21 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         (DataPath::Direct, Some(f)) => config::read_env_file(f)?,
         _ => Vec::new(),
     };
-    let repo = tokio::task::spawn_blocking(move || -> anyhow::Result<Repository> {
+    let holder = format!("the cairn controller at {}", cfg.public_url);
+    let (repo, lease) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let repo = Repository::open(storage, &passphrase)?;
+        // Held until the controller stops: `cairnctl repo gc|forget` must not
+        // delete behind the index this controller serves.
+        let lease = cairn_repo::lock::Lock::lease(repo.storage().clone(), &holder)?;
         repo.load_index()?;
         let adopted = repo.adopt_unindexed_packs()?;
         if adopted > 0 {
             tracing::info!(packs = adopted, "indexed packs left by interrupted backups");
         }
-        Ok(repo)
+        Ok((repo, lease))
     })
     .await??;
+    let repo = Arc::new(repo);
     let pki_dir = cfg.pki_dir();
     let ca = pki::Ca::load(&pki_dir)?;
     let server_id = cairn_net::Identity {
@@ -210,7 +219,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         ca_sha256: ca.sha256(),
         ca,
         catalog,
-        repo: Arc::new(repo),
+        store: store::Store::new(repo.clone()),
+        repo,
         admins: RwLock::new(admins),
         agents_by_cert: RwLock::new(agents_by_cert),
         sessions: Mutex::new(HashMap::new()),
@@ -259,8 +269,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .add_service(
                 AgentServiceServer::new(agent_service::AgentApi(fleet.clone()))
-                    .max_decoding_message_size(MAX_MESSAGE)
-                    .max_encoding_message_size(MAX_MESSAGE),
+                    .max_decoding_message_size(MAX_INBOUND)
+                    .max_encoding_message_size(MAX_OUTBOUND),
             )
             .add_service(AdminServiceServer::new(admin_service::AdminApi(
                 fleet.clone(),
@@ -283,6 +293,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tracing::warn!("drain deadline passed; exiting with calls in flight");
     }
     fleet.catalog.flush()?;
+    tokio::task::spawn_blocking(move || drop(lease)).await?;
     tracing::info!("stopped");
     Ok(())
 }

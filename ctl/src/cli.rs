@@ -38,6 +38,10 @@ pub enum Command {
         domain: String,
         #[arg(long, default_value = "incremental", value_parser = ["full", "incremental", "differential"])]
         kind: String,
+        /// The agent whose copy of the domain to back up (needed when two
+        /// servers report the same domain name).
+        #[arg(long)]
+        agent: Option<String>,
         /// Follow the job with a progress bar until it ends; exit 1 if it fails.
         #[arg(long)]
         wait: bool,

@@ -106,7 +106,11 @@ pub fn run(
     progress: &Progress,
 ) -> Result<(Id, Snapshot)> {
     check_source(source, opts)?;
-    let _lock = crate::lock::Lock::acquire(repo.storage().clone(), false)?;
+    let _lock = crate::lock::Lock::acquire_waiting(
+        repo.storage().clone(),
+        false,
+        crate::lock::BACKUP_WAIT,
+    )?;
     repo.load_index()?;
     let adopted = repo.adopt_unindexed_packs()?;
     if adopted > 0 {
@@ -222,6 +226,8 @@ fn walk(
         excludes: opts.excludes.patterns().to_vec(),
         stats,
         tool_version: TOOL_VERSION.to_string(),
+        agent: None,
+        job: None,
     };
     let id = repo.save_snapshot(&snap)?;
     Ok((id, snap))

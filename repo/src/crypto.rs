@@ -37,6 +37,11 @@ const ENC_RAW: u8 = 0;
 const ENC_ZSTD: u8 = 1;
 const MIN_COMPRESS: usize = 64;
 
+/// The largest plaintext any envelope may open to. Blobs are far smaller
+/// (file chunks ≤ 4 MiB, trees of huge directories a few tens of MiB); the
+/// bound exists so a zstd bomb fails instead of exhausting memory.
+pub const MAX_PLAIN: usize = 256 << 20;
+
 /// The repository's master key: one data-encryption key and the blob-id key.
 #[derive(Clone)]
 pub struct MasterKey {
@@ -149,6 +154,17 @@ impl MasterKey {
     /// Verifies the tag, decrypts and decompresses one envelope. `what` names the
     /// object in errors.
     pub fn open(&self, envelope: &[u8], what: &dyn std::fmt::Display) -> Result<Vec<u8>> {
+        self.open_bounded(envelope, what, MAX_PLAIN)
+    }
+
+    /// Like [`MasterKey::open`], failing once the plaintext would exceed `max`
+    /// bytes (decompression stops there: nothing larger is ever allocated).
+    pub fn open_bounded(
+        &self,
+        envelope: &[u8],
+        what: &dyn std::fmt::Display,
+        max: usize,
+    ) -> Result<Vec<u8>> {
         if envelope.len() < ENVELOPE_HEADER + TAG_LEN + 1 {
             return Err(Error::corrupt(what.to_string(), "envelope too short"));
         }
@@ -176,17 +192,36 @@ impl MasterKey {
                 },
             )
             .map_err(|_| Error::corrupt(what.to_string(), "authentication tag mismatch"))?;
+        let too_big = || Error::corrupt(what.to_string(), format!("plaintext exceeds {max} bytes"));
         match body.first() {
+            Some(&ENC_RAW) if body.len() - 1 > max => Err(too_big()),
             Some(&ENC_RAW) => Ok(body[1..].to_vec()),
-            Some(&ENC_ZSTD) => zstd::stream::decode_all(&body[1..])
-                .map_err(|e| Error::corrupt(what.to_string(), format!("zstd: {e}"))),
+            Some(&ENC_ZSTD) => {
+                use std::io::Read;
+                let zerr =
+                    |e: std::io::Error| Error::corrupt(what.to_string(), format!("zstd: {e}"));
+                let dec = zstd::stream::read::Decoder::with_buffer(&body[1..]).map_err(zerr)?;
+                let mut out = Vec::new();
+                dec.take(max as u64 + 1)
+                    .read_to_end(&mut out)
+                    .map_err(zerr)?;
+                if out.len() > max {
+                    return Err(too_big());
+                }
+                Ok(out)
+            }
             _ => Err(Error::corrupt(what.to_string(), "unknown encoding byte")),
         }
     }
 
     /// Opens a blob envelope and checks that its plaintext hashes to `id`.
     pub fn open_blob(&self, id: &Id, envelope: &[u8]) -> Result<Vec<u8>> {
-        let plain = self.open(envelope, &format_args!("blob {id}"))?;
+        self.open_blob_bounded(id, envelope, MAX_PLAIN)
+    }
+
+    /// Like [`MasterKey::open_blob`], with the plaintext bounded by `max`.
+    pub fn open_blob_bounded(&self, id: &Id, envelope: &[u8], max: usize) -> Result<Vec<u8>> {
+        let plain = self.open_bounded(envelope, &format_args!("blob {id}"), max)?;
         if self.blob_id(&plain) != *id {
             return Err(Error::corrupt(
                 format!("blob {id}"),
@@ -253,6 +288,23 @@ mod tests {
         let b = MasterKey::generate();
         assert_ne!(a.blob_id(b"same"), b.blob_id(b"same"));
         assert_eq!(a.blob_id(b"same"), a.blob_id(b"same"));
+    }
+
+    /// A small envelope that decompresses to far more than its bound fails
+    /// without producing the plaintext.
+    #[test]
+    fn zstd_bomb_is_bounded() {
+        let k = MasterKey::generate();
+        let env = k.seal(&vec![0u8; 8 << 20], 19);
+        assert!(env.len() < 4096, "a bomb is small: {}", env.len());
+        let err = k.open_bounded(&env, &"bomb", 1 << 20).unwrap_err();
+        assert!(err.to_string().contains("exceeds"), "{err}");
+        assert_eq!(
+            k.open_bounded(&env, &"bomb", 8 << 20).unwrap().len(),
+            8 << 20
+        );
+        let raw = k.seal(&rand::random::<[u8; 32]>(), 3);
+        assert!(k.open_bounded(&raw, &"raw", 31).is_err());
     }
 
     #[test]

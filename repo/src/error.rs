@@ -41,6 +41,13 @@ pub enum Error {
     },
     #[error("repository is locked: {0}")]
     Locked(String),
+    #[error("this repository is held by {holder} (pid {pid} on {host}); run {what} through it instead (`cairnctl {what}`), or stop it first")]
+    Leased {
+        holder: String,
+        host: String,
+        pid: u32,
+        what: String,
+    },
     #[error("invalid argument: {0}")]
     Invalid(String),
     #[error("cancelled")]

@@ -54,6 +54,7 @@ pub struct GcReport {
 
 /// Deletes snapshots. Their data stays until `gc`.
 pub fn forget(repo: &Repository, ids: &[Id]) -> Result<()> {
+    crate::lock::refuse_if_leased(&**repo.storage(), "forget")?;
     for id in ids {
         repo.storage().delete(&format!("snapshots/{id}"))?;
     }
@@ -64,6 +65,7 @@ pub fn gc(repo: &Repository, opts: GcOptions) -> Result<GcReport> {
     let _lock = if opts.dry_run {
         None
     } else {
+        crate::lock::refuse_if_leased(&**repo.storage(), "gc")?;
         Some(Lock::acquire(repo.storage().clone(), true)?)
     };
     repo.load_index()?;

@@ -51,7 +51,8 @@ pub fn decode_segment(
     }
     let count = u32::from_le_bytes(b[8..12].try_into().unwrap()) as usize;
     let mut pos = 12;
-    let mut out = Vec::with_capacity(count);
+    // Each pack takes at least 36 bytes: a lying count cannot reserve more.
+    let mut out = Vec::with_capacity(count.min((b.len() - 12) / 36));
     for _ in 0..count {
         if b.len() < pos + 36 {
             return Err(Error::corrupt(&what, "truncated"));
@@ -62,6 +63,9 @@ pub fn decode_segment(
         let entries = decode_entries(&b[pos..], n, &what)?;
         pos += n * ENTRY_LEN;
         out.push((pack, entries));
+    }
+    if pos != b.len() {
+        return Err(Error::corrupt(&what, "trailing bytes after the last pack"));
     }
     Ok(out)
 }
@@ -127,6 +131,25 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// A segment that decrypts (its writer held the key) but lies about
+        /// its counts is refused without allocating for the lie.
+        #[test]
+        fn lying_segment_counts_are_refused(packs in proptest::num::u32::ANY, entries in proptest::num::u32::ANY, body in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let k = MasterKey::generate();
+            let mut plain = MAGIC.to_vec();
+            plain.extend_from_slice(&packs.to_le_bytes());
+            plain.extend_from_slice(&[7u8; 32]);
+            plain.extend_from_slice(&entries.to_le_bytes());
+            plain.extend_from_slice(&body);
+            let stored = k.seal(&plain, 3);
+            let r = decode_segment(&k, &Id::of_stored(&stored), &stored);
+            if r.is_ok() {
+                proptest::prop_assert!(packs == 1 && entries as usize * ENTRY_LEN == body.len());
+            }
+        }
+    }
 
     #[test]
     fn segment_round_trip() {

@@ -74,7 +74,7 @@ pub(crate) fn encode_entries(entries: &[PackEntry], out: &mut Vec<u8>) {
 }
 
 pub(crate) fn decode_entries(b: &[u8], count: usize, what: &str) -> Result<Vec<PackEntry>> {
-    if b.len() < count * ENTRY_LEN {
+    if count.checked_mul(ENTRY_LEN).is_none_or(|n| b.len() < n) {
         return Err(Error::corrupt(what, "entry table truncated"));
     }
     (0..count)
@@ -280,6 +280,71 @@ pub fn parse_header(
     Ok(Ok(entries))
 }
 
+/// Checks every claim a whole pack makes before anything trusts it: the
+/// object hashes to `id`, the header decrypts, entries lie inside the blob
+/// area without overlapping, each blob decrypts, decompresses to exactly its
+/// stated length (never beyond it), and hashes to its id under the
+/// repository's id key; a tree blob also parses as a valid tree. Whoever
+/// holds the key can write a pack that decrypts, so decrypting proves
+/// nothing: this is what a controller runs on every pack an agent sends.
+pub fn verify(key: &MasterKey, id: &Id, data: &[u8]) -> Result<Vec<PackEntry>> {
+    use rayon::prelude::*;
+    let what = format!("pack {id}");
+    if Id::of_stored(data) != *id {
+        return Err(Error::corrupt(&what, "does not hash to its id"));
+    }
+    let entries = parse_header(key, id, data, data.len() as u64)?
+        .map_err(|_| Error::corrupt(&what, "truncated"))?;
+    let mut by_offset: Vec<&PackEntry> = entries.iter().collect();
+    by_offset.sort_by_key(|e| e.offset);
+    let mut end = 0u64;
+    let mut seen = std::collections::HashSet::with_capacity(entries.len());
+    for e in &by_offset {
+        if (e.offset as u64) < end {
+            return Err(Error::corrupt(
+                &what,
+                format!("blob {} overlaps another", e.id),
+            ));
+        }
+        end = e.offset as u64 + e.length as u64;
+        if !seen.insert(e.id) {
+            return Err(Error::corrupt(
+                &what,
+                format!("blob {} is listed twice", e.id),
+            ));
+        }
+        if e.raw_length as usize > crate::crypto::MAX_PLAIN {
+            return Err(Error::corrupt(
+                &what,
+                format!("blob {} claims {} bytes", e.id, e.raw_length),
+            ));
+        }
+    }
+    entries.par_iter().try_for_each(|e| {
+        let env = &data[e.offset as usize..e.offset as usize + e.length as usize];
+        let plain = key
+            .open_blob_bounded(&e.id, env, e.raw_length as usize)
+            .map_err(|err| Error::corrupt(&what, err.to_string()))?;
+        if plain.len() != e.raw_length as usize {
+            return Err(Error::corrupt(
+                &what,
+                format!(
+                    "blob {} is {} bytes, not {}",
+                    e.id,
+                    plain.len(),
+                    e.raw_length
+                ),
+            ));
+        }
+        if e.kind == BlobType::Tree {
+            crate::tree::Tree::from_bytes(&e.id, &plain)
+                .map_err(|err| Error::corrupt(&what, err.to_string()))?;
+        }
+        Ok(())
+    })?;
+    Ok(entries)
+}
+
 /// Reads a pack's header from storage with one or two range reads.
 pub fn read_header(
     storage: &dyn Storage,
@@ -336,6 +401,88 @@ mod tests {
         let path = staged.path.clone();
         drop(pb);
         assert!(!path.exists(), "an unused staged pack is removed");
+    }
+
+    /// One blob as a pack writer is told it: kind, claimed id, plaintext, claimed raw length.
+    type Claim<'a> = (BlobType, Id, &'a [u8], usize);
+
+    /// A pack of `blobs` as bytes.
+    fn pack_of(k: &MasterKey, blobs: &[Claim]) -> (Id, Vec<u8>) {
+        let mut w = PackWriter::in_memory();
+        for (kind, id, plain, raw) in blobs {
+            w.add(*kind, *id, &k.seal(plain, 3), *raw).unwrap();
+        }
+        let p = w.finish(k).unwrap();
+        let PackBody::Memory(bytes) = p.body else {
+            panic!("in memory")
+        };
+        (p.id, bytes)
+    }
+
+    /// Every lie a key holder can put in a pack is caught by `verify`.
+    #[test]
+    fn verify_refuses_every_lie() {
+        let k = MasterKey::generate();
+        let good: &[u8] = b"honest data";
+        let other: &[u8] = b"other data";
+        let tree = crate::tree::Tree { nodes: Vec::new() }.to_bytes();
+        let ok = [
+            (BlobType::Data, k.blob_id(good), good, good.len()),
+            (BlobType::Tree, k.blob_id(&tree), &tree[..], tree.len()),
+        ];
+        let (id, bytes) = pack_of(&k, &ok);
+        assert_eq!(verify(&k, &id, &bytes).unwrap().len(), 2);
+
+        let cases: Vec<(&str, Vec<Claim>)> = vec![
+            (
+                "content does not match",
+                vec![(BlobType::Data, k.blob_id(other), good, good.len())],
+            ),
+            (
+                "bytes, not",
+                vec![(BlobType::Data, k.blob_id(good), good, good.len() + 1)],
+            ),
+            ("exceeds", vec![(BlobType::Data, k.blob_id(good), good, 3)]),
+            (
+                "listed twice",
+                vec![
+                    (BlobType::Data, k.blob_id(good), good, good.len()),
+                    (BlobType::Data, k.blob_id(good), good, good.len()),
+                ],
+            ),
+            (
+                "tree",
+                vec![(BlobType::Tree, k.blob_id(good), good, good.len())],
+            ),
+        ];
+        for (want, blobs) in cases {
+            let (id, bytes) = pack_of(&k, &blobs);
+            let err = verify(&k, &id, &bytes).unwrap_err().to_string();
+            assert!(err.contains(want), "{want}: {err}");
+        }
+        // Bytes that do not hash to the claimed id, and a foreign key.
+        let (id, mut bytes) = pack_of(&k, &ok);
+        bytes[0] ^= 1;
+        assert!(verify(&k, &id, &bytes)
+            .unwrap_err()
+            .to_string()
+            .contains("hash"));
+        let (id, bytes) = pack_of(&MasterKey::generate(), &ok);
+        assert!(verify(&k, &id, &bytes).is_err());
+    }
+
+    proptest::proptest! {
+        /// Arbitrary bytes never panic the header parser or `verify`, and a
+        /// lying entry count never allocates for what is not there.
+        #[test]
+        fn header_parsing_survives_any_bytes(tail in proptest::collection::vec(proptest::num::u8::ANY, 0..512), count in proptest::num::u32::ANY) {
+            let k = MasterKey::generate();
+            let _ = parse_header(&k, &Id::of_stored(&tail), &tail, tail.len() as u64);
+            let _ = verify(&k, &Id::of_stored(&tail), &tail);
+            let mut header = count.to_le_bytes().to_vec();
+            header.extend_from_slice(&tail);
+            let _ = decode_entries(&header[4..], count as usize, "p");
+        }
     }
 
     #[test]

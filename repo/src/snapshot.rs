@@ -113,6 +113,12 @@ pub struct Snapshot {
     pub excludes: Vec<String>,
     pub stats: Stats,
     pub tool_version: String,
+    /// Fleet snapshots: the agent that made it and the job it was made for,
+    /// both stamped by the controller (absent in `cairnctl repo` snapshots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
 }
 
 pub const TOOL_VERSION: &str = concat!("cairn ", env!("CARGO_PKG_VERSION"));

@@ -46,7 +46,7 @@ pub struct Position {
 
 impl<'r> StreamBackup<'r> {
     pub fn begin(repo: &'r Repository) -> Result<StreamBackup<'r>> {
-        let lock = Lock::acquire(repo.storage().clone(), false)?;
+        let lock = Lock::acquire_waiting(repo.storage().clone(), false, crate::lock::BACKUP_WAIT)?;
         repo.load_index()?;
         repo.adopt_unindexed_packs()?;
         let known = repo.index().blob_ids().copied().collect();
@@ -155,6 +155,8 @@ impl<'r> StreamBackup<'r> {
             excludes: Vec::new(),
             stats,
             tool_version: TOOL_VERSION.to_string(),
+            agent: None,
+            job: None,
         };
         let id = self.repo.save_snapshot(&snap)?;
         Ok((id, snap))

@@ -236,6 +236,8 @@ fn forge_snapshot(repo: &Repository, tree: Tree) -> String {
         excludes: vec![],
         stats: Stats::default(),
         tool_version: "forged".into(),
+        agent: None,
+        job: None,
     };
     repo.save_snapshot(&snap).unwrap().to_hex()
 }

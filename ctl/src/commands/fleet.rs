@@ -110,9 +110,18 @@ pub fn run(conn: &Connection, cmd: Command) -> Result<()> {
                 snapshots(&mut c, domain, conn.json).await
             }
             Command::Token(TokenCommand::Create { ttl }) => token(&mut c, &ttl, conn.json).await,
-            Command::Backup { domain, kind, wait } => {
+            Command::Backup {
+                domain,
+                kind,
+                agent,
+                wait,
+            } => {
                 let j = c
-                    .start_backup(pb::StartBackupRequest { domain, kind })
+                    .start_backup(pb::StartBackupRequest {
+                        domain,
+                        kind,
+                        agent_id: agent.unwrap_or_default(),
+                    })
                     .await
                     .map_err(status)?
                     .into_inner();

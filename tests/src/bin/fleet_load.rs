@@ -187,6 +187,7 @@ fn main() -> anyhow::Result<()> {
             .block_on(adm.start_backup(admin::StartBackupRequest {
                 domain,
                 kind: "full".into(),
+                ..Default::default()
             }))?
             .into_inner();
         let at = loop {
