@@ -6,6 +6,7 @@ mod crash;
 mod db;
 mod fleet;
 mod golden;
+mod hostile;
 mod intel;
 mod maintenance;
 mod s3;

@@ -250,6 +250,28 @@ impl Cluster {
         agent
     }
 
+    /// Enrolls an agent without starting its daemon: the test speaks for it
+    /// with the returned certificate (`state()/agent.pem`, `agent.key`).
+    pub fn enroll_only(&self, name: &str) -> Agent {
+        let dir = self.dir.join(format!("agent-{name}"));
+        fs::create_dir_all(&dir).unwrap();
+        let cfg = format!("state_dir = {:?}\nname = {name:?}\n", dir.join("state"));
+        fs::write(dir.join("agent.toml"), cfg).unwrap();
+        let agent = Agent {
+            name: name.into(),
+            dir,
+            daemon: None,
+        };
+        let (token, ca) = self.token("10m");
+        let out = agent.enroll(&self.url(), &token, &ca);
+        assert!(
+            out.status.success(),
+            "enroll failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        agent
+    }
+
     pub fn wait_online(&self, agent: &str, online: bool) {
         eventually(
             &format!("agent {agent} online={online}"),

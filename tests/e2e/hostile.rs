@@ -1,0 +1,422 @@
+//! A hostile agent (a valid certificate, the repository key, any message it
+//! likes) against a real controller, speaking the proto directly. It can
+//! neither make another server's backups unrestorable, nor read them, nor
+//! take the controller down (DESIGN §7, issue "the controller owns the fleet
+//! repository").
+
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_proto::agent::v1 as pb;
+use cairn_proto::agent::v1::agent_service_client::AgentServiceClient;
+use cairn_repo::crypto::MasterKey;
+use cairn_repo::exclude::Excludes;
+use cairn_repo::id::Id;
+use cairn_repo::pack::{BlobType, PackBody, PackEntry, PackWriter};
+use cairn_repo::repository::{Access, KnownBlobs, Repository};
+use cairn_repo::snapshot::{Kind, Snapshot, Stats};
+use cairn_repo::tree::{Node, NodeKind, Tree};
+use cairn_tests::cluster::{Cluster, ClusterOptions, PASSPHRASE};
+use cairn_tests::*;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+struct NothingKnown;
+
+impl KnownBlobs for NothingKnown {
+    fn have(&self, ids: &[Id]) -> cairn_repo::Result<Vec<bool>> {
+        Ok(vec![false; ids.len()])
+    }
+}
+
+fn channel(c: &Cluster, id: Option<&cairn_net::Identity>) -> Channel {
+    let ca = fs::read_to_string(c.state.join("pki/ca.pem")).unwrap();
+    let tls = cairn_net::client_config(&cairn_net::Trust::Ca(ca), id).unwrap();
+    cairn_net::channel(&c.url(), tls).unwrap()
+}
+
+fn hello(domains: &[&str]) -> pb::AgentMessage {
+    pb::AgentMessage {
+        body: Some(pb::agent_message::Body::Hello(pb::Hello {
+            agent_version: "0.1.0".into(),
+            hostname: "evil-host".into(),
+            inventory: Some(pb::Inventory {
+                domains: domains
+                    .iter()
+                    .map(|d| pb::Domain {
+                        name: d.to_string(),
+                        path: format!("/srv/{d}"),
+                        ..Default::default()
+                    })
+                    .collect(),
+            }),
+        })),
+    }
+}
+
+/// A pack of the given blobs (kind, claimed id, plaintext, claimed length).
+fn pack(k: &MasterKey, blobs: &[(BlobType, Id, &[u8], usize)]) -> (Id, Vec<u8>) {
+    let mut w = PackWriter::in_memory();
+    for (kind, id, plain, raw) in blobs {
+        w.add(*kind, *id, &k.seal(plain, 3), *raw).unwrap();
+    }
+    let p = w.finish(k).unwrap();
+    let PackBody::Memory(bytes) = p.body else {
+        unreachable!("in-memory writer")
+    };
+    (p.id, bytes)
+}
+
+fn pieces(job: &str, id: Id, data: &[u8], index_segment: bool) -> Vec<pb::PackPiece> {
+    let mut out = Vec::new();
+    let mut off = 0;
+    loop {
+        let end = (off + (1 << 20)).min(data.len());
+        out.push(pb::PackPiece {
+            job_id: job.into(),
+            pack_id: id.0.to_vec(),
+            offset: off as u64,
+            data: data[off..end].to_vec(),
+            last: end == data.len(),
+            index_segment,
+        });
+        off = end;
+        if off == data.len() {
+            return out;
+        }
+    }
+}
+
+fn proposed(k: &MasterKey, domain: &str, tree: Id) -> Vec<u8> {
+    let snap = Snapshot {
+        time: chrono::DateTime::parse_from_rfc3339("2099-01-01T00:00:00Z")
+            .unwrap()
+            .into(),
+        domain: domain.into(),
+        host: "victim-host".into(),
+        kind: Kind::Full,
+        content: Default::default(),
+        parent: None,
+        tree,
+        source: "/srv".into(),
+        tags: Vec::new(),
+        excludes: Vec::new(),
+        stats: Stats::default(),
+        tool_version: "forged".into(),
+        agent: Some("victim".into()),
+        job: Some("another-job".into()),
+    };
+    k.seal(&serde_json::to_vec(&snap).unwrap(), 3)
+}
+
+fn site(dir: &Path) {
+    fs::create_dir_all(dir.join("wp-content")).unwrap();
+    for i in 0..20 {
+        let data: Vec<u8> = (0..(i * 3000 + 17)).map(|_| rand::random()).collect();
+        fs::write(dir.join(format!("wp-content/f{i}.bin")), data).unwrap();
+    }
+    fs::write(dir.join("index.php"), b"<?php echo 'victim';").unwrap();
+}
+
+/// Every attack of the issue in one session of a scripted agent; afterwards
+/// the victim's backups restore byte for byte and the repository checks clean.
+#[test]
+fn a_hostile_agent_is_contained() {
+    let c = Cluster::start(ClusterOptions::default());
+    let victim_site = c.dir.join("victim-site");
+    site(&victim_site);
+    let _victim = c.add_agent("victim", &[("victim.test", &victim_site)]);
+    let first = c.backup("victim.test");
+    assert_eq!(first["state"], "succeeded", "{first}");
+    assert!(first["snapshot"].is_string(), "{first}");
+
+    let evil = c.enroll_only("evil");
+    let id = cairn_net::Identity {
+        chain_pem: fs::read_to_string(evil.state().join("agent.pem")).unwrap(),
+        key_pem: fs::read_to_string(evil.state().join("agent.key")).unwrap(),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let mut client = AgentServiceClient::new(channel(&c, Some(&id)));
+    let (tx, rx) = mpsc::channel(16);
+    tx.try_send(hello(&["victim.test", "evil.test"])).unwrap();
+    let mut inbound = rt
+        .block_on(client.session(ReceiverStream::new(rx)))
+        .unwrap()
+        .into_inner();
+    let beat = tx.clone();
+    rt.spawn(async move {
+        loop {
+            let m = pb::AgentMessage {
+                body: Some(pb::agent_message::Body::Heartbeat(Default::default())),
+            };
+            if beat.send(m).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    c.wait_online("evil", true);
+
+    // Domain takeover: a name two agents report is ambiguous for admin calls.
+    let out = c.ctl(&["backup", "victim.test"]);
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("several agents"));
+    // A backup of "its" victim.test carries nothing of the victim's.
+    let queued = c.json(&["backup", "victim.test", "--agent", "evil"]);
+    let job_id = queued["id"].as_str().unwrap().to_string();
+    let job = loop {
+        let m = rt
+            .block_on(inbound.message())
+            .unwrap()
+            .expect("session open");
+        if let Some(pb::controller_message::Body::Job(j)) = m.body {
+            break j;
+        }
+    };
+    assert_eq!(job.job_id, job_id);
+    assert!(
+        job.snapshot.is_empty() && job.index_segment.is_empty(),
+        "another agent's snapshot was handed over as a parent"
+    );
+    let access = job.repository.clone().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let repo = Repository::with_access(
+        Arc::new(cairn_repo::storage::LocalStorage::new(scratch.path())),
+        &Access {
+            master_key: access.master_key,
+            config_json: access.config_json,
+        },
+        Arc::new(NothingKnown),
+    )
+    .unwrap();
+    let k = repo.key();
+    let put = |pieces: Vec<pb::PackPiece>| {
+        let mut cl = client.clone();
+        rt.block_on(cl.put_packs(tokio_stream::iter(pieces)))
+    };
+    let have = |id: Id| {
+        let mut cl = client.clone();
+        let r = rt
+            .block_on(cl.have_blobs(pb::HaveBlobsRequest {
+                ids: vec![id.0.to_vec()],
+            }))
+            .unwrap()
+            .into_inner();
+        r.have[0] & 1 == 1
+    };
+
+    // Lying packs: a blob under another blob's id, wrong lengths, a zstd
+    // bomb, a pack that does not hash to its name.
+    let good: &[u8] = b"an honest blob of the evil agent";
+    let target = k.blob_id(b"a blob some victim will upload tomorrow");
+    let bomb = vec![0u8; 64 << 20];
+    let mut lies = vec![
+        (
+            "blob under a foreign id",
+            pack(k, &[(BlobType::Data, target, good, good.len())]),
+        ),
+        (
+            "length lie",
+            pack(
+                k,
+                &[(BlobType::Data, k.blob_id(good), good, good.len() + 9)],
+            ),
+        ),
+        (
+            "zstd bomb",
+            pack(k, &[(BlobType::Data, k.blob_id(&bomb), &bomb[..], 4096)]),
+        ),
+        (
+            "not a tree",
+            pack(k, &[(BlobType::Tree, k.blob_id(good), good, good.len())]),
+        ),
+    ];
+    let (honest_id, honest) = pack(k, &[(BlobType::Data, k.blob_id(good), good, good.len())]);
+    let mut renamed = honest.clone();
+    renamed[0] ^= 0xff;
+    lies.push(("re-declared pack", (honest_id, renamed)));
+    for (what, (id, bytes)) in &lies {
+        let err = put(pieces(&job_id, *id, bytes, false)).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{what}: {err:?}");
+        assert!(err.message().starts_with("refused"), "{what}: {err:?}");
+    }
+    assert!(!have(target), "a lying pack made a blob look stored");
+    // A lying index segment: the controller never reads one.
+    let phantom = k.blob_id(b"never stored anywhere");
+    let seg = cairn_repo::index::encode_segment(
+        k,
+        &[(
+            Id::random(),
+            vec![PackEntry {
+                kind: BlobType::Data,
+                id: phantom,
+                offset: 0,
+                length: 100,
+                raw_length: 10,
+            }],
+        )],
+    );
+    put(pieces(&job_id, Id::of_stored(&seg), &seg, true)).unwrap();
+    assert!(!have(phantom), "an agent's index segment was believed");
+    assert_eq!(c.metric("cairn_refused_uploads_total"), lies.len() as f64);
+
+    // Bounds: too many open packs, a message over the inbound limit (also
+    // before authentication), and the controller keeps serving.
+    let many: Vec<pb::PackPiece> = (0..6)
+        .map(|_| pb::PackPiece {
+            job_id: job_id.clone(),
+            pack_id: Id::random().0.to_vec(),
+            data: vec![1; 10],
+            ..Default::default()
+        })
+        .collect();
+    assert_eq!(
+        put(many).unwrap_err().code(),
+        tonic::Code::ResourceExhausted
+    );
+    let huge = vec![pb::PackPiece {
+        job_id: job_id.clone(),
+        pack_id: Id::random().0.to_vec(),
+        data: vec![0; 16 << 20],
+        ..Default::default()
+    }];
+    assert!(put(huge).is_err());
+    let mut anon = AgentServiceClient::new(channel(&c, None));
+    let err = rt
+        .block_on(anon.enroll(pb::EnrollRequest {
+            token: "x".repeat(16 << 20),
+            ..Default::default()
+        }))
+        .unwrap_err();
+    assert_ne!(
+        err.code(),
+        tonic::Code::Unauthenticated,
+        "a 16 MiB message was decoded: {err:?}"
+    );
+
+    // An honest pack is taken; snapshots are checked and stamped by the controller.
+    let data = b"evil site file";
+    let mut node = Node::new(std::ffi::OsStr::new("x.txt"), NodeKind::File);
+    node.content = vec![k.blob_id(data)];
+    node.size = data.len() as u64;
+    let tree = Tree { nodes: vec![node] }.to_bytes();
+    let tree_id = k.blob_id(&tree);
+    let (pid, pbytes) = pack(
+        k,
+        &[
+            (BlobType::Data, k.blob_id(data), data, data.len()),
+            (BlobType::Tree, tree_id, &tree, tree.len()),
+        ],
+    );
+    put(pieces(&job_id, pid, &pbytes, false)).unwrap();
+    assert!(have(k.blob_id(data)));
+    let commit = |snapshot: Vec<u8>| {
+        let mut cl = client.clone();
+        rt.block_on(cl.commit_snapshot(pb::CommitSnapshotRequest {
+            job_id: job_id.clone(),
+            snapshot,
+        }))
+    };
+    let err = commit(proposed(k, "other.test", tree_id)).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    let mut dangling = Node::new(std::ffi::OsStr::new("y"), NodeKind::File);
+    dangling.content = vec![phantom];
+    let dtree = Tree {
+        nodes: vec![dangling],
+    }
+    .to_bytes();
+    let (did, dbytes) = pack(
+        k,
+        &[(BlobType::Tree, k.blob_id(&dtree), &dtree, dtree.len())],
+    );
+    put(pieces(&job_id, did, &dbytes, false)).unwrap();
+    let err = commit(proposed(k, "victim.test", k.blob_id(&dtree))).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    let stored = commit(proposed(k, "victim.test", tree_id))
+        .unwrap()
+        .into_inner();
+    let err = commit(proposed(k, "victim.test", tree_id)).unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::PermissionDenied,
+        "a second snapshot for one job"
+    );
+
+    let ctl = Ctl::new(c.dir.join("repo").to_str().unwrap(), PASSPHRASE);
+    let snaps = ctl.json(&["snapshots"]);
+    let forged = snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == stored.snapshot_id)
+        .expect("the committed snapshot is in the repository");
+    assert_eq!(forged["host"], "evil-host");
+    assert_eq!(forged["agent"], "evil");
+    assert_eq!(forged["job"], job_id.as_str());
+    let t = chrono::DateTime::parse_from_rfc3339(forged["time"].as_str().unwrap()).unwrap();
+    assert!(
+        (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+            .num_seconds()
+            .abs()
+            < 300,
+        "snapshot time came from the agent: {t}"
+    );
+    let log = fs::read_to_string(c.controller_log()).unwrap();
+    let refusal = log
+        .lines()
+        .find(|l| l.contains("refused: an agent's upload failed verification"))
+        .expect("refusals are logged");
+    assert!(
+        refusal.contains("evil"),
+        "refusals name the agent: {refusal}"
+    );
+
+    // The victim is untouched: the next incremental backup of its own
+    // domain is not based on the evil snapshot, and everything restores.
+    drop(tx);
+    drop(inbound);
+    let second = c.json(&["backup", "victim.test", "--agent", "victim", "--wait"]);
+    assert_eq!(second["state"], "succeeded", "{second}");
+    for snap in [&first, &second] {
+        let target = c.dir.join(format!(
+            "restore-{}",
+            &snap["snapshot"].as_str().unwrap()[..8]
+        ));
+        let j = c.json(&[
+            "restore",
+            snap["snapshot"].as_str().unwrap(),
+            "--target",
+            target.to_str().unwrap(),
+            "--wait",
+        ]);
+        assert_eq!(j["state"], "succeeded", "{j}");
+        assert_same_tree(
+            &victim_site,
+            &target,
+            &Excludes::with_defaults::<&str>(&[]).unwrap(),
+        );
+    }
+    ctl.ok(&["check", "--read-data"]);
+
+    // Maintenance from outside is refused while the controller holds the lease.
+    for args in [&["gc"][..], &["forget", &stored.snapshot_id[..12]][..]] {
+        let out = ctl.run(args);
+        assert!(
+            !out.status.success(),
+            "{args:?} ran beside a live controller"
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("held by the cairn controller"),
+            "{args:?}: {err}"
+        );
+    }
+}
