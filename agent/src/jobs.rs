@@ -49,7 +49,11 @@ pub fn run(
             master_key: access.master_key.clone(),
             config_json: access.config_json.clone(),
         },
-        Arc::new(ControllerKnows { client, handle }),
+        Arc::new(ControllerKnows {
+            client,
+            handle,
+            job_id: job.job_id.clone(),
+        }),
     )?;
     if !job.index_segment.is_empty() {
         repo.add_segment(&Id::of_stored(&job.index_segment), &job.index_segment)?;

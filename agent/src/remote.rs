@@ -175,10 +175,12 @@ impl Storage for JobStorage {
     }
 }
 
-/// `HaveBlobs` as the repository's known-blob oracle.
+/// `HaveBlobs` as the repository's known-blob oracle; what it answers present
+/// stays in the repository until the job ends.
 pub struct ControllerKnows {
     pub client: Client,
     pub handle: Handle,
+    pub job_id: String,
 }
 
 impl KnownBlobs for ControllerKnows {
@@ -190,6 +192,7 @@ impl KnownBlobs for ControllerKnows {
                 .handle
                 .block_on(client.have_blobs(pb::HaveBlobsRequest {
                     ids: batch.iter().map(|i| i.0.to_vec()).collect(),
+                    job_id: self.job_id.clone(),
                 }))
                 .map_err(|s| cairn_repo::Error::Storage(err("have_blobs", "", s)))?
                 .into_inner();

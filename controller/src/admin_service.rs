@@ -14,7 +14,9 @@ use tonic::{Request, Response, Status};
 
 use crate::catalog::{DomainRecord, JobRecord, JobSpec, JobState, PlanRecord};
 use crate::fleet::{internal, now, Fleet};
+use crate::store::GcOptions;
 use crate::strategy::{Activity, SizeClass};
+use cairn_repo::id::Id;
 
 const DEFAULT_TOKEN_TTL: u32 = 15 * 60;
 const MAX_TOKEN_TTL: u32 = 7 * 24 * 3600;
@@ -530,6 +532,85 @@ impl AdminService for AdminApi {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+
+    async fn forget(
+        &self,
+        req: Request<pb::ForgetRequest>,
+    ) -> Result<Response<pb::ForgetResponse>, Status> {
+        self.admin(&req)?;
+        let r = req.into_inner();
+        let f = self.0.clone();
+        let snaps = f.catalog.snapshots(None).map_err(internal)?;
+        let mut chosen = Vec::new();
+        for want in &r.snapshot_ids {
+            let matches: Vec<_> = snaps
+                .iter()
+                .filter(|s| !want.is_empty() && s.id.starts_with(want.as_str()))
+                .collect();
+            match matches.as_slice() {
+                [one] => chosen.push((*one).clone()),
+                [] => return Err(Status::not_found(format!("no snapshot {want:?}"))),
+                _ => {
+                    return Err(Status::invalid_argument(format!(
+                        "snapshot prefix {want:?} is ambiguous"
+                    )))
+                }
+            }
+        }
+        let ids: Vec<Id> = chosen
+            .iter()
+            .map(|s| {
+                s.id.parse()
+                    .map_err(|_| internal("bad snapshot id in catalog"))
+            })
+            .collect::<Result<_, _>>()?;
+        let g = f.clone();
+        tokio::task::spawn_blocking(move || g.store.forget(&ids))
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
+        for s in &chosen {
+            f.catalog.remove_snapshot(s).map_err(internal)?;
+            tracing::info!(snapshot = %s.id, domain = %s.domain, agent = %s.agent_id, "snapshot forgotten");
+        }
+        f.catalog.flush().map_err(internal)?;
+        Ok(Response::new(pb::ForgetResponse {
+            forgotten: chosen.into_iter().map(|s| s.id).collect(),
+        }))
+    }
+
+    async fn gc(&self, req: Request<pb::GcRequest>) -> Result<Response<pb::GcResponse>, Status> {
+        self.admin(&req)?;
+        let r = req.into_inner();
+        let opts = GcOptions {
+            dry_run: r.dry_run,
+            grace: Duration::from_secs(if r.grace_seconds == 0 {
+                3600
+            } else {
+                r.grace_seconds
+            }),
+        };
+        let f = self.0.clone();
+        let rep = tokio::task::spawn_blocking(move || f.store.gc(&opts))
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
+        tracing::info!(
+            dry_run = rep.dry_run,
+            packs_deleted = rep.packs_deleted,
+            bytes_freed = rep.bytes_freed,
+            "gc finished"
+        );
+        Ok(Response::new(pb::GcResponse {
+            dry_run: rep.dry_run,
+            blobs_live: rep.blobs_live,
+            packs_total: rep.packs_total,
+            packs_deleted: rep.packs_deleted,
+            packs_kept_young: rep.packs_kept_young,
+            bytes_freed: rep.bytes_freed,
+            segments_replaced: rep.segments_replaced,
+        }))
     }
 }
 

@@ -292,23 +292,25 @@ impl AgentService for AgentApi {
         &self,
         req: Request<pb::HaveBlobsRequest>,
     ) -> Result<Response<pb::HaveBlobsResponse>, Status> {
-        self.agent(&req)?;
-        let ids = req.into_inner().ids;
-        if ids.len() > MAX_ASK {
+        let agent = self.agent(&req)?;
+        let r = req.into_inner();
+        if r.ids.len() > MAX_ASK {
             return Err(Status::invalid_argument(format!(
                 "at most {MAX_ASK} ids per call"
             )));
         }
+        let ids = r
+            .ids
+            .iter()
+            .map(|raw| Id::try_from(raw.as_slice()))
+            .collect::<Result<Vec<Id>, _>>()
+            .map_err(|_| Status::invalid_argument("blob ids are 32 bytes"))?;
+        let answer = self.0.store.have(&agent, &r.job_id, &ids);
         let mut have = vec![0u8; ids.len().div_ceil(8)];
-        let idx = self.0.repo.index();
         let mut known = 0;
-        for (i, raw) in ids.iter().enumerate() {
-            let id = Id::try_from(raw.as_slice())
-                .map_err(|_| Status::invalid_argument("blob ids are 32 bytes"))?;
-            if idx.contains(&id) {
-                have[i / 8] |= 1 << (i % 8);
-                known += 1;
-            }
+        for (i, _) in answer.iter().enumerate().filter(|(_, a)| **a) {
+            have[i / 8] |= 1 << (i % 8);
+            known += 1;
         }
         let m = &self.0.metrics;
         m.blobs_asked.fetch_add(ids.len() as u64, Ordering::Relaxed);

@@ -402,6 +402,12 @@ impl Catalog {
         Ok(())
     }
 
+    pub fn remove_snapshot(&self, s: &SnapshotRecord) -> Result<()> {
+        self.snapshots
+            .remove(format!("{}\0{}", s.domain, s.id).as_bytes())?;
+        Ok(())
+    }
+
     /// Snapshots, of one domain or all, oldest first.
     pub fn snapshots(&self, domain: Option<&str>) -> Result<Vec<SnapshotRecord>> {
         let prefix = domain.map(|d| format!("{d}\0")).unwrap_or_default();

@@ -33,6 +33,8 @@ pub struct Grant {
     pub backup: bool,
     /// Packs it may read with ReadPack.
     pub packs: HashSet<Id>,
+    /// The tree it stands on (a backup's parent, a restore's snapshot).
+    pub roots: Vec<Id>,
 }
 
 impl Grant {
@@ -187,6 +189,9 @@ impl Fleet {
         if self.catalog.start_job(&job.id, now()).is_err() {
             return; // cancelled meanwhile
         }
+        // Before the agent hears of the job: gc keeps what it stands on.
+        self.store
+            .begin_job(&job.id, &job.agent_id, grant.roots.clone());
         self.grants
             .lock()
             .unwrap()
@@ -225,6 +230,7 @@ impl Fleet {
             domain: job.domain.clone(),
             backup: job.kind == "backup",
             packs: HashSet::new(),
+            roots: Vec::new(),
         };
         let readable = match job.kind.as_str() {
             "backup" => {
@@ -264,6 +270,7 @@ impl Fleet {
             other => return Err(format!("unknown job kind {other:?}")),
         };
         if let Some((tree, trees_only)) = readable {
+            grant.roots.push(tree);
             let (segment, packs) = self.read_grant(&tree, trees_only)?;
             msg.index_segment = segment;
             grant.packs = packs;

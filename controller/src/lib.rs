@@ -8,6 +8,8 @@ pub mod agent_service;
 pub mod catalog;
 pub mod config;
 pub mod fleet;
+#[cfg(test)]
+mod gc_model;
 pub mod pki;
 pub mod store;
 pub mod strategy;

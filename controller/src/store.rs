@@ -4,11 +4,32 @@
 //! objects are written only here, and a snapshot is committed with the
 //! controller's clock and the catalog's name for its host.
 //!
+//! It also forgets snapshots and collects garbage while backups run, under
+//! this protocol (ARCHITECTURE.md "Fleet gc"; `tests/model.rs` checks it):
+//!
+//! 1. gc opens an *epoch*: from now on every commit records its root tree.
+//! 2. gc lists the snapshots in storage and marks what they reach (slow; no
+//!    lock, backups go on).
+//! 3. Under the state lock — the one that also serialises `have`, indexing
+//!    and `commit` — gc adds to the live set the roots recorded in the epoch,
+//!    the roots of every running job (a backup's parent, a restore's
+//!    snapshot), every blob `have` reported present to a running job, and
+//!    every pack a running job uploaded; a pack with no live blob, older
+//!    than the grace period, is then dropped from the index at once.
+//! 4. gc writes one consolidated index segment, deletes the segments it
+//!    replaces, and last the dead packs.
+//!
+//! A commit checks, under the same lock, that every blob it references is
+//! indexed. So a snapshot committed before (3) is marked live, and one
+//! committed after (3) cannot reference a deleted blob: no committed snapshot
+//! ever does.
+//!
 //! No transport here: the gRPC services adapt calls to these methods and map
 //! [`StoreError`] to a status in one place (`agent_service::status`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use cairn_repo::id::Id;
 use cairn_repo::pack;
@@ -19,6 +40,9 @@ use cairn_repo::snapshot::{Content, Snapshot};
 pub const MAX_OBJECT: usize = 128 << 20;
 /// Bytes of unfinished uploads one agent may hold in the controller's memory.
 pub const MAX_AGENT_INFLIGHT: u64 = 256 << 20;
+/// A pack no index lists yet may be mid-upload (written, not yet indexed or
+/// registered): gc leaves such packs alone for at least this long.
+const UNINDEXED_GRACE: Duration = Duration::from_secs(15 * 60);
 /// A snapshot object is small JSON; anything larger is a lie.
 const MAX_SNAPSHOT: usize = 1 << 20;
 
@@ -59,14 +83,46 @@ pub struct JobCtx<'a> {
 
 #[derive(Default)]
 struct JobState {
+    agent: String,
+    /// Trees the job stands on: a backup's parent, a restore's snapshot.
+    roots: Vec<Id>,
+    /// Blobs `have` told the job are present.
+    pins: HashSet<Id>,
+    /// Packs the job uploaded.
     packs: HashSet<Id>,
     committed: Option<Id>,
 }
 
+#[derive(Default)]
+struct State {
+    jobs: HashMap<String, JobState>,
+    /// While a gc marks: the roots committed since it listed the snapshots.
+    epoch: Option<Vec<Id>>,
+}
+
 pub struct Store {
     repo: Arc<Repository>,
-    jobs: Mutex<HashMap<String, JobState>>,
+    state: Mutex<State>,
     inflight: Mutex<HashMap<String, u64>>,
+    /// One gc at a time.
+    gc_running: Mutex<()>,
+}
+
+pub struct GcOptions {
+    pub dry_run: bool,
+    /// Packs younger than this are kept whatever they hold.
+    pub grace: Duration,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct GcReport {
+    pub dry_run: bool,
+    pub blobs_live: u64,
+    pub packs_total: u64,
+    pub packs_deleted: u64,
+    pub packs_kept_young: u64,
+    pub bytes_freed: u64,
+    pub segments_replaced: u64,
 }
 
 /// Upload bytes an agent holds in memory; given back on drop.
@@ -114,9 +170,44 @@ impl Store {
     pub fn new(repo: Arc<Repository>) -> Store {
         Store {
             repo,
-            jobs: Mutex::new(HashMap::new()),
+            state: Mutex::new(State::default()),
             inflight: Mutex::new(HashMap::new()),
+            gc_running: Mutex::new(()),
         }
+    }
+
+    /// A job starts: what it stands on (`roots`) stays until it ends.
+    pub fn begin_job(&self, job_id: &str, agent: &str, roots: Vec<Id>) {
+        self.state.lock().unwrap().jobs.insert(
+            job_id.to_string(),
+            JobState {
+                agent: agent.to_string(),
+                roots,
+                ..Default::default()
+            },
+        );
+    }
+
+    /// Which of `ids` the repository has. Those it has stay until the job
+    /// ends (every running backup of the agent when `job_id` is empty).
+    pub fn have(&self, agent: &str, job_id: &str, ids: &[Id]) -> Vec<bool> {
+        let mut st = self.state.lock().unwrap();
+        let answer: Vec<bool> = {
+            let idx = self.repo.index();
+            ids.iter().map(|i| idx.contains(i)).collect()
+        };
+        let present = || {
+            ids.iter()
+                .zip(&answer)
+                .filter(|(_, a)| **a)
+                .map(|(i, _)| *i)
+        };
+        for (id, j) in st.jobs.iter_mut() {
+            if j.agent == agent && (job_id.is_empty() || id == job_id) {
+                j.pins.extend(present());
+            }
+        }
+        answer
     }
 
     pub fn repo(&self) -> &Arc<Repository> {
@@ -145,16 +236,23 @@ impl Store {
         let n = entries.len();
         if !self.repo.index().packs().contains_key(&id) {
             self.repo.storage().put(&pack::key_of(&id), data)?;
-            self.repo.write_index_segment(&[(id, entries)])?;
         }
-        self.jobs
-            .lock()
-            .unwrap()
-            .entry(job.job_id.to_string())
-            .or_default()
-            .packs
-            .insert(id);
+        self.index_pack(job, id, entries)?;
         Ok(n)
+    }
+
+    /// Writes a verified, durable pack's index segment, then makes it known.
+    fn index_pack(&self, job: &JobCtx, id: Id, entries: Vec<pack::PackEntry>) -> Result<()> {
+        let packs = [(id, entries)];
+        let seg = cairn_repo::index::encode_segment(self.repo.key(), &packs);
+        let seg_id = Id::of_stored(&seg);
+        self.repo.storage().put(&format!("index/{seg_id}"), &seg)?;
+        let mut st = self.state.lock().unwrap();
+        self.repo.add_written_segment(seg_id, &packs);
+        if let Some(j) = st.jobs.get_mut(job.job_id) {
+            j.packs.insert(id);
+        }
+        Ok(())
     }
 
     /// Direct mode: a pack the agent wrote to the storage itself. It is read
@@ -183,14 +281,7 @@ impl Store {
             }
         };
         let n = entries.len();
-        self.repo.write_index_segment(&[(id, entries)])?;
-        self.jobs
-            .lock()
-            .unwrap()
-            .entry(job.job_id.to_string())
-            .or_default()
-            .packs
-            .insert(id);
+        self.index_pack(job, id, entries)?;
         Ok(n)
     }
 
@@ -199,17 +290,24 @@ impl Store {
     /// indexed; time, host, agent and job are the controller's, whatever the
     /// agent wrote. Returns the id of the snapshot as stored.
     pub fn commit(&self, job: &JobCtx, proposed: &[u8]) -> Result<(Id, Snapshot)> {
-        if self
-            .jobs
+        let already =
+            |id: &str| StoreError::Denied(format!("job {id} already committed its snapshot"));
+        let known = self
+            .state
             .lock()
             .unwrap()
+            .jobs
             .get(job.job_id)
-            .is_some_and(|j| j.committed.is_some())
-        {
-            return Err(StoreError::Denied(format!(
-                "job {} already committed its snapshot",
-                job.job_id
-            )));
+            .map(|j| j.committed.is_some());
+        match known {
+            None => {
+                return Err(StoreError::Denied(format!(
+                    "job {} is not running",
+                    job.job_id
+                )))
+            }
+            Some(true) => return Err(already(job.job_id)),
+            Some(false) => {}
         }
         let plain = self
             .repo
@@ -229,12 +327,19 @@ impl Store {
                 "the snapshot's root tree is not in the repository".into(),
             ));
         }
+        // The walk reads trees and may be slow: outside the lock. What it
+        // found is checked against the index again under the lock.
         let reachable = self.repo.reachable(&[snap.tree]).map_err(|e| match e {
             cairn_repo::Error::BlobNotFound { id } => {
                 StoreError::NotReady(format!("tree {id} of the snapshot is not stored"))
             }
             other => StoreError::Refused(format!("the snapshot's trees: {other}")),
         })?;
+        snap.time = chrono::Utc::now();
+        snap.host = job.host.to_string();
+        snap.agent = Some(job.agent_id.to_string());
+        snap.job = Some(job.job_id.to_string());
+        let mut st = self.state.lock().unwrap();
         {
             let idx = self.repo.index();
             if let Some(missing) = reachable.iter().find(|b| !idx.contains(b)) {
@@ -243,34 +348,144 @@ impl Store {
                 )));
             }
         }
-        snap.time = chrono::Utc::now();
-        snap.host = job.host.to_string();
-        snap.agent = Some(job.agent_id.to_string());
-        snap.job = Some(job.job_id.to_string());
-        let mut jobs = self.jobs.lock().unwrap();
-        let state = jobs.entry(job.job_id.to_string()).or_default();
+        let state = st
+            .jobs
+            .get_mut(job.job_id)
+            .ok_or_else(|| StoreError::Denied(format!("job {} is not running", job.job_id)))?;
         if state.committed.is_some() {
-            return Err(StoreError::Denied(format!(
-                "job {} already committed its snapshot",
-                job.job_id
-            )));
+            return Err(already(job.job_id));
         }
         let id = self.repo.save_snapshot(&snap)?;
         state.committed = Some(id);
+        state.roots.push(snap.tree);
+        if let Some(epoch) = st.epoch.as_mut() {
+            epoch.push(snap.tree);
+        }
         Ok((id, snap))
+    }
+
+    /// Deletes snapshot objects; their data goes at the next gc.
+    pub fn forget(&self, ids: &[Id]) -> Result<()> {
+        for id in ids {
+            self.repo.storage().delete(&format!("snapshots/{id}"))?;
+        }
+        Ok(())
+    }
+
+    /// Collects garbage while backups run (the protocol in the module docs).
+    pub fn gc(&self, opts: &GcOptions) -> Result<GcReport> {
+        let _one = self.gc_running.lock().unwrap();
+        self.state.lock().unwrap().epoch = Some(Vec::new());
+        let r = self.collect(opts);
+        self.state.lock().unwrap().epoch = None;
+        r
+    }
+
+    fn collect(&self, opts: &GcOptions) -> Result<GcReport> {
+        // (2) Mark from the snapshots in storage; backups go on meanwhile.
+        let roots: Vec<Id> = self
+            .repo
+            .snapshots()?
+            .into_iter()
+            .map(|(_, s)| s.tree)
+            .collect();
+        let mut live = self.repo.reachable(&roots)?;
+        let listed = self.repo.storage().list("data/")?;
+        let now = SystemTime::now();
+        let young = |modified: Option<SystemTime>| {
+            modified
+                .and_then(|m| now.duration_since(m).ok())
+                .is_none_or(|age| age < opts.grace)
+        };
+        let ages: HashMap<Id, (Option<SystemTime>, u64)> = listed
+            .iter()
+            .filter_map(|o| pack::id_of_key(&o.key).map(|p| (p, (o.modified, o.size))))
+            .collect();
+        let mut r = GcReport {
+            dry_run: opts.dry_run,
+            packs_total: ages.len() as u64,
+            ..Default::default()
+        };
+
+        // (3) Decide and unindex, atomically with have, indexing and commit.
+        let mut st = self.state.lock().unwrap();
+        let mut late: Vec<Id> = st.epoch.as_mut().map(std::mem::take).unwrap_or_default();
+        let mut protected: HashSet<Id> = HashSet::new();
+        for j in st.jobs.values() {
+            late.extend(&j.roots);
+            live.extend(&j.pins);
+            protected.extend(&j.packs);
+        }
+        live.extend(self.repo.reachable(&late)?);
+        r.blobs_live = live.len() as u64;
+        let (dead, kept, segments) = {
+            let idx = self.repo.index();
+            let mut dead: Vec<Id> = Vec::new();
+            let mut kept = Vec::new();
+            for (p, entries) in idx.packs() {
+                let (modified, size) = ages.get(p).copied().unwrap_or((None, 0));
+                let is_young = young(modified);
+                if is_young {
+                    r.packs_kept_young += 1;
+                }
+                if protected.contains(p) || is_young || entries.iter().any(|e| live.contains(&e.id))
+                {
+                    kept.push((*p, entries.clone()));
+                } else {
+                    dead.push(*p);
+                    r.bytes_freed += size;
+                }
+            }
+            // Packs in storage that no index lists (a refused or interrupted
+            // upload): old enough, they go too.
+            let settled = |m: Option<SystemTime>| {
+                m.and_then(|m| now.duration_since(m).ok())
+                    .is_some_and(|age| age >= opts.grace.max(UNINDEXED_GRACE))
+            };
+            for (p, (modified, size)) in &ages {
+                if !idx.packs().contains_key(p) && !protected.contains(p) && settled(*modified) {
+                    dead.push(*p);
+                    r.bytes_freed += size;
+                }
+            }
+            (dead, kept, idx.segments.clone())
+        };
+        r.packs_deleted = dead.len() as u64;
+        r.segments_replaced = segments.len() as u64;
+        if opts.dry_run {
+            return Ok(r);
+        }
+        self.repo.unindex_packs(&dead);
+        drop(st);
+
+        // (4) One segment for what the index held at (3), then the segments
+        // it replaces, then the dead packs: a crash anywhere leaves an index
+        // that lists at least every live blob.
+        let seg = cairn_repo::index::encode_segment(self.repo.key(), &kept);
+        let seg_id = Id::of_stored(&seg);
+        self.repo.storage().put(&format!("index/{seg_id}"), &seg)?;
+        self.repo.replace_segments(&segments, seg_id);
+        for s in segments.iter().filter(|s| **s != seg_id) {
+            self.repo.storage().delete(&format!("index/{s}"))?;
+        }
+        for p in &dead {
+            self.repo.storage().delete(&pack::key_of(p))?;
+        }
+        Ok(r)
     }
 
     /// The snapshot a job committed, if it did.
     pub fn committed(&self, job_id: &str) -> Option<Id> {
-        self.jobs
+        self.state
             .lock()
             .unwrap()
+            .jobs
             .get(job_id)
             .and_then(|j| j.committed)
     }
 
-    /// Forgets a finished job's bookkeeping.
+    /// A job ended: what it stood on and was told is no longer held for it.
     pub fn end_job(&self, job_id: &str) {
-        self.jobs.lock().unwrap().remove(job_id);
+        self.state.lock().unwrap().jobs.remove(job_id);
     }
 }

@@ -33,6 +33,21 @@ pub enum Command {
     /// Enrollment tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Delete snapshots from the fleet repository; their data goes at the next gc.
+    Forget {
+        /// Snapshot ids or unique prefixes.
+        #[arg(required = true)]
+        snapshots: Vec<String>,
+    },
+    /// Delete data no snapshot needs, while backups keep running.
+    Gc {
+        /// Show what would be deleted; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Never touch packs younger than this (e.g. 30m, 1h, 2d).
+        #[arg(long, default_value = "1h")]
+        grace: String,
+    },
     /// Back up a domain on the agent that reports it.
     Backup {
         domain: String,

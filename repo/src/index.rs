@@ -103,6 +103,17 @@ impl Index {
         self.packs.insert(pack, entries);
     }
 
+    /// Drops a pack and the blobs the index finds in it.
+    pub fn remove_pack(&mut self, pack: &Id) {
+        if let Some(entries) = self.packs.remove(pack) {
+            for e in entries {
+                if self.blobs.get(&e.id).is_some_and(|l| l.pack == *pack) {
+                    self.blobs.remove(&e.id);
+                }
+            }
+        }
+    }
+
     pub fn get(&self, id: &Id) -> Option<&Location> {
         self.blobs.get(id)
     }

@@ -301,6 +301,30 @@ impl Repository {
         Ok(id)
     }
 
+    /// Adds packs whose segment `seg` is already written to the in-memory index.
+    pub fn add_written_segment(&self, seg: Id, packs: &[(Id, Vec<pack::PackEntry>)]) {
+        let mut idx = self.index.write().unwrap();
+        idx.segments.insert(seg);
+        for (p, e) in packs {
+            idx.add_pack(*p, e.clone());
+        }
+    }
+
+    /// Drops packs from the in-memory index (gc, before it deletes them).
+    pub fn unindex_packs(&self, packs: &[Id]) {
+        let mut idx = self.index.write().unwrap();
+        for p in packs {
+            idx.remove_pack(p);
+        }
+    }
+
+    /// Records that segment `new` replaces the segments `old` (gc).
+    pub fn replace_segments(&self, old: &HashSet<Id>, new: Id) {
+        let mut idx = self.index.write().unwrap();
+        idx.segments.retain(|s| !old.contains(s));
+        idx.segments.insert(new);
+    }
+
     /// Adds packs whose segment is already written to the in-memory index.
     pub(crate) fn add_indexed(&self, packs: &[(Id, Vec<pack::PackEntry>)]) {
         let mut idx = self.index.write().unwrap();

@@ -544,6 +544,7 @@ fn refusals_are_clear_and_logged() {
             AgentServiceClient::new(channel(&c, Some(&one_id)))
                 .have_blobs(agent::HaveBlobsRequest {
                     ids: vec![vec![0; 32]],
+                    ..Default::default()
                 })
                 .await
         })

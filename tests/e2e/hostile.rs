@@ -207,6 +207,7 @@ fn a_hostile_agent_is_contained() {
         let r = rt
             .block_on(cl.have_blobs(pb::HaveBlobsRequest {
                 ids: vec![id.0.to_vec()],
+                job_id: job_id.clone(),
             }))
             .unwrap()
             .into_inner();

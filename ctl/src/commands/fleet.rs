@@ -110,6 +110,55 @@ pub fn run(conn: &Connection, cmd: Command) -> Result<()> {
                 snapshots(&mut c, domain, conn.json).await
             }
             Command::Token(TokenCommand::Create { ttl }) => token(&mut c, &ttl, conn.json).await,
+            Command::Forget { snapshots } => {
+                let r = c
+                    .forget(pb::ForgetRequest {
+                        snapshot_ids: snapshots,
+                    })
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                if conn.json {
+                    return output::json(&r.forgotten);
+                }
+                for id in &r.forgotten {
+                    println!("forgot snapshot {id}");
+                }
+                Ok(())
+            }
+            Command::Gc { dry_run, grace } => {
+                let grace = super::gc::parse_duration(&grace)
+                    .map_err(|e| Exit(crate::EXIT_USAGE, e))?;
+                let r = c
+                    .gc(pb::GcRequest {
+                        dry_run,
+                        grace_seconds: grace.as_secs().max(1),
+                    })
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                if conn.json {
+                    return output::json(&serde_json::json!({
+                        "dry_run": r.dry_run,
+                        "blobs_live": r.blobs_live,
+                        "packs_total": r.packs_total,
+                        "packs_deleted": r.packs_deleted,
+                        "packs_kept_young": r.packs_kept_young,
+                        "bytes_freed": r.bytes_freed,
+                        "segments_replaced": r.segments_replaced,
+                    }));
+                }
+                let verb = if r.dry_run { "would" } else { "did" };
+                println!(
+                    "{} packs: {verb} delete {}, keep {} young; {verb} free about {}; {} live blobs",
+                    r.packs_total,
+                    r.packs_deleted,
+                    r.packs_kept_young,
+                    output::bytes(r.bytes_freed),
+                    r.blobs_live
+                );
+                Ok(())
+            }
             Command::Backup {
                 domain,
                 kind,
