@@ -309,3 +309,60 @@ pub async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
     }
 }
+
+/// What `rebuild-catalog` found in the repository.
+#[derive(Debug, Default)]
+pub struct Rebuilt {
+    pub snapshots_added: usize,
+    pub snapshots_known: usize,
+    /// Snapshots written by `cairnctl repo` (no agent): not fleet snapshots.
+    pub snapshots_skipped: usize,
+}
+
+/// Re-reads every snapshot in the repository into the catalog (SPEC CAT-4):
+/// the catalog is a cache of the repository plus the controller's own state.
+/// Fleet snapshots name their agent and job, so each comes back under the
+/// agent that made it. Refused while a controller holds the repository.
+pub fn rebuild_catalog(cfg: &Config) -> anyhow::Result<Rebuilt> {
+    let passphrase = read_secret(
+        cfg.repository.passphrase_file.as_deref(),
+        "CAIRN_PASSPHRASE",
+    )?;
+    let storage = open_storage(&cfg.repository)?;
+    if let Some(l) = cairn_repo::lock::lease(&*storage)? {
+        bail!(
+            "the repository is held by {} (pid {} on {}); stop it first",
+            l.holder.unwrap_or_default(),
+            l.pid,
+            l.host
+        );
+    }
+    let repo = Repository::open(storage, &passphrase)?;
+    let catalog = catalog::Catalog::open(&cfg.state_dir.join("catalog"))
+        .context("opening the catalog (is the controller running? stop it first)")?;
+    let known: HashSet<String> = catalog.snapshots(None)?.into_iter().map(|s| s.id).collect();
+    let mut r = Rebuilt::default();
+    for (id, snap) in repo.snapshots()? {
+        let Some(agent) = snap.agent.clone() else {
+            r.snapshots_skipped += 1;
+            continue;
+        };
+        if known.contains(&id.to_string()) {
+            r.snapshots_known += 1;
+            continue;
+        }
+        catalog.add_snapshot(&catalog::SnapshotRecord {
+            id: id.to_string(),
+            domain: snap.domain.clone(),
+            agent_id: agent,
+            time: snap.time.timestamp(),
+            kind: snap.kind.to_string(),
+            content: snap.content.to_string(),
+            total_bytes: snap.stats.total_bytes,
+            stored_bytes: snap.stats.stored_bytes,
+        })?;
+        r.snapshots_added += 1;
+    }
+    catalog.flush()?;
+    Ok(r)
+}

@@ -50,6 +50,18 @@ enum Command {
         #[arg(long)]
         env_file: Option<PathBuf>,
     },
+    /// Re-read every fleet snapshot from the repository into the catalog
+    /// (after the catalog was lost or restored from an old copy). Run it with
+    /// the controller stopped.
+    RebuildCatalog {
+        #[arg(
+            long,
+            short,
+            env = "CAIRN_CONTROLLER_CONFIG",
+            default_value = "/etc/cairn/controller.toml"
+        )]
+        config: PathBuf,
+    },
     /// Serve agents, cairnctl and the status page until SIGTERM.
     Run {
         #[arg(
@@ -115,6 +127,14 @@ fn main() -> ExitCode {
                 );
             })
         }
+        Command::RebuildCatalog { config } => Config::load(&config)
+            .and_then(|cfg| cairn_controller::rebuild_catalog(&cfg))
+            .map(|r| {
+                println!(
+                    "catalog rebuilt: {} snapshots added, {} already known, {} not from the fleet skipped",
+                    r.snapshots_added, r.snapshots_known, r.snapshots_skipped
+                )
+            }),
         Command::Run { config } => Config::load(&config).and_then(|cfg| {
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use cairn_repo::exclude::Excludes;
-use cairn_tests::cluster::{Cluster, ClusterOptions, PASSPHRASE};
+use cairn_tests::cluster::{self, Cluster, ClusterOptions, PASSPHRASE};
 use cairn_tests::*;
 
 fn random(n: usize) -> Vec<u8> {
@@ -173,5 +173,64 @@ fn gc_in_a_loop_beside_backing_up_agents_loses_nothing() {
             &Excludes::with_defaults::<&str>(&[]).unwrap(),
         );
     }
+    drop(agents);
+}
+
+/// CAT-4: with the catalog deleted, `cairn-controller rebuild-catalog` gets
+/// every fleet snapshot back from the repository alone, each under the agent
+/// and domain that made it; it refuses while the controller runs.
+#[test]
+fn catalog_rebuilds_from_the_repository_alone() {
+    let mut c = Cluster::start(ClusterOptions::default());
+    let flip = [random(1000), random(1000)];
+    let mut agents = Vec::new();
+    for i in 0..2 {
+        let site = c.dir.join(format!("site{i}"));
+        mutate(&site, 0, &flip, b"shared");
+        agents.push(c.add_agent(&format!("a{i}"), &[(&format!("site{i}.test"), &site)]));
+        for _ in 0..2 {
+            assert_eq!(c.backup(&format!("site{i}.test"))["state"], "succeeded");
+        }
+    }
+    let rows = |c: &Cluster| {
+        let mut v: Vec<(String, String, String)> = c
+            .json(&["snapshots", "list"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let f = |k: &str| s[k].as_str().unwrap().to_string();
+                (f("id"), f("domain"), f("agent"))
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = rows(&c);
+    assert_eq!(before.len(), 4);
+    let config = c.state.join("controller.toml");
+    let rebuild = || {
+        Command::new(cluster::bin("cairn-controller"))
+            .args(["rebuild-catalog", "--config"])
+            .arg(&config)
+            .env_remove("CAIRN_PASSPHRASE")
+            .output()
+            .unwrap()
+    };
+    let running = rebuild();
+    assert!(!running.status.success());
+    assert!(String::from_utf8_lossy(&running.stderr).contains("stop it first"));
+
+    c.stop_controller();
+    fs::remove_dir_all(c.state.join("catalog")).unwrap();
+    let out = rebuild();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("4 snapshots added"));
+    c.start_controller();
+    assert_eq!(rows(&c), before, "the rebuilt catalog differs");
     drop(agents);
 }
