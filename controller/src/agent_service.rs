@@ -86,6 +86,7 @@ impl AgentApi {
 fn domain_records(agent: &str, inv: &pb::Inventory) -> Vec<DomainRecord> {
     inv.domains
         .iter()
+        .filter(|d| valid_name(&d.name))
         .map(|d| DomainRecord {
             name: d.name.clone(),
             agent_id: agent.to_string(),
@@ -130,7 +131,19 @@ fn store_inventory(fleet: &Fleet, agent: &str, inv: &pb::Inventory) -> Result<()
         .catalog
         .set_domains(agent, &domain_records(agent, inv))?;
     let now = now();
-    for d in inv.domains.iter().filter(|d| !d.root_missing) {
+    let refused = inv.domains.iter().filter(|d| !valid_name(&d.name)).count();
+    if refused > 0 {
+        tracing::warn!(
+            agent,
+            refused,
+            "refused: domain names that are empty, too long or hold control characters"
+        );
+    }
+    for d in inv
+        .domains
+        .iter()
+        .filter(|d| !d.root_missing && valid_name(&d.name))
+    {
         let changes = d.analysis.as_ref().map_or(0, |a| a.changes_24h);
         let rec = strategy::recommend(SizeClass::of(d.size_bytes), Activity::of(changes));
         let runs = rec
@@ -154,6 +167,37 @@ fn store_inventory(fleet: &Fleet, agent: &str, inv: &pb::Inventory) -> Result<()
         }
     }
     Ok(())
+}
+
+/// A host or domain name fit to store and show: 1..=253 bytes, no control
+/// characters (an agent could otherwise write escapes onto operators'
+/// terminals and pages).
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && !s.chars().any(char::is_control)
+}
+
+/// Free text from an agent (an error, a step name) as it may be stored and
+/// shown: control characters replaced, at most `max` bytes.
+fn clean_text(s: &str, max: usize) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect();
+    if out.len() > max {
+        let mut cut = max;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push('…');
+    }
+    out
 }
 
 /// A readable, unique agent id from the host name the agent sent.
@@ -194,17 +238,25 @@ impl AgentService for AgentApi {
         let (addr, _) = peer(&req);
         let r = req.into_inner();
         let fleet = &self.0;
+        if !valid_name(&r.hostname) {
+            tracing::warn!(peer = %addr, "refused enrollment: unusable host name");
+            return Err(Status::invalid_argument(
+                "the host name is empty, too long or holds control characters",
+            ));
+        }
+        // The CSR is checked before the token is spent: a malformed request
+        // must not cost the operator a new token.
+        let id = agent_id_for(fleet, &r.hostname)?;
+        let cert = fleet
+            .ca
+            .sign_agent_csr(&r.csr_pem, &id)
+            .map_err(|e| Status::invalid_argument(format!("bad CSR: {e}")))?;
         if let Err(e) = fleet.catalog.consume_token(&r.token, now()) {
             tracing::warn!(peer = %addr, host = %r.hostname, error = %e, "refused enrollment");
             return Err(Status::unauthenticated(
                 "enrollment token is invalid, expired or already used (create one with `cairnctl token create`)",
             ));
         }
-        let id = agent_id_for(fleet, &r.hostname)?;
-        let cert = fleet
-            .ca
-            .sign_agent_csr(&r.csr_pem, &id)
-            .map_err(|e| Status::invalid_argument(format!("bad CSR: {e}")))?;
         let der = cairn_net::cert_der(&cert, "agent certificate").map_err(internal)?;
         let sha = cairn_net::fingerprint(&der);
         fleet
@@ -249,6 +301,12 @@ impl AgentService for AgentApi {
             }))) => h,
             _ => return Err(Status::invalid_argument("a session starts with hello")),
         };
+        if !valid_name(&hello.hostname) {
+            tracing::warn!(agent = %agent, "refused: session hello with an unusable host name");
+            return Err(Status::invalid_argument(
+                "the host name is empty, too long or holds control characters",
+            ));
+        }
         if let Some(mut rec) = fleet.catalog.agent(&agent).map_err(internal)? {
             rec.version = hello.agent_version.clone();
             rec.hostname = hello.hostname.clone();
@@ -562,7 +620,7 @@ async fn run_session(
                 if mine {
                     let _ = fleet.catalog.job_progress(
                         &p.job_id,
-                        &p.step,
+                        &clean_text(&p.step, 200),
                         p.files,
                         p.bytes,
                         p.total_bytes,
@@ -578,8 +636,10 @@ async fn run_session(
                 if let Some(job) = job {
                     let (mut state, mut err) = match pb::Outcome::try_from(r.outcome) {
                         Ok(pb::Outcome::Succeeded) => (JobState::Succeeded, None),
-                        Ok(pb::Outcome::Cancelled) => (JobState::Cancelled, Some(r.error)),
-                        _ => (JobState::Failed, Some(r.error)),
+                        Ok(pb::Outcome::Cancelled) => {
+                            (JobState::Cancelled, Some(clean_text(&r.error, 4096)))
+                        }
+                        _ => (JobState::Failed, Some(clean_text(&r.error, 4096))),
                     };
                     // The snapshot is the one the controller committed, never
                     // an id the agent names.

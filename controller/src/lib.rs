@@ -59,18 +59,8 @@ fn mkdir_private(p: &Path) -> anyhow::Result<()> {
 
 /// Reads a secret from a file that others cannot read, else from `env`.
 pub fn read_secret(file: Option<&Path>, env: &str) -> anyhow::Result<Vec<u8>> {
-    use std::os::unix::fs::PermissionsExt;
     if let Some(f) = file {
-        let meta = std::fs::metadata(f).with_context(|| f.display().to_string())?;
-        if meta.permissions().mode() & 0o004 != 0 {
-            bail!("{} is world-readable; chmod 600 it", f.display());
-        }
-        let s = std::fs::read(f).with_context(|| f.display().to_string())?;
-        let s = s.strip_suffix(b"\n").unwrap_or(&s).to_vec();
-        if s.is_empty() {
-            bail!("{} is empty", f.display());
-        }
-        return Ok(s);
+        return Ok(cairn_repo::secret::read_file(f)?);
     }
     match std::env::var(env) {
         Ok(v) if !v.is_empty() => Ok(v.into_bytes()),

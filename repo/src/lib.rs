@@ -27,6 +27,7 @@ pub mod pack;
 pub mod repository;
 pub mod restore;
 pub mod saver;
+pub mod secret;
 pub mod snapshot;
 pub mod storage;
 pub mod stream;

@@ -69,7 +69,9 @@ pub struct BlobSaver<'r> {
     batch: Mutex<Batch>,
     open: [Mutex<Option<PackWriter>>; 2],
     tx: Option<Sender<FinishedPack>>,
-    uploaders: Vec<JoinHandle<UploadResult>>,
+    /// Taken (and joined) by `finish`, by a send that finds them all gone,
+    /// or on drop.
+    uploaders: Mutex<Vec<JoinHandle<UploadResult>>>,
     blobs_new: AtomicU64,
     bytes_new: AtomicU64,
     stored_bytes: AtomicU64,
@@ -123,7 +125,7 @@ impl<'r> BlobSaver<'r> {
             batch: Mutex::new(Batch::default()),
             open: [Mutex::new(None), Mutex::new(None)],
             tx: Some(tx),
-            uploaders,
+            uploaders: Mutex::new(uploaders),
             blobs_new: AtomicU64::new(0),
             bytes_new: AtomicU64::new(0),
             stored_bytes: AtomicU64::new(0),
@@ -230,11 +232,31 @@ impl<'r> BlobSaver<'r> {
             (p.len - p.entries.iter().map(|e| e.length as usize).sum::<usize>()) as u64,
             Ordering::Relaxed,
         );
-        self.tx
+        if self
+            .tx
             .as_ref()
             .expect("saver not finished")
             .send(p)
-            .map_err(|_| Error::Other("pack uploader stopped (see the error below)".into()))
+            .is_ok()
+        {
+            return Ok(());
+        }
+        // Every uploader has stopped: each returned, and the first error
+        // among them is the real cause (an S3 quorum error, a full disk).
+        let handles = std::mem::take(&mut *self.uploaders.lock().unwrap());
+        let mut cause = None;
+        for h in handles {
+            match h.join() {
+                Ok(Err(e)) => {
+                    cause.get_or_insert(e);
+                }
+                Err(_) => {
+                    cause.get_or_insert(Error::Other("a pack uploader panicked".into()));
+                }
+                Ok(Ok(_)) => {}
+            }
+        }
+        Err(cause.unwrap_or_else(|| Error::Other("the pack uploaders stopped".into())))
     }
 
     /// Flushes open packs, waits for uploads and indexes what was uploaded.
@@ -251,7 +273,8 @@ impl<'r> BlobSaver<'r> {
         }
         drop(self.tx.take());
         let mut pending = Vec::new();
-        for h in self.uploaders.drain(..) {
+        let handles = std::mem::take(&mut *self.uploaders.lock().unwrap());
+        for h in handles {
             match h.join().expect("uploader panicked") {
                 Ok((done, mut p)) => {
                     self.repo.add_indexed(&done);
@@ -283,7 +306,8 @@ impl Drop for BlobSaver<'_> {
         // On an error path: stop the uploaders; what they uploaded stays
         // unindexed and is adopted by the next backup or removed by gc.
         drop(self.tx.take());
-        for h in self.uploaders.drain(..) {
+        let handles = std::mem::take(&mut *self.uploaders.lock().unwrap());
+        for h in handles {
             let _ = h.join();
         }
     }

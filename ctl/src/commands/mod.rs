@@ -11,11 +11,10 @@ mod keys;
 mod restore;
 mod snapshots;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use cairn_repo::storage::{self, Storage};
 use cairn_repo::{Id, Repository};
 
@@ -82,22 +81,10 @@ pub(crate) fn open_storage(args: &RepoArgs) -> Result<Arc<dyn Storage>> {
 /// or from an environment variable.
 pub(crate) fn read_passphrase(file: Option<&Path>, env: &str) -> Result<Vec<u8>> {
     if let Some(f) = file {
-        let meta =
-            std::fs::metadata(f).with_context(|| format!("passphrase file {}", f.display()))?;
-        if meta.permissions().mode() & 0o004 != 0 {
-            return Err(usage(format!(
-                "passphrase file {} is world-readable; chmod 600 it",
-                f.display()
-            )));
-        }
-        let s =
-            std::fs::read(f).with_context(|| format!("reading passphrase file {}", f.display()))?;
-        let line = s.split(|&b| b == b'\n').next().unwrap_or(&[]).to_vec();
-        let line = line.strip_suffix(b"\r").map(<[u8]>::to_vec).unwrap_or(line);
-        if line.is_empty() {
-            return Err(usage(format!("passphrase file {} is empty", f.display())));
-        }
-        return Ok(line);
+        return cairn_repo::secret::read_file(f).map_err(|e| match e {
+            cairn_repo::secret::SecretError::Io { .. } => anyhow::Error::new(e),
+            other => usage(format!("passphrase file: {other}")),
+        });
     }
     match std::env::var_os(env) {
         Some(v) if !v.is_empty() => Ok(std::os::unix::ffi::OsStringExt::into_vec(v)),
