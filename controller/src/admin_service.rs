@@ -585,11 +585,7 @@ impl AdminService for AdminApi {
         let r = req.into_inner();
         let opts = GcOptions {
             dry_run: r.dry_run,
-            grace: Duration::from_secs(if r.grace_seconds == 0 {
-                3600
-            } else {
-                r.grace_seconds
-            }),
+            grace: Duration::from_secs(r.grace_seconds),
         };
         let f = self.0.clone();
         let rep = tokio::task::spawn_blocking(move || f.store.gc(&opts))

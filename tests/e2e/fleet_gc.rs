@@ -34,6 +34,24 @@ fn mutate(site: &Path, round: usize, flip: &[Vec<u8>; 2], shared: &[u8]) {
     }
 }
 
+/// Every file below `dir`, sorted.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 fn copy(from: &Path, to: &Path) {
     let st = Command::new("cp")
         .arg("-a")
@@ -67,6 +85,28 @@ fn gc_in_a_loop_beside_backing_up_agents_loses_nothing() {
     fs::create_dir_all(&saved).unwrap();
     // snapshot id → (domain, the site as it was backed up)
     let expected: Mutex<HashMap<String, (String, PathBuf)>> = Mutex::new(HashMap::new());
+    // A dry run reports what it would delete and deletes nothing.
+    let (domain, site) = &sites[0];
+    let first = c.json(&["backup", domain, "--wait"]);
+    fs::remove_dir_all(site.join("uploads")).unwrap();
+    mutate(site, 1, &flip, &shared);
+    let second = c.json(&["backup", domain, "--wait"]);
+    c.json(&["forget", first["snapshot"].as_str().unwrap()]);
+    let second = second["snapshot"].as_str().unwrap().to_string();
+    copy(site, &saved.join(&second));
+    expected
+        .lock()
+        .unwrap()
+        .insert(second.clone(), (domain.clone(), saved.join(&second)));
+    let before = walk(&c.dir.join("repo/data"));
+    let dry = c.json(&["gc", "--dry-run", "--grace", "0s"]);
+    assert_eq!(dry["dry_run"], true, "{dry}");
+    assert!(dry["packs_deleted"].as_u64().unwrap() > 0, "{dry}");
+    assert_eq!(
+        walk(&c.dir.join("repo/data")),
+        before,
+        "a dry run deleted packs"
+    );
     let deadline = Instant::now() + soak;
     let (mut gcs, mut freed_packs) = (0, 0);
     std::thread::scope(|s| {

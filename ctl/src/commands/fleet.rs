@@ -132,7 +132,7 @@ pub fn run(conn: &Connection, cmd: Command) -> Result<()> {
                 let r = c
                     .gc(pb::GcRequest {
                         dry_run,
-                        grace_seconds: grace.as_secs().max(1),
+                        grace_seconds: grace.as_secs(),
                     })
                     .await
                     .map_err(status)?
