@@ -21,7 +21,7 @@ fn main() {
     while plain_total < mib << 20 {
         n += 1;
         // ~1 MiB chunks, as FastCDC cuts files.
-        let blob: Vec<u8> = if n % 2 == 0 {
+        let blob: Vec<u8> = if n.is_multiple_of(2) {
             format!("<?php echo 'post {n}'; // wp-content text that compresses\n")
                 .repeat(16_000)
                 .into_bytes()
