@@ -486,14 +486,18 @@ impl AgentService for AgentApi {
         let grant = self.grant(&agent, &r.job_id)?;
         let pack_id = Id::try_from(r.pack_id.as_slice())
             .map_err(|_| Status::invalid_argument("pack ids are 32 bytes"))?;
-        if !grant.packs.contains(&pack_id) {
-            tracing::warn!(agent = %agent, job = %r.job_id, pack = %pack_id, "refused: pack outside the job's snapshot");
-            return Err(Status::permission_denied(
-                "that pack holds nothing of this job's snapshot",
-            ));
-        }
         if r.length > MAX_READ {
             return Err(Status::invalid_argument("read too large"));
+        }
+        let denied = || {
+            tracing::warn!(agent = %agent, job = %r.job_id, pack = %pack_id, offset = r.offset, length = r.length,
+                "refused: read outside the job's snapshot");
+            Status::permission_denied("that range holds nothing of this job's snapshot")
+        };
+        let granted = grant.ranges.get(&pack_id).ok_or_else(denied)?;
+        let end = r.offset.checked_add(r.length).ok_or_else(denied)?;
+        if !granted.iter().any(|&(s, e)| s < end && r.offset < e) {
+            return Err(denied());
         }
         let storage = self.0.repo.storage().clone();
         let data = tokio::task::spawn_blocking(move || {
@@ -502,6 +506,7 @@ impl AgentService for AgentApi {
         .await
         .map_err(internal)?
         .map_err(internal)?;
+        let data = crate::fleet::mask_to_granted(granted, r.offset, data).ok_or_else(denied)?;
         Ok(Response::new(pb::ReadPackResponse { data }))
     }
 

@@ -31,8 +31,9 @@ pub struct Grant {
     pub agent_id: String,
     pub domain: String,
     pub backup: bool,
-    /// Packs it may read with ReadPack.
-    pub packs: HashSet<Id>,
+    /// What it may read with ReadPack: per pack, the granted blobs' byte
+    /// ranges (start, end), sorted and merged.
+    pub ranges: HashMap<Id, Vec<(u64, u64)>>,
     /// The tree it stands on (a backup's parent, a restore's snapshot).
     pub roots: Vec<Id>,
 }
@@ -229,7 +230,7 @@ impl Fleet {
             agent_id: job.agent_id.clone(),
             domain: job.domain.clone(),
             backup: job.kind == "backup",
-            packs: HashSet::new(),
+            ranges: HashMap::new(),
             roots: Vec::new(),
         };
         let readable = match job.kind.as_str() {
@@ -271,9 +272,9 @@ impl Fleet {
         };
         if let Some((tree, trees_only)) = readable {
             grant.roots.push(tree);
-            let (segment, packs) = self.read_grant(&tree, trees_only)?;
+            let (segment, ranges) = self.read_grant(&tree, trees_only)?;
             msg.index_segment = segment;
-            grant.packs = packs;
+            grant.ranges = ranges;
         }
         Ok((msg, grant))
     }
@@ -326,8 +327,8 @@ impl Fleet {
     }
 
     /// An index segment of the blobs below `tree` (only its trees, for change
-    /// detection) and the packs holding them: all a job may read.
-    fn read_grant(&self, tree: &Id, trees_only: bool) -> Result<(Vec<u8>, HashSet<Id>), String> {
+    /// detection) and their byte ranges in the packs: all a job may read.
+    fn read_grant(&self, tree: &Id, trees_only: bool) -> Result<(Vec<u8>, GrantedRanges), String> {
         let reachable = self.repo.reachable(&[*tree]).map_err(|e| e.to_string())?;
         let idx = self.repo.index();
         let mut by_pack: HashMap<Id, Vec<cairn_repo::pack::PackEntry>> = HashMap::new();
@@ -351,11 +352,80 @@ impl Fleet {
                     raw_length: loc.raw_length,
                 });
         }
-        let packs: HashSet<Id> = by_pack.keys().copied().collect();
+        let ranges = by_pack
+            .iter()
+            .map(|(pack, entries)| {
+                let spans = entries
+                    .iter()
+                    .map(|e| (e.offset as u64, e.offset as u64 + e.length as u64));
+                (*pack, merge_ranges(spans))
+            })
+            .collect();
         let list: Vec<_> = by_pack.into_iter().collect();
         Ok((
             cairn_repo::index::encode_segment(self.repo.key(), &list),
-            packs,
+            ranges,
         ))
+    }
+}
+
+type GrantedRanges = HashMap<Id, Vec<(u64, u64)>>;
+
+/// Sorted, non-overlapping (start, end) ranges covering the given ones.
+fn merge_ranges(spans: impl Iterator<Item = (u64, u64)>) -> Vec<(u64, u64)> {
+    let mut spans: Vec<_> = spans.filter(|(s, e)| s < e).collect();
+    spans.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(spans.len());
+    for (s, e) in spans {
+        match out.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => out.push((s, e)),
+        }
+    }
+    out
+}
+
+/// Keeps of `data`, read from `offset` in a pack, only the bytes inside
+/// `granted`; every other byte becomes zero. None when no byte is granted.
+/// Readers coalesce nearby blobs into one read, so a read may span gaps;
+/// those gaps hold other jobs' blobs and are never served.
+pub fn mask_to_granted(granted: &[(u64, u64)], offset: u64, mut data: Vec<u8>) -> Option<Vec<u8>> {
+    let end = offset + data.len() as u64;
+    let mut kept = 0u64;
+    let mut pos = offset;
+    for &(s, e) in granted {
+        if e <= offset || s >= end {
+            continue;
+        }
+        let (s, e) = (s.max(offset), e.min(end));
+        data[(pos - offset) as usize..(s - offset) as usize].fill(0);
+        kept += e - s;
+        pos = e;
+    }
+    data[(pos - offset) as usize..].fill(0);
+    (kept > 0).then_some(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_keep_only_granted_bytes() {
+        let granted = merge_ranges([(10, 20), (15, 25), (40, 50), (5, 5)].into_iter());
+        assert_eq!(granted, vec![(10, 25), (40, 50)]);
+        let data: Vec<u8> = (0..60).map(|i| i as u8 + 1).collect();
+        let got = mask_to_granted(&granted, 0, data.clone()).unwrap();
+        for (i, b) in got.iter().enumerate() {
+            let inside = (10..25).contains(&i) || (40..50).contains(&i);
+            assert_eq!(*b, if inside { data[i] } else { 0 }, "byte {i}");
+        }
+        let got = mask_to_granted(&granted, 20, data[20..45].to_vec()).unwrap();
+        assert_eq!(&got[..5], &data[20..25]);
+        assert!(got[5..20].iter().all(|b| *b == 0));
+        assert_eq!(&got[20..], &data[40..45]);
+        assert!(mask_to_granted(&granted, 25, vec![7; 15]).is_none());
+        assert!(mask_to_granted(&granted, 50, vec![7; 4]).is_none());
+        assert!(mask_to_granted(&[], 0, vec![7; 4]).is_none());
     }
 }

@@ -351,6 +351,44 @@ fn a_hostile_agent_is_contained() {
         "a second snapshot for one job"
     );
 
+    // Reads: the next job stands on that snapshot and may read its trees,
+    // never the bytes of other blobs in the same pack, nor other packs.
+    let queued = c.json(&["backup", "victim.test", "--agent", "evil"]);
+    let next = loop {
+        let m = rt
+            .block_on(inbound.message())
+            .unwrap()
+            .expect("session open");
+        if let Some(pb::controller_message::Body::Job(j)) = m.body {
+            break j;
+        }
+    };
+    assert_eq!(next.job_id, queued["id"].as_str().unwrap());
+    let data_len = k.seal(data, 3).len() as u64;
+    let tree_len = k.seal(&tree, 3).len() as u64;
+    let read = |pack: Id, offset: u64, length: u64| {
+        let mut cl = client.clone();
+        rt.block_on(cl.read_pack(pb::ReadPackRequest {
+            job_id: next.job_id.clone(),
+            pack_id: pack.0.to_vec(),
+            offset,
+            length,
+        }))
+    };
+    let err = read(pid, 0, data_len).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    let err = read(honest_id, 0, 16).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    let whole = read(pid, 0, pbytes.len() as u64).unwrap().into_inner().data;
+    assert_eq!(whole.len(), pbytes.len());
+    let tree_at = data_len as usize..(data_len + tree_len) as usize;
+    assert_eq!(&whole[tree_at.clone()], &pbytes[tree_at.clone()]);
+    assert!(
+        whole[..tree_at.start].iter().all(|b| *b == 0)
+            && whole[tree_at.end..].iter().all(|b| *b == 0),
+        "bytes outside the granted blobs were served"
+    );
+
     let ctl = Ctl::new(c.dir.join("repo").to_str().unwrap(), PASSPHRASE);
     let snaps = ctl.json(&["snapshots"]);
     let forged = snaps
