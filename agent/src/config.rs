@@ -74,24 +74,18 @@ impl Discovery {
     }
 }
 
-/// `90s`, `15m`, `1h`, `1d` (a bare number is seconds).
+/// `90s`, `15m`, `1h`, `1d`, `1h30m` (a bare number is seconds).
 pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
     let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| anyhow::anyhow!("{s:?} is not a duration (like 90s, 15m, 1h, 1d)"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        _ => anyhow::bail!("{s:?} is not a duration (like 90s, 15m, 1h, 1d)"),
+    let d = match s.parse::<u64>() {
+        Ok(n) => Duration::from_secs(n),
+        Err(_) => humantime::parse_duration(s)
+            .map_err(|e| anyhow::anyhow!("{s:?} is not a duration (like 90s, 15m, 1h, 1d): {e}"))?,
     };
-    if secs == 0 {
+    if d.is_zero() {
         anyhow::bail!("{s:?}: the interval must be above zero");
     }
-    Ok(Duration::from_secs(secs))
+    Ok(d)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -165,7 +159,7 @@ mod tests {
         assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
         assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
-        for bad in ["", "0s", "1w", "m"] {
+        for bad in ["", "0s", "1q", "m"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
         let dir = tempfile::tempdir().unwrap();

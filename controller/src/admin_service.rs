@@ -470,21 +470,7 @@ impl AdminService for AdminApi {
             )));
         }
         if j.state == JobState::Running {
-            let tx = f
-                .sessions
-                .lock()
-                .unwrap()
-                .get(&j.agent_id)
-                .map(|s| s.tx.clone());
-            if let Some(tx) = tx {
-                let _ = tx
-                    .send(Ok(cairn_proto::agent::v1::ControllerMessage {
-                        body: Some(cairn_proto::agent::v1::controller_message::Body::Cancel(
-                            cairn_proto::agent::v1::CancelJob { job_id: id.clone() },
-                        )),
-                    }))
-                    .await;
-            }
+            f.tell_cancel(&j.agent_id, &id).await;
         }
         let j = f.finish(
             &id,

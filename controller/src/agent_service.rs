@@ -352,6 +352,10 @@ impl AgentService for AgentApi {
     ) -> Result<Response<pb::HaveBlobsResponse>, Status> {
         let agent = self.agent(&req)?;
         let r = req.into_inner();
+        // Answers pin blobs for the asking job, so only a running backup asks.
+        if !self.grant(&agent, &r.job_id)?.backup {
+            return Err(Status::permission_denied("job is not a backup"));
+        }
         if r.ids.len() > MAX_ASK {
             return Err(Status::invalid_argument(format!(
                 "at most {MAX_ASK} ids per call"

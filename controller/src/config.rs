@@ -22,6 +22,11 @@ pub struct Config {
     /// Seconds between heartbeats an agent sends; three missed mean offline.
     #[serde(default = "default_heartbeat")]
     pub heartbeat_seconds: u32,
+    /// A running job that has not ended after this long (`90m`, `12h`) is
+    /// failed and its agent told to cancel it; its read grant and the blobs
+    /// it pinned against gc are released.
+    #[serde(default = "default_job_timeout")]
+    pub job_timeout: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -60,12 +65,18 @@ fn default_heartbeat() -> u32 {
     15
 }
 
+fn default_job_timeout() -> String {
+    "12h".into()
+}
+
 impl Config {
     pub fn load(path: &Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let cfg: Config =
             toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        cfg.job_timeout()
+            .map_err(|e| anyhow::anyhow!("{}: job_timeout: {e}", path.display()))?;
         if !cfg.public_url.starts_with("https://") {
             anyhow::bail!(
                 "{}: public_url must be https://HOST:PORT, got {:?}",
@@ -74,6 +85,17 @@ impl Config {
             );
         }
         Ok(cfg)
+    }
+
+    pub fn job_timeout(&self) -> anyhow::Result<std::time::Duration> {
+        let d = humantime::parse_duration(&self.job_timeout).map_err(|e| {
+            anyhow::anyhow!(
+                "{:?} is not a duration like 90m or 12h: {e}",
+                self.job_timeout
+            )
+        })?;
+        anyhow::ensure!(!d.is_zero(), "must be above zero");
+        Ok(d)
     }
 
     pub fn pki_dir(&self) -> PathBuf {

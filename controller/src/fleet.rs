@@ -149,6 +149,57 @@ impl Fleet {
         Ok(j)
     }
 
+    /// Asks the agent running `job_id` to stop it (if it is connected).
+    pub async fn tell_cancel(&self, agent: &str, job_id: &str) {
+        let tx = self
+            .sessions
+            .lock()
+            .unwrap()
+            .get(agent)
+            .map(|s| s.tx.clone());
+        if let Some(tx) = tx {
+            let _ = tx
+                .send(Ok(pb::ControllerMessage {
+                    body: Some(pb::controller_message::Body::Cancel(pb::CancelJob {
+                        job_id: job_id.to_string(),
+                    })),
+                }))
+                .await;
+        }
+    }
+
+    /// Fails every job running for longer than `timeout` as of `now`: a hung
+    /// or hostile agent must not hold its grant and gc pins forever.
+    pub async fn expire_jobs(&self, timeout: std::time::Duration, now: i64) -> usize {
+        let limit = timeout.as_secs().min(i64::MAX as u64) as i64;
+        let late: Vec<JobRecord> = match self.catalog.jobs() {
+            Ok(js) => js
+                .into_iter()
+                .filter(|j| {
+                    j.state == JobState::Running
+                        && j.started_at.is_some_and(|s| now.saturating_sub(s) >= limit)
+                })
+                .collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "reading running jobs");
+                return 0;
+            }
+        };
+        for j in &late {
+            self.tell_cancel(&j.agent_id, &j.id).await;
+            let _ = self.finish(
+                &j.id,
+                JobState::Failed,
+                None,
+                Some(format!(
+                    "timed out: still running after {} (job_timeout)",
+                    humantime::format_duration(timeout)
+                )),
+            );
+        }
+        late.len()
+    }
+
     /// Sends every queued job of `agent` to its session (if it has one).
     pub async fn dispatch_queued(self: &Arc<Self>, agent: &str) {
         let queued: Vec<JobRecord> = match self.catalog.jobs() {

@@ -111,6 +111,7 @@ pub fn init(o: &InitOptions) -> anyhow::Result<PathBuf> {
         state_dir: o.state_dir.clone(),
         repository: o.repository.clone(),
         heartbeat_seconds: 15,
+        job_timeout: "12h".into(),
     };
     let passphrase = read_secret(o.repository.passphrase_file.as_deref(), "CAIRN_PASSPHRASE")?;
     let storage = open_storage(&o.repository)?;
@@ -160,6 +161,19 @@ pub fn sd_notify(state: &str) {
         Err(_) => return,
     };
     let _ = sock.send_to(state.as_bytes(), path);
+}
+
+/// Fails jobs that outlive `timeout`, checking a few times per timeout.
+async fn expire_jobs(fleet: Arc<Fleet>, timeout: Duration) {
+    let every = (timeout / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let n = fleet.expire_jobs(timeout, fleet::now()).await;
+        if n > 0 {
+            tracing::warn!(jobs = n, "failed jobs that outlived job_timeout");
+        }
+    }
 }
 
 /// Opens everything and serves until SIGTERM/SIGINT, then drains.
@@ -269,8 +283,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             )))
             .serve_with_incoming_shutdown(incoming, grpc_stop),
     );
+    let expiry_task = tokio::spawn(expire_jobs(fleet.clone(), cfg.job_timeout()?));
     sd_notify("READY=1");
     shutdown_signal().await;
+    expiry_task.abort();
     tracing::info!("stopping: draining for up to {}s", DRAIN.as_secs());
     sd_notify("STOPPING=1");
     // Sessions are endless streams: closing them lets the drain finish.

@@ -188,8 +188,7 @@ impl Store {
         );
     }
 
-    /// Which of `ids` the repository has. Those it has stay until the job
-    /// ends (every running backup of the agent when `job_id` is empty).
+    /// Which of `ids` the repository has. Those it has stay until the job ends.
     pub fn have(&self, agent: &str, job_id: &str, ids: &[Id]) -> Vec<bool> {
         let mut st = self.state.lock().unwrap();
         let answer: Vec<bool> = {
@@ -203,7 +202,7 @@ impl Store {
                 .map(|(i, _)| *i)
         };
         for (id, j) in st.jobs.iter_mut() {
-            if j.agent == agent && (job_id.is_empty() || id == job_id) {
+            if j.agent == agent && id == job_id {
                 j.pins.extend(present());
             }
         }

@@ -121,6 +121,74 @@ fn site(dir: &Path) {
     fs::write(dir.join("index.php"), b"<?php echo 'victim';").unwrap();
 }
 
+/// A scripted agent's open session: its runtime, client, outbound messages
+/// (heartbeats are sent for it) and inbound stream.
+struct Scripted {
+    rt: tokio::runtime::Runtime,
+    client: AgentServiceClient<Channel>,
+    tx: mpsc::Sender<pb::AgentMessage>,
+    inbound: tonic::Streaming<pb::ControllerMessage>,
+}
+
+impl Scripted {
+    /// Enrolls `name` and opens its session, reporting `domains`.
+    fn connect(c: &Cluster, name: &str, domains: &[&str]) -> Scripted {
+        let agent = c.enroll_only(name);
+        let id = cairn_net::Identity {
+            chain_pem: fs::read_to_string(agent.state().join("agent.pem")).unwrap(),
+            key_pem: fs::read_to_string(agent.state().join("agent.key")).unwrap(),
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = rt.enter();
+        let mut client = AgentServiceClient::new(channel(c, Some(&id)));
+        let (tx, rx) = mpsc::channel(16);
+        tx.try_send(hello(domains)).unwrap();
+        let inbound = rt
+            .block_on(client.session(ReceiverStream::new(rx)))
+            .unwrap()
+            .into_inner();
+        let beat = tx.clone();
+        rt.spawn(async move {
+            loop {
+                let m = pb::AgentMessage {
+                    body: Some(pb::agent_message::Body::Heartbeat(Default::default())),
+                };
+                if beat.send(m).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        });
+        c.wait_online(name, true);
+        Scripted {
+            rt,
+            client,
+            tx,
+            inbound,
+        }
+    }
+}
+
+/// The next job the controller sends down the session.
+fn next_job(
+    rt: &tokio::runtime::Runtime,
+    inbound: &mut tonic::Streaming<pb::ControllerMessage>,
+) -> pb::Job {
+    loop {
+        let m = rt
+            .block_on(inbound.message())
+            .unwrap()
+            .expect("session open");
+        if let Some(pb::controller_message::Body::Job(j)) = m.body {
+            return j;
+        }
+    }
+}
+
 /// Every attack of the issue in one session of a scripted agent; afterwards
 /// the victim's backups restore byte for byte and the repository checks clean.
 #[test]
@@ -133,37 +201,13 @@ fn a_hostile_agent_is_contained() {
     assert_eq!(first["state"], "succeeded", "{first}");
     assert!(first["snapshot"].is_string(), "{first}");
 
-    let evil = c.enroll_only("evil");
-    let id = cairn_net::Identity {
-        chain_pem: fs::read_to_string(evil.state().join("agent.pem")).unwrap(),
-        key_pem: fs::read_to_string(evil.state().join("agent.key")).unwrap(),
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let Scripted {
+        rt,
+        client,
+        tx,
+        mut inbound,
+    } = Scripted::connect(&c, "evil", &["victim.test", "evil.test"]);
     let _guard = rt.enter();
-    let mut client = AgentServiceClient::new(channel(&c, Some(&id)));
-    let (tx, rx) = mpsc::channel(16);
-    tx.try_send(hello(&["victim.test", "evil.test"])).unwrap();
-    let mut inbound = rt
-        .block_on(client.session(ReceiverStream::new(rx)))
-        .unwrap()
-        .into_inner();
-    let beat = tx.clone();
-    rt.spawn(async move {
-        loop {
-            let m = pb::AgentMessage {
-                body: Some(pb::agent_message::Body::Heartbeat(Default::default())),
-            };
-            if beat.send(m).await.is_err() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-    });
-    c.wait_online("evil", true);
 
     // Domain takeover: a name two agents report is ambiguous for admin calls.
     let out = c.ctl(&["backup", "victim.test"]);
@@ -172,15 +216,7 @@ fn a_hostile_agent_is_contained() {
     // A backup of "its" victim.test carries nothing of the victim's.
     let queued = c.json(&["backup", "victim.test", "--agent", "evil"]);
     let job_id = queued["id"].as_str().unwrap().to_string();
-    let job = loop {
-        let m = rt
-            .block_on(inbound.message())
-            .unwrap()
-            .expect("session open");
-        if let Some(pb::controller_message::Body::Job(j)) = m.body {
-            break j;
-        }
-    };
+    let job = next_job(&rt, &mut inbound);
     assert_eq!(job.job_id, job_id);
     assert!(
         job.snapshot.is_empty() && job.index_segment.is_empty(),
@@ -354,15 +390,7 @@ fn a_hostile_agent_is_contained() {
     // Reads: the next job stands on that snapshot and may read its trees,
     // never the bytes of other blobs in the same pack, nor other packs.
     let queued = c.json(&["backup", "victim.test", "--agent", "evil"]);
-    let next = loop {
-        let m = rt
-            .block_on(inbound.message())
-            .unwrap()
-            .expect("session open");
-        if let Some(pb::controller_message::Body::Job(j)) = m.body {
-            break j;
-        }
-    };
+    let next = next_job(&rt, &mut inbound);
     assert_eq!(next.job_id, queued["id"].as_str().unwrap());
     let data_len = k.seal(data, 3).len() as u64;
     let tree_len = k.seal(&tree, 3).len() as u64;
@@ -458,4 +486,47 @@ fn a_hostile_agent_is_contained() {
             "{args:?}: {err}"
         );
     }
+}
+
+/// A job its agent never ends is failed after job_timeout; the agent is told
+/// to cancel it, and its read grant and gc pins are gone.
+#[test]
+fn a_job_that_never_ends_times_out_and_loses_its_grant() {
+    let c = Cluster::start(ClusterOptions {
+        job_timeout: Some("2s"),
+        ..Default::default()
+    });
+    let Scripted {
+        rt,
+        client,
+        tx: _tx,
+        mut inbound,
+    } = Scripted::connect(&c, "silent", &["silent.test"]);
+    let queued = c.json(&["backup", "silent.test"]);
+    let job = next_job(&rt, &mut inbound);
+    assert_eq!(job.job_id, queued["id"].as_str().unwrap());
+    let cancel = loop {
+        let m = rt
+            .block_on(inbound.message())
+            .unwrap()
+            .expect("session open");
+        if let Some(pb::controller_message::Body::Cancel(c)) = m.body {
+            break c;
+        }
+    };
+    assert_eq!(cancel.job_id, job.job_id);
+    let ended = c.wait_job_end(&job.job_id);
+    assert_eq!(ended["state"], "failed", "{ended}");
+    assert!(
+        ended["error"].as_str().unwrap().contains("timed out"),
+        "{ended}"
+    );
+    let mut cl = client.clone();
+    let err = rt
+        .block_on(cl.have_blobs(pb::HaveBlobsRequest {
+            ids: vec![Id::random().0.to_vec()],
+            job_id: job.job_id.clone(),
+        }))
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
 }

@@ -32,6 +32,8 @@ pub struct ClusterOptions<'a> {
     pub storage_env: Vec<(String, String)>,
     /// Agents' heartbeat interval; short in tests so offline shows quickly.
     pub heartbeat_seconds: u32,
+    /// The controller's job_timeout (its default when None).
+    pub job_timeout: Option<&'a str>,
 }
 
 impl Default for ClusterOptions<'_> {
@@ -41,6 +43,7 @@ impl Default for ClusterOptions<'_> {
             data_path: "via-controller",
             storage_env: Vec::new(),
             heartbeat_seconds: 1,
+            job_timeout: None,
         }
     }
 }
@@ -86,15 +89,14 @@ impl Cluster {
             String::from_utf8_lossy(&out.stderr)
         );
         let cfg = state.join("controller.toml");
-        let text = fs::read_to_string(&cfg).unwrap();
-        fs::write(
-            &cfg,
-            text.replace(
-                "heartbeat_seconds = 15",
-                &format!("heartbeat_seconds = {}", o.heartbeat_seconds),
-            ),
-        )
-        .unwrap();
+        let mut text = fs::read_to_string(&cfg).unwrap().replace(
+            "heartbeat_seconds = 15",
+            &format!("heartbeat_seconds = {}", o.heartbeat_seconds),
+        );
+        if let Some(t) = o.job_timeout {
+            text = text.replace("job_timeout = \"12h\"", &format!("job_timeout = {t:?}"));
+        }
+        fs::write(&cfg, text).unwrap();
         let mut c = Cluster {
             dir,
             _tmp: tmp,

@@ -337,6 +337,31 @@ impl Manifest {
     pub fn table(&self, name: &str) -> Option<&Section> {
         self.tables().find(|s| s.name == name)
     }
+
+    /// Checks the sections against a dump of `blobs` blobs before any of
+    /// their numbers is used to index it: in order, not overlapping, inside
+    /// the dump, and covering all of it.
+    pub fn check_sections(&self, blobs: usize) -> std::result::Result<(), String> {
+        let mut next = 0usize;
+        for s in &self.sections {
+            let end = s
+                .first_blob
+                .checked_add(s.blobs)
+                .filter(|&end| s.first_blob >= next && end <= blobs)
+                .ok_or_else(|| {
+                    format!(
+                        "section {:?} claims blobs {}+{} of a {blobs}-blob dump",
+                        s.name, s.first_blob, s.blobs
+                    )
+                })?;
+            next = end;
+        }
+        let listed: usize = self.sections.iter().map(|s| s.blobs).sum();
+        if listed != blobs {
+            return Err(format!("lists {listed} blobs, the dump has {blobs}"));
+        }
+        Ok(())
+    }
 }
 
 /// Tracks sections while a dump streams through a `StreamWriter`.
@@ -601,14 +626,9 @@ pub fn stored_dumps(repo: &Repository, snap: &Snapshot) -> Result<Vec<StoredDump
             .find(|d| d.name == manifest.file)
             .ok_or_else(|| DbError::Invalid(format!("dump {} is missing", manifest.file)))?;
         let content = dump.content.clone();
-        let expected: usize = manifest.sections.iter().map(|s| s.blobs).sum();
-        if expected != content.len() {
-            return Err(DbError::Invalid(format!(
-                "manifest of {} lists {expected} blobs, the dump has {}",
-                manifest.file,
-                content.len()
-            )));
-        }
+        manifest.check_sections(content.len()).map_err(|e| {
+            DbError::Invalid(format!("manifest of {} is not valid: {e}", manifest.file))
+        })?;
         out.push(StoredDump { manifest, content });
     }
     Ok(out)
@@ -927,6 +947,43 @@ mod tests {
         o.apply_profile();
         assert_eq!(o.skip_rows[0].table, "site7_options");
         assert!(o.skips_data_of("site7_litespeed_cache"));
+    }
+
+    #[test]
+    fn manifests_cannot_index_outside_their_dump() {
+        let section = |first_blob, blobs| Section {
+            kind: SectionKind::Table,
+            name: "t".into(),
+            schema: String::new(),
+            offset: 0,
+            length: 0,
+            first_blob,
+            blobs,
+            rows: None,
+        };
+        let m = |sections| Manifest {
+            format: MANIFEST_FORMAT,
+            engine: Engine::Mariadb,
+            database: "d".into(),
+            file: "d.sql".into(),
+            tool: String::new(),
+            options: DumpOptions::default(),
+            size: 0,
+            sections,
+            rows_skipped: Vec::new(),
+        };
+        assert!(m(vec![section(0, 2), section(2, 3)])
+            .check_sections(5)
+            .is_ok());
+        for bad in [
+            vec![section(0, 2), section(9, 3)],
+            vec![section(3, 2), section(0, 3)],
+            vec![section(0, 2), section(1, 3)],
+            vec![section(usize::MAX, 2), section(0, 3)],
+            vec![section(0, 2)],
+        ] {
+            assert!(m(bad.clone()).check_sections(5).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -23,23 +23,16 @@ pub fn forget(args: &RepoArgs, specs: &[String], domain: Option<&str>) -> Result
     Ok(())
 }
 
+/// `30m`, `1h`, `2d`, `1h30m`; a bare number is seconds.
 pub fn parse_duration(s: &str) -> Result<Duration> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| usage(format!("bad duration {s:?}: expected e.g. 30m, 1h, 2d")))?;
-    let secs = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => {
-            return Err(usage(format!(
-                "bad duration {s:?}: unit must be s, m, h or d"
-            )))
-        }
-    };
-    Ok(Duration::from_secs(n * secs))
+    match s.parse::<u64>() {
+        Ok(n) => Ok(Duration::from_secs(n)),
+        Err(_) => humantime::parse_duration(s).map_err(|e| {
+            usage(format!(
+                "bad duration {s:?} (expected e.g. 30m, 1h, 2d): {e}"
+            ))
+        }),
+    }
 }
 
 pub fn gc(args: &RepoArgs, dry_run: bool, grace: &str) -> Result<()> {
@@ -90,7 +83,8 @@ mod tests {
     fn durations() {
         assert_eq!(super::parse_duration("90").unwrap().as_secs(), 90);
         assert_eq!(super::parse_duration("2h").unwrap().as_secs(), 7200);
-        assert!(super::parse_duration("1y").is_err());
+        assert_eq!(super::parse_duration("1h30m").unwrap().as_secs(), 5400);
+        assert!(super::parse_duration("1q").is_err());
         assert!(super::parse_duration("h").is_err());
     }
 }
