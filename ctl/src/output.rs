@@ -15,6 +15,25 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// Text from agents or a repository, made safe for a terminal: control
+/// characters (escape sequences could rewrite the screen or the title) are
+/// shown escaped, as `\u{1b}`.
+pub fn safe(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return s.into();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
 /// Runs `work` on a thread while a spinner on stderr shows `msg()`.
 pub fn with_spinner<T: Send>(msg: impl Fn() -> String, work: impl FnOnce() -> T + Send) -> T {
     use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -64,5 +83,13 @@ mod tests {
         assert_eq!(super::bytes(5), "5 B");
         assert_eq!(super::bytes(1536), "1.5 KiB");
         assert_eq!(super::bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
+    }
+
+    #[test]
+    fn control_characters_never_reach_the_terminal() {
+        assert_eq!(super::safe("plain.txt"), "plain.txt");
+        let shown = super::safe("a\x1b]0;pwned\x07b\nc");
+        assert!(!shown.chars().any(char::is_control), "{shown}");
+        assert_eq!(shown, "a\\u{1b}]0;pwned\\u{7}b\\u{a}c");
     }
 }

@@ -141,6 +141,8 @@ fn export_ls_and_partial_restore() {
     let sites = gen_fleet(&tmp.path().join("fleet"), 1, 0.03);
     let site = &sites[0];
     crate::fleet::add_edge_cases(site);
+    // A site user's file name that would rewrite the operator's terminal.
+    fs::write(site.join("x\x1b]0;owned\x07\x1b[2J.txt"), b"x").unwrap();
     let ctl = Ctl::new(tmp.path().join("repo").to_str().unwrap(), "p");
     ctl.ok(&["init"]);
     let snap = ctl.backup("d", site, &[]);
@@ -186,6 +188,18 @@ fn export_ls_and_partial_restore() {
     // ls names files; a single path restores alone.
     let ls = ctl.ok(&["ls", id]);
     assert!(ls.lines().any(|l| l == "/wp-config.php"), "{ls}");
+    assert!(
+        ls.lines()
+            .any(|l| l == "/x\\u{1b}]0;owned\\u{7}\\u{1b}[2J.txt"),
+        "{ls}"
+    );
+    let long = ctl.ok(&["ls", "-l", id]);
+    for out in [&ls, &long] {
+        assert!(
+            !out.chars().any(|c| c.is_control() && c != '\n'),
+            "control characters reached the terminal"
+        );
+    }
     let one = tmp.path().join("one");
     ctl.ok(&[
         "restore",

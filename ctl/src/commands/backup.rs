@@ -76,7 +76,7 @@ pub fn run(args: &RepoArgs) -> Result<()> {
         s.duration_ms as f64 / 1000.0
     );
     for w in &s.warnings {
-        eprintln!("warning: {w}");
+        eprintln!("warning: {}", output::safe(&w.to_string()));
     }
     Ok(())
 }

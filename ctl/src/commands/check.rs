@@ -42,10 +42,10 @@ pub fn run(args: &RepoArgs, read_data: bool, subset: Option<&str>) -> Result<()>
             }
         );
         for w in &r.warnings {
-            println!("warning: {w}");
+            println!("warning: {}", output::safe(&w.to_string()));
         }
         for e in &r.errors {
-            println!("error: {e}");
+            println!("error: {}", output::safe(&e.to_string()));
         }
         for b in &r.bad_packs {
             println!("error: pack {} is damaged: {}", b.pack, b.reason);
@@ -55,7 +55,7 @@ pub fn run(args: &RepoArgs, read_data: bool, subset: Option<&str>) -> Result<()>
             for (snap, files) in &b.affected {
                 println!("  snapshot {} loses {} file(s):", snap.short(), files.len());
                 for f in files {
-                    println!("    {f}");
+                    println!("    {}", output::safe(&f.to_string()));
                 }
             }
         }

@@ -109,9 +109,9 @@ pub async fn list(c: &mut Client, agent: Option<String>, json: bool) -> Result<(
         };
         println!(
             "{:<30} {:<16} {:<9} {:>10} {:<6}  {:<8} {:<7} {:>11}  {:<11}  {}",
-            d.name,
+            output::safe(&d.name),
             d.agent_id,
-            d.site_type,
+            output::safe(&d.site_type),
             size,
             d.size_class,
             d.activity,
@@ -190,13 +190,13 @@ pub async fn show(c: &mut Client, domain: String, agent: Option<String>, json: b
             s.to_string()
         }
     };
-    println!("domain      {}", d.name);
+    println!("domain      {}", output::safe(&d.name));
     if !d.aliases.is_empty() {
-        println!("aliases     {}", d.aliases.join(" "));
+        println!("aliases     {}", output::safe(&d.aliases.join(" ")));
     }
     println!("agent       {}", d.agent_id);
     let missing = if d.root_missing { "  (missing)" } else { "" };
-    println!("root        {}{missing}", d.path);
+    println!("root        {}{missing}", output::safe(&d.path));
     println!("found in    {}", none(&d.source));
     println!("type        {}", none(&d.site_type));
     println!(

@@ -273,7 +273,7 @@ async fn agents(c: &mut Client, json: bool) -> Result<()> {
         println!(
             "{:<24} {:<24} {:<8} {:>7}  {:<19}  {}",
             a.agent_id,
-            a.hostname,
+            output::safe(&a.hostname),
             if a.online { "online" } else { "offline" },
             a.domains,
             time(a.last_seen),
@@ -329,7 +329,7 @@ async fn snapshots(c: &mut Client, domain: Option<String>, json: bool) -> Result
             "{:<10} {:<19}  {:<28} {:<16} {:<12} {:>10} {:>10}",
             &s.snapshot_id[..8.min(s.snapshot_id.len())],
             time(s.time),
-            s.domain,
+            output::safe(&s.domain),
             s.agent_id,
             s.kind,
             output::bytes(s.total_bytes),
@@ -452,7 +452,7 @@ fn print_job(j: &pb::JobInfo, json: bool) -> Result<()> {
         println!("snapshot {}", j.snapshot_id);
     }
     if !j.error.is_empty() {
-        println!("error: {}", j.error);
+        println!("error: {}", output::safe(&j.error));
     }
     Ok(())
 }
@@ -476,7 +476,7 @@ async fn jobs(c: &mut Client, domain: Option<String>, json: bool) -> Result<()> 
         let tail = if j.error.is_empty() {
             j.snapshot_id.get(..8).unwrap_or("").to_string()
         } else {
-            j.error.clone()
+            output::safe(&j.error).into_owned()
         };
         println!(
             "{:<10} {:<8} {:<28} {:<16} {:<10} {:<19}  {}",

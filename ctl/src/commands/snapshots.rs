@@ -37,8 +37,8 @@ pub fn list(args: &RepoArgs, domain: Option<&str>) -> Result<()> {
             "{:<8}  {:<19}  {:<28} {:<14} {:<12} {:>8} {:>10} {:>10}",
             id.short(),
             s.time.format("%Y-%m-%d %H:%M:%S"),
-            s.domain,
-            s.host,
+            output::safe(&s.domain),
+            output::safe(&s.host),
             match s.content {
                 cairn_repo::snapshot::Content::Files => s.kind.to_string(),
                 cairn_repo::snapshot::Content::Database => "database".to_string(),
@@ -96,7 +96,7 @@ pub fn ls(
             let link = n
                 .target
                 .as_deref()
-                .map(|t| format!(" -> {t}"))
+                .map(|t| format!(" -> {}", output::safe(t)))
                 .unwrap_or_default();
             writeln!(
                 out,
@@ -105,10 +105,11 @@ pub fn ls(
                 n.uid,
                 n.gid,
                 n.size,
-                t.format("%Y-%m-%d %H:%M:%S")
+                t.format("%Y-%m-%d %H:%M:%S"),
+                p = output::safe(&p)
             )?;
         } else {
-            writeln!(out, "/{p}")?;
+            writeln!(out, "/{}", output::safe(&p))?;
         }
     }
     Ok(())
@@ -142,7 +143,7 @@ pub fn diff(args: &RepoArgs, a: &str, b: &str, domain: Option<&str>) -> Result<(
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     for c in &changes {
-        writeln!(out, "{}    /{}", c.change.symbol(), c.path)?;
+        writeln!(out, "{}    /{}", c.change.symbol(), output::safe(&c.path))?;
     }
     let count = |k: diff::Change| changes.iter().filter(|c| c.change == k).count();
     writeln!(
