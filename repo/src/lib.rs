@@ -10,6 +10,7 @@
 //! [`backup::run`], [`restore::restore`], [`check::check`], [`gc::gc`].
 
 pub mod backup;
+pub mod beneath;
 pub mod check;
 pub mod chunker;
 pub mod config;

@@ -2,24 +2,25 @@
 //!
 //! Every blob is verified (AEAD tag, then its id) before a byte is written.
 //! Restore never writes outside the target: tree names are validated on load
-//! (no `..`, `/`, empty or duplicate names), files are created with
-//! `O_NOFOLLOW`, and a symlink already at a directory's place is refused, so no
-//! write can be redirected through a symlink. Symlinks in the snapshot are
-//! restored as links, never followed.
+//! (no `..`, `/`, empty or duplicate names), and every create, write and
+//! metadata change goes through [`Beneath`], which resolves each path from
+//! the target's descriptor in the kernel with no symlink allowed on any
+//! component. A site user who swaps a directory for a symlink mid-restore
+//! makes that write fail; it never lands outside. Symlinks in the snapshot
+//! are restored as links, never followed.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::fs::{self, OpenOptions};
-use std::io::ErrorKind;
+use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use filetime::FileTime;
 use rayon::prelude::*;
 
+use crate::beneath::{self, Beneath};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repository::Repository;
@@ -35,6 +36,8 @@ pub struct RestoreStats {
 
 struct Ctx<'r> {
     repo: &'r Repository,
+    /// The target; every path below is relative to it.
+    fs: Beneath,
     links: Mutex<HashMap<(u64, u64), PathBuf>>,
     files: AtomicU64,
     dirs: AtomicU64,
@@ -97,6 +100,7 @@ pub fn restore(
     fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
     let ctx = Ctx {
         repo,
+        fs: Beneath::open(target).map_err(|e| Error::io(target, e))?,
         links: Mutex::new(HashMap::new()),
         files: AtomicU64::new(0),
         dirs: AtomicU64::new(0),
@@ -106,27 +110,35 @@ pub fn restore(
     };
     let mut plan = Plan::default();
     if paths.is_empty() {
-        plan_tree(&ctx, &mut plan, root, target)?;
+        plan_tree(&ctx, &mut plan, root, Path::new(""))?;
     } else {
         for p in paths {
             let parts = split_path(p)?;
             match lookup(repo, root, p)? {
-                None => plan_tree(&ctx, &mut plan, root, target)?,
+                None => plan_tree(&ctx, &mut plan, root, Path::new(""))?,
                 Some(node) => {
-                    let mut dir = target.to_path_buf();
+                    let mut dir = PathBuf::new();
                     for part in &parts[..parts.len() - 1] {
                         dir.push(part);
-                        ensure_dir(&dir)?;
+                        ensure_dir(&ctx, &dir)?;
                     }
                     plan_node(&ctx, &mut plan, &node, &dir)?;
                 }
             }
         }
     }
+    #[cfg(test)]
+    tests::AFTER_PLAN.with(|h| {
+        if let Some(f) = h.borrow().as_ref() {
+            f()
+        }
+    });
     write_contents(&ctx, &plan)?;
     for (link, first) in &plan.links {
-        remove_non_dir(link)?;
-        fs::hard_link(first, link).map_err(|e| Error::io(link, e))?;
+        remove_non_dir(&ctx, link)?;
+        ctx.fs
+            .hard_link(first, link)
+            .map_err(|e| fs_err(&ctx, link, e))?;
     }
     plan.files
         .par_iter()
@@ -142,6 +154,7 @@ pub fn restore(
     })
 }
 
+/// Paths in a plan are relative to the target.
 #[derive(Default)]
 struct Plan {
     files: Vec<(PathBuf, Node)>,
@@ -158,28 +171,49 @@ fn is_root() -> bool {
 }
 
 /// Creates `dir` unless it exists as a real directory; refuses a symlink there.
-fn ensure_dir(dir: &Path) -> Result<()> {
-    match fs::symlink_metadata(dir) {
-        Ok(m) if m.file_type().is_symlink() => Err(Error::HostileEntry {
-            dir: dir
-                .parent()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-            name: dir
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            reason: "a symlink is in the way of a directory; refusing to write through it".into(),
-        }),
-        Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => {
-            fs::remove_file(dir).map_err(|e| Error::io(dir, e))?;
-            fs::create_dir(dir).map_err(|e| Error::io(dir, e))
+fn ensure_dir(ctx: &Ctx, dir: &Path) -> Result<()> {
+    use rustix::fs::FileType;
+    let err = |e| fs_err(ctx, dir, e);
+    match ctx.fs.kind(dir).map_err(err)? {
+        Some(FileType::Symlink) => Err(hostile(
+            ctx,
+            dir,
+            "a symlink is in the way of a directory; refusing to write through it",
+        )),
+        Some(FileType::Directory) => Ok(()),
+        Some(_) => {
+            ctx.fs.unlink(dir).map_err(err)?;
+            ctx.fs.mkdir(dir).map_err(err)
         }
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            fs::create_dir(dir).map_err(|e| Error::io(dir, e))
-        }
-        Err(e) => Err(Error::io(dir, e)),
+        None => ctx.fs.mkdir(dir).map_err(err),
+    }
+}
+
+/// An I/O error at `rel`; a symlink met on the way is named as the attack it is.
+fn fs_err(ctx: &Ctx, rel: &Path, e: std::io::Error) -> Error {
+    if beneath::is_symlink_refusal(&e) {
+        hostile(
+            ctx,
+            rel,
+            "a symlink (or a file) is in the way of the path; refusing to write through it",
+        )
+    } else {
+        Error::io(ctx.fs.display(rel), e)
+    }
+}
+
+fn hostile(ctx: &Ctx, rel: &Path, reason: &str) -> Error {
+    Error::HostileEntry {
+        dir: ctx
+            .fs
+            .display(rel.parent().unwrap_or(Path::new("")))
+            .display()
+            .to_string(),
+        name: rel
+            .file_name()
+            .map(|n| String::from_utf8_lossy(n.as_bytes()).into_owned())
+            .unwrap_or_default(),
+        reason: reason.into(),
     }
 }
 
@@ -196,7 +230,7 @@ fn plan_node(ctx: &Ctx, plan: &mut Plan, n: &Node, dir: &Path) -> Result<()> {
     let path = dir.join(&name);
     match n.kind {
         NodeKind::Dir => {
-            ensure_dir(&path)?;
+            ensure_dir(ctx, &path)?;
             ctx.dirs.fetch_add(1, Ordering::Relaxed);
             plan.dirs.push((path.clone(), n.clone()));
             if let Some(sub) = &n.subtree {
@@ -204,17 +238,14 @@ fn plan_node(ctx: &Ctx, plan: &mut Plan, n: &Node, dir: &Path) -> Result<()> {
             }
         }
         NodeKind::Symlink => {
-            remove_non_dir(&path)?;
-            std::os::unix::fs::symlink(n.target_os()?, &path).map_err(|e| Error::io(&path, e))?;
+            remove_non_dir(ctx, &path)?;
+            ctx.fs
+                .symlink(&n.target_os()?, &path)
+                .map_err(|e| fs_err(ctx, &path, e))?;
             ctx.symlinks.fetch_add(1, Ordering::Relaxed);
-            if ctx.chown {
-                let _ = std::os::unix::fs::lchown(&path, Some(n.uid), Some(n.gid));
-            }
-            let t = FileTime::from_unix_time(
-                n.mtime_ns.div_euclid(1_000_000_000),
-                n.mtime_ns.rem_euclid(1_000_000_000) as u32,
-            );
-            filetime::set_symlink_file_times(&path, t, t).map_err(|e| Error::io(&path, e))?;
+            ctx.fs
+                .set_symlink_meta(&path, owner(ctx, n), n.mtime_ns)
+                .map_err(|e| fs_err(ctx, &path, e))?;
         }
         NodeKind::File => {
             ctx.files.fetch_add(1, Ordering::Relaxed);
@@ -245,8 +276,8 @@ fn write_contents(ctx: &Ctx, plan: &Plan) -> Result<()> {
         .par_iter()
         .filter(|(_, n)| n.content.len() != 1)
         .try_for_each(|(path, n)| -> Result<()> {
-            let f = create_file(path)?;
-            f.set_len(n.size).map_err(|e| Error::io(path, e))
+            let f = create_file(ctx, path)?;
+            f.set_len(n.size).map_err(|e| fs_err(ctx, path, e))
         })?;
     // blob → every (file, offset) that needs it; pack → its needed blobs.
     let mut wanted: HashMap<Id, Vec<(usize, u64)>> = HashMap::new();
@@ -295,21 +326,19 @@ fn write_contents(ctx: &Ctx, plan: &Plan) -> Result<()> {
                         .repo
                         .key()
                         .open_blob(id, &buf[o..o + loc.length as usize])
-                        .map_err(|e| with_path(e, &plan.files[wanted[id][0].0].0))?;
+                        .map_err(|e| {
+                            with_path(e, &ctx.fs.display(&plan.files[wanted[id][0].0].0))
+                        })?;
                     for (fi, off) in &wanted[id] {
                         let (path, node) = &plan.files[*fi];
                         if node.content.len() == 1 {
-                            let mut f = create_file(path)?;
+                            let mut f = create_file(ctx, path)?;
                             std::io::Write::write_all(&mut f, &plain)
-                                .map_err(|e| Error::io(path, e))?;
+                                .map_err(|e| fs_err(ctx, path, e))?;
                         } else {
-                            let f = OpenOptions::new()
-                                .write(true)
-                                .custom_flags(libc::O_NOFOLLOW)
-                                .open(path)
-                                .map_err(|e| Error::io(path, e))?;
+                            let f = ctx.fs.open_file(path).map_err(|e| fs_err(ctx, path, e))?;
                             f.write_all_at(&plain, *off)
-                                .map_err(|e| Error::io(path, e))?;
+                                .map_err(|e| fs_err(ctx, path, e))?;
                         }
                         ctx.bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);
                     }
@@ -330,54 +359,122 @@ fn with_path(e: Error, path: &Path) -> Error {
     }
 }
 
-fn remove_non_dir(path: &Path) -> Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => Err(Error::Invalid(format!(
+fn remove_non_dir(ctx: &Ctx, path: &Path) -> Result<()> {
+    match ctx.fs.kind(path).map_err(|e| fs_err(ctx, path, e))? {
+        Some(rustix::fs::FileType::Directory) => Err(Error::Invalid(format!(
             "{}: a directory is in the way",
-            path.display()
+            ctx.fs.display(path).display()
         ))),
-        Ok(_) => fs::remove_file(path).map_err(|e| Error::io(path, e)),
-        Err(_) => Ok(()),
+        Some(_) => ctx.fs.unlink(path).map_err(|e| fs_err(ctx, path, e)),
+        None => Ok(()),
     }
 }
 
-fn create_file(path: &Path) -> Result<fs::File> {
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| {
-            if e.raw_os_error() == Some(libc::ELOOP) {
-                Error::HostileEntry {
-                    dir: path
-                        .parent()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default(),
-                    name: path
-                        .file_name()
-                        .map(|n| String::from_utf8_lossy(n.as_bytes()).into_owned())
-                        .unwrap_or_default(),
-                    reason: "a symlink is in the way of a file; refusing to write through it"
-                        .into(),
-                }
-            } else {
-                Error::io(path, e)
-            }
-        })
+fn create_file(ctx: &Ctx, path: &Path) -> Result<fs::File> {
+    ctx.fs.create_file(path).map_err(|e| fs_err(ctx, path, e))
+}
+
+/// The owner to restore: only root can give files away.
+fn owner(ctx: &Ctx, n: &Node) -> Option<(u32, u32)> {
+    ctx.chown.then_some((n.uid, n.gid))
 }
 
 fn set_meta(ctx: &Ctx, path: &Path, n: &Node) -> Result<()> {
-    if ctx.chown {
-        let _ = std::os::unix::fs::chown(path, Some(n.uid), Some(n.gid));
+    ctx.fs
+        .set_meta(path, owner(ctx, n), n.mode, n.mtime_ns)
+        .map_err(|e| fs_err(ctx, path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::backup::{self, BackupOptions, Progress};
+    use crate::keys::KdfParams;
+    use crate::storage::LocalStorage;
+
+    thread_local! {
+        /// Runs between planning (directories made) and writing contents.
+        pub static AFTER_PLAN: RefCell<Option<Box<dyn Fn()>>> = RefCell::new(None);
     }
-    fs::set_permissions(path, fs::Permissions::from_mode(n.mode))
-        .map_err(|e| Error::io(path, e))?;
-    let t = FileTime::from_unix_time(
-        n.mtime_ns.div_euclid(1_000_000_000),
-        n.mtime_ns.rem_euclid(1_000_000_000) as u32,
-    );
-    filetime::set_file_times(path, t, t).map_err(|e| Error::io(path, e))
+
+    /// A site user swaps a restored directory for a symlink to a place
+    /// outside the target after restore made it: the restore fails naming
+    /// the symlink, and nothing is written where the symlink points.
+    #[test]
+    fn a_directory_swapped_for_a_symlink_mid_restore_gets_no_write() {
+        let tmp = tempfile::tempdir().unwrap();
+        let site = tmp.path().join("site");
+        fs::create_dir_all(site.join("d/sub")).unwrap();
+        fs::write(site.join("d/small.php"), b"<?php echo 1;").unwrap();
+        let big: Vec<u8> = (0..3_000_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        fs::write(site.join("d/sub/big.bin"), &big).unwrap();
+        let storage = Arc::new(LocalStorage::new(tmp.path().join("repo")));
+        let repo = Repository::init(
+            storage,
+            b"pw",
+            Default::default(),
+            KdfParams {
+                m_cost_kib: 8,
+                t_cost: 1,
+                p_cost: 1,
+            },
+        )
+        .unwrap();
+        let opts = BackupOptions {
+            domain: "d.test".into(),
+            kind: crate::snapshot::Kind::Full,
+            excludes: crate::exclude::Excludes::new::<&str>(&[]).unwrap(),
+            host: "h".into(),
+            tags: Vec::new(),
+        };
+        let (_, snap) = backup::run(&repo, &site, &opts, &Progress::default()).unwrap();
+        repo.load_index().unwrap();
+
+        // Unswapped, everything restores.
+        let plain = tmp.path().join("plain");
+        restore(&repo, &snap.tree, &plain, &[]).unwrap();
+        assert_eq!(fs::read(plain.join("d/sub/big.bin")).unwrap(), big);
+
+        let target = tmp.path().join("target");
+        let outside = tmp.path().join("outside");
+        fs::create_dir_all(outside.join("sub")).unwrap();
+        let before = fs::metadata(outside.join("sub")).unwrap();
+        let (t, o) = (target.clone(), outside.clone());
+        AFTER_PLAN.with(|h| {
+            *h.borrow_mut() = Some(Box::new(move || {
+                fs::rename(t.join("d"), t.join("d.moved")).unwrap();
+                std::os::unix::fs::symlink(&o, t.join("d")).unwrap();
+            }))
+        });
+        let err = restore(&repo, &snap.tree, &target, &[]).unwrap_err();
+        AFTER_PLAN.with(|h| *h.borrow_mut() = None);
+        assert!(matches!(err, Error::HostileEntry { .. }), "{err}");
+        let leaked: Vec<_> = walkdir(&outside);
+        assert_eq!(
+            leaked,
+            vec![outside.join("sub")],
+            "written outside the target"
+        );
+        let after = fs::metadata(outside.join("sub")).unwrap();
+        assert_eq!(after.permissions(), before.permissions());
+        assert_eq!(after.modified().unwrap(), before.modified().unwrap());
+    }
+
+    fn walkdir(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.extend(walkdir(&p));
+            }
+            out.push(p);
+        }
+        out.sort();
+        out
+    }
 }
