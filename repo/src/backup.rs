@@ -6,6 +6,12 @@
 //! directory's tree blob is saved once its children are done; the snapshot is
 //! saved last, after every blob is durable and indexed.
 //!
+//! The walk is fd-relative: each directory is opened beneath its parent's
+//! descriptor with `O_NOFOLLOW` and its entries are opened from it, and every
+//! file read is checked (`fstat`) to be the very inode the walk listed. A
+//! site user who swaps a directory or file for a symlink mid-backup cannot
+//! make a root-run backup read anything outside the site.
+//!
 //! Change detection: *incremental* compares against the domain's latest
 //! snapshot, *differential* against its latest full; a file whose size, mtime,
 //! ctime and inode match reuses the recorded blobs without being read.
@@ -14,6 +20,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::{self, File, Metadata};
 use std::io::{ErrorKind, Read};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -194,7 +201,8 @@ fn walk(
         seed: repo.key().chunker_seed(),
     };
     let parent_tree = base.as_ref().map(|(_, s)| s.tree);
-    let tree = backup_dir(&ctx, source, "", parent_tree.as_ref())?;
+    let root = open_dir(None, source.as_os_str()).map_err(|e| Error::io(source, e))?;
+    let tree = backup_dir(&ctx, &root, source, "", parent_tree.as_ref())?;
     let Ctx {
         saver,
         warnings,
@@ -233,12 +241,66 @@ fn walk(
     Ok((id, snap))
 }
 
-fn backup_dir(ctx: &Ctx, dir: &Path, rel: &str, parent: Option<&Id>) -> Result<Id> {
+/// Opens a directory (beneath `at`, never through a symlink when `at` is given).
+fn open_dir(at: Option<&OwnedFd>, name: &std::ffi::OsStr) -> std::io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    Ok(match at {
+        Some(at) => rustix::fs::openat(at, name, flags | OFlags::NOFOLLOW, Mode::empty())?,
+        None => rustix::fs::open(name, flags, Mode::empty())?,
+    })
+}
+
+/// The metadata of `name` in `dir`, not following a symlink (an `O_PATH`
+/// descriptor's `fstat`: the std `Metadata` of exactly that entry).
+fn entry_meta(dir: &OwnedFd, name: &std::ffi::OsStr) -> std::io::Result<Metadata> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    File::from(fd).metadata()
+}
+
+/// An open refused because a symlink (or a non-directory) is now where the
+/// walk saw something else.
+fn swapped(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR))
+}
+
+/// Whether an opened file is the entry the walk listed.
+fn same_entry(opened: &Metadata, listed: &Metadata) -> bool {
+    opened.dev() == listed.dev()
+        && opened.ino() == listed.ino()
+        && opened.file_type() == listed.file_type()
+}
+
+fn list_dir(dir: &OwnedFd) -> std::io::Result<Vec<OsString>> {
+    let mut names = Vec::new();
+    for e in rustix::fs::Dir::read_from(dir)? {
+        let e = e?;
+        let name = e.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(std::ffi::OsStr::from_bytes(name).to_os_string());
+        }
+    }
+    Ok(names)
+}
+
+fn backup_dir(
+    ctx: &Ctx,
+    dir_fd: &OwnedFd,
+    dir: &Path,
+    rel: &str,
+    parent: Option<&Id>,
+) -> Result<Id> {
     if ctx.progress.cancel.load(Ordering::Relaxed) {
         return Err(Error::Cancelled);
     }
-    let mut names: Vec<OsString> = match fs::read_dir(dir) {
-        Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect(),
+    let mut names: Vec<OsString> = match list_dir(dir_fd) {
+        Ok(names) => names,
         Err(e) if !rel.is_empty() => {
             ctx.warn(format!("{}: cannot read directory: {e}", dir.display()));
             Vec::new()
@@ -259,13 +321,17 @@ fn backup_dir(ctx: &Ctx, dir: &Path, rel: &str, parent: Option<&Id>) -> Result<I
             } else {
                 format!("{rel}/{}", name.to_string_lossy())
             };
-            let m = match fs::symlink_metadata(&path) {
+            let m = match entry_meta(dir_fd, name) {
                 Ok(m) => m,
                 Err(e) => {
                     ctx.warn(format!("{}: vanished or unreadable: {e}", path.display()));
                     return Ok(None);
                 }
             };
+            #[cfg(test)]
+            if let Some(hook) = race_tests::AFTER_STAT.lock().unwrap().as_ref() {
+                hook(&path);
+            }
             let ft = m.file_type();
             if ctx.opts.excludes.is_excluded(&rel_child, ft.is_dir()) {
                 return Ok(None);
@@ -276,13 +342,37 @@ fn backup_dir(ctx: &Ctx, dir: &Path, rel: &str, parent: Option<&Id>) -> Result<I
                 let prev_sub = prev
                     .filter(|p| p.kind == NodeKind::Dir)
                     .and_then(|p| p.subtree.as_ref());
-                n.subtree = Some(backup_dir(ctx, &path, &rel_child, prev_sub)?);
+                let sub = match open_dir(Some(dir_fd), name) {
+                    Ok(fd) => fd,
+                    Err(e) if swapped(&e) => {
+                        ctx.warn(format!(
+                            "{}: replaced while being backed up (no longer a directory); skipped",
+                            path.display()
+                        ));
+                        return Ok(None);
+                    }
+                    Err(e) => {
+                        ctx.warn(format!("{}: cannot read directory: {e}", path.display()));
+                        return Ok(None);
+                    }
+                };
+                match File::from(sub.try_clone().map_err(|e| Error::io(&path, e))?).metadata() {
+                    Ok(now) if same_entry(&now, &m) => {}
+                    _ => {
+                        ctx.warn(format!(
+                            "{}: replaced while being backed up; skipped",
+                            path.display()
+                        ));
+                        return Ok(None);
+                    }
+                }
+                n.subtree = Some(backup_dir(ctx, &sub, &path, &rel_child, prev_sub)?);
                 ctx.dirs.fetch_add(1, Ordering::Relaxed);
                 Ok(Some(n))
             } else if ft.is_symlink() {
                 let mut n = base_node(name, NodeKind::Symlink, &m);
-                match fs::read_link(&path) {
-                    Ok(t) => n.set_target(t.as_os_str()),
+                match rustix::fs::readlinkat(dir_fd, name.as_os_str(), Vec::new()) {
+                    Ok(t) => n.set_target(std::ffi::OsStr::from_bytes(t.as_bytes())),
                     Err(e) => {
                         ctx.warn(format!("{}: cannot read symlink: {e}", path.display()));
                         return Ok(None);
@@ -290,7 +380,7 @@ fn backup_dir(ctx: &Ctx, dir: &Path, rel: &str, parent: Option<&Id>) -> Result<I
                 }
                 Ok(Some(n))
             } else if ft.is_file() {
-                file_node(ctx, &path, name, &m, prev)
+                file_node(ctx, dir_fd, &path, name, &m, prev)
             } else {
                 ctx.warn(format!(
                     "{}: skipped special file (socket, fifo or device)",
@@ -308,6 +398,7 @@ fn backup_dir(ctx: &Ctx, dir: &Path, rel: &str, parent: Option<&Id>) -> Result<I
 
 fn file_node(
     ctx: &Ctx,
+    dir_fd: &OwnedFd,
     path: &Path,
     name: &std::ffi::OsStr,
     m: &Metadata,
@@ -338,11 +429,32 @@ fn file_node(
             return Ok(Some(n));
         }
     }
-    let mut f = match File::open(path) {
-        Ok(f) => f,
+    // O_NONBLOCK: a fifo swapped in after the listing must not hang the walk.
+    let opened = rustix::fs::openat(
+        dir_fd,
+        name,
+        rustix::fs::OFlags::RDONLY
+            | rustix::fs::OFlags::NOFOLLOW
+            | rustix::fs::OFlags::NONBLOCK
+            | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map(File::from)
+    .map_err(std::io::Error::from);
+    let mut f = match opened {
+        Ok(f) if f.metadata().is_ok_and(|now| same_entry(&now, m)) => f,
+        Ok(_) => {
+            ctx.warn(format!(
+                "{}: replaced while being backed up (now another file); skipped",
+                path.display()
+            ));
+            return Ok(None);
+        }
         Err(e) => {
             let what = if e.kind() == ErrorKind::NotFound {
                 "vanished"
+            } else if swapped(&e) {
+                "replaced while being backed up (a symlink is there now); skipped"
             } else {
                 "unreadable"
             };
@@ -423,5 +535,92 @@ impl From<std::io::Error> for ChunkErr {
 impl From<Error> for ChunkErr {
     fn from(e: Error) -> Self {
         ChunkErr::Repo(e)
+    }
+}
+
+#[cfg(test)]
+mod race_tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::keys::KdfParams;
+    use crate::storage::LocalStorage;
+
+    type Hook = Box<dyn Fn(&Path) + Send + Sync>;
+    /// Runs after the walk has stat'ed an entry and before it opens it.
+    pub static AFTER_STAT: Mutex<Option<Hook>> = Mutex::new(None);
+
+    /// A site user swaps a directory and a file for symlinks to a place
+    /// outside the site between the walk's stat and its open: a root backup
+    /// reads nothing from there, and says what it skipped.
+    #[test]
+    fn entries_swapped_for_symlinks_mid_backup_are_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let site = tmp.path().join("site");
+        let outside = tmp.path().join("outside");
+        fs::create_dir_all(site.join("d")).unwrap();
+        fs::write(site.join("d/a.txt"), b"site a").unwrap();
+        fs::write(site.join("f.txt"), b"site f").unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("a.txt"), b"SECRET a").unwrap();
+        fs::write(outside.join("secret.txt"), b"SECRET").unwrap();
+        let (s, o) = (site.clone(), outside.clone());
+        *AFTER_STAT.lock().unwrap() = Some(Box::new(move |p: &Path| {
+            let swap = |name: &str, to: &Path| {
+                let _ = fs::rename(s.join(name), s.join(format!("{name}.old")));
+                std::os::unix::fs::symlink(to, s.join(name)).unwrap();
+            };
+            if p == s.join("d") {
+                swap("d", &o);
+            } else if p == s.join("f.txt") {
+                swap("f.txt", &o.join("secret.txt"));
+            }
+        }));
+        let repo = Repository::init(
+            Arc::new(LocalStorage::new(tmp.path().join("repo"))),
+            b"pw",
+            Default::default(),
+            KdfParams {
+                m_cost_kib: 8,
+                t_cost: 1,
+                p_cost: 1,
+            },
+        )
+        .unwrap();
+        let opts = BackupOptions {
+            domain: "d.test".into(),
+            kind: Kind::Full,
+            excludes: Excludes::new::<&str>(&[]).unwrap(),
+            host: "h".into(),
+            tags: Vec::new(),
+        };
+        let result = run(&repo, &site, &opts, &Progress::default());
+        *AFTER_STAT.lock().unwrap() = None;
+        let (_, snap) = result.unwrap();
+        repo.load_index().unwrap();
+        let restored = tmp.path().join("restored");
+        crate::restore::restore(&repo, &snap.tree, &restored, &[]).unwrap();
+        let mut stack = vec![restored.clone()];
+        while let Some(dir) = stack.pop() {
+            for e in fs::read_dir(&dir).unwrap() {
+                let p = e.unwrap().path();
+                let m = fs::symlink_metadata(&p).unwrap();
+                if m.is_dir() {
+                    stack.push(p);
+                } else if m.is_file() {
+                    let data = fs::read(&p).unwrap();
+                    assert!(
+                        !String::from_utf8_lossy(&data).contains("SECRET"),
+                        "{} holds data from outside the site",
+                        p.display()
+                    );
+                }
+            }
+        }
+        let warned = snap.stats.warnings.join("\n");
+        assert!(
+            warned.contains("replaced while being backed up"),
+            "{warned}"
+        );
     }
 }
