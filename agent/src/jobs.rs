@@ -14,7 +14,7 @@ use cairn_repo::snapshot::{Kind, Snapshot};
 use tokio::runtime::Handle;
 
 use crate::discover::Site;
-use crate::remote::{Client, ControllerKnows, JobStorage};
+use crate::remote::{Client, ControllerKnows, Direct, JobStorage};
 
 /// Runs one job; returns the snapshot it made (backups) or "" (restores).
 pub fn run(
@@ -30,10 +30,16 @@ pub fn run(
         .as_ref()
         .context("the job carries no repository access")?;
     let direct = match &job.storage {
-        Some(g) if !g.location.is_empty() => Some(
+        Some(g) if g.presigned => Some(Direct::Presigned(
+            reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(600))
+                .build()
+                .context("starting the HTTP client for presigned uploads")?,
+        )),
+        Some(g) if !g.location.is_empty() => Some(Direct::Storage(
             cairn_repo::storage::open_with_vars(&g.location, |k| g.env.get(k).cloned())
                 .context("opening the granted storage")?,
-        ),
+        )),
         _ => None,
     };
     let storage = Arc::new(JobStorage {

@@ -1,6 +1,7 @@
 //! The repository as an agent sees it during a job: a [`Storage`] whose
 //! pack writes go to the controller (via-controller mode) or straight to the
-//! storage and are then registered (direct mode), whose snapshot write is a
+//! storage and are then registered (direct mode: a presigned PUT per pack on
+//! S3, or a directory shared with the controller), whose snapshot write is a
 //! `CommitSnapshot`, and which can never delete. Index segments are not
 //! written at all: the controller indexes each pack it verifies. Known blobs
 //! come from `HaveBlobs`.
@@ -29,11 +30,19 @@ pub struct JobStorage {
     pub client: Client,
     pub handle: Handle,
     pub job_id: String,
-    /// Direct mode: the storage granted for this job.
-    pub direct: Option<Arc<dyn Storage>>,
+    /// Direct mode: where this job's packs go.
+    pub direct: Option<Direct>,
     /// The id the controller stored the snapshot under (it stamps its own
     /// time and host, so the id differs from the one the agent proposed).
     pub committed: Mutex<Option<String>>,
+}
+
+pub enum Direct {
+    /// A storage the agent opens itself (a directory shared with the controller).
+    Storage(Arc<dyn Storage>),
+    /// S3: each pack to a presigned PUT from the controller. Reads go
+    /// through the controller, as in via-controller mode.
+    Presigned(reqwest::Client),
 }
 
 fn err(op: &'static str, key: &str, status: tonic::Status) -> StorageError {
@@ -61,6 +70,63 @@ fn refused(op: &'static str, key: &str) -> StorageError {
 }
 
 impl JobStorage {
+    /// The storage this agent reads and writes itself, if any.
+    fn own_storage(&self) -> Option<&Arc<dyn Storage>> {
+        match &self.direct {
+            Some(Direct::Storage(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// PUTs a pack to the presigned request the controller issues for it.
+    fn put_presigned(
+        &self,
+        http: &reqwest::Client,
+        key: &str,
+        data: &[u8],
+        id: Id,
+    ) -> StorageResult<()> {
+        let mut client = self.client.clone();
+        let p = self
+            .handle
+            .block_on(client.presign_pack(pb::PresignPackRequest {
+                job_id: self.job_id.clone(),
+                pack_id: id.0.to_vec(),
+            }))
+            .map_err(|s| err("presign", key, s))?
+            .into_inner();
+        let failed = |message: String, transient: bool| StorageError::Backend {
+            location: "presigned PUT".into(),
+            op: "put",
+            key: key.into(),
+            message,
+            transient,
+        };
+        let method = reqwest::Method::from_bytes(p.method.as_bytes())
+            .map_err(|_| failed(format!("the controller sent method {:?}", p.method), false))?;
+        let mut req = http.request(method, &p.url).body(data.to_vec());
+        for (k, v) in &p.headers {
+            req = req.header(k, v);
+        }
+        self.handle.block_on(async {
+            // reqwest's error text names the URL; its query is a signature.
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| failed(format!("{}", e.without_url()), true))?;
+            let status = resp.status();
+            if status.is_success() {
+                return Ok(());
+            }
+            let body = resp.text().await.unwrap_or_default();
+            let body: String = body.chars().take(300).collect();
+            Err(failed(
+                format!("storage answered {status}: {body}"),
+                status.is_server_error(),
+            ))
+        })
+    }
+
     fn upload(&self, key: &str, data: &[u8], id: Id) -> StorageResult<()> {
         let mut pieces = Vec::with_capacity(data.len() / PIECE + 1);
         let mut offset = 0;
@@ -89,7 +155,7 @@ impl JobStorage {
 
 impl Storage for JobStorage {
     fn location(&self) -> String {
-        match &self.direct {
+        match self.own_storage() {
             Some(s) => s.location(),
             None => "controller".into(),
         }
@@ -116,7 +182,10 @@ impl Storage for JobStorage {
         let id = cairn_repo::pack::id_of_key(key).ok_or_else(|| refused("put", key))?;
         match &self.direct {
             Some(direct) => {
-                direct.put(key, data)?;
+                match direct {
+                    Direct::Storage(s) => s.put(key, data)?,
+                    Direct::Presigned(http) => self.put_presigned(http, key, data, id)?,
+                }
                 let mut client = self.client.clone();
                 self.handle
                     .block_on(client.register_pack(pb::RegisterPackRequest {
@@ -131,14 +200,14 @@ impl Storage for JobStorage {
     }
 
     fn get(&self, key: &str) -> StorageResult<Vec<u8>> {
-        match &self.direct {
+        match self.own_storage() {
             Some(s) => s.get(key),
             None => Err(refused("get", key)),
         }
     }
 
     fn get_range(&self, key: &str, offset: u64, len: u64) -> StorageResult<Vec<u8>> {
-        if let Some(s) = &self.direct {
+        if let Some(s) = self.own_storage() {
             return s.get_range(key, offset, len);
         }
         let pack = cairn_repo::pack::id_of_key(key).ok_or_else(|| refused("get_range", key))?;
@@ -156,14 +225,14 @@ impl Storage for JobStorage {
     }
 
     fn stat(&self, key: &str) -> StorageResult<ObjectInfo> {
-        match &self.direct {
+        match self.own_storage() {
             Some(s) => s.stat(key),
             None => Err(refused("stat", key)),
         }
     }
 
     fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectInfo>> {
-        match &self.direct {
+        match self.own_storage() {
             Some(s) => s.list(prefix),
             None => Err(refused("list", prefix)),
         }

@@ -465,19 +465,84 @@ impl AgentService for AgentApi {
             .map_err(|_| Status::invalid_argument("pack ids are 32 bytes"))?;
         let fleet = self.0.clone();
         let a = agent.clone();
-        let blobs = tokio::task::spawn_blocking(move || {
+        let job_id = r.job_id.clone();
+        let verify = move || {
             let host = fleet.hostname_of(&a);
-            fleet.store.register(&grant.ctx(&host), id)
-        })
-        .await
-        .map_err(internal)?
-        .map_err(|e| status(&self.0, &agent, e))?;
+            let r = fleet.store.register(&grant.ctx(&host), id);
+            fleet.store.settled(&id);
+            r
+        };
+        let wait = self.0.store.settle(&id);
+        if !wait.is_zero() {
+            // Presigned: verified once its PUT has expired and the bytes can
+            // no longer change; the job's commit waits for the outcome.
+            let store = self.0.clone();
+            let task = tokio::spawn(async move {
+                let mut wait = wait;
+                while !wait.is_zero() {
+                    tokio::time::sleep(wait + Duration::from_millis(200)).await;
+                    wait = store.store.settle(&id);
+                }
+                tokio::task::spawn_blocking(verify)
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(StoreError::NotReady(format!("verification task: {e}")))
+                    })
+            });
+            self.0
+                .pending
+                .lock()
+                .unwrap()
+                .entry(job_id)
+                .or_default()
+                .push(task);
+            return Ok(Response::new(pb::RegisterPackResponse { blobs: 0 }));
+        }
+        let blobs = tokio::task::spawn_blocking(verify)
+            .await
+            .map_err(internal)?
+            .map_err(|e| status(&self.0, &agent, e))?;
         self.0
             .metrics
             .packs_received
             .fetch_add(1, Ordering::Relaxed);
         Ok(Response::new(pb::RegisterPackResponse {
             blobs: blobs as u32,
+        }))
+    }
+
+    async fn presign_pack(
+        &self,
+        req: Request<pb::PresignPackRequest>,
+    ) -> Result<Response<pb::PresignPackResponse>, Status> {
+        let agent = self.agent(&req)?;
+        let r = req.into_inner();
+        if self.0.data_path() != crate::config::DataPath::Direct {
+            return Err(Status::failed_precondition(
+                "this controller takes packs through PutPacks, not directly",
+            ));
+        }
+        let grant = self.grant(&agent, &r.job_id)?;
+        if !grant.backup {
+            return Err(Status::permission_denied("job is not a backup"));
+        }
+        let id = Id::try_from(r.pack_id.as_slice())
+            .map_err(|_| Status::invalid_argument("pack ids are 32 bytes"))?;
+        let ttl = Duration::from_secs(self.0.cfg.repository.presign_seconds.max(1) as u64);
+        let fleet = self.0.clone();
+        let a = agent.clone();
+        // Signing runs on the storage's own runtime: off the async threads.
+        let p = tokio::task::spawn_blocking(move || {
+            let host = fleet.hostname_of(&a);
+            fleet.store.presign(&grant.ctx(&host), id, ttl)
+        })
+        .await
+        .map_err(internal)?
+        .map_err(|e| status(&self.0, &agent, e))?;
+        Ok(Response::new(pb::PresignPackResponse {
+            method: p.method,
+            url: p.url,
+            headers: p.headers.into_iter().collect(),
         }))
     }
 
@@ -523,6 +588,13 @@ impl AgentService for AgentApi {
         let grant = self.grant(&agent, &r.job_id)?;
         if !grant.backup {
             return Err(Status::permission_denied("job is not a backup"));
+        }
+        // Presigned packs of this job still being verified: their outcome first.
+        let pending = self.0.pending.lock().unwrap().remove(&r.job_id);
+        for task in pending.unwrap_or_default() {
+            task.await
+                .map_err(internal)?
+                .map_err(|e| status(&self.0, &agent, e))?;
         }
         let fleet = self.0.clone();
         let a = agent.clone();

@@ -36,8 +36,10 @@ pub enum DataPath {
     /// storage credentials and cannot delete anything.
     #[default]
     ViaController,
-    /// Agents write packs to the storage themselves, with the credentials in
-    /// `env_file`, and register snapshots with the controller.
+    /// Agents write packs to the storage themselves and register them; the
+    /// controller verifies each before indexing it. On S3 each pack goes to
+    /// a presigned PUT the controller issues, so agents hold no credential;
+    /// a directory location must be shared with the agents (NFS, say).
     Direct,
 }
 
@@ -51,10 +53,19 @@ pub struct RepositoryConfig {
     pub passphrase_file: Option<PathBuf>,
     #[serde(default)]
     pub data_path: DataPath,
-    /// KEY=VALUE lines (AWS_ACCESS_KEY_ID …) for S3; handed to agents in
-    /// direct mode, never logged. Must not be world-readable.
+    /// KEY=VALUE lines (AWS_ACCESS_KEY_ID …) for S3, read by the controller
+    /// only, never logged. Must not be world-readable.
     #[serde(default)]
     pub env_file: Option<PathBuf>,
+    /// Direct mode on S3: how long a presigned PUT of one pack stays valid.
+    /// A pack is verified once its PUT has expired, so a backup's commit
+    /// waits up to this long after its last pack.
+    #[serde(default = "default_presign_seconds")]
+    pub presign_seconds: u32,
+}
+
+fn default_presign_seconds() -> u32 {
+    60
 }
 
 fn default_web() -> SocketAddr {

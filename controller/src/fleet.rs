@@ -64,6 +64,9 @@ pub struct Metrics {
     pub blobs_known: AtomicU64,
 }
 
+/// A presigned pack's verification, waiting for its PUT URL to expire.
+pub type PendingCheck = tokio::task::JoinHandle<Result<usize, crate::store::StoreError>>;
+
 pub struct Fleet {
     pub cfg: Config,
     pub catalog: Catalog,
@@ -78,9 +81,13 @@ pub struct Fleet {
     pub agents_by_cert: RwLock<HashMap<String, String>>,
     pub sessions: Mutex<HashMap<String, Session>>,
     pub grants: Mutex<HashMap<String, Arc<Grant>>>,
-    /// Storage credentials handed to agents in direct mode.
-    pub storage_env: Vec<(String, String)>,
+    /// Direct mode on S3: per job, verifications of presigned packs waiting
+    /// for their PUTs to expire; the job's commit waits for them.
+    pub pending: Mutex<HashMap<String, Vec<PendingCheck>>>,
     pub metrics: Metrics,
+    /// The repository's storage issues presigned PUTs (S3 does; a directory
+    /// does not).
+    pub presigns: bool,
     pub generation: AtomicU64,
     pub started_at: i64,
 }
@@ -121,6 +128,7 @@ impl Fleet {
         error: Option<String>,
     ) -> Result<JobRecord, Status> {
         self.grants.lock().unwrap().remove(job_id);
+        self.pending.lock().unwrap().remove(job_id);
         self.store.end_job(job_id);
         let j = self
             .catalog
@@ -295,7 +303,8 @@ impl Fleet {
                 if self.data_path() == DataPath::Direct {
                     msg.storage = Some(pb::StorageGrant {
                         location: self.cfg.repository.location.clone(),
-                        env: self.storage_env.iter().cloned().collect(),
+                        env: Default::default(),
+                        presigned: self.presigns,
                     });
                 }
                 let parent = self.parent_of(job)?;

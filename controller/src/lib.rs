@@ -28,7 +28,7 @@ use cairn_proto::admin::v1::admin_service_server::AdminServiceServer;
 use cairn_proto::agent::v1::agent_service_server::AgentServiceServer;
 use cairn_repo::repository::Repository;
 
-use crate::config::{Config, DataPath, RepositoryConfig};
+use crate::config::{Config, RepositoryConfig};
 use crate::fleet::Fleet;
 
 /// How long SIGTERM waits for in-flight calls before the process exits.
@@ -183,22 +183,23 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         "CAIRN_PASSPHRASE",
     )?;
     let storage = open_storage(&cfg.repository)?;
-    let storage_env = match (&cfg.repository.data_path, &cfg.repository.env_file) {
-        (DataPath::Direct, Some(f)) => config::read_env_file(f)?,
-        _ => Vec::new(),
-    };
     let holder = format!("the cairn controller at {}", cfg.public_url);
-    let (repo, lease) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+    let (repo, lease, presigns) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let repo = Repository::open(storage, &passphrase)?;
         // Held until the controller stops: `cairnctl repo gc|forget` must not
         // delete behind the index this controller serves.
         let lease = cairn_repo::lock::Lock::lease(repo.storage().clone(), &holder)?;
         repo.load_index()?;
-        let adopted = repo.adopt_unindexed_packs()?;
+        // Agents may have left packs (direct mode): verified like any upload.
+        let adopted = repo.adopt_verified_packs()?;
         if adopted > 0 {
             tracing::info!(packs = adopted, "indexed packs left by interrupted backups");
         }
-        Ok((repo, lease))
+        let presigns = matches!(
+            repo.storage().presign_put("probe", Duration::from_secs(1)),
+            Ok(Some(_))
+        );
+        Ok((repo, lease, presigns))
     })
     .await??;
     let repo = Arc::new(repo);
@@ -231,8 +232,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         agents_by_cert: RwLock::new(agents_by_cert),
         sessions: Mutex::new(HashMap::new()),
         grants: Mutex::new(HashMap::new()),
-        storage_env,
+        pending: Mutex::new(HashMap::new()),
         metrics: Default::default(),
+        presigns,
         generation: AtomicU64::new(0),
         started_at: fleet::now(),
         cfg: cfg.clone(),

@@ -117,6 +117,7 @@ fn main() -> ExitCode {
                         Mode::Direct => DataPath::Direct,
                     },
                     env_file,
+                    presign_seconds: 60,
                 },
             };
             cairn_controller::init(&o).map(|p| {

@@ -29,12 +29,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use cairn_repo::id::Id;
 use cairn_repo::pack;
 use cairn_repo::repository::Repository;
 use cairn_repo::snapshot::{Content, Snapshot};
+use cairn_repo::storage::Presigned;
 
 /// The largest object (pack) an agent may hand over.
 pub const MAX_OBJECT: usize = 128 << 20;
@@ -93,9 +94,19 @@ struct JobState {
     committed: Option<Id>,
 }
 
+/// Presigned PUTs of one pack: only the job that asked may hold them, and
+/// the pack is verified only once they have all expired (`settling`), so
+/// its bytes cannot change between verification and use.
+struct Upload {
+    job: String,
+    until: Instant,
+    settling: bool,
+}
+
 #[derive(Default)]
 struct State {
     jobs: HashMap<String, JobState>,
+    presigned: HashMap<Id, Upload>,
     /// While a gc marks: the roots committed since it listed the snapshots.
     epoch: Option<Vec<Id>>,
 }
@@ -252,6 +263,66 @@ impl Store {
             j.packs.insert(id);
         }
         Ok(())
+    }
+
+    /// A presigned PUT of pack `id` for this job, valid for `ttl`. Never for
+    /// a pack already stored (a second PUT would replace verified bytes), nor
+    /// for one another job is uploading or that is being verified.
+    pub fn presign(&self, job: &JobCtx, id: Id, ttl: Duration) -> Result<Presigned> {
+        if self.repo.index().packs().contains_key(&id) {
+            return Err(StoreError::Denied(format!(
+                "pack {id} is stored already; stored packs are never written again"
+            )));
+        }
+        let presigned = self
+            .repo
+            .storage()
+            .presign_put(&pack::key_of(&id), ttl)?
+            .ok_or_else(|| {
+                StoreError::NotReady("this repository's storage cannot presign".into())
+            })?;
+        let mut st = self.state.lock().unwrap();
+        if let Some(u) = st.presigned.get(&id) {
+            if u.job != job.job_id || u.settling {
+                return Err(StoreError::Denied(format!(
+                    "pack {id} is being uploaded or verified for another job"
+                )));
+            }
+        }
+        st.presigned.insert(
+            id,
+            Upload {
+                job: job.job_id.to_string(),
+                until: Instant::now() + ttl,
+                settling: false,
+            },
+        );
+        if let Some(j) = st.jobs.get_mut(job.job_id) {
+            j.packs.insert(id);
+        }
+        Ok(presigned)
+    }
+
+    /// How long until every presigned PUT of `id` has expired. At zero the
+    /// pack is marked as being verified: no new PUT is handed out for it
+    /// until [`Store::settled`].
+    pub fn settle(&self, id: &Id) -> Duration {
+        let mut st = self.state.lock().unwrap();
+        match st.presigned.get_mut(id) {
+            Some(u) => {
+                let left = u.until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    u.settling = true;
+                }
+                left
+            }
+            None => Duration::ZERO,
+        }
+    }
+
+    /// The pack's verification is over (indexed or refused).
+    pub fn settled(&self, id: &Id) {
+        self.state.lock().unwrap().presigned.remove(id);
     }
 
     /// Direct mode: a pack the agent wrote to the storage itself. It is read

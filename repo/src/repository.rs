@@ -258,6 +258,17 @@ impl Repository {
     /// Packs present in storage but in no index segment (left by a killed backup).
     /// Reads their headers and indexes them, so their blobs are reused.
     pub fn adopt_unindexed_packs(&self) -> Result<usize> {
+        self.adopt(false)
+    }
+
+    /// As [`Repository::adopt_unindexed_packs`], but each pack is read whole
+    /// and verified blob by blob (`pack::verify`) first: for a repository
+    /// that others write to (a fleet's agents), where a header proves nothing.
+    pub fn adopt_verified_packs(&self) -> Result<usize> {
+        self.adopt(true)
+    }
+
+    fn adopt(&self, verify: bool) -> Result<usize> {
         let listed = self.storage.list("data/")?;
         let orphans: Vec<(Id, u64)> = {
             let idx = self.index();
@@ -272,7 +283,7 @@ impl Repository {
         }
         let headers: Vec<(Id, Vec<pack::PackEntry>)> = orphans
             .par_iter()
-            .filter_map(|(id, size)| match pack::read_header(&*self.storage, &self.key, id, *size) {
+            .filter_map(|(id, size)| match self.adoptable(id, *size, verify) {
                 Ok(entries) => Some((*id, entries)),
                 Err(e) => {
                     // A torn upload on a backend without atomic puts; gc removes it.
@@ -286,6 +297,18 @@ impl Repository {
             self.write_index_segment(&headers)?;
         }
         Ok(n)
+    }
+
+    fn adoptable(&self, id: &Id, size: u64, verify: bool) -> Result<Vec<pack::PackEntry>> {
+        if verify {
+            // Packs are far smaller; a larger object is nobody's honest pack.
+            if size > 1 << 30 {
+                return Err(Error::corrupt(format!("pack {id}"), "larger than 1 GiB"));
+            }
+            pack::verify(&self.key, id, &self.storage.get(&pack::key_of(id))?)
+        } else {
+            pack::read_header(&*self.storage, &self.key, id, size)
+        }
     }
 
     /// Writes one index segment and adds its packs to the in-memory index.

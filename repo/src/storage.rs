@@ -84,6 +84,34 @@ pub trait Storage: Send + Sync {
         })?;
         self.put(key, &data)
     }
+
+    /// A request that lets its bearer create `key` (and nothing else) until
+    /// `expires` from now, for writers that must hold no credential. `None`:
+    /// this storage cannot presign.
+    fn presign_put(
+        &self,
+        _key: &str,
+        _expires: std::time::Duration,
+    ) -> StorageResult<Option<Presigned>> {
+        Ok(None)
+    }
+}
+
+/// A presigned HTTP request: send it as is, with the object as its body.
+#[derive(Clone)]
+pub struct Presigned {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl fmt::Debug for Presigned {
+    // The URL carries a signature: never in logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Presigned")
+            .field("method", &self.method)
+            .finish_non_exhaustive()
+    }
 }
 
 impl fmt::Debug for dyn Storage {

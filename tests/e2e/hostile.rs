@@ -530,3 +530,138 @@ fn a_job_that_never_ends_times_out_and_loses_its_grant() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
 }
+
+/// Direct mode on Garage: agents get no storage credential, only one
+/// presigned PUT per pack; a pack re-written through its URL after it was
+/// registered is verified after the URL expired, so the rewrite is caught,
+/// the pack deleted and the commit refused. A stored pack gets no new URL.
+#[test]
+fn presigned_packs_are_verified_after_their_urls_expire() {
+    let garage = Garage::start().unwrap();
+    let c = Cluster::start(ClusterOptions {
+        repo: Some(format!("s3://{}/presigned", garage.bucket)),
+        data_path: "direct",
+        storage_env: vec![
+            ("AWS_ACCESS_KEY_ID".into(), garage.key_id.clone()),
+            ("AWS_SECRET_ACCESS_KEY".into(), garage.secret.clone()),
+            ("AWS_ENDPOINT_URL".into(), garage.endpoint.clone()),
+            ("AWS_REGION".into(), "garage".into()),
+        ],
+        presign_seconds: 3,
+        ..Default::default()
+    });
+    let Scripted {
+        rt,
+        client,
+        tx: _tx,
+        mut inbound,
+    } = Scripted::connect(&c, "direct", &["direct.test"]);
+    let _guard = rt.enter();
+    let run_job = |inbound: &mut tonic::Streaming<pb::ControllerMessage>| {
+        let queued = c.json(&["backup", "direct.test"]);
+        let job = next_job(&rt, inbound);
+        assert_eq!(job.job_id, queued["id"].as_str().unwrap());
+        job
+    };
+    let job = run_job(&mut inbound);
+    let grant = job.storage.clone().expect("direct mode grants storage");
+    assert!(grant.presigned, "{grant:?}");
+    assert!(grant.env.is_empty(), "agents get no storage credential");
+    let access = job.repository.clone().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let repo = Repository::with_access(
+        Arc::new(cairn_repo::storage::LocalStorage::new(scratch.path())),
+        &Access {
+            master_key: access.master_key,
+            config_json: access.config_json,
+        },
+        Arc::new(NothingKnown),
+    )
+    .unwrap();
+    let k = repo.key();
+    let http = reqwest::Client::new();
+    let presign = |job: &str, id: Id| {
+        let mut cl = client.clone();
+        rt.block_on(cl.presign_pack(pb::PresignPackRequest {
+            job_id: job.into(),
+            pack_id: id.0.to_vec(),
+        }))
+    };
+    let put = |p: &pb::PresignPackResponse, body: Vec<u8>| {
+        let mut req = http.request(p.method.parse().unwrap(), &p.url).body(body);
+        for (h, v) in &p.headers {
+            req = req.header(h, v);
+        }
+        let resp = rt.block_on(req.send()).unwrap();
+        assert!(resp.status().is_success(), "{}", resp.status());
+    };
+    let register = |job: &str, id: Id| {
+        let mut cl = client.clone();
+        rt.block_on(cl.register_pack(pb::RegisterPackRequest {
+            job_id: job.into(),
+            pack_id: id.0.to_vec(),
+        }))
+    };
+    let commit = |job: &str, tree: Id| {
+        let mut cl = client.clone();
+        rt.block_on(cl.commit_snapshot(pb::CommitSnapshotRequest {
+            job_id: job.into(),
+            snapshot: proposed(k, "direct.test", tree),
+        }))
+    };
+    let site_pack = |text: &[u8]| {
+        let mut node = Node::new(std::ffi::OsStr::new("f.txt"), NodeKind::File);
+        node.content = vec![k.blob_id(text)];
+        node.size = text.len() as u64;
+        let tree = Tree { nodes: vec![node] }.to_bytes();
+        let tree_id = k.blob_id(&tree);
+        let (id, bytes) = pack(
+            k,
+            &[
+                (BlobType::Data, k.blob_id(text), text, text.len()),
+                (BlobType::Tree, tree_id, &tree, tree.len()),
+            ],
+        );
+        (id, bytes, tree_id)
+    };
+
+    // Upload, register, then rewrite through the still-valid URL.
+    let (id, bytes, tree) = site_pack(b"honest content");
+    let url = presign(&job.job_id, id).unwrap().into_inner();
+    assert!(!url.url.contains(&garage.secret));
+    put(&url, bytes.clone());
+    let r = register(&job.job_id, id).unwrap().into_inner();
+    assert_eq!(
+        r.blobs, 0,
+        "a presigned pack is verified only after its URL expires"
+    );
+    let err = presign(&Id::random().to_string(), id).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    let mut garbage = bytes.clone();
+    garbage[3] ^= 0x55;
+    put(&url, garbage);
+    let err = commit(&job.job_id, tree).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("refused"), "{err:?}");
+    let store =
+        cairn_repo::storage::open_with_vars(&format!("s3://{}/presigned", garage.bucket), |k| {
+            c.env().iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        })
+        .unwrap();
+    assert!(
+        store.stat(&cairn_repo::pack::key_of(&id)).is_err(),
+        "the rewritten pack was not deleted"
+    );
+    assert_eq!(c.metric("cairn_refused_uploads_total"), 1.0);
+
+    // An honest upload is indexed after the wait and commits; a stored pack
+    // gets no second URL.
+    let job = run_job(&mut inbound);
+    let (id, bytes, tree) = site_pack(b"honest content, second try");
+    let url = presign(&job.job_id, id).unwrap().into_inner();
+    put(&url, bytes);
+    register(&job.job_id, id).unwrap();
+    commit(&job.job_id, tree).unwrap();
+    let err = presign(&job.job_id, id).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+}

@@ -34,6 +34,8 @@ pub struct ClusterOptions<'a> {
     pub heartbeat_seconds: u32,
     /// The controller's job_timeout (its default when None).
     pub job_timeout: Option<&'a str>,
+    /// How long presigned PUTs live (direct mode on S3); commits wait for it.
+    pub presign_seconds: u32,
 }
 
 impl Default for ClusterOptions<'_> {
@@ -44,6 +46,7 @@ impl Default for ClusterOptions<'_> {
             storage_env: Vec::new(),
             heartbeat_seconds: 1,
             job_timeout: None,
+            presign_seconds: 2,
         }
     }
 }
@@ -92,6 +95,10 @@ impl Cluster {
         let mut text = fs::read_to_string(&cfg).unwrap().replace(
             "heartbeat_seconds = 15",
             &format!("heartbeat_seconds = {}", o.heartbeat_seconds),
+        );
+        text = text.replace(
+            "presign_seconds = 60",
+            &format!("presign_seconds = {}", o.presign_seconds),
         );
         if let Some(t) = o.job_timeout {
             text = text.replace("job_timeout = \"12h\"", &format!("job_timeout = {t:?}"));

@@ -8,7 +8,7 @@ use std::future::Future;
 
 use opendal::{services, ErrorKind, Operator};
 
-use super::{ObjectInfo, S3Config, Storage, StorageError, StorageResult};
+use super::{ObjectInfo, Presigned, S3Config, Storage, StorageError, StorageResult};
 
 pub struct S3Storage {
     op: Operator,
@@ -109,6 +109,23 @@ impl Storage for S3Storage {
                 .await?
                 .to_vec())
         })
+    }
+
+    fn presign_put(
+        &self,
+        key: &str,
+        expires: std::time::Duration,
+    ) -> StorageResult<Option<Presigned>> {
+        let req = self.block("presign", key, self.op.presign_write(key, expires))?;
+        Ok(Some(Presigned {
+            method: req.method().to_string(),
+            url: req.uri().to_string(),
+            headers: req
+                .header()
+                .iter()
+                .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
+                .collect(),
+        }))
     }
 
     fn stat(&self, key: &str) -> StorageResult<ObjectInfo> {
