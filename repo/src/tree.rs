@@ -247,4 +247,44 @@ mod tests {
         n.set_name(raw);
         assert_eq!(n.name_os().unwrap(), raw);
     }
+
+    proptest::proptest! {
+        /// Trees as JSON with arbitrary names (raw bytes, base64 or not):
+        /// whatever parses has names safe to create beneath a directory.
+        #[test]
+        fn parsed_trees_only_hold_safe_names(
+            names in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..12), 0..6),
+            encoded in proptest::collection::vec(proptest::bool::ANY, 6),
+        ) {
+            let nodes: Vec<Node> = names
+                .iter()
+                .zip(&encoded)
+                .map(|(raw, b64)| {
+                    let mut n = node("x");
+                    if *b64 {
+                        n.set_name(OsStr::from_bytes(raw));
+                    } else {
+                        n.name = String::from_utf8_lossy(raw).into_owned();
+                    }
+                    n
+                })
+                .collect();
+            let bytes = Tree { nodes }.to_bytes();
+            if let Ok(t) = Tree::from_bytes(&Id::default(), &bytes) {
+                let mut prev: Option<Vec<u8>> = None;
+                for n in &t.nodes {
+                    let name = n.name_os().unwrap().as_bytes().to_vec();
+                    proptest::prop_assert!(!name.is_empty() && name != b"." && name != b"..");
+                    proptest::prop_assert!(!name.contains(&b'/') && !name.contains(&0));
+                    proptest::prop_assert!(prev.as_ref().is_none_or(|p| *p < name));
+                    prev = Some(name);
+                }
+            }
+        }
+
+        #[test]
+        fn tree_parsing_survives_any_bytes(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let _ = Tree::from_bytes(&Id::default(), &bytes);
+        }
+    }
 }

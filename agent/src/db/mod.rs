@@ -986,6 +986,48 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever sections a stored manifest claims, one that passes the
+        /// check only names blobs inside its dump.
+        #[test]
+        fn checked_sections_stay_inside_the_dump(
+            spans in proptest::collection::vec((0usize..40, 0usize..40), 0..6),
+            blobs in 0usize..60,
+        ) {
+            let m = Manifest {
+                format: MANIFEST_FORMAT,
+                engine: Engine::Mariadb,
+                database: "d".into(),
+                file: "d.sql".into(),
+                tool: String::new(),
+                options: DumpOptions::default(),
+                size: 0,
+                sections: spans
+                    .iter()
+                    .map(|&(first_blob, n)| Section {
+                        kind: SectionKind::Table,
+                        name: "t".into(),
+                        schema: String::new(),
+                        offset: 0,
+                        length: 0,
+                        first_blob,
+                        blobs: n,
+                        rows: None,
+                    })
+                    .collect(),
+                rows_skipped: Vec::new(),
+            };
+            if m.check_sections(blobs).is_ok() {
+                let content = vec![0u8; blobs];
+                let mut covered = 0;
+                for s in &m.sections {
+                    covered += content[s.first_blob..s.first_blob + s.blobs].len();
+                }
+                proptest::prop_assert_eq!(covered, blobs);
+            }
+        }
+    }
+
     #[test]
     fn connection_debug_hides_the_password() {
         let c = Connection {
