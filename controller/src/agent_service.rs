@@ -66,6 +66,27 @@ impl AgentApi {
     }
 
     /// The grant of a job the caller runs.
+    /// A direct-mode pack call: this agent's running backup and a pack id.
+    fn direct_pack(
+        &self,
+        agent: &str,
+        job_id: &str,
+        pack_id: &[u8],
+    ) -> Result<(Arc<Grant>, Id), Status> {
+        if self.0.data_path() != crate::config::DataPath::Direct {
+            return Err(Status::failed_precondition(
+                "this controller takes packs through PutPacks, not directly",
+            ));
+        }
+        let grant = self.grant(agent, job_id)?;
+        if !grant.backup {
+            return Err(Status::permission_denied("job is not a backup"));
+        }
+        let id =
+            Id::try_from(pack_id).map_err(|_| Status::invalid_argument("pack ids are 32 bytes"))?;
+        Ok((grant, id))
+    }
+
     fn grant(&self, agent: &str, job_id: &str) -> Result<Arc<Grant>, Status> {
         match self.0.grants.lock().unwrap().get(job_id) {
             Some(g) if g.agent_id == agent => Ok(g.clone()),
@@ -452,17 +473,7 @@ impl AgentService for AgentApi {
     ) -> Result<Response<pb::RegisterPackResponse>, Status> {
         let agent = self.agent(&req)?;
         let r = req.into_inner();
-        if self.0.data_path() != crate::config::DataPath::Direct {
-            return Err(Status::failed_precondition(
-                "this controller takes packs through PutPacks, not directly",
-            ));
-        }
-        let grant = self.grant(&agent, &r.job_id)?;
-        if !grant.backup {
-            return Err(Status::permission_denied("job is not a backup"));
-        }
-        let id = Id::try_from(r.pack_id.as_slice())
-            .map_err(|_| Status::invalid_argument("pack ids are 32 bytes"))?;
+        let (grant, id) = self.direct_pack(&agent, &r.job_id, &r.pack_id)?;
         let fleet = self.0.clone();
         let a = agent.clone();
         let job_id = r.job_id.clone();
@@ -517,17 +528,7 @@ impl AgentService for AgentApi {
     ) -> Result<Response<pb::PresignPackResponse>, Status> {
         let agent = self.agent(&req)?;
         let r = req.into_inner();
-        if self.0.data_path() != crate::config::DataPath::Direct {
-            return Err(Status::failed_precondition(
-                "this controller takes packs through PutPacks, not directly",
-            ));
-        }
-        let grant = self.grant(&agent, &r.job_id)?;
-        if !grant.backup {
-            return Err(Status::permission_denied("job is not a backup"));
-        }
-        let id = Id::try_from(r.pack_id.as_slice())
-            .map_err(|_| Status::invalid_argument("pack ids are 32 bytes"))?;
+        let (grant, id) = self.direct_pack(&agent, &r.job_id, &r.pack_id)?;
         let ttl = Duration::from_secs(self.0.cfg.repository.presign_seconds.max(1) as u64);
         let fleet = self.0.clone();
         let a = agent.clone();

@@ -540,11 +540,9 @@ impl From<Error> for ChunkErr {
 
 #[cfg(test)]
 mod race_tests {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Mutex;
 
     use super::*;
-    use crate::keys::KdfParams;
-    use crate::storage::LocalStorage;
 
     type Hook = Box<dyn Fn(&Path) + Send + Sync>;
     /// Runs after the walk has stat'ed an entry and before it opens it.
@@ -576,17 +574,7 @@ mod race_tests {
                 swap("f.txt", &o.join("secret.txt"));
             }
         }));
-        let repo = Repository::init(
-            Arc::new(LocalStorage::new(tmp.path().join("repo"))),
-            b"pw",
-            Default::default(),
-            KdfParams {
-                m_cost_kib: 8,
-                t_cost: 1,
-                p_cost: 1,
-            },
-        )
-        .unwrap();
+        let repo = crate::repository::test_repository(&tmp.path().join("repo"));
         let opts = BackupOptions {
             domain: "d.test".into(),
             kind: Kind::Full,

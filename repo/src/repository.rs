@@ -506,3 +506,19 @@ impl Repository {
         Ok(seen)
     }
 }
+
+/// A new local repository under `dir` with a cheap key derivation, for tests.
+#[cfg(test)]
+pub(crate) fn test_repository(dir: &std::path::Path) -> Repository {
+    Repository::init(
+        Arc::new(crate::storage::LocalStorage::new(dir)),
+        b"pw",
+        Default::default(),
+        KdfParams {
+            m_cost_kib: 8,
+            t_cost: 1,
+            p_cost: 1,
+        },
+    )
+    .unwrap()
+}

@@ -388,12 +388,9 @@ fn set_meta(ctx: &Ctx, path: &Path, n: &Node) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use std::cell::RefCell;
-    use std::sync::Arc;
 
     use super::*;
     use crate::backup::{self, BackupOptions, Progress};
-    use crate::keys::KdfParams;
-    use crate::storage::LocalStorage;
 
     thread_local! {
         /// Runs between planning (directories made) and writing contents.
@@ -413,18 +410,7 @@ mod tests {
             .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
             .collect();
         fs::write(site.join("d/sub/big.bin"), &big).unwrap();
-        let storage = Arc::new(LocalStorage::new(tmp.path().join("repo")));
-        let repo = Repository::init(
-            storage,
-            b"pw",
-            Default::default(),
-            KdfParams {
-                m_cost_kib: 8,
-                t_cost: 1,
-                p_cost: 1,
-            },
-        )
-        .unwrap();
+        let repo = crate::repository::test_repository(&tmp.path().join("repo"));
         let opts = BackupOptions {
             domain: "d.test".into(),
             kind: crate::snapshot::Kind::Full,

@@ -70,6 +70,24 @@ fn pack(k: &MasterKey, blobs: &[(BlobType, Id, &[u8], usize)]) -> (Id, Vec<u8>) 
     (p.id, bytes)
 }
 
+/// A pack holding one file (`x.txt` with `data`) and its tree: the pack's
+/// id and bytes, the tree's id and plaintext.
+fn one_file_pack(k: &MasterKey, data: &[u8]) -> (Id, Vec<u8>, Id, Vec<u8>) {
+    let mut node = Node::new(std::ffi::OsStr::new("x.txt"), NodeKind::File);
+    node.content = vec![k.blob_id(data)];
+    node.size = data.len() as u64;
+    let tree = Tree { nodes: vec![node] }.to_bytes();
+    let tree_id = k.blob_id(&tree);
+    let (id, bytes) = pack(
+        k,
+        &[
+            (BlobType::Data, k.blob_id(data), data, data.len()),
+            (BlobType::Tree, tree_id, &tree, tree.len()),
+        ],
+    );
+    (id, bytes, tree_id, tree)
+}
+
 fn pieces(job: &str, id: Id, data: &[u8], index_segment: bool) -> Vec<pb::PackPiece> {
     let mut out = Vec::new();
     let mut off = 0;
@@ -173,6 +191,23 @@ impl Scripted {
     }
 }
 
+/// The repository as the job's key material opens it (over an empty
+/// scratch storage): enough to seal blobs and packs the controller accepts.
+fn job_repository(job: &pb::Job) -> (tempfile::TempDir, Repository) {
+    let access = job.repository.clone().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let repo = Repository::with_access(
+        Arc::new(cairn_repo::storage::LocalStorage::new(scratch.path())),
+        &Access {
+            master_key: access.master_key,
+            config_json: access.config_json,
+        },
+        Arc::new(NothingKnown),
+    )
+    .unwrap();
+    (scratch, repo)
+}
+
 /// The next job the controller sends down the session.
 fn next_job(
     rt: &tokio::runtime::Runtime,
@@ -222,17 +257,7 @@ fn a_hostile_agent_is_contained() {
         job.snapshot.is_empty() && job.index_segment.is_empty(),
         "another agent's snapshot was handed over as a parent"
     );
-    let access = job.repository.clone().unwrap();
-    let scratch = tempfile::tempdir().unwrap();
-    let repo = Repository::with_access(
-        Arc::new(cairn_repo::storage::LocalStorage::new(scratch.path())),
-        &Access {
-            master_key: access.master_key,
-            config_json: access.config_json,
-        },
-        Arc::new(NothingKnown),
-    )
-    .unwrap();
+    let (_scratch, repo) = job_repository(&job);
     let k = repo.key();
     let put = |pieces: Vec<pb::PackPiece>| {
         let mut cl = client.clone();
@@ -341,18 +366,7 @@ fn a_hostile_agent_is_contained() {
 
     // An honest pack is taken; snapshots are checked and stamped by the controller.
     let data = b"evil site file";
-    let mut node = Node::new(std::ffi::OsStr::new("x.txt"), NodeKind::File);
-    node.content = vec![k.blob_id(data)];
-    node.size = data.len() as u64;
-    let tree = Tree { nodes: vec![node] }.to_bytes();
-    let tree_id = k.blob_id(&tree);
-    let (pid, pbytes) = pack(
-        k,
-        &[
-            (BlobType::Data, k.blob_id(data), data, data.len()),
-            (BlobType::Tree, tree_id, &tree, tree.len()),
-        ],
-    );
+    let (pid, pbytes, tree_id, tree) = one_file_pack(k, data);
     put(pieces(&job_id, pid, &pbytes, false)).unwrap();
     assert!(have(k.blob_id(data)));
     let commit = |snapshot: Vec<u8>| {
@@ -567,17 +581,7 @@ fn presigned_packs_are_verified_after_their_urls_expire() {
     let grant = job.storage.clone().expect("direct mode grants storage");
     assert!(grant.presigned, "{grant:?}");
     assert!(grant.env.is_empty(), "agents get no storage credential");
-    let access = job.repository.clone().unwrap();
-    let scratch = tempfile::tempdir().unwrap();
-    let repo = Repository::with_access(
-        Arc::new(cairn_repo::storage::LocalStorage::new(scratch.path())),
-        &Access {
-            master_key: access.master_key,
-            config_json: access.config_json,
-        },
-        Arc::new(NothingKnown),
-    )
-    .unwrap();
+    let (_scratch, repo) = job_repository(&job);
     let k = repo.key();
     let http = reqwest::Client::new();
     let presign = |job: &str, id: Id| {
@@ -610,18 +614,7 @@ fn presigned_packs_are_verified_after_their_urls_expire() {
         }))
     };
     let site_pack = |text: &[u8]| {
-        let mut node = Node::new(std::ffi::OsStr::new("f.txt"), NodeKind::File);
-        node.content = vec![k.blob_id(text)];
-        node.size = text.len() as u64;
-        let tree = Tree { nodes: vec![node] }.to_bytes();
-        let tree_id = k.blob_id(&tree);
-        let (id, bytes) = pack(
-            k,
-            &[
-                (BlobType::Data, k.blob_id(text), text, text.len()),
-                (BlobType::Tree, tree_id, &tree, tree.len()),
-            ],
-        );
+        let (id, bytes, tree_id, _) = one_file_pack(k, text);
         (id, bytes, tree_id)
     };
 

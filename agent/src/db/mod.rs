@@ -949,6 +949,20 @@ mod tests {
         assert!(o.skips_data_of("site7_litespeed_cache"));
     }
 
+    fn manifest_of(sections: Vec<Section>) -> Manifest {
+        Manifest {
+            format: MANIFEST_FORMAT,
+            engine: Engine::Mariadb,
+            database: "d".into(),
+            file: "d.sql".into(),
+            tool: String::new(),
+            options: DumpOptions::default(),
+            size: 0,
+            sections,
+            rows_skipped: Vec::new(),
+        }
+    }
+
     #[test]
     fn manifests_cannot_index_outside_their_dump() {
         let section = |first_blob, blobs| Section {
@@ -961,17 +975,7 @@ mod tests {
             blobs,
             rows: None,
         };
-        let m = |sections| Manifest {
-            format: MANIFEST_FORMAT,
-            engine: Engine::Mariadb,
-            database: "d".into(),
-            file: "d.sql".into(),
-            tool: String::new(),
-            options: DumpOptions::default(),
-            size: 0,
-            sections,
-            rows_skipped: Vec::new(),
-        };
+        let m = manifest_of;
         assert!(m(vec![section(0, 2), section(2, 3)])
             .check_sections(5)
             .is_ok());
@@ -994,15 +998,7 @@ mod tests {
             spans in proptest::collection::vec((0usize..40, 0usize..40), 0..6),
             blobs in 0usize..60,
         ) {
-            let m = Manifest {
-                format: MANIFEST_FORMAT,
-                engine: Engine::Mariadb,
-                database: "d".into(),
-                file: "d.sql".into(),
-                tool: String::new(),
-                options: DumpOptions::default(),
-                size: 0,
-                sections: spans
+            let m = manifest_of(spans
                     .iter()
                     .map(|&(first_blob, n)| Section {
                         kind: SectionKind::Table,
@@ -1014,9 +1010,7 @@ mod tests {
                         blobs: n,
                         rows: None,
                     })
-                    .collect(),
-                rows_skipped: Vec::new(),
-            };
+                    .collect());
             if m.check_sections(blobs).is_ok() {
                 let content = vec![0u8; blobs];
                 let mut covered = 0;
