@@ -6,11 +6,15 @@
 pub mod admin_service;
 pub mod agent_service;
 pub mod catalog;
+pub mod clock;
 pub mod config;
 pub mod fleet;
 #[cfg(test)]
 mod gc_model;
 pub mod pki;
+pub mod policy;
+pub mod retention;
+pub mod schedule;
 pub mod store;
 pub mod strategy;
 pub mod web;
