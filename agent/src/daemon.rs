@@ -57,6 +57,7 @@ pub async fn enroll(
     controller: &str,
     token: &str,
     ca_sha256: &str,
+    labels: std::collections::HashMap<String, String>,
 ) -> anyhow::Result<String> {
     use std::os::unix::fs::PermissionsExt;
     let state = State {
@@ -85,6 +86,7 @@ pub async fn enroll(
             csr_pem: csr,
             hostname: name,
             agent_version: env!("CARGO_PKG_VERSION").into(),
+            labels,
         })
         .await
         .map_err(|s| anyhow::anyhow!("enrollment refused: {}", s.message()))?

@@ -39,6 +39,9 @@ enum Command {
         ca_sha256: String,
         #[arg(long)]
         token_file: Option<PathBuf>,
+        /// A label policies can select this server by, as KEY=VALUE (repeatable).
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
     },
     /// Keep a session with the controller and run its jobs until SIGTERM.
     Run,
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
             controller,
             ca_sha256,
             token_file,
+            labels,
         } => (|| {
             let token = match token_file {
                 Some(f) => std::fs::read_to_string(&f)
@@ -85,6 +89,7 @@ fn main() -> ExitCode {
                 &controller,
                 &token,
                 &ca_sha256,
+                labels.into_iter().collect(),
             ))?;
             if cfg.controller != controller {
                 cfg.controller = controller;
@@ -108,6 +113,13 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("label {s:?}: expected KEY=VALUE"))
 }
 
 /// Sets `controller = …` in the config file, keeping the rest as written.

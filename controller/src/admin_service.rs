@@ -62,7 +62,7 @@ impl AdminApi {
             .catalog
             .create_job(kind, domain, agent, spec, now())
             .map_err(internal)?;
-        f.dispatch(job.clone()).await;
+        f.pump().await;
         let job = f.catalog.job(&job.id).map_err(internal)?;
         Ok(Response::new(job_info(&job)))
     }

@@ -267,6 +267,7 @@ impl AgentService for AgentApi {
         }
         // The CSR is checked before the token is spent: a malformed request
         // must not cost the operator a new token.
+        let labels = crate::policy::check_labels(&r.labels).map_err(Status::invalid_argument)?;
         let id = agent_id_for(fleet, &r.hostname)?;
         let cert = fleet
             .ca
@@ -290,6 +291,7 @@ impl AgentService for AgentApi {
                 enrolled_at: now(),
                 last_seen: now(),
                 revoked: false,
+                labels: labels.clone(),
             })
             .and_then(|_| fleet.catalog.flush())
             .map_err(internal)?;
@@ -361,8 +363,8 @@ impl AgentService for AgentApi {
             .await;
         // Not awaited here: the session's stream is not being read until we
         // return it, so a long queue would fill its channel and stall.
-        let (f, a) = (fleet.clone(), agent.clone());
-        tokio::spawn(async move { f.dispatch_queued(&a).await });
+        let f = fleet.clone();
+        tokio::spawn(async move { f.pump().await });
         tokio::spawn(run_session(fleet, agent, generation, inbound, beat));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }

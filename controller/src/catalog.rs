@@ -8,7 +8,10 @@
 //! with. Everything survives a restart; [`Catalog::open`] fails jobs that
 //! were running when the controller stopped, since no agent reports on them.
 
+use std::collections::BTreeMap;
 use std::path::Path;
+
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -43,6 +46,9 @@ pub struct AgentRecord {
     pub enrolled_at: i64,
     pub last_seen: i64,
     pub revoked: bool,
+    /// Set at enrollment and with `cairnctl agents label`; policies select on them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -195,6 +201,18 @@ pub struct JobRecord {
     pub spec: JobSpec,
     #[serde(default)]
     pub started_at: Option<i64>,
+    /// Not dispatched before this time (a retry's backoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<i64>,
+    /// 0 for a first run, n for its n-th retry.
+    #[serde(default)]
+    pub attempt: u32,
+    /// Higher is dispatched first when the fleet is at its limits.
+    #[serde(default)]
+    pub priority: i32,
+    /// The failed job this one retries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -209,6 +227,52 @@ pub struct JobSpec {
     pub target: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<String>,
+    /// `schedule` for runs the scheduler queued; empty for cairnctl's.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub trigger: String,
+    /// The cron occurrence a scheduled run stands for.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub scheduled_for: i64,
+    /// Retries left if this job fails, and the wait before the next one
+    /// (doubled each time).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub retries_left: u32,
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub backoff_seconds: u64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
+}
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
+}
+
+/// A legal hold (SPEC RET-2): a domain's snapshots, or one snapshot, that
+/// retention and `forget` must never delete.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldRecord {
+    pub id: String,
+    /// Set for a hold on a whole domain (every snapshot, present and future).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub domain: String,
+    /// Set for a hold on one snapshot.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub snapshot_id: String,
+    pub reason: String,
+    /// Who set it (the certificate's name).
+    pub by: String,
+    pub at: i64,
+}
+
+impl HoldRecord {
+    pub fn covers(&self, s: &SnapshotRecord) -> bool {
+        (!self.snapshot_id.is_empty() && self.snapshot_id == s.id)
+            || (!self.domain.is_empty() && self.domain == s.domain)
+    }
 }
 
 pub struct Catalog {
@@ -218,7 +282,14 @@ pub struct Catalog {
     plans: sled::Tree,
     snapshots: sled::Tree,
     jobs: sled::Tree,
+    /// Ids of jobs not yet final, so the scheduler never scans history.
+    open_jobs: sled::Tree,
     tokens: sled::Tree,
+    policies: sled::Tree,
+    holds: sled::Tree,
+    /// `agent\0domain\0kind` → the last cron occurrence queued (i64 BE);
+    /// `\0maintenance` → the last maintenance run.
+    fired: sled::Tree,
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -257,10 +328,18 @@ impl Catalog {
             snapshots: db.open_tree("snapshots")?,
             jobs: db.open_tree("jobs")?,
             tokens: db.open_tree("tokens")?,
+            open_jobs: db.open_tree("open_jobs")?,
+            policies: db.open_tree("policies")?,
+            holds: db.open_tree("holds")?,
+            fired: db.open_tree("fired")?,
             db,
         };
-        let now = chrono::Utc::now().timestamp();
+        let now = crate::clock::now();
+        c.open_jobs.clear()?;
         for j in c.jobs()? {
+            if !j.state.is_final() {
+                c.open_jobs.insert(j.id.as_bytes(), &[])?;
+            }
             if j.state == JobState::Running {
                 c.finish_job(
                     &j.id,
@@ -425,8 +504,39 @@ impl Catalog {
         spec: JobSpec,
         now: i64,
     ) -> Result<JobRecord> {
+        let job = self.new_job(kind, domain, agent_id, spec, now)?;
+        self.queue(&job, &[])?;
+        Ok(job)
+    }
+
+    /// Queues `job` and records `fired` (schedule keys and the occurrence
+    /// each now stands at) in one transaction: a crash leaves both or neither,
+    /// so a scheduled run is never lost nor queued twice.
+    pub fn queue(&self, job: &JobRecord, fired: &[(String, i64)]) -> Result<()> {
+        (&self.jobs, &self.open_jobs, &self.fired)
+            .transaction(|(jobs, open, fire)| {
+                jobs.insert(job.id.as_bytes(), encode(job))?;
+                open.insert(job.id.as_bytes(), &[])?;
+                for (k, t) in fired {
+                    fire.insert(k.as_bytes(), &t.to_be_bytes())?;
+                }
+                Ok(())
+            })
+            .map_err(tx_error)?;
+        self.flush()
+    }
+
+    /// A job record with a fresh id, not yet stored.
+    pub fn new_job(
+        &self,
+        kind: &str,
+        domain: &str,
+        agent_id: &str,
+        spec: JobSpec,
+        now: i64,
+    ) -> Result<JobRecord> {
         let seq = self.db.generate_id()?;
-        let job = JobRecord {
+        Ok(JobRecord {
             id: format!("j{seq:08}"),
             kind: kind.into(),
             domain: domain.into(),
@@ -442,10 +552,77 @@ impl Catalog {
             error: None,
             spec,
             started_at: None,
-        };
-        self.jobs.insert(job.id.as_bytes(), encode(&job))?;
+            not_before: None,
+            attempt: 0,
+            priority: 0,
+            retry_of: None,
+        })
+    }
+
+    /// Jobs not yet final (queued or running), oldest first.
+    pub fn open_jobs(&self) -> Result<Vec<JobRecord>> {
+        let mut out = Vec::new();
+        for k in self.open_jobs.iter().keys() {
+            let k = k?;
+            if let Some(v) = self.jobs.get(&k)? {
+                out.push(decode(&k, &v)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The last occurrence recorded under a schedule key.
+    pub fn fired(&self, key: &str) -> Result<Option<i64>> {
+        Ok(self
+            .fired
+            .get(key.as_bytes())?
+            .and_then(|v| v.as_ref().try_into().ok().map(i64::from_be_bytes)))
+    }
+
+    pub fn set_fired(&self, key: &str, t: i64) -> Result<()> {
+        self.fired.insert(key.as_bytes(), &t.to_be_bytes())?;
+        Ok(())
+    }
+
+    pub fn put_policy(&self, p: &crate::policy::Policy) -> Result<()> {
+        self.policies.insert(p.name.as_bytes(), encode(p))?;
+        self.flush()
+    }
+
+    pub fn delete_policy(&self, name: &str) -> Result<bool> {
+        let gone = self.policies.remove(name.as_bytes())?.is_some();
         self.flush()?;
-        Ok(job)
+        Ok(gone)
+    }
+
+    pub fn policies(&self) -> Result<Vec<crate::policy::Policy>> {
+        all(&self.policies, b"")
+    }
+
+    pub fn add_hold(&self, h: &HoldRecord) -> Result<()> {
+        self.holds.insert(h.id.as_bytes(), encode(h))?;
+        self.flush()
+    }
+
+    pub fn remove_hold(&self, id: &str) -> Result<HoldRecord> {
+        let v = self
+            .holds
+            .remove(id.as_bytes())?
+            .ok_or(CatalogError::NotFound {
+                what: "hold",
+                id: id.into(),
+            })?;
+        self.flush()?;
+        decode(id.as_bytes(), &v)
+    }
+
+    pub fn holds(&self) -> Result<Vec<HoldRecord>> {
+        all(&self.holds, b"")
+    }
+
+    /// A fresh id for a hold.
+    pub fn next_id(&self, prefix: &str) -> Result<String> {
+        Ok(format!("{prefix}{:06}", self.db.generate_id()?))
     }
 
     pub fn job(&self, id: &str) -> Result<JobRecord> {
@@ -523,7 +700,9 @@ impl Catalog {
         })
     }
 
-    /// Ends a job in a final state; durable before it returns.
+    /// Ends a job in a final state; durable before it returns. A failed job
+    /// with retries left queues its retry in the same transaction, to start
+    /// after its backoff (SPEC SCH-3): a crash never loses nor doubles it.
     pub fn finish_job(
         &self,
         id: &str,
@@ -532,17 +711,84 @@ impl Catalog {
         error: Option<String>,
         now: i64,
     ) -> Result<JobRecord> {
-        let job = self.update_job(id, |j| {
-            transition(j, state)?;
-            j.finished_at = Some(now);
-            if snapshot_id.is_some() {
-                j.snapshot_id = snapshot_id.clone();
-            }
-            j.error = error.clone();
-            Ok(())
-        })?;
+        let retry_id = format!("j{:08}", self.db.generate_id()?);
+        let job = (&self.jobs, &self.open_jobs)
+            .transaction(|(jobs, open)| {
+                let v = jobs.get(id.as_bytes())?.ok_or_else(|| {
+                    ConflictableTransactionError::Abort(CatalogError::NotFound {
+                        what: "job",
+                        id: id.into(),
+                    })
+                })?;
+                let mut j: JobRecord =
+                    decode(id.as_bytes(), &v).map_err(ConflictableTransactionError::Abort)?;
+                transition(&mut j, state).map_err(ConflictableTransactionError::Abort)?;
+                j.finished_at = Some(now);
+                if snapshot_id.is_some() {
+                    j.snapshot_id = snapshot_id.clone();
+                }
+                j.error = error.clone();
+                jobs.insert(id.as_bytes(), encode(&j))?;
+                open.remove(id.as_bytes())?;
+                if state == JobState::Failed && j.spec.retries_left > 0 {
+                    let wait = j.spec.backoff_seconds.max(60);
+                    let mut spec = j.spec.clone();
+                    spec.retries_left -= 1;
+                    spec.backoff_seconds = wait.saturating_mul(2);
+                    let retry = JobRecord {
+                        id: retry_id.clone(),
+                        state: JobState::Queued,
+                        step: format!(
+                            "retry {} after: {}",
+                            j.attempt + 1,
+                            error.clone().unwrap_or_default()
+                        ),
+                        files: 0,
+                        bytes: 0,
+                        total_bytes: 0,
+                        created_at: now,
+                        finished_at: None,
+                        snapshot_id: None,
+                        error: None,
+                        spec,
+                        started_at: None,
+                        not_before: Some(now.saturating_add(wait as i64)),
+                        attempt: j.attempt + 1,
+                        retry_of: Some(j.id.clone()),
+                        ..j.clone()
+                    };
+                    jobs.insert(retry.id.as_bytes(), encode(&retry))?;
+                    open.insert(retry.id.as_bytes(), &[])?;
+                }
+                Ok(j)
+            })
+            .map_err(tx_error)?;
         self.flush()?;
         Ok(job)
+    }
+
+    /// Takes away a job's retries (its failure will be final).
+    pub fn clear_retries(&self, id: &str) -> Result<JobRecord> {
+        self.update_job(id, |j| {
+            j.spec.retries_left = 0;
+            Ok(())
+        })
+    }
+
+    /// Moves a queued job's start (an offline agent's backoff), with a note.
+    pub fn defer_job(&self, id: &str, not_before: i64, step: &str) -> Result<JobRecord> {
+        self.update_job(id, |j| {
+            if j.state != JobState::Queued {
+                return Err(CatalogError::BadTransition {
+                    id: j.id.clone(),
+                    from: j.state,
+                    to: JobState::Queued,
+                });
+            }
+            j.not_before = Some(not_before);
+            j.step = step.into();
+            Ok(())
+        })
     }
 
     /// Stores a single-use enrollment token (as its hash) until `expires_at`.
@@ -562,6 +808,13 @@ impl Catalog {
             }
             _ => Err(CatalogError::BadToken),
         }
+    }
+}
+
+fn tx_error(e: TransactionError<CatalogError>) -> CatalogError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => CatalogError::Sled(e),
     }
 }
 
@@ -590,6 +843,7 @@ mod tests {
             enrolled_at: 1,
             last_seen: 1,
             revoked: false,
+            labels: Default::default(),
         }
     }
 
@@ -687,6 +941,7 @@ mod tests {
             enrolled_at: 0,
             last_seen: 0,
             revoked: false,
+            labels: Default::default(),
         })
         .unwrap();
         c.revoke_agent("a1").unwrap();
@@ -743,6 +998,103 @@ mod tests {
         assert_eq!(r.state, JobState::Failed);
         assert!(r.error.unwrap().contains("restarted"));
         assert_eq!(c.job(&done).unwrap().snapshot_id.as_deref(), Some("s1"));
+    }
+
+    /// SPEC SCH-3: a failed run with retries left queues exactly one retry
+    /// after its backoff, doubling it; the last failure is final. Scheduled
+    /// jobs and their schedule marks are written together.
+    #[test]
+    fn failed_runs_retry_with_backoff_exactly_once_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(dir.path()).unwrap();
+        let spec = JobSpec {
+            backup_kind: "incremental".into(),
+            trigger: "schedule".into(),
+            retries_left: 2,
+            backoff_seconds: 300,
+            ..Default::default()
+        };
+        let j = c.new_job("backup", "x.test", "a1", spec, 1000).unwrap();
+        c.queue(&j, &[("a1\0x.test\0incremental".into(), 900)])
+            .unwrap();
+        assert_eq!(c.fired("a1\0x.test\0incremental").unwrap(), Some(900));
+        c.start_job(&j.id, 1000).unwrap();
+        c.finish_job(
+            &j.id,
+            JobState::Failed,
+            None,
+            Some("disk full".into()),
+            1100,
+        )
+        .unwrap();
+        let open = c.open_jobs().unwrap();
+        assert_eq!(open.len(), 1);
+        let r1 = &open[0];
+        assert_eq!(
+            (
+                r1.attempt,
+                r1.not_before,
+                r1.retry_of.as_deref(),
+                r1.spec.retries_left
+            ),
+            (1, Some(1400), Some(j.id.as_str()), 1)
+        );
+        assert!(r1.step.contains("disk full"));
+        c.start_job(&r1.id, 1400).unwrap();
+        c.finish_job(&r1.id, JobState::Failed, None, Some("again".into()), 1500)
+            .unwrap();
+        let r2 = c.open_jobs().unwrap().pop().unwrap();
+        assert_eq!((r2.attempt, r2.not_before), (2, Some(2100)));
+        c.start_job(&r2.id, 2100).unwrap();
+        c.finish_job(&r2.id, JobState::Failed, None, Some("third".into()), 2200)
+            .unwrap();
+        assert!(c.open_jobs().unwrap().is_empty(), "no retries left");
+        // Cancelled jobs are not retried; nor are ones whose retries were cleared.
+        let k = c
+            .new_job(
+                "backup",
+                "x.test",
+                "a1",
+                JobSpec {
+                    retries_left: 3,
+                    ..Default::default()
+                },
+                1,
+            )
+            .unwrap();
+        c.queue(&k, &[]).unwrap();
+        c.finish_job(&k.id, JobState::Cancelled, None, None, 2)
+            .unwrap();
+        let g = c
+            .create_job(
+                "backup",
+                "x.test",
+                "a1",
+                JobSpec {
+                    retries_left: 3,
+                    ..Default::default()
+                },
+                1,
+            )
+            .unwrap();
+        c.clear_retries(&g.id).unwrap();
+        c.finish_job(&g.id, JobState::Failed, None, Some("offline".into()), 2)
+            .unwrap();
+        assert!(c.open_jobs().unwrap().is_empty());
+        // The open index is rebuilt on open.
+        let q = c
+            .create_job("backup", "y.test", "a1", JobSpec::default(), 5)
+            .unwrap();
+        drop(c);
+        let c = Catalog::open(dir.path()).unwrap();
+        assert_eq!(
+            c.open_jobs()
+                .unwrap()
+                .iter()
+                .map(|j| j.id.clone())
+                .collect::<Vec<_>>(),
+            [q.id]
+        );
     }
 
     #[test]

@@ -16,7 +16,10 @@ enum Clock {
     System,
     /// Seconds read from a file; never goes back, so a torn or missing read
     /// repeats the last good value.
-    File { path: PathBuf, last: AtomicI64 },
+    File {
+        path: PathBuf,
+        last: AtomicI64,
+    },
 }
 
 static CLOCK: OnceLock<Clock> = OnceLock::new();

@@ -27,6 +27,96 @@ pub struct Config {
     /// it pinned against gc are released.
     #[serde(default = "default_job_timeout")]
     pub job_timeout: String,
+    #[serde(default)]
+    pub scheduler: SchedulerConfig,
+}
+
+/// How the controller runs the fleet's schedules, retention and gc.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// Jobs one agent runs at once (SPEC BKP-5).
+    #[serde(default = "default_agent_jobs")]
+    pub agent_jobs: usize,
+    /// Jobs the whole fleet runs at once.
+    #[serde(default = "default_fleet_jobs")]
+    pub fleet_jobs: usize,
+    /// A scheduled run whose agent stays offline this long is failed.
+    #[serde(default = "default_offline_give_up")]
+    pub offline_give_up: String,
+    /// When retention is applied and gc runs (cron, UTC unless
+    /// `maintenance_timezone` says otherwise).
+    #[serde(default = "default_maintenance")]
+    pub maintenance: String,
+    #[serde(default)]
+    pub maintenance_timezone: String,
+    /// Packs younger than this (by the storage's clock) are never collected.
+    #[serde(default = "default_gc_grace")]
+    pub gc_grace: String,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            agent_jobs: default_agent_jobs(),
+            fleet_jobs: default_fleet_jobs(),
+            offline_give_up: default_offline_give_up(),
+            maintenance: default_maintenance(),
+            maintenance_timezone: String::new(),
+            gc_grace: default_gc_grace(),
+        }
+    }
+}
+
+fn default_agent_jobs() -> usize {
+    4
+}
+fn default_fleet_jobs() -> usize {
+    64
+}
+fn default_offline_give_up() -> String {
+    "6h".into()
+}
+fn default_maintenance() -> String {
+    "0 5 * * *".into()
+}
+fn default_gc_grace() -> String {
+    "1h".into()
+}
+
+impl SchedulerConfig {
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.agent_jobs > 0,
+            "scheduler.agent_jobs must be above zero"
+        );
+        anyhow::ensure!(
+            self.fleet_jobs > 0,
+            "scheduler.fleet_jobs must be above zero"
+        );
+        self.offline_give_up()?;
+        self.gc_grace()?;
+        self.maintenance_cron()
+            .map_err(|e| anyhow::anyhow!("scheduler.maintenance: {e}"))?;
+        Ok(())
+    }
+
+    pub fn offline_give_up(&self) -> anyhow::Result<i64> {
+        let d = humantime::parse_duration(&self.offline_give_up).map_err(|e| {
+            anyhow::anyhow!("scheduler.offline_give_up {:?}: {e}", self.offline_give_up)
+        })?;
+        Ok(d.as_secs().min(i64::MAX as u64) as i64)
+    }
+
+    pub fn gc_grace(&self) -> anyhow::Result<std::time::Duration> {
+        humantime::parse_duration(&self.gc_grace)
+            .map_err(|e| anyhow::anyhow!("scheduler.gc_grace {:?}: {e}", self.gc_grace))
+    }
+
+    pub fn maintenance_cron(&self) -> Result<crate::schedule::CronIn, String> {
+        let tz = crate::schedule::parse_tz(&self.maintenance_timezone)?;
+        crate::schedule::parse_cron(&self.maintenance, tz)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -88,6 +178,9 @@ impl Config {
             toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         cfg.job_timeout()
             .map_err(|e| anyhow::anyhow!("{}: job_timeout: {e}", path.display()))?;
+        cfg.scheduler
+            .check()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         if !cfg.public_url.starts_with("https://") {
             anyhow::bail!(
                 "{}: public_url must be https://HOST:PORT, got {:?}",

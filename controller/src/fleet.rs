@@ -90,10 +90,13 @@ pub struct Fleet {
     pub presigns: bool,
     pub generation: AtomicU64,
     pub started_at: i64,
+    /// One dispatch pass at a time, so the limits hold.
+    pub pumping: tokio::sync::Mutex<()>,
 }
 
+/// Unix seconds on the controller's clock (see [`crate::clock`]).
 pub fn now() -> i64 {
-    chrono::Utc::now().timestamp()
+    crate::clock::now()
 }
 
 /// A catalog or repository failure as a gRPC status, logged once here.
@@ -180,7 +183,7 @@ impl Fleet {
     /// or hostile agent must not hold its grant and gc pins forever.
     pub async fn expire_jobs(&self, timeout: std::time::Duration, now: i64) -> usize {
         let limit = timeout.as_secs().min(i64::MAX as u64) as i64;
-        let late: Vec<JobRecord> = match self.catalog.jobs() {
+        let late: Vec<JobRecord> = match self.catalog.open_jobs() {
             Ok(js) => js
                 .into_iter()
                 .filter(|j| {
@@ -208,21 +211,19 @@ impl Fleet {
         late.len()
     }
 
-    /// Sends every queued job of `agent` to its session (if it has one).
-    pub async fn dispatch_queued(self: &Arc<Self>, agent: &str) {
-        let queued: Vec<JobRecord> = match self.catalog.jobs() {
-            Ok(js) => js
-                .into_iter()
-                .filter(|j| j.agent_id == agent && j.state == JobState::Queued)
-                .collect(),
-            Err(e) => {
-                tracing::error!(error = %e, "reading queued jobs");
-                return;
-            }
-        };
-        for j in queued {
-            self.dispatch(j).await;
+    /// Sends queued jobs that may start now to their agents, within the
+    /// scheduler's limits (a new session, a new job, a freed slot).
+    pub async fn pump(self: &Arc<Self>) {
+        let _one = self.pumping.lock().await;
+        if let Err(e) = crate::scheduler::pump(self, now()).await {
+            tracing::error!(error = %e, "dispatching queued jobs");
         }
+    }
+
+    /// Fails a job with no retry: its failure is final (an agent away too long).
+    pub fn give_up(&self, job_id: &str, error: String) {
+        let _ = self.catalog.clear_retries(job_id);
+        let _ = self.finish(job_id, JobState::Failed, None, Some(error));
     }
 
     /// Builds a job's message and hands it to its agent's session; a job

@@ -15,6 +15,7 @@ pub mod pki;
 pub mod policy;
 pub mod retention;
 pub mod schedule;
+pub mod scheduler;
 pub mod store;
 pub mod strategy;
 pub mod web;
@@ -116,6 +117,7 @@ pub fn init(o: &InitOptions) -> anyhow::Result<PathBuf> {
         repository: o.repository.clone(),
         heartbeat_seconds: 15,
         job_timeout: "12h".into(),
+        scheduler: Default::default(),
     };
     let passphrase = read_secret(o.repository.passphrase_file.as_deref(), "CAIRN_PASSPHRASE")?;
     let storage = open_storage(&o.repository)?;
@@ -167,21 +169,9 @@ pub fn sd_notify(state: &str) {
     let _ = sock.send_to(state.as_bytes(), path);
 }
 
-/// Fails jobs that outlive `timeout`, checking a few times per timeout.
-async fn expire_jobs(fleet: Arc<Fleet>, timeout: Duration) {
-    let every = (timeout / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tick.tick().await;
-        let n = fleet.expire_jobs(timeout, fleet::now()).await;
-        if n > 0 {
-            tracing::warn!(jobs = n, "failed jobs that outlived job_timeout");
-        }
-    }
-}
-
 /// Opens everything and serves until SIGTERM/SIGINT, then drains.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    clock::install_from_env()?;
     let passphrase = read_secret(
         cfg.repository.passphrase_file.as_deref(),
         "CAIRN_PASSPHRASE",
@@ -241,6 +231,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         presigns,
         generation: AtomicU64::new(0),
         started_at: fleet::now(),
+        pumping: Default::default(),
         cfg: cfg.clone(),
     });
 
@@ -289,7 +280,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             )))
             .serve_with_incoming_shutdown(incoming, grpc_stop),
     );
-    let expiry_task = tokio::spawn(expire_jobs(fleet.clone(), cfg.job_timeout()?));
+    let expiry_task = tokio::spawn(scheduler::run(fleet.clone()));
     sd_notify("READY=1");
     shutdown_signal().await;
     expiry_task.abort();

@@ -121,7 +121,10 @@ impl Retention {
     /// the name of the group it judges them in.
     pub fn rule_for(&self, content: &str, kind: &str) -> (&Keep, String) {
         if content == "database" {
-            return (self.database.as_ref().unwrap_or(&self.all), "database".into());
+            return (
+                self.database.as_ref().unwrap_or(&self.all),
+                "database".into(),
+            );
         }
         let by_kind = match kind {
             "full" => self.full.as_ref(),
@@ -199,9 +202,7 @@ impl Policy {
         }
         for c in &self.select.size_classes {
             if !["small", "medium", "large"].contains(&c.as_str()) {
-                return Err(format!(
-                    "size class {c:?}: expected small, medium or large"
-                ));
+                return Err(format!("size class {c:?}: expected small, medium or large"));
             }
         }
         let tz = parse_tz(self.timezone.as_deref().unwrap_or(""))?;
@@ -273,9 +274,9 @@ impl Policy {
         let s = &self.select;
         let any = |globs: &[String], names: &[&str]| {
             globs.is_empty()
-                || globs.iter().any(|g| {
-                    glob(g).is_ok_and(|m| names.iter().any(|n| m.is_match(n)))
-                })
+                || globs
+                    .iter()
+                    .any(|g| glob(g).is_ok_and(|m| names.iter().any(|n| m.is_match(n))))
         };
         s.labels.iter().all(|(k, v)| d.labels.get(k) == Some(v))
             && any(&s.agents, &[d.agent_id, d.hostname])
@@ -283,6 +284,41 @@ impl Policy {
             && (s.site_types.is_empty() || s.site_types.iter().any(|t| t == d.site_type))
             && (s.size_classes.is_empty() || s.size_classes.iter().any(|c| c == d.size_class))
     }
+}
+
+/// Most labels an agent may carry.
+pub const MAX_LABELS: usize = 32;
+
+/// Labels come from agents and operators: bounded, printable, no surprises.
+pub fn check_labels<'a>(
+    labels: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Result<BTreeMap<String, String>, String> {
+    let ok = |s: &str, max: usize, what: &str| {
+        if s.len() > max
+            || !s
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+        {
+            Err(format!(
+                "label {what} {s:?}: at most {max} letters, digits, '-', '_', '.' or '/'"
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    let mut out = BTreeMap::new();
+    for (k, v) in labels {
+        if k.is_empty() {
+            return Err("a label needs a key".into());
+        }
+        ok(k, 63, "key")?;
+        ok(v, 63, "value")?;
+        out.insert(k.clone(), v.clone());
+    }
+    if out.len() > MAX_LABELS {
+        return Err(format!("{} labels; at most {MAX_LABELS}", out.len()));
+    }
+    Ok(out)
 }
 
 /// What a selector looks at.
@@ -457,7 +493,10 @@ mod tests {
         let shop: BTreeMap<String, String> = [("tier".into(), "shop".into())].into();
         let e = effective(&policies, &subject(&shop, "X.Shop"));
         assert_eq!(e.policies, ["fleet", "shops"]);
-        assert_eq!(e.schedule.value.as_ref().unwrap()["incremental"], "0 */4 * * *");
+        assert_eq!(
+            e.schedule.value.as_ref().unwrap()["incremental"],
+            "0 */4 * * *"
+        );
         assert_eq!(e.schedule.source, "policy shops");
         assert_eq!(e.timezone.source, "policy fleet");
         assert_eq!(e.window.value.as_deref(), Some("01:00-06:00"));
@@ -477,11 +516,20 @@ mod tests {
             ("name = \"\"", "policy name"),
             ("name = \"a\"\nschedule = \"often\"", "expected \"auto\""),
             ("name = \"a\"\n[schedule]\nfull = \"0 3 * *\"", "fields"),
-            ("name = \"a\"\n[schedule]\nweekly = \"0 3 * * 0\"", "schedule kind"),
+            (
+                "name = \"a\"\n[schedule]\nweekly = \"0 3 * * 0\"",
+                "schedule kind",
+            ),
             ("name = \"a\"\ntimezone = \"Moon/Base\"", "time zone"),
             ("name = \"a\"\nwindow = \"1-5\"", "window"),
-            ("name = \"a\"\n[select]\nsite_types = [\"joomla\"]", "site type"),
-            ("name = \"a\"\n[retention]\nkeep_within = \"soon\"", "keep_within"),
+            (
+                "name = \"a\"\n[select]\nsite_types = [\"joomla\"]",
+                "site type",
+            ),
+            (
+                "name = \"a\"\n[retention]\nkeep_within = \"soon\"",
+                "keep_within",
+            ),
             ("name = \"a\"\nkeep_daily = 3", "unknown field"),
             ("name = \"a\"\n[select]\ndomains = [\"[\"]", "glob"),
         ] {

@@ -202,7 +202,9 @@ mod tests {
     #[test]
     fn daily_weekly_monthly_keep_the_newest_of_each_bucket() {
         // Four runs a day (00, 06, 12, 18) for 60 days.
-        let snaps: Vec<Candidate> = (0..240).map(|i| snap(i, MONDAY + i as i64 * 6 * 3600)).collect();
+        let snaps: Vec<Candidate> = (0..240)
+            .map(|i| snap(i, MONDAY + i as i64 * 6 * 3600))
+            .collect();
         let rule = Keep {
             keep_daily: 7,
             keep_weekly: 4,
@@ -219,7 +221,11 @@ mod tests {
         // 7 newest days; weeks end on Sundays (days 55, 48, 41 after the
         // newest week's own day 59); month ends: March 31 (day 29).
         assert_eq!(days, [59, 58, 57, 56, 55, 54, 53, 48, 41, 29]);
-        let reasons = &kept.iter().find(|(s, _)| s.time == MONDAY + 59 * DAY + 18 * 3600).unwrap().1;
+        let reasons = &kept
+            .iter()
+            .find(|(s, _)| s.time == MONDAY + 59 * DAY + 18 * 3600)
+            .unwrap()
+            .1;
         assert_eq!(reasons, &["daily", "weekly", "monthly"]);
     }
 
@@ -254,7 +260,10 @@ mod tests {
             ..Default::default()
         };
         let utc = decide(&snaps, &rule, Tz::UTC).unwrap().0.len();
-        let berlin = decide(&snaps, &rule, "Europe/Berlin".parse().unwrap()).unwrap().0.len();
+        let berlin = decide(&snaps, &rule, "Europe/Berlin".parse().unwrap())
+            .unwrap()
+            .0
+            .len();
         assert_eq!((utc, berlin), (1, 2));
     }
 

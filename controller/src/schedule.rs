@@ -33,8 +33,9 @@ pub fn parse_tz(name: &str) -> Result<Tz, String> {
     if name.is_empty() {
         return Ok(Tz::UTC);
     }
-    name.parse::<Tz>()
-        .map_err(|_| format!("unknown time zone {name:?} (expected an IANA name like Europe/Berlin)"))
+    name.parse::<Tz>().map_err(|_| {
+        format!("unknown time zone {name:?} (expected an IANA name like Europe/Berlin)")
+    })
 }
 
 fn at(t: i64) -> DateTime<Utc> {
@@ -269,7 +270,11 @@ mod tests {
             .map(|i| splay_offset(&format!("agent{i}\0site.test\0full"), 1800))
             .collect();
         assert!(offsets.iter().all(|o| (0..1800).contains(o)));
-        assert!(offsets.len() > 400, "500 domains spread over 1800 s: {}", offsets.len());
+        assert!(
+            offsets.len() > 400,
+            "500 domains spread over 1800 s: {}",
+            offsets.len()
+        );
         assert_eq!(splay_offset("k", 1800), splay_offset("k", 1800));
     }
 
@@ -285,8 +290,14 @@ mod tests {
         assert_eq!(t.start_of(occ), ts("2026-03-02T01:00:00Z"));
         // A window across midnight.
         let w = Window::parse("22:00-04:00").unwrap();
-        assert_eq!(w.next_open(ts("2026-03-01T23:10:00Z"), Tz::UTC), ts("2026-03-01T23:10:00Z"));
-        assert_eq!(w.next_open(ts("2026-03-01T12:00:00Z"), Tz::UTC), ts("2026-03-01T22:00:00Z"));
+        assert_eq!(
+            w.next_open(ts("2026-03-01T23:10:00Z"), Tz::UTC),
+            ts("2026-03-01T23:10:00Z")
+        );
+        assert_eq!(
+            w.next_open(ts("2026-03-01T12:00:00Z"), Tz::UTC),
+            ts("2026-03-01T22:00:00Z")
+        );
         assert!(Window::parse("3-5").is_err());
         assert!(Window::parse("02:00-02:00").is_err());
         assert!(Window::parse("25:00-02:00").is_err());

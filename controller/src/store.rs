@@ -405,7 +405,7 @@ impl Store {
             }
             other => StoreError::Refused(format!("the snapshot's trees: {other}")),
         })?;
-        snap.time = chrono::Utc::now();
+        snap.time = chrono::DateTime::from_timestamp(crate::clock::now(), 0).unwrap_or_default();
         snap.host = job.host.to_string();
         snap.agent = Some(job.agent_id.to_string());
         snap.job = Some(job.job_id.to_string());

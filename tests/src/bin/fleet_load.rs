@@ -51,6 +51,7 @@ async fn agent(
             csr_pem: csr,
             hostname: format!("sim{n:04}"),
             agent_version: "load".into(),
+            labels: Default::default(),
         })
         .await?
         .into_inner();

@@ -1,0 +1,422 @@
+//! The controller's own loop (SPEC SCH-1..4, INT-7, RET-1..4): each tick it
+//! queues the runs whose time has come, hands queued jobs to their agents
+//! within the per-agent and fleet limits, gives up on runs whose agent
+//! stays away, fails jobs that outlive `job_timeout`, and in the
+//! maintenance window applies retention and runs gc.
+//!
+//! Every decision reads the controller's clock ([`crate::clock`]), so a
+//! test steps time and watches weeks of schedules run.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::catalog::{DomainRecord, JobRecord, JobSpec, JobState, SnapshotRecord};
+use crate::fleet::Fleet;
+use crate::policy::{effective, Effective, Subject};
+use crate::retention::{decide, Candidate};
+use crate::schedule::{parse_cron, parse_tz, splay_offset, Timing, Window};
+use crate::strategy::SizeClass;
+
+/// Key of the maintenance run in the catalog's `fired` tree.
+const MAINTENANCE_KEY: &str = "\0maintenance";
+/// First wait before a failed scheduled run is retried; doubles each time.
+pub const FIRST_BACKOFF: u64 = 300;
+
+/// One domain with the settings every policy gave it.
+pub struct DomainPlan {
+    pub domain: DomainRecord,
+    pub hostname: String,
+    pub effective: Effective,
+    /// (kind, cron) of each run; empty when the automatic plan is not made yet.
+    pub runs: Vec<(String, String)>,
+}
+
+impl DomainPlan {
+    pub fn key(&self, kind: &str) -> String {
+        format!("{}\0{}\0{kind}", self.domain.agent_id, self.domain.name)
+    }
+
+    /// How the run of `kind` on `cron` is timed; an invalid setting (a
+    /// policy checked at apply time never has one) is an error in words.
+    pub fn timing(&self, kind: &str, cron: &str) -> Result<Timing, String> {
+        let e = &self.effective;
+        let tz = parse_tz(&e.timezone.value)?;
+        let splay = humantime::parse_duration(&e.splay.value)
+            .map_err(|err| format!("splay {:?}: {err}", e.splay.value))?;
+        Ok(Timing {
+            cron: parse_cron(cron, tz)?,
+            splay_offset: splay_offset(&self.key(kind), splay.as_secs()),
+            window: e.window.value.as_deref().map(Window::parse).transpose()?,
+        })
+    }
+}
+
+/// Every domain of every agent still enrolled, with its effective settings.
+pub fn domain_plans(f: &Fleet) -> anyhow::Result<Vec<DomainPlan>> {
+    let policies = f.catalog.policies()?;
+    let agents: HashMap<String, _> = f
+        .catalog
+        .agents()?
+        .into_iter()
+        .filter(|a| !a.revoked)
+        .map(|a| (a.id.clone(), a))
+        .collect();
+    let mut out = Vec::new();
+    for d in f.catalog.domains()? {
+        let Some(agent) = agents.get(&d.agent_id) else {
+            continue;
+        };
+        let e = effective(
+            &policies,
+            &Subject {
+                agent_id: &agent.id,
+                hostname: &agent.hostname,
+                labels: &agent.labels,
+                domain: &d.name,
+                site_type: &d.site_type,
+                size_class: SizeClass::of(d.size_bytes).as_str(),
+            },
+        );
+        let runs = match &e.schedule.value {
+            Some(runs) => runs.iter().map(|(k, c)| (k.clone(), c.clone())).collect(),
+            None => f
+                .catalog
+                .plan(&d.agent_id, &d.name)?
+                .map(|p| p.runs.into_iter().map(|r| (r.kind, r.cron)).collect())
+                .unwrap_or_default(),
+        };
+        out.push(DomainPlan {
+            hostname: agent.hostname.clone(),
+            domain: d,
+            effective: e,
+            runs,
+        });
+    }
+    Ok(out)
+}
+
+fn strength(kind: &str) -> u8 {
+    match kind {
+        "full" => 2,
+        "differential" => 1,
+        _ => 0,
+    }
+}
+
+/// Queues every run that is due at `now`. A domain's first sighting only
+/// records `now`: runs start from the next occurrence, never backfilled.
+/// When several kinds are due at once the strongest runs (full over
+/// differential over incremental) and the others count as done. A domain
+/// with a backup still queued or running gets no second one: the due
+/// occurrence is recorded as skipped.
+pub fn queue_due(f: &Fleet, now: i64) -> anyhow::Result<Vec<JobRecord>> {
+    let open = f.catalog.open_jobs()?;
+    let busy: HashSet<(String, String)> = open
+        .iter()
+        .filter(|j| j.kind == "backup")
+        .map(|j| (j.agent_id.clone(), j.domain.clone()))
+        .collect();
+    let mut queued = Vec::new();
+    for plan in domain_plans(f)? {
+        let mut due: Vec<(String, i64, u32)> = Vec::new();
+        let mut fired = Vec::new();
+        for (kind, cron) in &plan.runs {
+            let key = plan.key(kind);
+            let timing = match plan.timing(kind, cron) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::error!(domain = %plan.domain.name, agent = %plan.domain.agent_id, error = %e, "cannot schedule");
+                    continue;
+                }
+            };
+            match f.catalog.fired(&key)? {
+                None => f.catalog.set_fired(&key, now)?,
+                Some(last) => {
+                    if let Some((occ, n)) = timing.due(last, now) {
+                        due.push((kind.clone(), occ, n));
+                        fired.push((key, occ));
+                    }
+                }
+            }
+        }
+        let Some((kind, occ, missed)) = due
+            .iter()
+            .max_by_key(|(k, occ, _)| (strength(k), *occ))
+            .cloned()
+        else {
+            continue;
+        };
+        let d = &plan.domain;
+        if busy.contains(&(d.agent_id.clone(), d.name.clone())) {
+            for (k, t) in &fired {
+                f.catalog.set_fired(k, *t)?;
+            }
+            tracing::warn!(domain = %d.name, agent = %d.agent_id, kind = %kind, "scheduled run skipped: the previous one is still queued or running");
+            continue;
+        }
+        if missed > 1 {
+            tracing::warn!(domain = %d.name, agent = %d.agent_id, kind = %kind, missed, "runs were missed (controller down?); one catch-up run");
+        }
+        let mut job = f.catalog.new_job(
+            "backup",
+            &d.name,
+            &d.agent_id,
+            JobSpec {
+                backup_kind: kind,
+                trigger: "schedule".into(),
+                scheduled_for: occ,
+                retries_left: plan.effective.retries.value,
+                backoff_seconds: FIRST_BACKOFF,
+                ..Default::default()
+            },
+            now,
+        )?;
+        job.priority = plan.effective.priority.value;
+        f.catalog.queue(&job, &fired)?;
+        tracing::info!(job = %job.id, domain = %d.name, agent = %d.agent_id, kind = %job.spec.backup_kind, "scheduled run queued");
+        queued.push(job);
+    }
+    f.catalog.flush()?;
+    Ok(queued)
+}
+
+/// Hands queued jobs to their agents, highest priority and oldest first,
+/// within `agent_jobs` per agent and `fleet_jobs` in all. A scheduled run
+/// whose agent has been away longer than `offline_give_up` fails (its
+/// agent's absence is the error); others wait for the agent to return.
+pub async fn pump(f: &Arc<Fleet>, now: i64) -> anyhow::Result<()> {
+    let cfg = &f.cfg.scheduler;
+    let give_up = cfg.offline_give_up()?;
+    let open = f.catalog.open_jobs()?;
+    let mut per_agent: HashMap<String, usize> = HashMap::new();
+    let mut running = 0usize;
+    for j in open.iter().filter(|j| j.state == JobState::Running) {
+        *per_agent.entry(j.agent_id.clone()).or_default() += 1;
+        running += 1;
+    }
+    let mut queued: Vec<JobRecord> = open
+        .into_iter()
+        .filter(|j| j.state == JobState::Queued && j.not_before.is_none_or(|t| t <= now))
+        .collect();
+    queued.sort_by(|a, b| {
+        b.priority
+            .cmp(&a.priority)
+            .then(
+                a.not_before
+                    .unwrap_or(a.created_at)
+                    .cmp(&b.not_before.unwrap_or(b.created_at)),
+            )
+            .then(a.id.cmp(&b.id))
+    });
+    for j in queued {
+        if !f.is_online(&j.agent_id) {
+            let waiting_since = j.not_before.unwrap_or(j.created_at);
+            if j.spec.trigger == "schedule" && now - waiting_since >= give_up {
+                let host = f.hostname_of(&j.agent_id);
+                let msg = format!(
+                    "agent {host} was offline for {}; the run did not happen",
+                    humantime::format_duration(Duration::from_secs(
+                        (now - waiting_since).max(0) as u64
+                    ))
+                );
+                f.give_up(&j.id, msg);
+            } else if !j.step.starts_with("waiting") {
+                let _ = f
+                    .catalog
+                    .job_progress(&j.id, "waiting for the agent (offline)", 0, 0, 0);
+            }
+            continue;
+        }
+        let mine = per_agent.entry(j.agent_id.clone()).or_default();
+        if *mine >= cfg.agent_jobs || running >= cfg.fleet_jobs {
+            continue;
+        }
+        *mine += 1;
+        running += 1;
+        f.dispatch(j).await;
+    }
+    Ok(())
+}
+
+/// What retention would forget now, per domain, with the rule that decided.
+#[derive(Debug, Clone)]
+pub struct Forgettable {
+    pub snapshot: SnapshotRecord,
+    pub rule: String,
+}
+
+/// Applies each domain's effective retention to its snapshots (grouped by
+/// agent, content and, where the policy has per-kind rules, kind). Held
+/// snapshots and snapshots a running job stands on are kept.
+pub fn retention_plan(f: &Fleet, only_domain: Option<&str>) -> anyhow::Result<Vec<Forgettable>> {
+    let holds = f.catalog.holds()?;
+    let plans = domain_plans(f)?;
+    let rules: HashMap<(String, String), &DomainPlan> = plans
+        .iter()
+        .map(|p| ((p.domain.agent_id.clone(), p.domain.name.clone()), p))
+        .collect();
+    let in_use: HashSet<String> = f
+        .catalog
+        .open_jobs()?
+        .into_iter()
+        .filter(|j| j.state == JobState::Running)
+        .flat_map(|j| [j.spec.snapshot_id, j.snapshot_id.unwrap_or_default()])
+        .filter(|s| !s.is_empty())
+        .collect();
+    let mut groups: BTreeMap<(String, String, String), Vec<SnapshotRecord>> = BTreeMap::new();
+    let mut rule_of: HashMap<(String, String, String), (crate::retention::Keep, String, String)> =
+        HashMap::new();
+    for s in f.catalog.snapshots(only_domain)? {
+        // A domain no agent reports any more keeps everything: retention
+        // needs its policy, and a vanished site's last copies matter most.
+        let Some(plan) = rules.get(&(s.agent_id.clone(), s.domain.clone())) else {
+            continue;
+        };
+        let Some(ret) = &plan.effective.retention.value else {
+            continue;
+        };
+        let (keep, group) = ret.rule_for(&s.content, &s.kind);
+        let key = (s.agent_id.clone(), s.domain.clone(), group.clone());
+        rule_of.entry(key.clone()).or_insert_with(|| {
+            (
+                keep.clone(),
+                format!(
+                    "{} ({group}: {})",
+                    plan.effective.retention.source,
+                    keep.describe()
+                ),
+                plan.effective.timezone.value.clone(),
+            )
+        });
+        groups.entry(key).or_default().push(s);
+    }
+    let mut out = Vec::new();
+    for (key, snaps) in groups {
+        let (keep, why, tz) = &rule_of[&key];
+        let tz = parse_tz(tz).map_err(anyhow::Error::msg)?;
+        let cands: Vec<Candidate> = snaps
+            .iter()
+            .map(|s| Candidate {
+                id: s.id.clone(),
+                time: s.time,
+                held: in_use.contains(&s.id) || holds.iter().any(|h| h.covers(s)),
+            })
+            .collect();
+        let (_, gone) = decide(&cands, keep, tz).map_err(anyhow::Error::msg)?;
+        let by_id: HashMap<&str, &SnapshotRecord> =
+            snaps.iter().map(|s| (s.id.as_str(), s)).collect();
+        for g in gone {
+            out.push(Forgettable {
+                snapshot: by_id[g.id.as_str()].clone(),
+                rule: why.clone(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Forgets what retention names, then collects garbage. Runs beside
+/// backups: gc keeps what open jobs stand on and packs younger than its grace.
+pub fn maintain(f: &Fleet) -> anyhow::Result<(usize, crate::store::GcReport)> {
+    let gone = retention_plan(f, None)?;
+    let ids: Vec<cairn_repo::id::Id> = gone
+        .iter()
+        .filter_map(|g| g.snapshot.id.parse().ok())
+        .collect();
+    if !ids.is_empty() {
+        f.store.forget(&ids)?;
+        for g in &gone {
+            f.catalog.remove_snapshot(&g.snapshot)?;
+            tracing::info!(snapshot = %g.snapshot.id, domain = %g.snapshot.domain, agent = %g.snapshot.agent_id, rule = %g.rule, "snapshot forgotten by retention");
+        }
+        f.catalog.flush()?;
+    }
+    let report = f.store.gc(&crate::store::GcOptions {
+        dry_run: false,
+        grace: f.cfg.scheduler.gc_grace()?,
+    })?;
+    Ok((ids.len(), report))
+}
+
+/// The scheduler's loop; ticks every second (a fifth of one on a
+/// simulated clock, so stepped time is acted on promptly).
+pub async fn run(f: Arc<Fleet>) {
+    let every = if crate::clock::simulated() {
+        Duration::from_millis(200)
+    } else {
+        Duration::from_secs(1)
+    };
+    let timeout = f
+        .cfg
+        .job_timeout()
+        .unwrap_or(Duration::from_secs(12 * 3600));
+    let maintaining = Arc::new(AtomicBool::new(false));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = crate::clock::now();
+        let n = f.expire_jobs(timeout, now).await;
+        if n > 0 {
+            tracing::warn!(jobs = n, "failed jobs that outlived job_timeout");
+        }
+        let g = f.clone();
+        match tokio::task::spawn_blocking(move || queue_due(&g, now)).await {
+            Ok(Err(e)) => tracing::error!(error = %e, "scheduling"),
+            Err(e) => tracing::error!(error = %e, "scheduling"),
+            Ok(Ok(_)) => {}
+        }
+        f.pump().await;
+        maintenance_if_due(&f, now, &maintaining);
+    }
+}
+
+fn maintenance_if_due(f: &Arc<Fleet>, now: i64, busy: &Arc<AtomicBool>) {
+    if busy.load(Ordering::Acquire) {
+        return;
+    }
+    let Ok(cron) = f.cfg.scheduler.maintenance_cron() else {
+        return;
+    };
+    let timing = Timing {
+        cron,
+        splay_offset: 0,
+        window: None,
+    };
+    let last = match f.catalog.fired(MAINTENANCE_KEY) {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            let _ = f.catalog.set_fired(MAINTENANCE_KEY, now);
+            return;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reading the maintenance schedule");
+            return;
+        }
+    };
+    let Some((occ, _)) = timing.due(last, now) else {
+        return;
+    };
+    busy.store(true, Ordering::Release);
+    let (f, busy) = (f.clone(), busy.clone());
+    tokio::task::spawn_blocking(move || {
+        match maintain(&f) {
+            Ok((forgotten, gc)) => {
+                tracing::info!(
+                    forgotten,
+                    packs_deleted = gc.packs_deleted,
+                    bytes_freed = gc.bytes_freed,
+                    "maintenance done"
+                );
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "maintenance (retention and gc) failed; it runs again in the next window")
+            }
+        }
+        let _ = f.catalog.set_fired(MAINTENANCE_KEY, occ);
+        let _ = f.catalog.flush();
+        busy.store(false, Ordering::Release);
+    });
+}
