@@ -12,8 +12,11 @@ use cairn_proto::admin::v1::admin_service_server::AdminService;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::catalog::{DomainRecord, JobRecord, JobSpec, JobState, PlanRecord};
+use crate::catalog::{
+    DomainRecord, HoldRecord, JobRecord, JobSpec, JobState, PlanRecord, SnapshotRecord,
+};
 use crate::fleet::{internal, now, Fleet};
+use crate::policy::Policy;
 use crate::store::GcOptions;
 use crate::strategy::{Activity, SizeClass};
 use cairn_repo::id::Id;
@@ -105,6 +108,11 @@ pub fn job_info(j: &JobRecord) -> pb::JobInfo {
         finished_at: j.finished_at.unwrap_or(0),
         snapshot_id: j.snapshot_id.clone().unwrap_or_default(),
         error: j.error.clone().unwrap_or_default(),
+        trigger: j.spec.trigger.clone(),
+        attempt: j.attempt,
+        not_before: j.not_before.unwrap_or(0),
+        scheduled_for: j.spec.scheduled_for,
+        backup_kind: j.spec.backup_kind.clone(),
     }
 }
 
@@ -142,6 +150,7 @@ impl AdminService for AdminApi {
                 hostname: a.hostname,
                 last_seen: a.last_seen,
                 version: a.version,
+                labels: a.labels.into_iter().collect(),
             })
             .collect();
         Ok(Response::new(pb::ListAgentsResponse { agents }))
@@ -256,10 +265,42 @@ impl AdminService for AdminApi {
             })
             .unwrap_or_default();
         let last = last_snapshots(f)?;
+        let plans = crate::scheduler::domain_plans(f).map_err(internal)?;
+        let mine = plans
+            .iter()
+            .find(|p| p.domain.agent_id == d.agent_id && p.domain.name == d.name);
+        let (settings, policies) = match mine {
+            Some(p) => {
+                let auto = plan
+                    .as_ref()
+                    .map(|p| {
+                        p.runs
+                            .iter()
+                            .map(|r| format!("{} {}", r.kind, r.cron))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default();
+                let settings = p
+                    .effective
+                    .settings(&auto)
+                    .into_iter()
+                    .map(|(name, value, source)| pb::EffectiveSetting {
+                        name,
+                        value,
+                        source,
+                    })
+                    .collect();
+                (settings, p.effective.policies.clone())
+            }
+            None => (Vec::new(), Vec::new()),
+        };
         Ok(Response::new(pb::DomainDetail {
             domain: Some(domain_info(d, plan.as_ref(), &last)),
             history,
             changes,
+            settings,
+            policies,
         }))
     }
 
@@ -274,17 +315,8 @@ impl AdminService for AdminApi {
             .catalog
             .snapshots((!d.is_empty()).then_some(d.as_str()))
             .map_err(internal)?
-            .into_iter()
-            .map(|s| pb::SnapshotInfo {
-                snapshot_id: s.id,
-                domain: s.domain,
-                agent_id: s.agent_id,
-                time: s.time,
-                kind: s.kind,
-                content: s.content,
-                total_bytes: s.total_bytes,
-                stored_bytes: s.stored_bytes,
-            })
+            .iter()
+            .map(snapshot_info)
             .collect();
         Ok(Response::new(pb::ListSnapshotsResponse { snapshots }))
     }
@@ -429,14 +461,29 @@ impl AdminService for AdminApi {
         req: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
         self.admin(&req)?;
-        let d = req.into_inner().domain;
-        let jobs = self
-            .0
-            .catalog
-            .jobs()
+        let r = req.into_inner();
+        let state = match r.state.as_str() {
+            "" => None,
+            s => Some(
+                serde_json::from_value::<JobState>(serde_json::Value::String(s.into())).map_err(
+                    |_| {
+                        Status::invalid_argument(format!(
+                        "job state {s:?}: expected queued, running, succeeded, failed or cancelled"
+                    ))
+                    },
+                )?,
+            ),
+        };
+        let f = &self.0;
+        let all = match state {
+            Some(JobState::Queued | JobState::Running) => f.catalog.open_jobs(),
+            _ => f.catalog.jobs(),
+        };
+        let jobs = all
             .map_err(internal)?
             .iter()
-            .filter(|j| d.is_empty() || j.domain == d)
+            .filter(|j| r.domain.is_empty() || j.domain == r.domain)
+            .filter(|j| state.is_none_or(|s| j.state == s))
             .map(job_info)
             .collect();
         Ok(Response::new(pb::ListJobsResponse { jobs }))
@@ -544,6 +591,15 @@ impl AdminService for AdminApi {
                 }
             }
         }
+        let holds = f.catalog.holds().map_err(internal)?;
+        for s in &chosen {
+            if let Some(h) = holds.iter().find(|h| h.covers(s)) {
+                return Err(Status::failed_precondition(format!(
+                    "snapshot {} is under legal hold {} ({}); remove the hold first",
+                    s.id, h.id, h.reason
+                )));
+            }
+        }
         let ids: Vec<Id> = chosen
             .iter()
             .map(|s| {
@@ -566,6 +622,331 @@ impl AdminService for AdminApi {
         }))
     }
 
+    async fn apply_policy(
+        &self,
+        req: Request<pb::ApplyPolicyRequest>,
+    ) -> Result<Response<pb::PolicyChanges>, Status> {
+        self.admin(&req)?;
+        let r = req.into_inner();
+        let p = Policy::parse(&r.document)
+            .map_err(|e| Status::invalid_argument(format!("policy: {e}")))?;
+        let f = self.0.clone();
+        let mut all = f.catalog.policies().map_err(internal)?;
+        let outcome = match all.iter().position(|q| q.name == p.name) {
+            Some(i) if all[i] == p => "unchanged",
+            Some(i) => {
+                all[i] = p.clone();
+                "updated"
+            }
+            None if all.len() >= crate::policy::MAX_POLICIES => {
+                return Err(Status::resource_exhausted(format!(
+                    "the fleet holds {} policies already",
+                    all.len()
+                )))
+            }
+            None => {
+                all.push(p.clone());
+                "created"
+            }
+        };
+        let g = f.clone();
+        let changes =
+            tokio::task::spawn_blocking(move || crate::scheduler::policy_effects(&g, &all))
+                .await
+                .map_err(internal)?
+                .map_err(internal)?;
+        if !r.dry_run && outcome != "unchanged" {
+            f.catalog.put_policy(&p).map_err(internal)?;
+            tracing::info!(policy = %p.name, outcome, domains_changed = changes.len(), "policy applied");
+        }
+        Ok(Response::new(policy_changes(
+            &p.name, outcome, r.dry_run, changes,
+        )))
+    }
+
+    async fn delete_policy(
+        &self,
+        req: Request<pb::DeletePolicyRequest>,
+    ) -> Result<Response<pb::PolicyChanges>, Status> {
+        self.admin(&req)?;
+        let r = req.into_inner();
+        let f = self.0.clone();
+        let mut all = f.catalog.policies().map_err(internal)?;
+        let before = all.len();
+        all.retain(|p| p.name != r.name);
+        if all.len() == before {
+            return Err(Status::not_found(format!("no policy {:?}", r.name)));
+        }
+        let g = f.clone();
+        let changes =
+            tokio::task::spawn_blocking(move || crate::scheduler::policy_effects(&g, &all))
+                .await
+                .map_err(internal)?
+                .map_err(internal)?;
+        if !r.dry_run {
+            f.catalog.delete_policy(&r.name).map_err(internal)?;
+            tracing::info!(policy = %r.name, "policy deleted");
+        }
+        Ok(Response::new(policy_changes(
+            &r.name, "deleted", r.dry_run, changes,
+        )))
+    }
+
+    async fn list_policies(
+        &self,
+        req: Request<pb::ListPoliciesRequest>,
+    ) -> Result<Response<pb::ListPoliciesResponse>, Status> {
+        self.admin(&req)?;
+        let name = req.into_inner().name;
+        let f = &self.0;
+        let plans = crate::scheduler::domain_plans(f).map_err(internal)?;
+        let mut policies: Vec<pb::PolicyInfo> = f
+            .catalog
+            .policies()
+            .map_err(internal)?
+            .into_iter()
+            .filter(|p| name.is_empty() || p.name == name)
+            .map(|p| pb::PolicyInfo {
+                domains: plans
+                    .iter()
+                    .filter(|d| d.effective.policies.contains(&p.name))
+                    .map(|d| format!("{}/{}", d.domain.agent_id, d.domain.name))
+                    .collect(),
+                document: toml::to_string_pretty(&p).unwrap_or_default(),
+                name: p.name,
+                order: p.order,
+            })
+            .collect();
+        if !name.is_empty() && policies.is_empty() {
+            return Err(Status::not_found(format!("no policy {name:?}")));
+        }
+        policies.sort_by(|a, b| a.order.cmp(&b.order).then(a.name.cmp(&b.name)));
+        Ok(Response::new(pb::ListPoliciesResponse { policies }))
+    }
+
+    async fn label_agent(
+        &self,
+        req: Request<pb::LabelAgentRequest>,
+    ) -> Result<Response<pb::Agent>, Status> {
+        self.admin(&req)?;
+        let r = req.into_inner();
+        let f = &self.0;
+        let mut a = match f.catalog.agent(&r.agent_id).map_err(internal)? {
+            Some(a) if !a.revoked => a,
+            _ => return Err(Status::not_found(format!("no agent {:?}", r.agent_id))),
+        };
+        let mut labels = a.labels.clone();
+        for k in &r.remove {
+            labels.remove(k);
+        }
+        labels.extend(r.set);
+        a.labels = crate::policy::check_labels(&labels).map_err(Status::invalid_argument)?;
+        f.catalog
+            .put_agent(&a)
+            .and_then(|_| f.catalog.flush())
+            .map_err(internal)?;
+        tracing::info!(agent = %a.id, labels = ?a.labels, "agent labels set");
+        Ok(Response::new(pb::Agent {
+            online: f.is_online(&a.id),
+            agent_id: a.id,
+            hostname: a.hostname,
+            last_seen: a.last_seen,
+            version: a.version,
+            domains: 0,
+            labels: a.labels.into_iter().collect(),
+        }))
+    }
+
+    async fn list_schedule(
+        &self,
+        req: Request<pb::ListScheduleRequest>,
+    ) -> Result<Response<pb::ListScheduleResponse>, Status> {
+        self.admin(&req)?;
+        let horizon = req.into_inner().horizon_seconds.clamp(60, 366 * 86_400) as i64;
+        let f = self.0.clone();
+        let now = now();
+        let runs =
+            tokio::task::spawn_blocking(move || crate::scheduler::upcoming(&f, now, horizon))
+                .await
+                .map_err(internal)?
+                .map_err(internal)?
+                .into_iter()
+                .map(|u| pb::UpcomingRun {
+                    domain: u.domain,
+                    agent_id: u.agent_id,
+                    kind: u.kind,
+                    cron: u.cron,
+                    timezone: u.timezone,
+                    occurrence: u.occurrence,
+                    starts_at: u.starts_at,
+                    source: u.source,
+                })
+                .collect();
+        Ok(Response::new(pb::ListScheduleResponse { now, runs }))
+    }
+
+    async fn add_hold(
+        &self,
+        req: Request<pb::AddHoldRequest>,
+    ) -> Result<Response<pb::Hold>, Status> {
+        self.admin(&req)?;
+        let by = req
+            .extensions()
+            .get::<PeerInfo>()
+            .and_then(|p| p.cert_sha256.clone())
+            .map(|c| format!("admin certificate {}", &c[..16.min(c.len())]))
+            .unwrap_or_default();
+        let r = req.into_inner();
+        let f = &self.0;
+        if r.reason.trim().is_empty() || r.reason.len() > 500 {
+            return Err(Status::invalid_argument(
+                "a hold needs a reason (at most 500 characters)",
+            ));
+        }
+        let (domain, snapshot_id) = match (r.domain.is_empty(), r.snapshot_id.is_empty()) {
+            (false, true) => {
+                let known = f
+                    .catalog
+                    .domains()
+                    .map_err(internal)?
+                    .iter()
+                    .any(|d| d.name == r.domain)
+                    || !f
+                        .catalog
+                        .snapshots(Some(&r.domain))
+                        .map_err(internal)?
+                        .is_empty();
+                if !known {
+                    return Err(Status::not_found(format!("no domain {:?}", r.domain)));
+                }
+                (r.domain, String::new())
+            }
+            (true, false) => {
+                let snaps = f.catalog.snapshots(None).map_err(internal)?;
+                let found: Vec<_> = snaps
+                    .iter()
+                    .filter(|s| s.id.starts_with(&r.snapshot_id))
+                    .collect();
+                match found.as_slice() {
+                    [one] => (String::new(), one.id.clone()),
+                    [] => {
+                        return Err(Status::not_found(format!(
+                            "no snapshot {:?}",
+                            r.snapshot_id
+                        )))
+                    }
+                    _ => {
+                        return Err(Status::invalid_argument(format!(
+                            "snapshot prefix {:?} is ambiguous",
+                            r.snapshot_id
+                        )))
+                    }
+                }
+            }
+            _ => {
+                return Err(Status::invalid_argument(
+                    "hold a domain or a snapshot (one of the two)",
+                ))
+            }
+        };
+        let h = HoldRecord {
+            id: f.catalog.next_id("h").map_err(internal)?,
+            domain,
+            snapshot_id,
+            reason: r.reason,
+            by,
+            at: now(),
+        };
+        f.catalog.add_hold(&h).map_err(internal)?;
+        tracing::info!(hold = %h.id, domain = %h.domain, snapshot = %h.snapshot_id, by = %h.by, "legal hold added");
+        Ok(Response::new(hold_info(&h)))
+    }
+
+    async fn remove_hold(
+        &self,
+        req: Request<pb::RemoveHoldRequest>,
+    ) -> Result<Response<pb::Hold>, Status> {
+        self.admin(&req)?;
+        let id = req.into_inner().hold_id;
+        let h = self.0.catalog.remove_hold(&id).map_err(not_found)?;
+        tracing::warn!(hold = %h.id, domain = %h.domain, snapshot = %h.snapshot_id, "legal hold removed");
+        Ok(Response::new(hold_info(&h)))
+    }
+
+    async fn list_holds(
+        &self,
+        req: Request<pb::ListHoldsRequest>,
+    ) -> Result<Response<pb::ListHoldsResponse>, Status> {
+        self.admin(&req)?;
+        let holds = self
+            .0
+            .catalog
+            .holds()
+            .map_err(internal)?
+            .iter()
+            .map(hold_info)
+            .collect();
+        Ok(Response::new(pb::ListHoldsResponse { holds }))
+    }
+
+    async fn retention_preview(
+        &self,
+        req: Request<pb::RetentionPreviewRequest>,
+    ) -> Result<Response<pb::RetentionPreviewResponse>, Status> {
+        self.admin(&req)?;
+        let domain = req.into_inner().domain;
+        let f = self.0.clone();
+        let (gone, freed, kept) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let only = (!domain.is_empty()).then_some(domain.as_str());
+            let gone = crate::scheduler::retention_plan(&f, only)?;
+            let ids: std::collections::HashSet<&str> =
+                gone.iter().map(|g| g.snapshot.id.as_str()).collect();
+            let all = f.catalog.snapshots(None)?;
+            let keep: Vec<String> = all
+                .iter()
+                .filter(|s| !ids.contains(s.id.as_str()))
+                .map(|s| s.id.clone())
+                .collect();
+            let forget: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+            let freed = crate::scheduler::bytes_only_in(&f, &forget, &keep)?;
+            let kept = all
+                .iter()
+                .filter(|s| only.is_none_or(|d| s.domain == d) && !ids.contains(s.id.as_str()))
+                .count();
+            Ok((gone, freed, kept))
+        })
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+        Ok(Response::new(pb::RetentionPreviewResponse {
+            forget: gone
+                .into_iter()
+                .map(|g| pb::ForgetCandidate {
+                    snapshot: Some(snapshot_info(&g.snapshot)),
+                    rule: g.rule,
+                })
+                .collect(),
+            bytes_freed: freed,
+            snapshots_kept: kept as u32,
+        }))
+    }
+
+    async fn run_maintenance(
+        &self,
+        req: Request<pb::RunMaintenanceRequest>,
+    ) -> Result<Response<pb::RunMaintenanceResponse>, Status> {
+        self.admin(&req)?;
+        let f = self.0.clone();
+        let (forgotten, rep) = tokio::task::spawn_blocking(move || crate::scheduler::maintain(&f))
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
+        Ok(Response::new(pb::RunMaintenanceResponse {
+            forgotten: forgotten as u32,
+            gc: Some(gc_info(&rep)),
+        }))
+    }
+
     async fn gc(&self, req: Request<pb::GcRequest>) -> Result<Response<pb::GcResponse>, Status> {
         self.admin(&req)?;
         let r = req.into_inner();
@@ -584,15 +965,66 @@ impl AdminService for AdminApi {
             bytes_freed = rep.bytes_freed,
             "gc finished"
         );
-        Ok(Response::new(pb::GcResponse {
-            dry_run: rep.dry_run,
-            blobs_live: rep.blobs_live,
-            packs_total: rep.packs_total,
-            packs_deleted: rep.packs_deleted,
-            packs_kept_young: rep.packs_kept_young,
-            bytes_freed: rep.bytes_freed,
-            segments_replaced: rep.segments_replaced,
-        }))
+        Ok(Response::new(gc_info(&rep)))
+    }
+}
+
+fn gc_info(rep: &crate::store::GcReport) -> pb::GcResponse {
+    pb::GcResponse {
+        dry_run: rep.dry_run,
+        blobs_live: rep.blobs_live,
+        packs_total: rep.packs_total,
+        packs_deleted: rep.packs_deleted,
+        packs_kept_young: rep.packs_kept_young,
+        bytes_freed: rep.bytes_freed,
+        segments_replaced: rep.segments_replaced,
+    }
+}
+
+fn snapshot_info(s: &SnapshotRecord) -> pb::SnapshotInfo {
+    pb::SnapshotInfo {
+        snapshot_id: s.id.clone(),
+        domain: s.domain.clone(),
+        agent_id: s.agent_id.clone(),
+        time: s.time,
+        kind: s.kind.clone(),
+        content: s.content.clone(),
+        total_bytes: s.total_bytes,
+        stored_bytes: s.stored_bytes,
+    }
+}
+
+fn hold_info(h: &HoldRecord) -> pb::Hold {
+    pb::Hold {
+        hold_id: h.id.clone(),
+        domain: h.domain.clone(),
+        snapshot_id: h.snapshot_id.clone(),
+        reason: h.reason.clone(),
+        by: h.by.clone(),
+        at: h.at,
+    }
+}
+
+fn policy_changes(
+    name: &str,
+    outcome: &str,
+    dry_run: bool,
+    changes: Vec<(String, String, String, String, String)>,
+) -> pb::PolicyChanges {
+    pb::PolicyChanges {
+        name: name.into(),
+        outcome: outcome.into(),
+        dry_run,
+        changes: changes
+            .into_iter()
+            .map(|(agent_id, domain, setting, from, to)| pb::SettingChange {
+                domain,
+                agent_id,
+                setting,
+                from,
+                to,
+            })
+            .collect(),
     }
 }
 

@@ -365,6 +365,100 @@ pub struct Effective {
     pub policies: Vec<String>,
 }
 
+impl Effective {
+    /// Each setting as (name, value in words, source), in a fixed order;
+    /// `auto_runs` describes the automatic plan's runs.
+    pub fn settings(&self, auto_runs: &str) -> Vec<(String, String, String)> {
+        let opt = |v: &Option<String>, none: &str| v.clone().unwrap_or_else(|| none.to_string());
+        let schedule = match &self.schedule.value {
+            Some(runs) => runs
+                .iter()
+                .map(|(k, c)| format!("{k} {c}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            None if auto_runs.is_empty() => "automatic (no analysis yet)".into(),
+            None => format!("automatic: {auto_runs}"),
+        };
+        let mut out = vec![
+            ("schedule", schedule, &self.schedule.source),
+            (
+                "timezone",
+                self.timezone.value.clone(),
+                &self.timezone.source,
+            ),
+            (
+                "window",
+                opt(&self.window.value, "any time"),
+                &self.window.source,
+            ),
+            ("splay", self.splay.value.clone(), &self.splay.source),
+            (
+                "excludes",
+                if self.excludes.value.is_empty() {
+                    "built-in only".into()
+                } else {
+                    self.excludes.value.join(", ")
+                },
+                &self.excludes.source,
+            ),
+            (
+                "database",
+                if self.database.value { "on" } else { "off" }.into(),
+                &self.database.source,
+            ),
+            (
+                "cms_profile",
+                opt(&self.cms_profile.value, "from the site type"),
+                &self.cms_profile.source,
+            ),
+            (
+                "retention",
+                self.retention
+                    .value
+                    .as_ref()
+                    .map_or("keep everything".into(), Retention::describe),
+                &self.retention.source,
+            ),
+            (
+                "priority",
+                self.priority.value.to_string(),
+                &self.priority.source,
+            ),
+            (
+                "verify_every",
+                opt(&self.verify_every.value, "never"),
+                &self.verify_every.source,
+            ),
+            (
+                "retries",
+                self.retries.value.to_string(),
+                &self.retries.source,
+            ),
+        ];
+        out.drain(..)
+            .map(|(n, v, s)| (n.to_string(), v, s.clone()))
+            .collect()
+    }
+}
+
+/// Settings whose value differs between two effective sets:
+/// (setting, before, after).
+pub fn differences(before: &Effective, after: &Effective) -> Vec<(String, String, String)> {
+    let a = before.settings("");
+    let b = after.settings("");
+    a.into_iter()
+        .zip(b)
+        .filter(|(x, y)| x.1 != y.1 || x.2 != y.2)
+        .map(|(x, y)| {
+            (
+                x.0,
+                format!("{} ({})", x.1, x.2),
+                format!("{} ({})", y.1, y.2),
+            )
+        })
+        .collect()
+}
+
 /// Applies the policies selecting `d`, in precedence order.
 pub fn effective(policies: &[Policy], d: &Subject) -> Effective {
     let mut e = Effective {

@@ -55,7 +55,14 @@ impl DomainPlan {
 
 /// Every domain of every agent still enrolled, with its effective settings.
 pub fn domain_plans(f: &Fleet) -> anyhow::Result<Vec<DomainPlan>> {
-    let policies = f.catalog.policies()?;
+    domain_plans_under(f, &f.catalog.policies()?)
+}
+
+/// [`domain_plans`] as they would be under `policies`.
+pub fn domain_plans_under(
+    f: &Fleet,
+    policies: &[crate::policy::Policy],
+) -> anyhow::Result<Vec<DomainPlan>> {
     let agents: HashMap<String, _> = f
         .catalog
         .agents()?
@@ -69,7 +76,7 @@ pub fn domain_plans(f: &Fleet) -> anyhow::Result<Vec<DomainPlan>> {
             continue;
         };
         let e = effective(
-            &policies,
+            policies,
             &Subject {
                 agent_id: &agent.id,
                 hostname: &agent.hostname,
@@ -95,6 +102,87 @@ pub fn domain_plans(f: &Fleet) -> anyhow::Result<Vec<DomainPlan>> {
         });
     }
     Ok(out)
+}
+
+/// What replacing the fleet's policies with `next` changes, per domain:
+/// (agent, domain, setting, before, after).
+pub fn policy_effects(
+    f: &Fleet,
+    next: &[crate::policy::Policy],
+) -> anyhow::Result<Vec<(String, String, String, String, String)>> {
+    let before = domain_plans(f)?;
+    let after = domain_plans_under(f, next)?;
+    let mut out = Vec::new();
+    for (b, a) in before.iter().zip(&after) {
+        for (setting, from, to) in crate::policy::differences(&b.effective, &a.effective) {
+            out.push((
+                b.domain.agent_id.clone(),
+                b.domain.name.clone(),
+                setting,
+                from,
+                to,
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// A run the scheduler will start.
+#[derive(Debug, Clone)]
+pub struct Upcoming {
+    pub agent_id: String,
+    pub domain: String,
+    pub kind: String,
+    pub cron: String,
+    pub timezone: String,
+    pub occurrence: i64,
+    pub starts_at: i64,
+    pub source: String,
+}
+
+/// Runs starting between `now` and `now + horizon`, soonest first.
+pub fn upcoming(f: &Fleet, now: i64, horizon: i64) -> anyhow::Result<Vec<Upcoming>> {
+    let mut out = Vec::new();
+    for plan in domain_plans(f)? {
+        for (kind, cron) in &plan.runs {
+            let Ok(t) = plan.timing(kind, cron) else {
+                continue;
+            };
+            let last = f.catalog.fired(&plan.key(kind))?.unwrap_or(now);
+            for (occ, start) in t.upcoming(last, now, now + horizon, 1000) {
+                out.push(Upcoming {
+                    agent_id: plan.domain.agent_id.clone(),
+                    domain: plan.domain.name.clone(),
+                    kind: kind.clone(),
+                    cron: cron.clone(),
+                    timezone: plan.effective.timezone.value.clone(),
+                    occurrence: occ,
+                    starts_at: start,
+                    source: plan.effective.schedule.source.clone(),
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.starts_at.cmp(&b.starts_at).then(a.domain.cmp(&b.domain)));
+    Ok(out)
+}
+
+/// Stored bytes referenced only by `forget` and by no snapshot in `keep`
+/// (snapshot ids): what gc frees once they are forgotten.
+pub fn bytes_only_in(f: &Fleet, forget: &[String], keep: &[String]) -> anyhow::Result<u64> {
+    let trees = |ids: &[String]| -> Vec<cairn_repo::id::Id> {
+        ids.iter()
+            .filter_map(|s| s.parse().ok())
+            .filter_map(|id| f.load_snapshot(&id).ok().map(|(_, s)| s.tree))
+            .collect()
+    };
+    let gone = f.repo.reachable(&trees(forget))?;
+    let kept = f.repo.reachable(&trees(keep))?;
+    let idx = f.repo.index();
+    Ok(gone
+        .difference(&kept)
+        .filter_map(|id| idx.get(id).map(|l| l.length as u64))
+        .sum())
 }
 
 fn strength(kind: &str) -> u8 {
