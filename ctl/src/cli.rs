@@ -79,6 +79,80 @@ pub enum Command {
     /// Backup and restore jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Fleet-wide policies: which domains get which schedule, retention,
+    /// excludes and database settings.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Runs the controller will start, fleet-wide, soonest first.
+    Schedule {
+        /// How far ahead to look (e.g. 6h, 24h, 7d).
+        #[arg(long, default_value = "24h")]
+        next: String,
+    },
+    /// Legal holds: snapshots retention and forget must never delete.
+    #[command(subcommand)]
+    Hold(HoldCommand),
+    /// What retention keeps and forgets.
+    #[command(subcommand)]
+    Retention(RetentionCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Create or replace a policy from a TOML file (the same file twice changes nothing).
+    Apply {
+        /// The policy document (`-` reads standard input).
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Show which domains' settings would change; store nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Policies, in the order they apply.
+    List,
+    /// One policy's document and the domains it selects.
+    Show { name: String },
+    /// Delete a policy; the domains it selected fall back to the others.
+    Delete {
+        name: String,
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HoldCommand {
+    /// Hold every snapshot of a domain, or one snapshot.
+    Add {
+        #[arg(
+            long,
+            conflicts_with = "snapshot",
+            required_unless_present = "snapshot"
+        )]
+        domain: Option<String>,
+        /// A snapshot id or unique prefix.
+        #[arg(long)]
+        snapshot: Option<String>,
+        /// Why (a case number, a ticket); shown with the hold.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Release a hold; retention may forget what it kept at its next run.
+    Remove {
+        hold: String,
+    },
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RetentionCommand {
+    /// What the next retention run would forget, and the bytes it would free.
+    Preview {
+        #[arg(long)]
+        domain: Option<String>,
+    },
+    /// Apply retention and collect garbage now, as the maintenance window does.
+    Apply,
 }
 
 /// How cairnctl reaches the controller (flags shared by the fleet commands).
@@ -98,6 +172,12 @@ pub struct Connection {
 #[derive(Debug, Subcommand)]
 pub enum AgentsCommand {
     List,
+    /// Set (KEY=VALUE) or remove (KEY-) labels policies select agents by.
+    Label {
+        agent: String,
+        #[arg(required = true)]
+        labels: Vec<String>,
+    },
     /// Revoke an agent's certificate at once and forget its domains.
     Remove {
         agent: String,
@@ -144,6 +224,9 @@ pub enum JobsCommand {
     List {
         #[arg(long)]
         domain: Option<String>,
+        /// Only jobs in this state.
+        #[arg(long, value_parser = ["queued", "running", "succeeded", "failed", "cancelled"])]
+        state: Option<String>,
     },
     Show {
         job: String,

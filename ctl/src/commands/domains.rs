@@ -146,6 +146,15 @@ struct DetailJson {
     domain: DomainJson,
     history: Vec<DayJson>,
     changes: Vec<ChangeJson>,
+    policies: Vec<String>,
+    settings: Vec<SettingJson>,
+}
+
+#[derive(Serialize)]
+struct SettingJson {
+    name: String,
+    value: String,
+    source: String,
 }
 
 pub async fn show(c: &mut Client, domain: String, agent: Option<String>, json: bool) -> Result<()> {
@@ -181,6 +190,16 @@ pub async fn show(c: &mut Client, domain: String, agent: Option<String>, json: b
                 })
                 .collect(),
             domain: DomainJson::from(d),
+            policies: r.policies,
+            settings: r
+                .settings
+                .into_iter()
+                .map(|s| SettingJson {
+                    name: s.name,
+                    value: s.value,
+                    source: s.source,
+                })
+                .collect(),
         });
     }
     let none = |s: &str| {
@@ -225,6 +244,22 @@ pub async fn show(c: &mut Client, domain: String, agent: Option<String>, json: b
         println!("  {:<14} {}", run.cron, run.kind);
     }
     println!("last backup {}", time(d.last_backup));
+    if !r.settings.is_empty() {
+        let policies = if r.policies.is_empty() {
+            "none".to_string()
+        } else {
+            r.policies.join(", ")
+        };
+        println!("\nsettings (policies applied in order: {policies})");
+        for s in &r.settings {
+            println!(
+                "  {:<13} {:<44} from {}",
+                s.name,
+                output::safe(&s.value),
+                s.source
+            );
+        }
+    }
     if !r.history.is_empty() {
         println!(
             "\n{:<10}  {:>7}  {:>9}  {:>10}",

@@ -195,7 +195,16 @@ pub fn run(conn: &Connection, cmd: Command) -> Result<()> {
                     .into_inner();
                 follow(&mut c, j, wait, conn.json).await
             }
-            Command::Jobs(JobsCommand::List { domain }) => jobs(&mut c, domain, conn.json).await,
+            Command::Jobs(JobsCommand::List { domain, state }) => {
+                jobs(&mut c, domain, state, conn.json).await
+            }
+            Command::Agents(AgentsCommand::Label { agent, labels }) => {
+                super::policy::label(&mut c, agent, labels, conn.json).await
+            }
+            Command::Policy(p) => super::policy::policy(&mut c, p, conn.json).await,
+            Command::Schedule { next } => super::policy::schedule(&mut c, &next, conn.json).await,
+            Command::Hold(h) => super::policy::hold(&mut c, h, conn.json).await,
+            Command::Retention(r) => super::policy::retention(&mut c, r, conn.json).await,
             Command::Jobs(JobsCommand::Show { job }) => {
                 let j = c
                     .get_job(pb::GetJobRequest { job_id: job })
@@ -457,10 +466,16 @@ fn print_job(j: &pb::JobInfo, json: bool) -> Result<()> {
     Ok(())
 }
 
-async fn jobs(c: &mut Client, domain: Option<String>, json: bool) -> Result<()> {
+async fn jobs(
+    c: &mut Client,
+    domain: Option<String>,
+    state: Option<String>,
+    json: bool,
+) -> Result<()> {
     let r = c
         .list_jobs(pb::ListJobsRequest {
             domain: domain.unwrap_or_default(),
+            state: state.unwrap_or_default(),
         })
         .await
         .map_err(status)?
@@ -473,10 +488,14 @@ async fn jobs(c: &mut Client, domain: Option<String>, json: bool) -> Result<()> 
         "job", "kind", "domain", "agent", "state", "created"
     );
     for j in r.jobs {
-        let tail = if j.error.is_empty() {
-            j.snapshot_id.get(..8).unwrap_or("").to_string()
-        } else {
+        let tail = if !j.error.is_empty() {
             output::safe(&j.error).into_owned()
+        } else if j.state == pb::JobState::Queued as i32 && j.not_before > 0 {
+            format!("retry {} at {}", j.attempt, time(j.not_before))
+        } else if j.state == pb::JobState::Queued as i32 && !j.step.is_empty() {
+            output::safe(&j.step).into_owned()
+        } else {
+            j.snapshot_id.get(..8).unwrap_or("").to_string()
         };
         println!(
             "{:<10} {:<8} {:<28} {:<16} {:<10} {:<19}  {}",

@@ -8,6 +8,7 @@ mod domains;
 mod fleet;
 mod gc;
 mod keys;
+mod policy;
 mod restore;
 mod snapshots;
 
