@@ -1009,7 +1009,7 @@ fn policy_changes(
     name: &str,
     outcome: &str,
     dry_run: bool,
-    changes: Vec<(String, String, String, String, String)>,
+    changes: Vec<crate::scheduler::SettingChange>,
 ) -> pb::PolicyChanges {
     pb::PolicyChanges {
         name: name.into(),
@@ -1017,12 +1017,12 @@ fn policy_changes(
         dry_run,
         changes: changes
             .into_iter()
-            .map(|(agent_id, domain, setting, from, to)| pb::SettingChange {
-                domain,
-                agent_id,
-                setting,
-                from,
-                to,
+            .map(|c| pb::SettingChange {
+                domain: c.domain,
+                agent_id: c.agent_id,
+                setting: c.setting,
+                from: c.from,
+                to: c.to,
             })
             .collect(),
     }

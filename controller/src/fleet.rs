@@ -62,6 +62,15 @@ pub struct Metrics {
     pub refused_objects: AtomicU64,
     pub blobs_asked: AtomicU64,
     pub blobs_known: AtomicU64,
+    /// The controller-clock time of the scheduler's last finished tick.
+    pub scheduler_tick: std::sync::atomic::AtomicI64,
+    pub scheduler_ticks: AtomicU64,
+    /// Maintenance (retention and gc) running now.
+    pub maintenance_running: std::sync::atomic::AtomicBool,
+    pub maintenance_runs: AtomicU64,
+    pub retention_forgotten: AtomicU64,
+    pub gc_packs_deleted: AtomicU64,
+    pub gc_bytes_freed: AtomicU64,
 }
 
 /// A presigned pack's verification, waiting for its PUT URL to expire.

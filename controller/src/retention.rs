@@ -112,13 +112,11 @@ pub struct Candidate {
 
 /// Why a snapshot stays.
 pub type Reasons = Vec<String>;
+/// Kept (with reasons) and forgotten, newest first.
+pub type Decision = (Vec<(Candidate, Reasons)>, Vec<Candidate>);
 
 /// Splits `snaps` into kept (with reasons) and forgotten, newest first.
-pub fn decide(
-    snaps: &[Candidate],
-    rule: &Keep,
-    tz: Tz,
-) -> Result<(Vec<(Candidate, Reasons)>, Vec<Candidate>), String> {
+pub fn decide(snaps: &[Candidate], rule: &Keep, tz: Tz) -> Result<Decision, String> {
     let mut sorted: Vec<&Candidate> = snaps.iter().collect();
     sorted.sort_by(|a, b| b.time.cmp(&a.time).then(b.id.cmp(&a.id)));
     let within = rule.within_seconds()?;

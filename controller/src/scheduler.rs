@@ -104,24 +104,33 @@ pub fn domain_plans_under(
     Ok(out)
 }
 
-/// What replacing the fleet's policies with `next` changes, per domain:
-/// (agent, domain, setting, before, after).
+/// One domain's setting that a policy change moves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingChange {
+    pub agent_id: String,
+    pub domain: String,
+    pub setting: String,
+    pub from: String,
+    pub to: String,
+}
+
+/// What replacing the fleet's policies with `next` changes, per domain.
 pub fn policy_effects(
     f: &Fleet,
     next: &[crate::policy::Policy],
-) -> anyhow::Result<Vec<(String, String, String, String, String)>> {
+) -> anyhow::Result<Vec<SettingChange>> {
     let before = domain_plans(f)?;
     let after = domain_plans_under(f, next)?;
     let mut out = Vec::new();
     for (b, a) in before.iter().zip(&after) {
         for (setting, from, to) in crate::policy::differences(&b.effective, &a.effective) {
-            out.push((
-                b.domain.agent_id.clone(),
-                b.domain.name.clone(),
+            out.push(SettingChange {
+                agent_id: b.domain.agent_id.clone(),
+                domain: b.domain.name.clone(),
                 setting,
                 from,
                 to,
-            ));
+            });
         }
     }
     Ok(out)
@@ -425,6 +434,13 @@ pub fn maintain(f: &Fleet) -> anyhow::Result<(usize, crate::store::GcReport)> {
         dry_run: false,
         grace: f.cfg.scheduler.gc_grace()?,
     })?;
+    let m = &f.metrics;
+    m.retention_forgotten
+        .fetch_add(ids.len() as u64, Ordering::Relaxed);
+    m.gc_packs_deleted
+        .fetch_add(report.packs_deleted, Ordering::Relaxed);
+    m.gc_bytes_freed
+        .fetch_add(report.bytes_freed, Ordering::Relaxed);
     Ok((ids.len(), report))
 }
 
@@ -458,6 +474,8 @@ pub async fn run(f: Arc<Fleet>) {
         }
         f.pump().await;
         maintenance_if_due(&f, now, &maintaining);
+        f.metrics.scheduler_tick.store(now, Ordering::Release);
+        f.metrics.scheduler_ticks.fetch_add(1, Ordering::Release);
     }
 }
 
@@ -489,6 +507,7 @@ fn maintenance_if_due(f: &Arc<Fleet>, now: i64, busy: &Arc<AtomicBool>) {
     };
     busy.store(true, Ordering::Release);
     let (f, busy) = (f.clone(), busy.clone());
+    f.metrics.maintenance_running.store(true, Ordering::Release);
     tokio::task::spawn_blocking(move || {
         match maintain(&f) {
             Ok((forgotten, gc)) => {
@@ -505,6 +524,10 @@ fn maintenance_if_due(f: &Arc<Fleet>, now: i64, busy: &Arc<AtomicBool>) {
         }
         let _ = f.catalog.set_fired(MAINTENANCE_KEY, occ);
         let _ = f.catalog.flush();
+        f.metrics.maintenance_runs.fetch_add(1, Ordering::Relaxed);
+        f.metrics
+            .maintenance_running
+            .store(false, Ordering::Release);
         busy.store(false, Ordering::Release);
     });
 }

@@ -246,13 +246,9 @@ fn render_metrics(f: &Fleet) -> String {
             "cairn_jobs_total{{kind=\"{kind}\",outcome=\"{outcome}\"}} {n}"
         );
     }
-    let running = f
-        .catalog
-        .jobs()
-        .unwrap_or_default()
-        .iter()
-        .filter(|j| j.state == JobState::Running)
-        .count();
+    let open = f.catalog.open_jobs().unwrap_or_default();
+    let running = open.iter().filter(|j| j.state == JobState::Running).count();
+    let queued = open.iter().filter(|j| j.state == JobState::Queued).count();
     let _ = writeln!(out, "# HELP cairn_jobs_running Jobs running now.\n# TYPE cairn_jobs_running gauge\ncairn_jobs_running {running}");
     let _ = writeln!(out, "# HELP cairn_job_duration_seconds Wall time of ended jobs.\n# TYPE cairn_job_duration_seconds summary\ncairn_job_duration_seconds_sum {}\ncairn_job_duration_seconds_count {}", *m.job_seconds_sum.lock().unwrap(), m.job_seconds_count.load(Ordering::Relaxed));
     let _ = writeln!(out, "# HELP cairn_received_bytes_total Pack and index bytes agents uploaded through the controller.\n# TYPE cairn_received_bytes_total counter\ncairn_received_bytes_total {}", m.bytes_received.load(Ordering::Relaxed));
@@ -260,6 +256,14 @@ fn render_metrics(f: &Fleet) -> String {
     let _ = writeln!(out, "# HELP cairn_refused_uploads_total Packs and snapshots from agents refused because they failed verification.\n# TYPE cairn_refused_uploads_total counter\ncairn_refused_uploads_total {}", m.refused_objects.load(Ordering::Relaxed));
     let _ = writeln!(out, "# HELP cairn_blobs_asked_total Blob ids agents asked about (HaveBlobs).\n# TYPE cairn_blobs_asked_total counter\ncairn_blobs_asked_total {}", m.blobs_asked.load(Ordering::Relaxed));
     let _ = writeln!(out, "# HELP cairn_blobs_known_total Asked blob ids the repository had, so were never sent.\n# TYPE cairn_blobs_known_total counter\ncairn_blobs_known_total {}", m.blobs_known.load(Ordering::Relaxed));
+    let _ = writeln!(out, "# HELP cairn_jobs_queued Jobs waiting to start (limits, backoff, offline agents).\n# TYPE cairn_jobs_queued gauge\ncairn_jobs_queued {queued}");
+    let _ = writeln!(out, "# HELP cairn_scheduler_tick_timestamp_seconds Controller-clock time of the scheduler's last pass.\n# TYPE cairn_scheduler_tick_timestamp_seconds gauge\ncairn_scheduler_tick_timestamp_seconds {}", m.scheduler_tick.load(Ordering::Acquire));
+    let _ = writeln!(out, "# HELP cairn_scheduler_ticks_total Scheduler passes finished.\n# TYPE cairn_scheduler_ticks_total counter\ncairn_scheduler_ticks_total {}", m.scheduler_ticks.load(Ordering::Acquire));
+    let _ = writeln!(out, "# HELP cairn_maintenance_running 1 while retention and gc run.\n# TYPE cairn_maintenance_running gauge\ncairn_maintenance_running {}", u8::from(m.maintenance_running.load(Ordering::Acquire)));
+    let _ = writeln!(out, "# HELP cairn_maintenance_runs_total Maintenance passes (retention, then gc) finished.\n# TYPE cairn_maintenance_runs_total counter\ncairn_maintenance_runs_total {}", m.maintenance_runs.load(Ordering::Relaxed));
+    let _ = writeln!(out, "# HELP cairn_retention_forgotten_snapshots_total Snapshots retention forgot.\n# TYPE cairn_retention_forgotten_snapshots_total counter\ncairn_retention_forgotten_snapshots_total {}", m.retention_forgotten.load(Ordering::Relaxed));
+    let _ = writeln!(out, "# HELP cairn_gc_deleted_packs_total Packs gc deleted.\n# TYPE cairn_gc_deleted_packs_total counter\ncairn_gc_deleted_packs_total {}", m.gc_packs_deleted.load(Ordering::Relaxed));
+    let _ = writeln!(out, "# HELP cairn_gc_freed_bytes_total Bytes gc freed.\n# TYPE cairn_gc_freed_bytes_total counter\ncairn_gc_freed_bytes_total {}", m.gc_bytes_freed.load(Ordering::Relaxed));
     let _ = writeln!(out, "# HELP cairn_snapshots Snapshots in the catalog.\n# TYPE cairn_snapshots gauge\ncairn_snapshots {}", f.catalog.snapshots(None).map(|s| s.len()).unwrap_or(0));
     let _ = writeln!(out, "# HELP process_start_time_seconds Start time of the process since the Unix epoch.\n# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds {}", f.started_at);
     out

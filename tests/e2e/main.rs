@@ -12,3 +12,4 @@ mod intel;
 mod maintenance;
 mod s3;
 mod safety;
+mod schedule;

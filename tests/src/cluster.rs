@@ -23,6 +23,7 @@ pub struct Cluster {
     controller: Option<Daemon>,
     /// Extra environment for the controller (S3 credentials in tests).
     env: Vec<(String, String)>,
+    clock_file: Option<PathBuf>,
 }
 
 pub struct ClusterOptions<'a> {
@@ -36,6 +37,10 @@ pub struct ClusterOptions<'a> {
     pub job_timeout: Option<&'a str>,
     /// How long presigned PUTs live (direct mode on S3); commits wait for it.
     pub presign_seconds: u32,
+    /// A simulated clock: the controller reads unix seconds from this file.
+    pub clock_file: Option<PathBuf>,
+    /// The body of `[scheduler]` in controller.toml (its defaults when None).
+    pub scheduler: Option<String>,
 }
 
 impl Default for ClusterOptions<'_> {
@@ -47,6 +52,8 @@ impl Default for ClusterOptions<'_> {
             heartbeat_seconds: 1,
             job_timeout: None,
             presign_seconds: 2,
+            clock_file: None,
+            scheduler: None,
         }
     }
 }
@@ -103,6 +110,12 @@ impl Cluster {
         if let Some(t) = o.job_timeout {
             text = text.replace("job_timeout = \"12h\"", &format!("job_timeout = {t:?}"));
         }
+        if let Some(s) = &o.scheduler {
+            let at = text
+                .find("[scheduler]")
+                .expect("init writes [scheduler] last");
+            text = format!("{}[scheduler]\n{s}\n", &text[..at]);
+        }
         fs::write(&cfg, text).unwrap();
         let mut c = Cluster {
             dir,
@@ -111,6 +124,7 @@ impl Cluster {
             port,
             controller: None,
             env: o.storage_env,
+            clock_file: o.clock_file,
         };
         c.start_controller();
         c
@@ -132,7 +146,11 @@ impl Cluster {
             .append(true)
             .open(&log)
             .unwrap();
-        let child = Command::new(bin("cairn-controller"))
+        let mut cmd = Command::new(bin("cairn-controller"));
+        if let Some(f) = &self.clock_file {
+            cmd.env("CAIRN_CLOCK_FILE", f);
+        }
+        let child = cmd
             .args(["run", "--config"])
             .arg(self.state.join("controller.toml"))
             .env(

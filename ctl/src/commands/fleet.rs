@@ -251,6 +251,7 @@ struct AgentJson {
     last_seen: i64,
     version: String,
     domains: u32,
+    labels: std::collections::BTreeMap<String, String>,
 }
 
 async fn agents(c: &mut Client, json: bool) -> Result<()> {
@@ -270,6 +271,7 @@ async fn agents(c: &mut Client, json: bool) -> Result<()> {
                 last_seen: a.last_seen,
                 version: a.version,
                 domains: a.domains,
+                labels: a.labels.into_iter().collect(),
             })
             .collect();
         return output::json(&v);
@@ -423,6 +425,16 @@ struct JobJson {
     finished_at: Option<i64>,
     snapshot: Option<String>,
     error: Option<String>,
+    /// "schedule" for runs the controller queued itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trigger: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backup_kind: Option<String>,
+    attempt: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scheduled_for: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    not_before: Option<i64>,
 }
 
 fn job_json(j: &pb::JobInfo) -> JobJson {
@@ -442,6 +454,11 @@ fn job_json(j: &pb::JobInfo) -> JobJson {
         finished_at: (j.finished_at > 0).then_some(j.finished_at),
         snapshot: (!j.snapshot_id.is_empty()).then(|| j.snapshot_id.clone()),
         error: (!j.error.is_empty()).then(|| j.error.clone()),
+        trigger: (!j.trigger.is_empty()).then(|| j.trigger.clone()),
+        backup_kind: (!j.backup_kind.is_empty()).then(|| j.backup_kind.clone()),
+        attempt: j.attempt,
+        scheduled_for: (j.scheduled_for > 0).then_some(j.scheduled_for),
+        not_before: (j.not_before > 0).then_some(j.not_before),
     }
 }
 
