@@ -249,6 +249,15 @@ fn render_metrics(f: &Fleet) -> String {
     let open = f.catalog.open_jobs().unwrap_or_default();
     let running = open.iter().filter(|j| j.state == JobState::Running).count();
     let queued = open.iter().filter(|j| j.state == JobState::Queued).count();
+    let now = crate::fleet::now();
+    let startable = open
+        .iter()
+        .filter(|j| {
+            j.state == JobState::Queued
+                && j.not_before.is_none_or(|t| t <= now)
+                && f.is_online(&j.agent_id)
+        })
+        .count();
     let _ = writeln!(out, "# HELP cairn_jobs_running Jobs running now.\n# TYPE cairn_jobs_running gauge\ncairn_jobs_running {running}");
     let _ = writeln!(out, "# HELP cairn_job_duration_seconds Wall time of ended jobs.\n# TYPE cairn_job_duration_seconds summary\ncairn_job_duration_seconds_sum {}\ncairn_job_duration_seconds_count {}", *m.job_seconds_sum.lock().unwrap(), m.job_seconds_count.load(Ordering::Relaxed));
     let _ = writeln!(out, "# HELP cairn_received_bytes_total Pack and index bytes agents uploaded through the controller.\n# TYPE cairn_received_bytes_total counter\ncairn_received_bytes_total {}", m.bytes_received.load(Ordering::Relaxed));
@@ -257,6 +266,7 @@ fn render_metrics(f: &Fleet) -> String {
     let _ = writeln!(out, "# HELP cairn_blobs_asked_total Blob ids agents asked about (HaveBlobs).\n# TYPE cairn_blobs_asked_total counter\ncairn_blobs_asked_total {}", m.blobs_asked.load(Ordering::Relaxed));
     let _ = writeln!(out, "# HELP cairn_blobs_known_total Asked blob ids the repository had, so were never sent.\n# TYPE cairn_blobs_known_total counter\ncairn_blobs_known_total {}", m.blobs_known.load(Ordering::Relaxed));
     let _ = writeln!(out, "# HELP cairn_jobs_queued Jobs waiting to start (limits, backoff, offline agents).\n# TYPE cairn_jobs_queued gauge\ncairn_jobs_queued {queued}");
+    let _ = writeln!(out, "# HELP cairn_jobs_startable Queued jobs whose agent is online and whose backoff has passed; the scheduler starts them as limits allow.\n# TYPE cairn_jobs_startable gauge\ncairn_jobs_startable {startable}");
     let _ = writeln!(out, "# HELP cairn_scheduler_tick_timestamp_seconds Controller-clock time of the scheduler's last pass.\n# TYPE cairn_scheduler_tick_timestamp_seconds gauge\ncairn_scheduler_tick_timestamp_seconds {}", m.scheduler_tick.load(Ordering::Acquire));
     let _ = writeln!(out, "# HELP cairn_scheduler_ticks_total Scheduler passes finished.\n# TYPE cairn_scheduler_ticks_total counter\ncairn_scheduler_ticks_total {}", m.scheduler_ticks.load(Ordering::Acquire));
     let _ = writeln!(out, "# HELP cairn_maintenance_running 1 while retention and gc run.\n# TYPE cairn_maintenance_running gauge\ncairn_maintenance_running {}", u8::from(m.maintenance_running.load(Ordering::Acquire)));
