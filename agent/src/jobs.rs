@@ -82,7 +82,11 @@ pub fn run(
             let site = site.with_context(|| {
                 format!("domain {:?} is not among this agent's domains", job.domain)
             })?;
-            backup(host, site, &repo, job, progress, snapshot)?;
+            if job.content == "database" {
+                backup_database(host, site, &repo, job, progress)?;
+            } else {
+                backup(host, site, &repo, job, progress, snapshot)?;
+            }
             storage
                 .committed
                 .lock()
@@ -134,6 +138,71 @@ fn backup(
         stored = snap.stats.stored_bytes,
         "backup stored"
     );
+    Ok(())
+}
+
+/// Dumps the database the site's own config names (`wp-config.php`, `.env`)
+/// into one snapshot. The credentials are read here and never leave the
+/// agent; a dump that fails leaves no snapshot and names the tool's error.
+fn backup_database(
+    host: &str,
+    site: &Site,
+    repo: &Repository,
+    job: &pb::Job,
+    progress: &Progress,
+) -> anyhow::Result<()> {
+    use crate::db::{self, Connection, DumpOptions, Engine, Profile};
+    if site.root_missing {
+        bail!(
+            "domain {:?}: its root {} is missing",
+            site.name,
+            site.root.display()
+        );
+    }
+    let (site_type, found) = crate::sitecfg::detect(&site.root);
+    let Some(sdb) = found else {
+        bail!(
+            "domain {:?}: no database settings found in {} (wp-config.php or .env)",
+            site.name,
+            site.root.display()
+        );
+    };
+    let engine: Engine = sdb.engine.parse().map_err(anyhow::Error::msg)?;
+    let conn = Connection {
+        host: sdb.host.clone(),
+        port: sdb.port,
+        socket: sdb.socket.as_ref().map(std::path::PathBuf::from),
+        user: (!sdb.user.is_empty()).then(|| sdb.user.clone()),
+        password: (!sdb.password.is_empty()).then(|| sdb.password.clone()),
+        database: if engine == Engine::Sqlite && !sdb.name.starts_with('/') {
+            site.root.join(&sdb.name).display().to_string()
+        } else {
+            sdb.name.clone()
+        },
+    };
+    let profile: Profile = match job.cms_profile.as_str() {
+        "" => site_type.as_str().parse().unwrap_or(Profile::None),
+        p => p.parse().map_err(anyhow::Error::msg)?,
+    };
+    let options = DumpOptions {
+        profile,
+        table_prefix: sdb.table_prefix.clone(),
+        ..Default::default()
+    };
+    let (id, snap, _) = db::backup(
+        repo,
+        db::BackupRequest {
+            engine,
+            conn: &conn,
+            options,
+            domain: &site.name,
+            host,
+            tags: &[],
+            progress: &progress.bytes,
+        },
+    )
+    .with_context(|| format!("dumping {}", conn.describe(engine)))?;
+    tracing::info!(proposed = %id, database = %conn.describe(engine), stored = snap.stats.stored_bytes, "database backup stored");
     Ok(())
 }
 

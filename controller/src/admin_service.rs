@@ -113,6 +113,12 @@ pub fn job_info(j: &JobRecord) -> pb::JobInfo {
         not_before: j.not_before.unwrap_or(0),
         scheduled_for: j.spec.scheduled_for,
         backup_kind: j.spec.backup_kind.clone(),
+        content: if j.kind == "backup" && j.spec.content.is_empty() {
+            "files".into()
+        } else {
+            j.spec.content.clone()
+        },
+        run_id: j.spec.run_id.clone(),
     }
 }
 
@@ -398,8 +404,34 @@ impl AdminService for AdminApi {
                 )));
             }
         };
+        let content = match r.content.as_str() {
+            "" | "files" => "",
+            "database" if domain.databases.is_empty() => {
+                return Err(Status::failed_precondition(format!(
+                    "domain {:?}: its agent found no database in the site's config",
+                    domain.name
+                )))
+            }
+            "database" => "database",
+            c => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown content {c:?} (files or database)"
+                )))
+            }
+        };
+        if !r.run_id.is_empty() {
+            let first = f.catalog.job(&r.run_id).map_err(not_found)?;
+            if first.domain != domain.name || first.agent_id != domain.agent_id {
+                return Err(Status::invalid_argument(format!(
+                    "job {} is not a run of {:?} on {}",
+                    r.run_id, domain.name, domain.agent_id
+                )));
+            }
+        }
         let spec = JobSpec {
-            backup_kind: kind.into(),
+            backup_kind: if content == "database" { "full" } else { kind }.into(),
+            content: content.into(),
+            run_id: r.run_id.clone(),
             ..Default::default()
         };
         self.queue("backup", &domain.name, &domain.agent_id, spec)

@@ -227,6 +227,16 @@ pub struct JobSpec {
     pub target: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<String>,
+    /// Backups: "database" for a dump of the site's database, else files.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub content: String,
+    /// Database backups: wordpress, laravel or none (empty: from the site type).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cms_profile: String,
+    /// The first job of the run this one belongs to (files and database of
+    /// one site at one time); empty for a run of one job.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub run_id: String,
     /// `schedule` for runs the scheduler queued; empty for cairnctl's.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub trigger: String,
@@ -505,18 +515,20 @@ impl Catalog {
         now: i64,
     ) -> Result<JobRecord> {
         let job = self.new_job(kind, domain, agent_id, spec, now)?;
-        self.queue(&job, &[])?;
+        self.queue(std::slice::from_ref(&job), &[])?;
         Ok(job)
     }
 
     /// Queues `job` and records `fired` (schedule keys and the occurrence
     /// each now stands at) in one transaction: a crash leaves both or neither,
     /// so a scheduled run is never lost nor queued twice.
-    pub fn queue(&self, job: &JobRecord, fired: &[(String, i64)]) -> Result<()> {
+    pub fn queue(&self, queued: &[JobRecord], fired: &[(String, i64)]) -> Result<()> {
         (&self.jobs, &self.open_jobs, &self.fired)
             .transaction(|(jobs, open, fire)| {
-                jobs.insert(job.id.as_bytes(), encode(job))?;
-                open.insert(job.id.as_bytes(), &[])?;
+                for job in queued {
+                    jobs.insert(job.id.as_bytes(), encode(job))?;
+                    open.insert(job.id.as_bytes(), &[])?;
+                }
                 for (k, t) in fired {
                     fire.insert(k.as_bytes(), &t.to_be_bytes())?;
                 }
@@ -1015,8 +1027,11 @@ mod tests {
             ..Default::default()
         };
         let j = c.new_job("backup", "x.test", "a1", spec, 1000).unwrap();
-        c.queue(&j, &[("a1\0x.test\0incremental".into(), 900)])
-            .unwrap();
+        c.queue(
+            std::slice::from_ref(&j),
+            &[("a1\0x.test\0incremental".into(), 900)],
+        )
+        .unwrap();
         assert_eq!(c.fired("a1\0x.test\0incremental").unwrap(), Some(900));
         c.start_job(&j.id, 1000).unwrap();
         c.finish_job(
@@ -1062,7 +1077,7 @@ mod tests {
                 1,
             )
             .unwrap();
-        c.queue(&k, &[]).unwrap();
+        c.queue(std::slice::from_ref(&k), &[]).unwrap();
         c.finish_job(&k.id, JobState::Cancelled, None, None, 2)
             .unwrap();
         let g = c

@@ -35,6 +35,10 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SchedulerConfig {
+    /// false: no scheduled runs and no maintenance window; only jobs started
+    /// with cairnctl run (a freeze, or a controller kept for restores).
+    #[serde(default = "yes")]
+    pub run_schedules: bool,
     /// Jobs one agent runs at once (SPEC BKP-5).
     #[serde(default = "default_agent_jobs")]
     pub agent_jobs: usize,
@@ -58,6 +62,7 @@ pub struct SchedulerConfig {
 impl Default for SchedulerConfig {
     fn default() -> Self {
         SchedulerConfig {
+            run_schedules: true,
             agent_jobs: default_agent_jobs(),
             fleet_jobs: default_fleet_jobs(),
             offline_give_up: default_offline_give_up(),
@@ -66,6 +71,10 @@ impl Default for SchedulerConfig {
             gc_grace: default_gc_grace(),
         }
     }
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_agent_jobs() -> usize {

@@ -31,6 +31,8 @@ pub struct Grant {
     pub agent_id: String,
     pub domain: String,
     pub backup: bool,
+    /// What a backup's snapshot must hold (files or a database dump).
+    pub content: cairn_repo::snapshot::Content,
     /// What it may read with ReadPack: per pack, the granted blobs' byte
     /// ranges (start, end), sorted and merged.
     pub ranges: HashMap<Id, Vec<(u64, u64)>>,
@@ -46,6 +48,7 @@ impl Grant {
             agent_id: &self.agent_id,
             host,
             domain: &self.domain,
+            content: self.content,
         }
     }
 }
@@ -299,6 +302,11 @@ impl Fleet {
             agent_id: job.agent_id.clone(),
             domain: job.domain.clone(),
             backup: job.kind == "backup",
+            content: if job.spec.content == "database" {
+                cairn_repo::snapshot::Content::Database
+            } else {
+                cairn_repo::snapshot::Content::Files
+            },
             ranges: HashMap::new(),
             roots: Vec::new(),
         };
@@ -310,6 +318,10 @@ impl Fleet {
                     "differential" => pb::BackupKind::Differential,
                     _ => pb::BackupKind::Incremental,
                 } as i32;
+                if job.spec.content == "database" {
+                    msg.content = "database".into();
+                    msg.cms_profile = job.spec.cms_profile.clone();
+                }
                 if self.data_path() == DataPath::Direct {
                     msg.storage = Some(pb::StorageGrant {
                         location: self.cfg.repository.location.clone(),
@@ -317,7 +329,12 @@ impl Fleet {
                         presigned: self.presigns,
                     });
                 }
-                let parent = self.parent_of(job)?;
+                // A dump has no parent: it dedups through HaveBlobs alone.
+                let parent = if job.spec.content == "database" {
+                    None
+                } else {
+                    self.parent_of(job)?
+                };
                 parent.map(|(id, stored, snap)| {
                     msg.snapshot_id = id.to_string();
                     msg.snapshot = stored;

@@ -271,9 +271,29 @@ pub fn queue_due(f: &Fleet, now: i64) -> anyhow::Result<Vec<JobRecord>> {
             now,
         )?;
         job.priority = plan.effective.priority.value;
-        f.catalog.queue(&job, &fired)?;
-        tracing::info!(job = %job.id, domain = %d.name, agent = %d.agent_id, kind = %job.spec.backup_kind, "scheduled run queued");
-        queued.push(job);
+        let mut run = vec![job.clone()];
+        // The site's database joins the run: "the site at time T" is one thing.
+        if plan.effective.database.value && !d.databases.is_empty() {
+            let mut db = f.catalog.new_job(
+                "backup",
+                &d.name,
+                &d.agent_id,
+                JobSpec {
+                    backup_kind: "full".into(),
+                    content: "database".into(),
+                    cms_profile: plan.effective.cms_profile.value.clone().unwrap_or_default(),
+                    run_id: job.id.clone(),
+                    ..job.spec.clone()
+                },
+                now,
+            )?;
+            db.priority = job.priority;
+            run[0].spec.run_id = job.id.clone();
+            run.push(db);
+        }
+        f.catalog.queue(&run, &fired)?;
+        tracing::info!(job = %job.id, domain = %d.name, agent = %d.agent_id, kind = %job.spec.backup_kind, jobs = run.len(), "scheduled run queued");
+        queued.extend(run);
     }
     f.catalog.flush()?;
     Ok(queued)
@@ -467,13 +487,17 @@ pub async fn run(f: Arc<Fleet>) {
             tracing::warn!(jobs = n, "failed jobs that outlived job_timeout");
         }
         let g = f.clone();
-        match tokio::task::spawn_blocking(move || queue_due(&g, now)).await {
-            Ok(Err(e)) => tracing::error!(error = %e, "scheduling"),
-            Err(e) => tracing::error!(error = %e, "scheduling"),
-            Ok(Ok(_)) => {}
+        if f.cfg.scheduler.run_schedules {
+            match tokio::task::spawn_blocking(move || queue_due(&g, now)).await {
+                Ok(Err(e)) => tracing::error!(error = %e, "scheduling"),
+                Err(e) => tracing::error!(error = %e, "scheduling"),
+                Ok(Ok(_)) => {}
+            }
         }
         f.pump().await;
-        maintenance_if_due(&f, now, &maintaining);
+        if f.cfg.scheduler.run_schedules {
+            maintenance_if_due(&f, now, &maintaining);
+        }
         f.metrics.scheduler_tick.store(now, Ordering::Release);
         f.metrics.scheduler_ticks.fetch_add(1, Ordering::Release);
     }

@@ -80,6 +80,8 @@ pub struct JobCtx<'a> {
     /// The host name the catalog holds for the agent.
     pub host: &'a str,
     pub domain: &'a str,
+    /// What the job backs up: its snapshot must hold that.
+    pub content: Content,
 }
 
 #[derive(Default)]
@@ -386,7 +388,7 @@ impl Store {
             .map_err(|e| StoreError::Refused(e.to_string()))?;
         let mut snap: Snapshot = serde_json::from_slice(&plain)
             .map_err(|e| StoreError::Refused(format!("snapshot: {e}")))?;
-        if snap.domain != job.domain || snap.content != Content::Files {
+        if snap.domain != job.domain || snap.content != job.content {
             return Err(StoreError::Denied(format!(
                 "the snapshot is of {:?} ({}), not of the job's domain {:?}",
                 snap.domain, snap.content, job.domain

@@ -60,6 +60,13 @@ pub enum Command {
         /// Follow the job with a progress bar until it ends; exit 1 if it fails.
         #[arg(long)]
         wait: bool,
+        /// Back up the site's files (the default).
+        #[arg(long, conflicts_with = "db_only")]
+        files_only: bool,
+        /// Dump the database the site's own config names (wp-config.php or
+        /// .env on its server; the credentials never leave it).
+        #[arg(long)]
+        db_only: bool,
     },
     /// Restore a snapshot through an agent into a directory on its server.
     Restore {

@@ -39,7 +39,8 @@ pub struct ClusterOptions<'a> {
     pub presign_seconds: u32,
     /// A simulated clock: the controller reads unix seconds from this file.
     pub clock_file: Option<PathBuf>,
-    /// The body of `[scheduler]` in controller.toml (its defaults when None).
+    /// The body of `[scheduler]` in controller.toml. None: schedules off, so
+    /// a test sees only the jobs it starts.
     pub scheduler: Option<String>,
 }
 
@@ -110,12 +111,11 @@ impl Cluster {
         if let Some(t) = o.job_timeout {
             text = text.replace("job_timeout = \"12h\"", &format!("job_timeout = {t:?}"));
         }
-        if let Some(s) = &o.scheduler {
-            let at = text
-                .find("[scheduler]")
-                .expect("init writes [scheduler] last");
-            text = format!("{}[scheduler]\n{s}\n", &text[..at]);
-        }
+        let scheduler = o.scheduler.as_deref().unwrap_or("run_schedules = false");
+        let at = text
+            .find("[scheduler]")
+            .expect("init writes [scheduler] last");
+        text = format!("{}[scheduler]\n{scheduler}\n", &text[..at]);
         fs::write(&cfg, text).unwrap();
         let mut c = Cluster {
             dir,

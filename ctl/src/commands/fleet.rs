@@ -164,12 +164,16 @@ pub fn run(conn: &Connection, cmd: Command) -> Result<()> {
                 kind,
                 agent,
                 wait,
+                files_only: _,
+                db_only,
             } => {
                 let j = c
                     .start_backup(pb::StartBackupRequest {
                         domain,
                         kind,
                         agent_id: agent.unwrap_or_default(),
+                        content: if db_only { "database" } else { "files" }.into(),
+                        run_id: String::new(),
                     })
                     .await
                     .map_err(status)?
@@ -430,6 +434,10 @@ struct JobJson {
     trigger: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     backup_kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run: Option<String>,
     attempt: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     scheduled_for: Option<i64>,
@@ -456,6 +464,8 @@ fn job_json(j: &pb::JobInfo) -> JobJson {
         error: (!j.error.is_empty()).then(|| j.error.clone()),
         trigger: (!j.trigger.is_empty()).then(|| j.trigger.clone()),
         backup_kind: (!j.backup_kind.is_empty()).then(|| j.backup_kind.clone()),
+        content: (!j.content.is_empty()).then(|| j.content.clone()),
+        run: (!j.run_id.is_empty()).then(|| j.run_id.clone()),
         attempt: j.attempt,
         scheduled_for: (j.scheduled_for > 0).then_some(j.scheduled_for),
         not_before: (j.not_before > 0).then_some(j.not_before),
