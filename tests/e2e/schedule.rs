@@ -23,6 +23,7 @@ order = 10
 timezone = "UTC"
 splay = "10m"
 retries = 3
+database = false
 [schedule]
 incremental = "0 2 * * *"
 full = "0 3 * * 0"
@@ -47,6 +48,51 @@ keep_weekly = 2
 [retention.full]
 keep_last = 2
 "#;
+
+/// Sites whose database lives on the test's MariaDB (the others' configs
+/// name servers that do not exist here, so their databases are off).
+fn with_db_policy(domains: &[String]) -> String {
+    format!("name = \"with-db\"\norder = 30\ndatabase = true\n[select]\ndomains = {domains:?}\n")
+}
+
+/// Points a WordPress site at the test's MariaDB: its own DB_NAME, DB_USER
+/// and DB_PASSWORD, created there, and DB_HOST on the server's socket.
+/// Returns the config as written (rewritten after every generator day) and
+/// the database name.
+fn wire_database(site: &Path, maria: &dbserver::MariaDb) -> (String, String) {
+    let cfg = fs::read_to_string(site.join("wp-config.php")).unwrap();
+    let define = |k: &str| -> String {
+        let at = cfg.find(&format!("'{k}'")).unwrap() + k.len() + 2;
+        let rest = &cfg[at..];
+        let start = rest.find('\'').unwrap() + 1;
+        let end = start + rest[start..].find('\'').unwrap();
+        rest[start..end].to_string()
+    };
+    let (name, user, pass) = (define("DB_NAME"), define("DB_USER"), define("DB_PASSWORD"));
+    maria.sql(
+        None,
+        &format!(
+            "CREATE DATABASE `{name}`; CREATE USER '{user}'@'localhost' IDENTIFIED BY '{pass}'; \
+             GRANT ALL ON `{name}`.* TO '{user}'@'localhost';"
+        ),
+    );
+    maria.sql(
+        Some(&name),
+        "CREATE TABLE wp_posts (ID INT PRIMARY KEY AUTO_INCREMENT, post_title VARCHAR(200), post_content MEDIUMTEXT);\
+         CREATE TABLE wp_comments (comment_ID INT PRIMARY KEY AUTO_INCREMENT, comment_post_ID INT, comment_content TEXT);\
+         INSERT INTO wp_posts (post_title, post_content) VALUES ('Hello world', REPEAT('lorem ipsum ', 500));",
+    );
+    let wired = cfg.replace(
+        "'DB_HOST', 'localhost'",
+        &format!("'DB_HOST', 'localhost:{}'", maria.socket.display()),
+    );
+    assert_ne!(
+        wired, cfg,
+        "the generator's wp-config names DB_HOST 'localhost'"
+    );
+    fs::write(site.join("wp-config.php"), &wired).unwrap();
+    (wired, name)
+}
 
 /// The fleet, its clock, and what each site held on each simulated day.
 struct Sim {
@@ -199,6 +245,18 @@ fn a_fleet_protects_itself_for_weeks_on_a_stepped_clock() {
     let fleet = tmp.path().join("fleet");
     let sites = gen_fleet(&fleet, 10, 0.03);
     let names: Vec<String> = sites.iter().map(|s| site_name(s)).collect();
+    // One WordPress site of the busy agent and one of a3 keep their
+    // database on a real MariaDB; every scheduled run dumps it.
+    let maria = dbserver::MariaDb::start().unwrap();
+    let is_wp = |i: &usize| sites[*i].join("wp-config.php").exists();
+    let db_sites: Vec<usize> = [(0..3).find(is_wp), (6..10).find(is_wp)]
+        .into_iter()
+        .map(|i| i.expect("the generator makes WordPress sites"))
+        .collect();
+    let mut wired: HashMap<usize, (String, String)> = HashMap::new();
+    for &i in &db_sites {
+        wired.insert(i, wire_database(&sites[i], &maria));
+    }
     let group = |range: std::ops::Range<usize>| -> Vec<(&str, &Path)> {
         range
             .map(|i| (names[i].as_str(), sites[i].as_path()))
@@ -271,6 +329,11 @@ fn a_fleet_protects_itself_for_weeks_on_a_stepped_clock() {
     );
     sim.c
         .ok(&["policy", "apply", "-f", busy_file.to_str().unwrap()]);
+    let db_file = tmp.path().join("with-db.toml");
+    let db_names: Vec<String> = db_sites.iter().map(|i| names[*i].clone()).collect();
+    fs::write(&db_file, with_db_policy(&db_names)).unwrap();
+    sim.c
+        .ok(&["policy", "apply", "-f", db_file.to_str().unwrap()]);
     let again = sim
         .c
         .json(&["policy", "apply", "-f", busy_file.to_str().unwrap()]);
@@ -324,12 +387,29 @@ fn a_fleet_protects_itself_for_weeks_on_a_stepped_clock() {
     // Day by day: the generator's activity, then the clock through the day.
     let ex = Excludes::with_defaults::<&str>(&[]).unwrap();
     let mut trees: HashMap<(String, i64), BTreeMap<String, Entry>> = HashMap::new();
+    let mut db_sums: HashMap<(String, i64), Vec<(String, String)>> = HashMap::new();
     let end = T0 + days * DAY + 4 * HOUR;
     let held_snap_domain = names[5].clone();
     let mut held_snapshot = String::new();
     for day in 0..=days {
         if day > 0 {
             mutate_fleet(&fleet, day as u32);
+            // The site's activity reaches its database too.
+            for (&i, (cfg, db)) in &wired {
+                fs::write(sites[i].join("wp-config.php"), cfg).unwrap();
+                maria.sql(
+                    Some(db),
+                    &format!(
+                        "INSERT INTO wp_posts (post_title, post_content) VALUES ('day {day}', REPEAT('text ', {})); \
+                         UPDATE wp_posts SET post_title = CONCAT(post_title, '!') WHERE ID = 1; \
+                         INSERT INTO wp_comments (comment_post_ID, comment_content) VALUES (1, 'comment {day}');",
+                        100 + day * 7
+                    ),
+                );
+            }
+        }
+        for (&i, (_, db)) in &wired {
+            db_sums.insert((names[i].clone(), day), maria.checksums(db));
         }
         for (i, s) in sites.iter().enumerate() {
             trees.insert(
@@ -364,7 +444,7 @@ fn a_fleet_protects_itself_for_weeks_on_a_stepped_clock() {
                         .into_iter()
                         .filter(|j| j["agent"] == "a3" && j["state"] == "queued")
                         .collect();
-                    assert_eq!(waiting.len(), 4, "a3's four runs wait for it");
+                    assert_eq!(waiting.len(), 5, "a3's four sites and one database wait for it");
                     assert!(waiting
                         .iter()
                         .all(|j| j["step"].as_str().unwrap().contains("offline")));
@@ -442,49 +522,69 @@ fn a_fleet_protects_itself_for_weeks_on_a_stepped_clock() {
         jobs.iter().all(|j| j["trigger"] == "schedule"),
         "every job came from the scheduler"
     );
-    let mut by_domain: HashMap<String, Vec<(String, i64, String)>> = HashMap::new();
+    // (snapshot, time, kind, content) of every successful run, per domain.
+    let mut by_domain: HashMap<String, Vec<(String, i64, String, String)>> = HashMap::new();
     for (i, name) in names.iter().enumerate() {
         let busy = i < 3;
         let want = expected_runs(busy, T0 - HOUR, end);
-        let mine: Vec<&serde_json::Value> = jobs
-            .iter()
-            .filter(|j| j["domain"] == name.as_str())
-            .collect();
-        let mut seen: BTreeMap<i64, Vec<&serde_json::Value>> = BTreeMap::new();
-        for j in &mine {
-            seen.entry(j["scheduled_for"].as_i64().unwrap())
-                .or_default()
-                .push(j);
-        }
-        assert_eq!(
-            seen.keys().copied().collect::<Vec<_>>(),
-            want.keys().copied().collect::<Vec<_>>(),
-            "{name}: the runs its schedule names, no more, no fewer"
-        );
-        for (t, js) in &seen {
-            let ok: Vec<_> = js.iter().filter(|j| j["state"] == "succeeded").collect();
-            let offline_day = agent_of(i) == "a3" && (*t - T0).div_euclid(DAY) == 12;
-            if offline_day {
-                assert!(ok.is_empty());
-                assert!(
-                    js.iter().any(|j| j["state"] == "failed"
-                        && j["error"].as_str().unwrap().contains("offline")),
-                    "{name} at {t}: {js:?}"
-                );
-                continue;
+        let contents: &[&str] = if db_sites.contains(&i) {
+            &["files", "database"]
+        } else {
+            &["files"]
+        };
+        for content in contents {
+            let mut seen: BTreeMap<i64, Vec<&serde_json::Value>> = BTreeMap::new();
+            for j in jobs
+                .iter()
+                .filter(|j| j["domain"] == name.as_str() && j["content"] == *content)
+            {
+                seen.entry(j["scheduled_for"].as_i64().unwrap())
+                    .or_default()
+                    .push(j);
             }
             assert_eq!(
-                ok.len(),
-                1,
-                "{name}: occurrence {t} succeeded exactly once: {js:?}"
+                seen.keys().copied().collect::<Vec<_>>(),
+                want.keys().copied().collect::<Vec<_>>(),
+                "{name} ({content}): the runs its schedule names, no more, no fewer"
             );
-            assert_eq!(ok[0]["backup_kind"], want[t], "{name} at {t}");
-            let snap = ok[0]["snapshot"].as_str().unwrap().to_string();
-            let at = ok[0]["finished_at"].as_i64().unwrap();
-            by_domain
-                .entry(name.clone())
-                .or_default()
-                .push((snap, at, want[t].to_string()));
+            for (t, js) in &seen {
+                let ok: Vec<_> = js.iter().filter(|j| j["state"] == "succeeded").collect();
+                let offline_day = agent_of(i) == "a3" && (*t - T0).div_euclid(DAY) == 12;
+                if offline_day {
+                    assert!(ok.is_empty());
+                    assert!(
+                        js.iter().any(|j| j["state"] == "failed"
+                            && j["error"].as_str().unwrap().contains("offline")),
+                        "{name} at {t}: {js:?}"
+                    );
+                    continue;
+                }
+                assert_eq!(
+                    ok.len(),
+                    1,
+                    "{name} ({content}): occurrence {t} succeeded exactly once: {js:?}"
+                );
+                if *content == "files" {
+                    assert_eq!(ok[0]["backup_kind"], want[t], "{name} at {t}");
+                } else {
+                    // The dump belongs to the files run of the same occurrence.
+                    let run = ok[0]["run"].as_str().unwrap();
+                    assert!(
+                        jobs.iter().any(|f| f["id"] == run
+                            && f["content"] == "files"
+                            && f["scheduled_for"] == *t),
+                        "{name} at {t}: the dump shares its run id with the files job"
+                    );
+                }
+                let snap = ok[0]["snapshot"].as_str().unwrap().to_string();
+                let at = ok[0]["finished_at"].as_i64().unwrap();
+                by_domain.entry(name.clone()).or_default().push((
+                    snap,
+                    at,
+                    want[t].to_string(),
+                    content.to_string(),
+                ));
+            }
         }
     }
     assert!(sim.metric("cairn_jobs_total{kind=\"backup\",outcome=\"failed\"}") >= 4.0);
@@ -532,18 +632,22 @@ fn a_fleet_protects_itself_for_weeks_on_a_stepped_clock() {
     // What is left is exactly the GFS set each policy names, plus holds.
     for (i, name) in names.iter().enumerate() {
         let mine = &by_domain[name];
-        let pairs = |kind: Option<&str>| -> Vec<(String, i64)> {
+        let pairs = |content: &str, kind: Option<&str>| -> Vec<(String, i64)> {
             mine.iter()
-                .filter(|r| kind.is_none_or(|k| r.2 == k))
+                .filter(|r| r.3 == content && kind.is_none_or(|k| r.2 == k))
                 .map(|r| (r.0.clone(), r.1))
                 .collect()
         };
+        // Busy: per-kind rule for fulls; dumps are judged on their own.
         let mut want = if i < 3 {
-            let mut k = gfs(&pairs(Some("incremental")), 4, 3, 2, 0);
-            k.extend(gfs(&pairs(Some("full")), 2, 0, 0, 0));
+            let mut k = gfs(&pairs("files", Some("incremental")), 4, 3, 2, 0);
+            k.extend(gfs(&pairs("files", Some("full")), 2, 0, 0, 0));
+            k.extend(gfs(&pairs("database", None), 4, 3, 2, 0));
             k
         } else {
-            gfs(&pairs(None), 0, 7, 4, 3)
+            let mut k = gfs(&pairs("files", None), 0, 7, 4, 3);
+            k.extend(gfs(&pairs("database", None), 0, 7, 4, 3));
+            k
         };
         if *name == held_domain {
             want = mine.iter().map(|r| r.0.clone()).collect();
@@ -574,9 +678,9 @@ fn a_fleet_protects_itself_for_weeks_on_a_stepped_clock() {
 
     // Kept runs restore byte-identical: each domain's oldest and newest.
     for (i, name) in names.iter().enumerate() {
-        let mut kept: Vec<&(String, i64, String)> = by_domain[name]
+        let mut kept: Vec<&(String, i64, String, String)> = by_domain[name]
             .iter()
-            .filter(|r| after.contains(&r.0))
+            .filter(|r| after.contains(&r.0) && r.3 == "files")
             .collect();
         kept.sort_by_key(|r| r.1);
         for r in [kept[0], kept[kept.len() - 1]] {
@@ -599,6 +703,41 @@ fn a_fleet_protects_itself_for_weeks_on_a_stepped_clock() {
                 trees[&(name.clone(), day)],
                 "{name}: snapshot of day {day} restores byte-identical (agent {})",
                 agent_of(i)
+            );
+        }
+    }
+
+    // Kept dumps restore with every table's checksum as it was that day.
+    let repo = Ctl::new(
+        sim.c.dir.join("repo").to_str().unwrap(),
+        cluster::PASSPHRASE,
+    );
+    for &i in &db_sites {
+        let name = &names[i];
+        let mut kept: Vec<&(String, i64, String, String)> = by_domain[name]
+            .iter()
+            .filter(|r| after.contains(&r.0) && r.3 == "database")
+            .collect();
+        kept.sort_by_key(|r| r.1);
+        assert!(kept.len() >= 3, "{name}: dumps kept by retention");
+        for (n, r) in [kept[0], kept[kept.len() - 1]].into_iter().enumerate() {
+            let day = (r.1 - T0).div_euclid(DAY);
+            let into = format!("check_{i}_{n}");
+            let socket = maria.socket.display().to_string();
+            repo.ok(&[
+                "restore-db",
+                &r.0,
+                "--database",
+                &into,
+                "--db-socket",
+                &socket,
+                "--db-user",
+                "root",
+            ]);
+            assert_eq!(
+                maria.checksums(&into),
+                db_sums[&(name.clone(), day)],
+                "{name}: the dump of day {day} restores every table as it was"
             );
         }
     }
