@@ -648,7 +648,7 @@ fn commit(
         agent_id: agent.to_string(),
         time: snap.time.timestamp(),
         kind: snap.kind.to_string(),
-        content: "files".into(),
+        content: snap.content.to_string(),
         total_bytes: snap.stats.total_bytes,
         stored_bytes: snap.stats.stored_bytes,
     };

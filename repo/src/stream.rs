@@ -8,7 +8,7 @@
 //! Nothing is visible until [`StreamBackup::commit`] writes the snapshot; a
 //! session dropped without committing leaves only unreferenced blobs.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::ffi::OsStr;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
@@ -31,7 +31,9 @@ use crate::tree::{Node, NodeKind, Tree};
 pub struct StreamBackup<'r> {
     repo: &'r Repository,
     saver: BlobSaver<'r>,
-    _lock: Lock,
+    /// None for a repository reached through a controller, which keeps
+    /// gc off what a running job uploads.
+    _lock: Option<Lock>,
     started: Instant,
     files: Vec<Node>,
     total: u64,
@@ -46,6 +48,18 @@ pub struct Position {
 
 impl<'r> StreamBackup<'r> {
     pub fn begin(repo: &'r Repository) -> Result<StreamBackup<'r>> {
+        // Through a controller (a fleet job) the repository's locks and index
+        // are the controller's: the saver asks it which blobs exist.
+        if repo.known_blobs().is_some() {
+            return Ok(StreamBackup {
+                repo,
+                saver: BlobSaver::new(repo, HashSet::new()),
+                _lock: None,
+                started: Instant::now(),
+                files: Vec::new(),
+                total: 0,
+            });
+        }
         let lock = Lock::acquire_waiting(repo.storage().clone(), false, crate::lock::BACKUP_WAIT)?;
         repo.load_index()?;
         repo.adopt_unindexed_packs()?;
@@ -53,7 +67,7 @@ impl<'r> StreamBackup<'r> {
         Ok(StreamBackup {
             repo,
             saver: BlobSaver::new(repo, known),
-            _lock: lock,
+            _lock: Some(lock),
             started: Instant::now(),
             files: Vec::new(),
             total: 0,
