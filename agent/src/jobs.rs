@@ -122,10 +122,12 @@ fn backup(
         pb::BackupKind::Differential => Kind::Differential,
         _ => Kind::Incremental,
     };
+    // The agent's own excludes, then the fleet policy's.
+    let patterns: Vec<&String> = site.exclude.iter().chain(&job.excludes).collect();
     let opts = BackupOptions {
         domain: site.name.clone(),
         kind,
-        excludes: Excludes::with_defaults(&site.exclude)?,
+        excludes: Excludes::with_defaults(&patterns)?,
         host: host.to_string(),
         tags: Vec::new(),
     };

@@ -428,10 +428,23 @@ impl AdminService for AdminApi {
                 )));
             }
         }
+        // Settings from the fleet's policies, as a scheduled run gets them.
+        let plans = crate::scheduler::domain_plans(f).map_err(internal)?;
+        let effective = plans
+            .iter()
+            .find(|p| p.domain.agent_id == domain.agent_id && p.domain.name == domain.name)
+            .map(|p| &p.effective);
         let spec = JobSpec {
             backup_kind: if content == "database" { "full" } else { kind }.into(),
             content: content.into(),
             run_id: r.run_id.clone(),
+            excludes: match (content, effective) {
+                ("", Some(e)) => e.excludes.value.clone(),
+                _ => Vec::new(),
+            },
+            cms_profile: effective
+                .and_then(|e| e.cms_profile.value.clone())
+                .unwrap_or_default(),
             ..Default::default()
         };
         self.queue("backup", &domain.name, &domain.agent_id, spec)

@@ -233,6 +233,9 @@ pub struct JobSpec {
     /// Database backups: wordpress, laravel or none (empty: from the site type).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub cms_profile: String,
+    /// File backups: exclude patterns from the domain's policies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excludes: Vec<String>,
     /// The first job of the run this one belongs to (files and database of
     /// one site at one time); empty for a run of one job.
     #[serde(default, skip_serializing_if = "String::is_empty")]

@@ -321,6 +321,8 @@ impl Fleet {
                 if job.spec.content == "database" {
                     msg.content = "database".into();
                     msg.cms_profile = job.spec.cms_profile.clone();
+                } else {
+                    msg.excludes = job.spec.excludes.clone();
                 }
                 if self.data_path() == DataPath::Direct {
                     msg.storage = Some(pb::StorageGrant {

@@ -266,6 +266,7 @@ pub fn queue_due(f: &Fleet, now: i64) -> anyhow::Result<Vec<JobRecord>> {
                 scheduled_for: occ,
                 retries_left: plan.effective.retries.value,
                 backoff_seconds: FIRST_BACKOFF,
+                excludes: plan.effective.excludes.value.clone(),
                 ..Default::default()
             },
             now,
@@ -283,6 +284,7 @@ pub fn queue_due(f: &Fleet, now: i64) -> anyhow::Result<Vec<JobRecord>> {
                     content: "database".into(),
                     cms_profile: plan.effective.cms_profile.value.clone().unwrap_or_default(),
                     run_id: job.id.clone(),
+                    excludes: Vec::new(),
                     ..job.spec.clone()
                 },
                 now,

@@ -24,6 +24,7 @@ timezone = "UTC"
 splay = "10m"
 retries = 3
 database = false
+excludes = ["*.lock"]
 [schedule]
 incremental = "0 2 * * *"
 full = "0 3 * * 0"
@@ -189,7 +190,8 @@ fn gfs(
     let mut s = snaps.to_vec();
     s.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.cmp(&a.0)));
     let mut keep: BTreeSet<String> = s.iter().take(last).map(|x| x.0.clone()).collect();
-    let buckets: [(usize, fn(i64) -> (i32, u32)); 3] = [
+    type Bucket = fn(i64) -> (i32, u32);
+    let buckets: [(usize, Bucket); 3] = [
         (daily, |t| {
             let d = Utc.timestamp_opt(t, 0).unwrap();
             (d.year(), d.ordinal())
@@ -390,7 +392,12 @@ fn a_fleet_protects_itself_for_weeks_on_a_stepped_clock() {
     assert_eq!(h["domain"], held_domain.as_str());
 
     // Day by day: the generator's activity, then the clock through the day.
-    let ex = Excludes::with_defaults::<&str>(&[]).unwrap();
+    // The fleet policy's exclude reaches the agents: lock files stay out.
+    let ex = Excludes::with_defaults(&["*.lock"]).unwrap();
+    assert!(
+        sites.iter().any(|s| s.join("composer.lock").exists()),
+        "a site has a file the policy excludes"
+    );
     let mut trees: HashMap<(String, i64), BTreeMap<String, Entry>> = HashMap::new();
     let mut db_sums: HashMap<(String, i64), Vec<(String, String)>> = HashMap::new();
     let end = T0 + days * DAY + 4 * HOUR;
@@ -449,7 +456,11 @@ fn a_fleet_protects_itself_for_weeks_on_a_stepped_clock() {
                         .into_iter()
                         .filter(|j| j["agent"] == "a3" && j["state"] == "queued")
                         .collect();
-                    assert_eq!(waiting.len(), 5, "a3's four sites and one database wait for it");
+                    assert_eq!(
+                        waiting.len(),
+                        5,
+                        "a3's four sites and one database wait for it"
+                    );
                     assert!(waiting
                         .iter()
                         .all(|j| j["step"].as_str().unwrap().contains("offline")));
