@@ -82,6 +82,13 @@ pub fn run(
             let site = site.with_context(|| {
                 format!("domain {:?} is not among this agent's domains", job.domain)
             })?;
+            if site.root_missing {
+                bail!(
+                    "domain {:?}: its root {} is missing",
+                    site.name,
+                    site.root.display()
+                );
+            }
             if job.content == "database" {
                 backup_database(host, site, &repo, job, progress)?;
             } else {
@@ -110,13 +117,6 @@ fn backup(
     progress: &Progress,
     parent: Option<(Id, Snapshot)>,
 ) -> anyhow::Result<()> {
-    if site.root_missing {
-        bail!(
-            "domain {:?}: its root {} is missing",
-            site.name,
-            site.root.display()
-        );
-    }
     let kind = match job.backup_kind() {
         pb::BackupKind::Full => Kind::Full,
         pb::BackupKind::Differential => Kind::Differential,
@@ -154,13 +154,6 @@ fn backup_database(
     progress: &Progress,
 ) -> anyhow::Result<()> {
     use crate::db::{self, Connection, DumpOptions, Engine, Profile};
-    if site.root_missing {
-        bail!(
-            "domain {:?}: its root {} is missing",
-            site.name,
-            site.root.display()
-        );
-    }
     let (site_type, found) = crate::sitecfg::detect(&site.root);
     let Some(sdb) = found else {
         bail!(

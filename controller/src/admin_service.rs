@@ -459,25 +459,7 @@ impl AdminService for AdminApi {
         let r = req.into_inner();
         let f = &self.0;
         let snaps = f.catalog.snapshots(None).map_err(internal)?;
-        let matches: Vec<_> = snaps
-            .iter()
-            .filter(|s| !r.snapshot_id.is_empty() && s.id.starts_with(&r.snapshot_id))
-            .collect();
-        let snap = match matches.as_slice() {
-            [one] => *one,
-            [] => {
-                return Err(Status::not_found(format!(
-                    "no snapshot {:?}",
-                    r.snapshot_id
-                )))
-            }
-            _ => {
-                return Err(Status::invalid_argument(format!(
-                    "snapshot prefix {:?} is ambiguous",
-                    r.snapshot_id
-                )))
-            }
-        };
+        let snap = find_snapshot(&snaps, &r.snapshot_id)?;
         let agent = if r.agent_id.is_empty() {
             snap.agent_id.clone()
         } else {
@@ -622,19 +604,7 @@ impl AdminService for AdminApi {
         let snaps = f.catalog.snapshots(None).map_err(internal)?;
         let mut chosen = Vec::new();
         for want in &r.snapshot_ids {
-            let matches: Vec<_> = snaps
-                .iter()
-                .filter(|s| !want.is_empty() && s.id.starts_with(want.as_str()))
-                .collect();
-            match matches.as_slice() {
-                [one] => chosen.push((*one).clone()),
-                [] => return Err(Status::not_found(format!("no snapshot {want:?}"))),
-                _ => {
-                    return Err(Status::invalid_argument(format!(
-                        "snapshot prefix {want:?} is ambiguous"
-                    )))
-                }
-            }
+            chosen.push(find_snapshot(&snaps, want)?.clone());
         }
         let holds = f.catalog.holds().map_err(internal)?;
         for s in &chosen {
@@ -868,25 +838,10 @@ impl AdminService for AdminApi {
             }
             (true, false) => {
                 let snaps = f.catalog.snapshots(None).map_err(internal)?;
-                let found: Vec<_> = snaps
-                    .iter()
-                    .filter(|s| s.id.starts_with(&r.snapshot_id))
-                    .collect();
-                match found.as_slice() {
-                    [one] => (String::new(), one.id.clone()),
-                    [] => {
-                        return Err(Status::not_found(format!(
-                            "no snapshot {:?}",
-                            r.snapshot_id
-                        )))
-                    }
-                    _ => {
-                        return Err(Status::invalid_argument(format!(
-                            "snapshot prefix {:?} is ambiguous",
-                            r.snapshot_id
-                        )))
-                    }
-                }
+                (
+                    String::new(),
+                    find_snapshot(&snaps, &r.snapshot_id)?.id.clone(),
+                )
             }
             _ => {
                 return Err(Status::invalid_argument(
@@ -1011,6 +966,24 @@ impl AdminService for AdminApi {
             "gc finished"
         );
         Ok(Response::new(gc_info(&rep)))
+    }
+}
+
+/// The one snapshot whose id starts with `prefix`.
+fn find_snapshot<'a>(
+    snaps: &'a [SnapshotRecord],
+    prefix: &str,
+) -> Result<&'a SnapshotRecord, Status> {
+    let found: Vec<&SnapshotRecord> = snaps
+        .iter()
+        .filter(|s| !prefix.is_empty() && s.id.starts_with(prefix))
+        .collect();
+    match found.as_slice() {
+        [one] => Ok(one),
+        [] => Err(Status::not_found(format!("no snapshot {prefix:?}"))),
+        _ => Err(Status::invalid_argument(format!(
+            "snapshot prefix {prefix:?} is ambiguous"
+        ))),
     }
 }
 
