@@ -52,6 +52,9 @@ if [ -z "${CAIRN_GEN_FLEET:-}" ] && [ ! -f ../shared/bench/gen_fleet.py ]; then
   exit 1
 fi
 
+# A fresh clone gains nothing from incremental caches; they only fill the disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 cargo fmt --all -- --check
 if cargo clippy --version >/dev/null 2>&1; then
   cargo clippy --workspace --all-targets --locked -- -D warnings

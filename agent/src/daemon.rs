@@ -414,9 +414,15 @@ fn start_job(
         .await;
         reporter.abort();
         // The final counters, so the job's record shows what was done.
+        let step = match &outcome {
+            Ok(Ok(jobs::Done {
+                summary: Some(s), ..
+            })) => s.clone(),
+            _ => "done".into(),
+        };
         let last = pb::JobProgress {
             job_id: id.clone(),
-            step: "done".into(),
+            step,
             files: progress.files.load(Ordering::Relaxed),
             bytes: progress.bytes.load(Ordering::Relaxed),
             total_bytes: total,
@@ -428,10 +434,10 @@ fn start_job(
             })
             .await;
         let result = match outcome {
-            Ok(Ok(snapshot_id)) => pb::JobResult {
+            Ok(Ok(done)) => pb::JobResult {
                 job_id: id.clone(),
                 outcome: pb::Outcome::Succeeded as i32,
-                snapshot_id,
+                snapshot_id: done.snapshot_id,
                 error: String::new(),
             },
             Ok(Err(e)) => {

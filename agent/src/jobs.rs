@@ -16,7 +16,16 @@ use tokio::runtime::Handle;
 use crate::discover::Site;
 use crate::remote::{Client, ControllerKnows, Direct, JobStorage};
 
-/// Runs one job; returns the snapshot it made (backups) or "" (restores).
+/// How a job ended well.
+#[derive(Debug, Default)]
+pub struct Done {
+    /// The snapshot a backup committed; empty for restores.
+    pub snapshot_id: String,
+    /// One line for the job's record (what a restore did).
+    pub summary: Option<String>,
+}
+
+/// Runs one job.
 pub fn run(
     host: &str,
     site: Option<&Site>,
@@ -24,7 +33,7 @@ pub fn run(
     handle: Handle,
     job: &pb::Job,
     progress: &Progress,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Done> {
     let access = job
         .repository
         .as_ref()
@@ -94,16 +103,34 @@ pub fn run(
             } else {
                 backup(host, site, &repo, job, progress, snapshot)?;
             }
-            storage
+            let snapshot_id = storage
                 .committed
                 .lock()
                 .unwrap()
                 .clone()
-                .context("the backup ended without committing its snapshot")
+                .context("the backup ended without committing its snapshot")?;
+            Ok(Done {
+                snapshot_id,
+                summary: None,
+            })
         }
         pb::JobKind::Restore => {
             let (_, snap) = snapshot.context("a restore job carries its snapshot")?;
-            restore(&repo, job, &snap)
+            let summary = if job.content == "database" {
+                let site = site.with_context(|| {
+                    format!(
+                        "domain {:?} is not among this agent's domains: a database restore uses the database settings of the site's own config here",
+                        job.domain
+                    )
+                })?;
+                restore_database(site, &repo, job, &snap)?
+            } else {
+                restore(&repo, job, &snap)?
+            };
+            Ok(Done {
+                snapshot_id: String::new(),
+                summary: Some(summary),
+            })
         }
         other => bail!("this agent does not run {other:?} jobs yet"),
     }
@@ -153,7 +180,51 @@ fn backup_database(
     job: &pb::Job,
     progress: &Progress,
 ) -> anyhow::Result<()> {
-    use crate::db::{self, Connection, DumpOptions, Engine, Profile};
+    use crate::db::{self, DumpOptions, Profile};
+    let SiteDatabase {
+        engine,
+        conn,
+        site_type,
+        table_prefix,
+    } = site_database(site)?;
+    let profile: Profile = match job.cms_profile.as_str() {
+        "" => site_type.as_str().parse().unwrap_or(Profile::None),
+        p => p.parse().map_err(anyhow::Error::msg)?,
+    };
+    let options = DumpOptions {
+        profile,
+        table_prefix,
+        ..Default::default()
+    };
+    let (id, snap, _) = db::backup(
+        repo,
+        db::BackupRequest {
+            engine,
+            conn: &conn,
+            options,
+            domain: &site.name,
+            host,
+            tags: &[],
+            progress: &progress.bytes,
+        },
+    )
+    .with_context(|| format!("dumping {}", conn.describe(engine)))?;
+    tracing::info!(proposed = %id, database = %conn.describe(engine), stored = snap.stats.stored_bytes, "database backup stored");
+    Ok(())
+}
+
+/// The database a site's own config names, and how to reach it.
+struct SiteDatabase {
+    engine: crate::db::Engine,
+    conn: crate::db::Connection,
+    site_type: crate::sitecfg::SiteType,
+    table_prefix: Option<String>,
+}
+
+/// Reads the site's `wp-config.php` or `.env` here, on the agent: the
+/// credentials never leave it.
+fn site_database(site: &Site) -> anyhow::Result<SiteDatabase> {
+    use crate::db::{Connection, Engine};
     let (site_type, found) = crate::sitecfg::detect(&site.root);
     let Some(sdb) = found else {
         bail!(
@@ -175,30 +246,12 @@ fn backup_database(
             sdb.name.clone()
         },
     };
-    let profile: Profile = match job.cms_profile.as_str() {
-        "" => site_type.as_str().parse().unwrap_or(Profile::None),
-        p => p.parse().map_err(anyhow::Error::msg)?,
-    };
-    let options = DumpOptions {
-        profile,
+    Ok(SiteDatabase {
+        engine,
+        conn,
+        site_type,
         table_prefix: sdb.table_prefix.clone(),
-        ..Default::default()
-    };
-    let (id, snap, _) = db::backup(
-        repo,
-        db::BackupRequest {
-            engine,
-            conn: &conn,
-            options,
-            domain: &site.name,
-            host,
-            tags: &[],
-            progress: &progress.bytes,
-        },
-    )
-    .with_context(|| format!("dumping {}", conn.describe(engine)))?;
-    tracing::info!(proposed = %id, database = %conn.describe(engine), stored = snap.stats.stored_bytes, "database backup stored");
-    Ok(())
+    })
 }
 
 fn restore(repo: &Repository, job: &pb::Job, snap: &Snapshot) -> anyhow::Result<String> {
@@ -208,5 +261,69 @@ fn restore(repo: &Repository, job: &pb::Job, snap: &Snapshot) -> anyhow::Result<
     }
     let stats = cairn_repo::restore::restore(repo, &snap.tree, target, &job.paths)?;
     tracing::info!(files = stats.files, bytes = stats.bytes, target = %target.display(), "restored");
-    Ok(String::new())
+    Ok(format!(
+        "restored {} files ({} bytes) to {}",
+        stats.files,
+        stats.bytes,
+        target.display()
+    ))
+}
+
+/// Restores a database snapshot into the site's database (or the one the
+/// job names), or test-restores it into a scratch database that is checked
+/// and dropped. The server and credentials are the site's own.
+fn restore_database(
+    site: &Site,
+    repo: &Repository,
+    job: &pb::Job,
+    snap: &Snapshot,
+) -> anyhow::Result<String> {
+    use crate::db;
+    let dumps = db::stored_dumps(repo, snap)?;
+    let [dump] = dumps.as_slice() else {
+        bail!(
+            "snapshot {} holds {} database dumps; a fleet restore takes one (use cairnctl repo restore-db)",
+            job.snapshot_id,
+            dumps.len()
+        );
+    };
+    let SiteDatabase { engine, conn, .. } = site_database(site)?;
+    if engine != dump.manifest.engine {
+        bail!(
+            "the snapshot holds a {} dump, but the site's config names a {} database",
+            dump.manifest.engine,
+            engine
+        );
+    }
+    if job.test_restore {
+        let r = db::test_restore(repo, dump, &conn, &job.tables)?;
+        tracing::info!(scratch = %r.scratch_database, tables = r.tables_checked, rows = r.rows_checked, "test restore verified");
+        return Ok(format!(
+            "test restore verified {} tables, {} rows (scratch database dropped)",
+            r.tables_checked, r.rows_checked
+        ));
+    }
+    let target = match job.into_database.as_str() {
+        "" => conn,
+        name => conn.with_database(name),
+    };
+    let r = db::restore(
+        repo,
+        dump,
+        &db::RestoreRequest {
+            conn: &target,
+            tables: job.tables.clone(),
+        },
+    )
+    .with_context(|| format!("restoring into {}", target.describe(engine)))?;
+    tracing::info!(database = %target.describe(engine), tables = r.tables.len(), bytes = r.dump_bytes, "database restored");
+    Ok(format!(
+        "restored {} into {}",
+        if r.tables.is_empty() {
+            "every table".to_string()
+        } else {
+            format!("{} tables", r.tables.len())
+        },
+        target.describe(engine)
+    ))
 }

@@ -52,21 +52,36 @@ impl AdminApi {
 }
 
 impl AdminApi {
-    /// Queues a job, sends it if its agent is online, and answers with its state.
-    async fn queue(
+    /// Queues the jobs of one run together (one transaction); with more
+    /// than one, each carries the first one's id as its run id. Answers
+    /// with the first job.
+    async fn queue_run(
         &self,
         kind: &str,
         domain: &str,
         agent: &str,
-        spec: JobSpec,
+        specs: Vec<JobSpec>,
     ) -> Result<Response<pb::JobInfo>, Status> {
         let f = &self.0;
-        let job = f
-            .catalog
-            .create_job(kind, domain, agent, spec, now())
+        let at = now();
+        let mut jobs = specs
+            .into_iter()
+            .map(|spec| f.catalog.new_job(kind, domain, agent, spec, at))
+            .collect::<Result<Vec<_>, _>>()
             .map_err(internal)?;
+        if jobs.len() > 1 {
+            let run = jobs[0].id.clone();
+            for j in &mut jobs {
+                j.spec.run_id = run.clone();
+            }
+        }
+        let first = jobs
+            .first()
+            .map(|j| j.id.clone())
+            .ok_or_else(|| internal("no job to queue"))?;
+        f.catalog.queue(&jobs, &[]).map_err(internal)?;
         f.pump().await;
-        let job = f.catalog.job(&job.id).map_err(internal)?;
+        let job = f.catalog.job(&first).map_err(internal)?;
         Ok(Response::new(job_info(&job)))
     }
 }
@@ -404,8 +419,10 @@ impl AdminService for AdminApi {
                 )));
             }
         };
+        // Empty: the whole site, as a scheduled run backs it up.
         let content = match r.content.as_str() {
-            "" | "files" => "",
+            "" => "site",
+            "files" => "",
             "database" if domain.databases.is_empty() => {
                 return Err(Status::failed_precondition(format!(
                     "domain {:?}: its agent found no database in the site's config",
@@ -434,20 +451,32 @@ impl AdminService for AdminApi {
             .iter()
             .find(|p| p.domain.agent_id == domain.agent_id && p.domain.name == domain.name)
             .map(|p| &p.effective);
-        let spec = JobSpec {
-            backup_kind: if content == "database" { "full" } else { kind }.into(),
-            content: content.into(),
+        let cms_profile = effective
+            .and_then(|e| e.cms_profile.value.clone())
+            .unwrap_or_default();
+        let files = JobSpec {
+            backup_kind: kind.into(),
             run_id: r.run_id.clone(),
-            excludes: match (content, effective) {
-                ("", Some(e)) => e.excludes.value.clone(),
-                _ => Vec::new(),
-            },
-            cms_profile: effective
-                .and_then(|e| e.cms_profile.value.clone())
+            excludes: effective
+                .map(|e| e.excludes.value.clone())
                 .unwrap_or_default(),
             ..Default::default()
         };
-        self.queue("backup", &domain.name, &domain.agent_id, spec)
+        let database = JobSpec {
+            backup_kind: "full".into(),
+            content: "database".into(),
+            run_id: r.run_id.clone(),
+            cms_profile,
+            ..Default::default()
+        };
+        let with_database =
+            !domain.databases.is_empty() && effective.is_none_or(|e| e.database.value);
+        let specs = match content {
+            "database" => vec![database],
+            "site" if with_database => vec![files, database],
+            _ => vec![files],
+        };
+        self.queue_run("backup", &domain.name, &domain.agent_id, specs)
             .await
     }
 
@@ -459,9 +488,23 @@ impl AdminService for AdminApi {
         let r = req.into_inner();
         let f = &self.0;
         let snaps = f.catalog.snapshots(None).map_err(internal)?;
-        let snap = find_snapshot(&snaps, &r.snapshot_id)?;
+        let ask = crate::restore::Ask {
+            id: r.snapshot_id,
+            target: r.target,
+            paths: r.paths,
+            files_only: r.files_only,
+            db_only: r.db_only,
+            tables: r.tables,
+            into_database: r.into_database,
+            test: r.test,
+        };
+        let planned = crate::restore::plan(&snaps, &ask).map_err(|e| match e {
+            crate::restore::PlanError::NotFound(m) => Status::not_found(m),
+            crate::restore::PlanError::Invalid(m) => Status::invalid_argument(m),
+        })?;
+        let first = planned[0].0;
         let agent = if r.agent_id.is_empty() {
-            snap.agent_id.clone()
+            first.agent_id.clone()
         } else {
             r.agent_id.clone()
         };
@@ -469,18 +512,9 @@ impl AdminService for AdminApi {
             Some(a) if !a.revoked => {}
             _ => return Err(Status::not_found(format!("no agent {agent:?}"))),
         }
-        if !r.target.starts_with('/') {
-            return Err(Status::invalid_argument(
-                "the target must be an absolute directory on the agent",
-            ));
-        }
-        let spec = JobSpec {
-            snapshot_id: snap.id.clone(),
-            target: r.target,
-            paths: r.paths,
-            ..Default::default()
-        };
-        self.queue("restore", &snap.domain, &agent, spec).await
+        let specs = planned.into_iter().map(|(_, spec)| spec).collect();
+        self.queue_run("restore", &first.domain, &agent, specs)
+            .await
     }
 
     async fn list_jobs(
@@ -1009,6 +1043,7 @@ fn snapshot_info(s: &SnapshotRecord) -> pb::SnapshotInfo {
         content: s.content.clone(),
         total_bytes: s.total_bytes,
         stored_bytes: s.stored_bytes,
+        run_id: s.run_id.clone(),
     }
 }
 

@@ -651,6 +651,7 @@ fn commit(
         content: snap.content.to_string(),
         total_bytes: snap.stats.total_bytes,
         stored_bytes: snap.stats.stored_bytes,
+        run_id: snap.run.clone().unwrap_or_default(),
     };
     fleet
         .catalog

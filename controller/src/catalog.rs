@@ -145,6 +145,10 @@ pub struct SnapshotRecord {
     pub content: String,
     pub total_bytes: u64,
     pub stored_bytes: u64,
+    /// The run it belongs to (its files and database share it); empty for a
+    /// snapshot made alone.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub run_id: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -227,9 +231,18 @@ pub struct JobSpec {
     pub target: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<String>,
-    /// Backups: "database" for a dump of the site's database, else files.
+    /// "database" for a dump of the site's database (or its restore), else files.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub content: String,
+    /// Database restores: only these tables (all when empty), into this
+    /// database (empty: the one the site's config names), or a test restore
+    /// into a scratch database dropped afterwards.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub into_database: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub test: bool,
     /// Database backups: wordpress, laravel or none (empty: from the site type).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub cms_profile: String,
@@ -980,6 +993,7 @@ mod tests {
                 content: "files".into(),
                 total_bytes: 1,
                 stored_bytes: 1,
+                run_id: String::new(),
             })
             .unwrap();
             let q = c

@@ -33,6 +33,8 @@ pub struct Grant {
     pub backup: bool,
     /// What a backup's snapshot must hold (files or a database dump).
     pub content: cairn_repo::snapshot::Content,
+    /// The run a backup belongs to ("" for none).
+    pub run_id: String,
     /// What it may read with ReadPack: per pack, the granted blobs' byte
     /// ranges (start, end), sorted and merged.
     pub ranges: HashMap<Id, Vec<(u64, u64)>>,
@@ -49,6 +51,7 @@ impl Grant {
             host,
             domain: &self.domain,
             content: self.content,
+            run_id: &self.run_id,
         }
     }
 }
@@ -307,6 +310,7 @@ impl Fleet {
             } else {
                 cairn_repo::snapshot::Content::Files
             },
+            run_id: job.spec.run_id.clone(),
             ranges: HashMap::new(),
             roots: Vec::new(),
         };
@@ -347,6 +351,12 @@ impl Fleet {
                 msg.kind = pb::JobKind::Restore as i32;
                 msg.target = job.spec.target.clone();
                 msg.paths = job.spec.paths.clone();
+                if job.spec.content == "database" {
+                    msg.content = "database".into();
+                    msg.tables = job.spec.tables.clone();
+                    msg.into_database = job.spec.into_database.clone();
+                    msg.test_restore = job.spec.test;
+                }
                 let id: Id = job
                     .spec
                     .snapshot_id

@@ -13,6 +13,7 @@ pub mod fleet;
 mod gc_model;
 pub mod pki;
 pub mod policy;
+pub mod restore;
 pub mod retention;
 pub mod schedule;
 pub mod scheduler;
@@ -363,6 +364,7 @@ pub fn rebuild_catalog(cfg: &Config) -> anyhow::Result<Rebuilt> {
             content: snap.content.to_string(),
             total_bytes: snap.stats.total_bytes,
             stored_bytes: snap.stats.stored_bytes,
+            run_id: snap.run.clone().unwrap_or_default(),
         })?;
         r.snapshots_added += 1;
     }

@@ -301,6 +301,84 @@ pub fn queue_due(f: &Fleet, now: i64) -> anyhow::Result<Vec<JobRecord>> {
     Ok(queued)
 }
 
+/// Queues a test restore of each domain's newest database dump when its
+/// `verify_every` has passed since the last one (VER-3): the agent restores
+/// it into a scratch database on the site's server, checks every table's
+/// row count and drops it. A failed check is a failed job. The first
+/// sighting of a domain's cadence starts it; a domain with no dump yet, or
+/// outside its window, waits.
+pub fn queue_verifications(f: &Fleet, now: i64) -> anyhow::Result<Vec<JobRecord>> {
+    let open: HashSet<(String, String)> = f
+        .catalog
+        .open_jobs()?
+        .into_iter()
+        .filter(|j| j.spec.trigger == "verify")
+        .map(|j| (j.agent_id, j.domain))
+        .collect();
+    let snaps = f.catalog.snapshots(None)?;
+    let mut queued = Vec::new();
+    for plan in domain_plans(f)? {
+        let Some(every) = &plan.effective.verify_every.value else {
+            continue;
+        };
+        let d = &plan.domain;
+        let every = match crate::retention::parse_days(every) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(domain = %d.name, agent = %d.agent_id, error = %e, "cannot schedule verification");
+                continue;
+            }
+        };
+        let key = format!("{}\0{}\0verify", d.agent_id, d.name);
+        let Some(last) = f.catalog.fired(&key)? else {
+            f.catalog.set_fired(&key, now)?;
+            continue;
+        };
+        if now - last < every || open.contains(&(d.agent_id.clone(), d.name.clone())) {
+            continue;
+        }
+        if let (Some(w), Ok(tz)) = (
+            plan.effective
+                .window
+                .value
+                .as_deref()
+                .map(Window::parse)
+                .transpose()
+                .ok()
+                .flatten(),
+            parse_tz(&plan.effective.timezone.value),
+        ) {
+            if w.next_open(now, tz) > now {
+                continue;
+            }
+        }
+        let Some(newest) = snaps
+            .iter()
+            .filter(|s| s.agent_id == d.agent_id && s.domain == d.name && s.content == "database")
+            .max_by_key(|s| s.time)
+        else {
+            continue;
+        };
+        let job = f.catalog.new_job(
+            "restore",
+            &d.name,
+            &d.agent_id,
+            JobSpec {
+                snapshot_id: newest.id.clone(),
+                content: "database".into(),
+                test: true,
+                trigger: "verify".into(),
+                ..Default::default()
+            },
+            now,
+        )?;
+        f.catalog.queue(std::slice::from_ref(&job), &[(key, now)])?;
+        tracing::info!(job = %job.id, domain = %d.name, agent = %d.agent_id, snapshot = %newest.id, "verification queued");
+        queued.push(job);
+    }
+    Ok(queued)
+}
+
 /// Hands queued jobs to their agents, highest priority and oldest first,
 /// within `agent_jobs` per agent and `fleet_jobs` in all. A scheduled run
 /// whose agent has been away longer than `offline_give_up` fails (its
@@ -490,7 +568,8 @@ pub async fn run(f: Arc<Fleet>) {
         }
         let g = f.clone();
         if f.cfg.scheduler.run_schedules {
-            match tokio::task::spawn_blocking(move || queue_due(&g, now)).await {
+            let due = move || queue_due(&g, now).and_then(|_| queue_verifications(&g, now));
+            match tokio::task::spawn_blocking(due).await {
                 Ok(Err(e)) => tracing::error!(error = %e, "scheduling"),
                 Err(e) => tracing::error!(error = %e, "scheduling"),
                 Ok(Ok(_)) => {}

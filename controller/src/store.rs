@@ -82,6 +82,8 @@ pub struct JobCtx<'a> {
     pub domain: &'a str,
     /// What the job backs up: its snapshot must hold that.
     pub content: Content,
+    /// The run the job belongs to ("" for none), stamped into its snapshot.
+    pub run_id: &'a str,
 }
 
 #[derive(Default)]
@@ -411,6 +413,7 @@ impl Store {
         snap.host = job.host.to_string();
         snap.agent = Some(job.agent_id.to_string());
         snap.job = Some(job.job_id.to_string());
+        snap.run = (!job.run_id.is_empty()).then(|| job.run_id.to_string());
         let mut st = self.state.lock().unwrap();
         {
             let idx = self.repo.index();

@@ -48,7 +48,8 @@ pub enum Command {
         #[arg(long, default_value = "1h")]
         grace: String,
     },
-    /// Back up a domain on the agent that reports it.
+    /// Back up a domain on the agent that reports it: its files and, when
+    /// the site's config names one, its database, as one run.
     Backup {
         domain: String,
         #[arg(long, default_value = "incremental", value_parser = ["full", "incremental", "differential"])]
@@ -60,7 +61,7 @@ pub enum Command {
         /// Follow the job with a progress bar until it ends; exit 1 if it fails.
         #[arg(long)]
         wait: bool,
-        /// Back up the site's files (the default).
+        /// Only the site's files.
         #[arg(long, conflicts_with = "db_only")]
         files_only: bool,
         /// Dump the database the site's own config names (wp-config.php or
@@ -68,18 +69,41 @@ pub enum Command {
         #[arg(long)]
         db_only: bool,
     },
-    /// Restore a snapshot through an agent into a directory on its server.
+    /// Restore a snapshot, or a whole run (a site's files and database at
+    /// one time), through an agent on its server. Files go into --target;
+    /// a database goes back into the database the site's config names
+    /// (credentials stay on the server), or into --into-database.
     Restore {
+        /// A snapshot id, or a run id (as `jobs list` and `snapshots list` show).
+        #[arg(value_name = "SNAPSHOT_OR_RUN")]
         snapshot: String,
         /// The agent that restores (default: the one that made the snapshot).
         #[arg(long)]
         agent: Option<String>,
-        /// Absolute directory on the agent's server.
+        /// Absolute directory on the agent's server, for files.
         #[arg(long)]
-        target: String,
+        target: Option<String>,
         /// Only these paths of the snapshot (repeatable).
         #[arg(long = "path")]
         paths: Vec<String>,
+        /// Of a run, only the files.
+        #[arg(long, conflicts_with = "db_only")]
+        files_only: bool,
+        /// Of a run, only the database.
+        #[arg(long)]
+        db_only: bool,
+        /// Only this table of the database, with what it needs to load (repeatable).
+        #[arg(long = "table", value_name = "TABLE")]
+        tables: Vec<String>,
+        /// Restore the database into this one (created if missing) instead
+        /// of the site's own.
+        #[arg(long, value_name = "NAME")]
+        into_database: Option<String>,
+        /// Restore the database into a scratch database on the site's server,
+        /// check every table and row count, then drop it.
+        #[arg(long, conflicts_with = "into_database")]
+        test: bool,
+        /// Follow the jobs until they end; exit 1 if one fails.
         #[arg(long)]
         wait: bool,
     },

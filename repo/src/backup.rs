@@ -236,6 +236,7 @@ fn walk(
         tool_version: TOOL_VERSION.to_string(),
         agent: None,
         job: None,
+        run: None,
     };
     let id = repo.save_snapshot(&snap)?;
     Ok((id, snap))

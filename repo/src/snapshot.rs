@@ -119,6 +119,10 @@ pub struct Snapshot {
     pub agent: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<String>,
+    /// Fleet snapshots of one run (a site's files and database at one time)
+    /// share it; stamped by the controller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
 }
 
 pub const TOOL_VERSION: &str = concat!("cairn ", env!("CARGO_PKG_VERSION"));

@@ -171,6 +171,7 @@ impl<'r> StreamBackup<'r> {
             tool_version: TOOL_VERSION.to_string(),
             agent: None,
             job: None,
+            run: None,
         };
         let id = self.repo.save_snapshot(&snap)?;
         Ok((id, snap))

@@ -126,6 +126,7 @@ fn proposed(k: &MasterKey, domain: &str, tree: Id) -> Vec<u8> {
         tool_version: "forged".into(),
         agent: Some("victim".into()),
         job: Some("another-job".into()),
+        run: None,
     };
     k.seal(&serde_json::to_vec(&snap).unwrap(), 3)
 }

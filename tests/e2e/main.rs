@@ -5,6 +5,7 @@ mod cluster;
 mod crash;
 mod db;
 mod fleet;
+mod fleet_db;
 mod fleet_gc;
 mod golden;
 mod hostile;

@@ -238,6 +238,7 @@ fn forge_snapshot(repo: &Repository, tree: Tree) -> String {
         tool_version: "forged".into(),
         agent: None,
         job: None,
+        run: None,
     };
     repo.save_snapshot(&snap).unwrap().to_hex()
 }

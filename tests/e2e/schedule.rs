@@ -53,7 +53,7 @@ keep_last = 2
 /// Sites whose database lives on the test's MariaDB (the others' configs
 /// name servers that do not exist here, so their databases are off).
 fn with_db_policy(domains: &[String]) -> String {
-    format!("name = \"with-db\"\norder = 30\ndatabase = true\n[select]\ndomains = {domains:?}\n")
+    format!("name = \"with-db\"\norder = 30\ndatabase = true\nverify_every = \"7d\"\n[select]\ndomains = {domains:?}\n")
 }
 
 /// Points a WordPress site at the test's MariaDB: its own DB_NAME, DB_USER
@@ -74,7 +74,8 @@ fn wire_database(site: &Path, maria: &dbserver::MariaDb) -> (String, String) {
         None,
         &format!(
             "CREATE DATABASE `{name}`; CREATE USER '{user}'@'localhost' IDENTIFIED BY '{pass}'; \
-             GRANT ALL ON `{name}`.* TO '{user}'@'localhost';"
+             GRANT ALL ON `{name}`.* TO '{user}'@'localhost'; \
+             GRANT ALL ON `cairn\\_verify\\_%`.* TO '{user}'@'localhost';"
         ),
     );
     maria.sql(
@@ -454,7 +455,9 @@ fn a_fleet_protects_itself_for_weeks_on_a_stepped_clock() {
                     let waiting: Vec<serde_json::Value> = sim
                         .jobs()
                         .into_iter()
-                        .filter(|j| j["agent"] == "a3" && j["state"] == "queued")
+                        .filter(|j| {
+                            j["agent"] == "a3" && j["state"] == "queued" && j["kind"] == "backup"
+                        })
                         .collect();
                     assert_eq!(
                         waiting.len(),
@@ -533,11 +536,33 @@ fn a_fleet_protects_itself_for_weeks_on_a_stepped_clock() {
 
     // Every scheduled occurrence ran exactly once (a3's day-12 one failed
     // visibly); nothing was started by hand.
-    let jobs = sim.jobs();
+    let all = sim.jobs();
+    let (jobs, others): (Vec<_>, Vec<_>) = all.into_iter().partition(|j| j["kind"] == "backup");
     assert!(
         jobs.iter().all(|j| j["trigger"] == "schedule"),
-        "every job came from the scheduler"
+        "every backup came from the scheduler"
     );
+    // verify_every = 7d: the newest dump of each database site was
+    // test-restored every week, and nothing else ran.
+    assert!(
+        others.iter().all(|j| j["trigger"] == "verify"),
+        "only verifications besides backups: {others:?}"
+    );
+    for &i in &db_sites {
+        let ok: Vec<_> = others
+            .iter()
+            .filter(|j| j["domain"] == names[i].as_str() && j["state"] == "succeeded")
+            .collect();
+        assert!(
+            (3..=5).contains(&ok.len()),
+            "{}: weekly test restores in 30 days: {others:?}",
+            names[i]
+        );
+        assert!(ok.iter().all(|j| j["step"]
+            .as_str()
+            .unwrap()
+            .starts_with("test restore verified 2 tables")));
+    }
     // (snapshot, time, kind, content) of every successful run, per domain.
     let mut by_domain: HashMap<String, Vec<(String, i64, String, String)>> = HashMap::new();
     for (i, name) in names.iter().enumerate() {

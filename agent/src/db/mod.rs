@@ -592,8 +592,9 @@ pub struct StoredDump {
 }
 
 /// Loads the dumps of a database snapshot (one per manifest under `db/`).
+/// The repository's index must hold the snapshot's blobs: loaded whole
+/// (`cairnctl repo`), or the segment a fleet job comes with.
 pub fn stored_dumps(repo: &Repository, snap: &Snapshot) -> Result<Vec<StoredDump>> {
-    repo.load_index()?;
     let root = repo.load_tree(&snap.tree)?;
     let db = root
         .nodes

@@ -117,6 +117,7 @@ pub fn restore(args: &RepoArgs, a: &RestoreDbArgs) -> Result<()> {
             id.short()
         )));
     }
+    repo.load_index()?;
     let dumps = db::stored_dumps(&repo, &snap)?;
     let dump = match &a.dump {
         Some(name) => dumps.into_iter().find(|d| d.manifest.database == *name),

@@ -164,15 +164,20 @@ pub fn run(conn: &Connection, cmd: Command) -> Result<()> {
                 kind,
                 agent,
                 wait,
-                files_only: _,
+                files_only,
                 db_only,
             } => {
+                let content = match (files_only, db_only) {
+                    (true, _) => "files",
+                    (_, true) => "database",
+                    _ => "",
+                };
                 let j = c
                     .start_backup(pb::StartBackupRequest {
                         domain,
                         kind,
                         agent_id: agent.unwrap_or_default(),
-                        content: if db_only { "database" } else { "files" }.into(),
+                        content: content.into(),
                         run_id: String::new(),
                     })
                     .await
@@ -185,14 +190,24 @@ pub fn run(conn: &Connection, cmd: Command) -> Result<()> {
                 agent,
                 target,
                 paths,
+                files_only,
+                db_only,
+                tables,
+                into_database,
+                test,
                 wait,
             } => {
                 let j = c
                     .start_restore(pb::StartRestoreRequest {
                         snapshot_id: snapshot,
                         agent_id: agent.unwrap_or_default(),
-                        target,
+                        target: target.unwrap_or_default(),
                         paths,
+                        files_only,
+                        db_only,
+                        tables,
+                        into_database: into_database.unwrap_or_default(),
+                        test,
                     })
                     .await
                     .map_err(status)?
@@ -308,6 +323,9 @@ struct SnapshotJson {
     content: String,
     total_bytes: u64,
     stored_bytes: u64,
+    /// The run it belongs to (a site's files and database at one time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run: Option<String>,
 }
 
 async fn snapshots(c: &mut Client, domain: Option<String>, json: bool) -> Result<()> {
@@ -331,6 +349,7 @@ async fn snapshots(c: &mut Client, domain: Option<String>, json: bool) -> Result
                 content: s.content,
                 total_bytes: s.total_bytes,
                 stored_bytes: s.stored_bytes,
+                run: (!s.run_id.is_empty()).then_some(s.run_id),
             })
             .collect();
         return output::json(&v);
@@ -540,18 +559,81 @@ async fn jobs(
 
 /// Prints a started job; with `wait`, follows it with a progress bar and
 /// fails (exit 1) unless it succeeds.
+/// Prints a started job, or with `wait` follows it to its end (exit 1 if it
+/// did not succeed). A job that opened a run (a site's files and database)
+/// stands for every job of the run.
 async fn follow(c: &mut Client, j: pb::JobInfo, wait: bool, json: bool) -> Result<()> {
-    if !wait {
-        if !json {
-            eprintln!(
-                "started job {} ({}); follow it with `cairnctl jobs watch {}`",
-                j.job_id,
-                state_name(j.state),
-                j.job_id
-            );
+    let run = if j.run_id.is_empty() {
+        vec![j]
+    } else {
+        let mut all: Vec<pb::JobInfo> = c
+            .list_jobs(pb::ListJobsRequest {
+                domain: j.domain.clone(),
+                state: String::new(),
+            })
+            .await
+            .map_err(status)?
+            .into_inner()
+            .jobs
+            .into_iter()
+            .filter(|o| o.run_id == j.run_id)
+            .collect();
+        all.sort_by(|a, b| a.job_id.cmp(&b.job_id));
+        all
+    };
+    let mut ended = Vec::with_capacity(run.len());
+    for job in run {
+        if !wait {
+            if !json {
+                eprintln!(
+                    "started job {} ({}); follow it with `cairnctl jobs watch {}`",
+                    job.job_id,
+                    state_name(job.state),
+                    job.job_id
+                );
+            }
+            ended.push(job);
+        } else {
+            ended.push(watch(c, job).await?);
         }
-        return print_job(&j, json);
     }
+    match ended.as_slice() {
+        [one] => print_job(one, json)?,
+        many if json => {
+            let ok = many
+                .iter()
+                .all(|j| j.state == pb::JobState::Succeeded as i32);
+            let open = many.iter().any(|j| {
+                j.state == pb::JobState::Queued as i32 || j.state == pb::JobState::Running as i32
+            });
+            output::json(&serde_json::json!({
+                "run": many[0].run_id,
+                "state": if ok { "succeeded" } else if open { "running" } else { "failed" },
+                "jobs": many.iter().map(job_json).collect::<Vec<_>>(),
+            }))?;
+        }
+        many => {
+            println!("run {} ({} jobs)", many[0].run_id, many.len());
+            for j in many {
+                print_job(j, false)?;
+            }
+        }
+    }
+    if let Some(bad) = ended
+        .iter()
+        .find(|j| wait && j.state != pb::JobState::Succeeded as i32)
+    {
+        return Err(Exit(
+            crate::EXIT_FAILURE,
+            anyhow::anyhow!("job {} {}", bad.job_id, state_name(bad.state)),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Follows one job with a progress bar until it ends.
+async fn watch(c: &mut Client, j: pb::JobInfo) -> Result<pb::JobInfo> {
     use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
     let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
     bar.set_style(
@@ -577,7 +659,8 @@ async fn follow(c: &mut Client, j: pb::JobInfo, wait: bool, json: bool) -> Resul
                 bar.set_length(info.total_bytes.max(info.bytes));
                 bar.set_position(info.bytes);
                 bar.set_message(format!(
-                    "{} {} {} files",
+                    "{} {} {} {} files",
+                    info.content,
                     state_name(info.state),
                     info.step,
                     info.files
@@ -592,15 +675,7 @@ async fn follow(c: &mut Client, j: pb::JobInfo, wait: bool, json: bool) -> Resul
         }
     }
     bar.finish_and_clear();
-    print_job(&last, json)?;
-    if last.state != pb::JobState::Succeeded as i32 {
-        return Err(Exit(
-            crate::EXIT_FAILURE,
-            anyhow::anyhow!("job {} {}", last.job_id, state_name(last.state)),
-        )
-        .into());
-    }
-    Ok(())
+    Ok(last)
 }
 
 #[cfg(test)]

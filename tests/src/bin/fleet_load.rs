@@ -6,110 +6,45 @@
 //!   cargo run --release -p cairn-tests --bin cairn-fleet-load -- [AGENTS] [JOBS] [HEARTBEAT_S]
 
 use std::collections::HashMap;
-use std::fs;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cairn_proto::admin::v1 as admin;
-use cairn_proto::admin::v1::admin_service_client::AdminServiceClient;
 use cairn_proto::agent::v1 as pb;
-use cairn_proto::agent::v1::agent_service_client::AgentServiceClient;
 use cairn_tests::cluster::{Cluster, ClusterOptions};
-use tokio::sync::mpsc;
+use cairn_tests::sim::{self, pct, proc_stat, Controller};
 
 type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
 
-fn proc_stat(pid: u32) -> (u64, u64) {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let rss_kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
-    (ticks, rss_kb)
-}
-
 async fn agent(
-    c: Arc<(String, String, String)>,
+    c: Arc<Controller>,
     token: String,
     n: usize,
     arrivals: Arrivals,
 ) -> anyhow::Result<()> {
-    let (url, ca_sha, ca_pem) = (&c.0, &c.1, &c.2);
-    let key = rcgen::KeyPair::generate()?;
-    let csr = rcgen::CertificateParams::default()
-        .serialize_request(&key)?
-        .pem()?;
-    let tls = cairn_net::client_config(&cairn_net::Trust::Pin(ca_sha.clone()), None)?;
-    let r = AgentServiceClient::new(cairn_net::channel(url, tls)?)
-        .enroll(pb::EnrollRequest {
-            token,
-            csr_pem: csr,
-            hostname: format!("sim{n:04}"),
-            agent_version: "load".into(),
-            labels: Default::default(),
-        })
-        .await?
-        .into_inner();
-    let id = cairn_net::Identity {
-        chain_pem: r.certificate_pem,
-        key_pem: key.serialize_pem(),
-    };
-    let tls = cairn_net::client_config(&cairn_net::Trust::Ca(ca_pem.clone()), Some(&id))?;
-    let mut client = AgentServiceClient::new(cairn_net::channel(url, tls)?);
-    let (tx, rx) = mpsc::channel(16);
-    tx.send(pb::AgentMessage {
-        body: Some(pb::agent_message::Body::Hello(pb::Hello {
-            agent_version: "load".into(),
-            hostname: format!("sim{n:04}"),
-            inventory: Some(pb::Inventory {
-                domains: vec![pb::Domain {
-                    name: format!("d{n:04}.load"),
-                    path: "/var/www/x".into(),
-                    size_bytes: 1,
-                    ..Default::default()
-                }],
-            }),
-        })),
-    })
-    .await?;
-    let mut inbound = client
-        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await?
-        .into_inner();
-    let beat = match inbound.message().await? {
-        Some(pb::ControllerMessage {
-            body: Some(pb::controller_message::Body::Welcome(w)),
-        }) => Duration::from_secs(w.heartbeat_seconds as u64),
-        _ => anyhow::bail!("no welcome"),
-    };
-    let mut t = tokio::time::interval(beat);
+    let host = format!("sim{n:04}");
+    let sim::Session {
+        tx,
+        mut inbound,
+        heartbeat,
+    } = sim::connect(&c, token, &host, vec![sim::domain(format!("d{n:04}.load"))]).await?;
+    let mut t = tokio::time::interval(heartbeat);
     let mut seq = 0;
     loop {
         tokio::select! {
             _ = t.tick() => {
                 seq += 1;
-                tx.send(pb::AgentMessage { body: Some(pb::agent_message::Body::Heartbeat(pb::Heartbeat { seq, sent_at: 0 })) }).await?;
+                tx.send(sim::heartbeat(seq)).await?;
             }
             m = inbound.message() => {
                 let Some(m) = m? else { return Ok(()) };
                 if let Some(pb::controller_message::Body::Job(j)) = m.body {
                     arrivals.lock().unwrap().insert(j.job_id.clone(), Instant::now());
-                    tx.send(pb::AgentMessage { body: Some(pb::agent_message::Body::Result(pb::JobResult {
-                        job_id: j.job_id, outcome: pb::Outcome::Failed as i32, snapshot_id: String::new(), error: "simulated agent".into(),
-                    })) }).await?;
+                    tx.send(sim::failed(j.job_id)).await?;
                 }
             }
         }
     }
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 fn main() -> anyhow::Result<()> {
@@ -130,21 +65,11 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let _g = rt.enter();
-    let ca_pem = fs::read_to_string(c.state.join("pki/ca.pem"))?;
-    let id = cairn_net::Identity {
-        chain_pem: fs::read_to_string(c.state.join("pki/admin.pem"))?,
-        key_pem: fs::read_to_string(c.state.join("pki/admin.key"))?,
-    };
-    let tls = cairn_net::client_config(&cairn_net::Trust::Ca(ca_pem.clone()), Some(&id))?;
-    let mut adm = AdminServiceClient::new(cairn_net::channel(&c.url(), tls)?);
+    let (mut adm, controller) = rt.block_on(sim::admin(&c))?;
     let (_, rss0) = proc_stat(pid);
     let started = Instant::now();
     let arrivals: Arrivals = Arc::default();
-    let ca_sha = rt
-        .block_on(adm.create_token(admin::CreateTokenRequest { ttl_seconds: 600 }))?
-        .into_inner()
-        .ca_sha256;
-    let shared = Arc::new((c.url(), ca_sha, ca_pem));
+    let shared = Arc::new(controller);
     for i in 0..n {
         let token = rt
             .block_on(adm.create_token(admin::CreateTokenRequest { ttl_seconds: 600 }))?
@@ -157,28 +82,14 @@ fn main() -> anyhow::Result<()> {
             }
         });
     }
-    loop {
-        let agents = rt
-            .block_on(adm.list_agents(admin::ListAgentsRequest {}))?
-            .into_inner()
-            .agents;
-        let online = agents.iter().filter(|a| a.online).count();
-        if online == n {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(300) {
-            anyhow::bail!("only {online} of {n} agents came online");
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    rt.block_on(sim::all_online(&mut adm, n, Duration::from_secs(300)))?;
     let connect = started.elapsed();
     std::thread::sleep(Duration::from_secs(2));
     let (t0, rss_connected) = proc_stat(pid);
     let idle = Duration::from_secs(20);
     std::thread::sleep(idle);
     let (t1, rss_idle) = proc_stat(pid);
-    let hz = 100.0; // USER_HZ on Linux
-    let idle_cpu = (t1 - t0) as f64 / hz / idle.as_secs_f64() * 100.0;
+    let idle_cpu = (t1 - t0) as f64 / sim::TICKS_PER_SECOND / idle.as_secs_f64() * 100.0;
 
     let mut lat = Vec::with_capacity(jobs);
     for k in 0..jobs {

@@ -1,0 +1,343 @@
+//! What a restore request means: which snapshots (one, or a run's files and
+//! database) and which job each becomes. Checked in full before any job is
+//! queued, so a bad request changes nothing.
+
+use crate::catalog::{JobSpec, SnapshotRecord};
+
+/// A restore as the operator asked for it.
+#[derive(Debug, Default, Clone)]
+pub struct Ask {
+    /// A snapshot id or a run id, or a unique prefix of either.
+    pub id: String,
+    pub target: String,
+    pub paths: Vec<String>,
+    pub files_only: bool,
+    pub db_only: bool,
+    pub tables: Vec<String>,
+    pub into_database: String,
+    pub test: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum PlanError {
+    NotFound(String),
+    Invalid(String),
+}
+
+/// Most tables one restore may name.
+const MAX_TABLES: usize = 1000;
+
+/// The snapshots `ask` names and the restore job of each: files first.
+pub fn plan<'a>(
+    snaps: &'a [SnapshotRecord],
+    ask: &Ask,
+) -> Result<Vec<(&'a SnapshotRecord, JobSpec)>, PlanError> {
+    use PlanError::*;
+    if ask.files_only && ask.db_only {
+        return Err(Invalid(
+            "--files-only and --db-only exclude each other".into(),
+        ));
+    }
+    if ask.id.is_empty() {
+        return Err(Invalid("name a snapshot or a run".into()));
+    }
+    let by_id: Vec<&SnapshotRecord> = snaps.iter().filter(|s| s.id.starts_with(&ask.id)).collect();
+    let chosen: Vec<&SnapshotRecord> = match by_id.as_slice() {
+        [one] => {
+            let db = one.content == "database";
+            if ask.files_only && db || ask.db_only && !db {
+                return Err(Invalid(format!(
+                    "snapshot {} holds {}, not {}",
+                    one.id,
+                    if db { "a database" } else { "files" },
+                    if db { "files" } else { "a database" }
+                )));
+            }
+            vec![one]
+        }
+        [_, _, ..] => {
+            return Err(Invalid(format!(
+                "snapshot prefix {:?} is ambiguous",
+                ask.id
+            )))
+        }
+        [] => run_of(snaps, ask)?,
+    };
+    let files = chosen.iter().any(|s| s.content != "database");
+    let database = chosen.iter().any(|s| s.content == "database");
+    if !database && (!ask.tables.is_empty() || !ask.into_database.is_empty() || ask.test) {
+        return Err(Invalid(
+            "--table, --into-database and --test apply to database snapshots".into(),
+        ));
+    }
+    if files && !ask.target.starts_with('/') {
+        return Err(Invalid(if ask.target.is_empty() {
+            "restoring files needs --target, an absolute directory on the agent".into()
+        } else {
+            "the target must be an absolute directory on the agent".into()
+        }));
+    }
+    if !files && !ask.target.is_empty() {
+        return Err(Invalid(
+            "a database restore takes no --target (use --into-database NAME)".into(),
+        ));
+    }
+    if !files && !ask.paths.is_empty() {
+        return Err(Invalid("--path applies to file snapshots".into()));
+    }
+    if ask.test && !ask.into_database.is_empty() {
+        return Err(Invalid(
+            "--test restores into a scratch database it drops; it takes no --into-database".into(),
+        ));
+    }
+    if !ask.into_database.is_empty() {
+        check_database_name(&ask.into_database).map_err(Invalid)?;
+    }
+    if ask.tables.len() > MAX_TABLES {
+        return Err(Invalid(format!("at most {MAX_TABLES} tables per restore")));
+    }
+    for t in &ask.tables {
+        if t.is_empty() || t.len() > 128 || t.chars().any(char::is_control) {
+            return Err(Invalid(format!("table name {t:?} is not valid")));
+        }
+    }
+    Ok(chosen
+        .into_iter()
+        .map(|s| {
+            let spec = if s.content == "database" {
+                JobSpec {
+                    snapshot_id: s.id.clone(),
+                    content: "database".into(),
+                    tables: ask.tables.clone(),
+                    into_database: ask.into_database.clone(),
+                    test: ask.test,
+                    ..Default::default()
+                }
+            } else {
+                JobSpec {
+                    snapshot_id: s.id.clone(),
+                    target: ask.target.clone(),
+                    paths: ask.paths.clone(),
+                    ..Default::default()
+                }
+            };
+            (s, spec)
+        })
+        .collect())
+}
+
+/// The snapshots of the one run `ask.id` names, files before database (the
+/// newest of each, should a run hold two).
+fn run_of<'a>(
+    snaps: &'a [SnapshotRecord],
+    ask: &Ask,
+) -> Result<Vec<&'a SnapshotRecord>, PlanError> {
+    let mut runs: Vec<&str> = snaps
+        .iter()
+        .filter(|s| !s.run_id.is_empty() && s.run_id.starts_with(&ask.id))
+        .map(|s| s.run_id.as_str())
+        .collect();
+    runs.sort();
+    runs.dedup();
+    let run = match runs.as_slice() {
+        [one] => *one,
+        [] => {
+            return Err(PlanError::NotFound(format!(
+                "no snapshot or run {:?}",
+                ask.id
+            )))
+        }
+        _ => {
+            return Err(PlanError::Invalid(format!(
+                "run prefix {:?} is ambiguous",
+                ask.id
+            )))
+        }
+    };
+    let newest = |database: bool| {
+        snaps
+            .iter()
+            .filter(|s| s.run_id == run && (s.content == "database") == database)
+            .max_by_key(|s| s.time)
+    };
+    let mut out = Vec::new();
+    if !ask.db_only {
+        out.extend(newest(false));
+    }
+    if !ask.files_only {
+        out.extend(newest(true));
+    }
+    if out.is_empty() {
+        return Err(PlanError::Invalid(format!(
+            "run {run} has no {} snapshot",
+            if ask.db_only { "database" } else { "files" }
+        )));
+    }
+    Ok(out)
+}
+
+/// A database to restore into: a plain name (MariaDB, PostgreSQL) or an
+/// absolute file path (SQLite). Nothing a client could read as an option
+/// or a second statement.
+fn check_database_name(name: &str) -> Result<(), String> {
+    let plain = name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$' || c == '-')
+        && !name.starts_with('-');
+    let path = name.starts_with('/')
+        && name.len() <= 4096
+        && !name.split('/').any(|p| p == "..")
+        && !name.chars().any(char::is_control);
+    if plain || path {
+        Ok(())
+    } else {
+        Err(format!(
+            "database name {name:?}: letters, digits, _, $ and - (at most 64), or an absolute path for SQLite"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(id: &str, content: &str, run: &str, time: i64) -> SnapshotRecord {
+        SnapshotRecord {
+            id: id.into(),
+            domain: "x.test".into(),
+            agent_id: "a1".into(),
+            time,
+            kind: "full".into(),
+            content: content.into(),
+            total_bytes: 1,
+            stored_bytes: 1,
+            run_id: run.into(),
+        }
+    }
+
+    fn fleet() -> Vec<SnapshotRecord> {
+        vec![
+            snap("aaa1", "files", "j00000001", 10),
+            snap("bbb1", "database", "j00000001", 11),
+            snap("ccc1", "files", "", 12),
+            snap("ddd1", "database", "j00000007", 13),
+        ]
+    }
+
+    fn ask(id: &str) -> Ask {
+        Ask {
+            id: id.into(),
+            target: "/srv/restore".into(),
+            ..Default::default()
+        }
+    }
+
+    fn ids(p: &[(&SnapshotRecord, JobSpec)]) -> Vec<String> {
+        p.iter().map(|(s, _)| s.id.clone()).collect()
+    }
+
+    #[test]
+    fn a_run_restores_its_files_then_its_database() {
+        let s = fleet();
+        let p = plan(&s, &ask("j00000001")).unwrap();
+        assert_eq!(ids(&p), ["aaa1", "bbb1"]);
+        assert_eq!(p[0].1.target, "/srv/restore");
+        assert_eq!(p[1].1.content, "database");
+        assert!(p[1].1.target.is_empty(), "a database job carries no target");
+        let only_db = plan(
+            &s,
+            &Ask {
+                db_only: true,
+                target: String::new(),
+                tables: vec!["wp_posts".into()],
+                into_database: "copy_db".into(),
+                ..ask("j00000001")
+            },
+        )
+        .unwrap();
+        assert_eq!(ids(&only_db), ["bbb1"]);
+        assert_eq!(only_db[0].1.tables, ["wp_posts"]);
+        assert_eq!(only_db[0].1.into_database, "copy_db");
+        let only_files = plan(
+            &s,
+            &Ask {
+                files_only: true,
+                ..ask("j00000001")
+            },
+        )
+        .unwrap();
+        assert_eq!(ids(&only_files), ["aaa1"]);
+    }
+
+    #[test]
+    fn bad_requests_name_their_cause() {
+        let s = fleet();
+        let invalid = |a: Ask| match plan(&s, &a) {
+            Err(PlanError::Invalid(m)) => m,
+            other => panic!("{a:?}: {other:?}"),
+        };
+        assert!(invalid(Ask {
+            target: String::new(),
+            ..ask("j00000001")
+        })
+        .contains("needs --target"));
+        assert!(invalid(Ask {
+            files_only: true,
+            ..ask("ddd1")
+        })
+        .contains("holds a database"));
+        assert!(invalid(Ask {
+            tables: vec!["t".into()],
+            ..ask("ccc1")
+        })
+        .contains("apply to database"));
+        assert!(invalid(ask("ddd1")).contains("takes no --target"));
+        assert!(invalid(Ask {
+            target: String::new(),
+            into_database: "x; DROP DATABASE y".into(),
+            ..ask("ddd1")
+        })
+        .contains("database name"));
+        assert!(invalid(Ask {
+            target: String::new(),
+            into_database: "--host=evil".into(),
+            ..ask("ddd1")
+        })
+        .contains("database name"));
+        assert!(invalid(Ask {
+            target: String::new(),
+            test: true,
+            into_database: "x".into(),
+            ..ask("ddd1")
+        })
+        .contains("scratch"));
+        assert!(invalid(Ask {
+            db_only: true,
+            files_only: true,
+            ..ask("aaa1")
+        })
+        .contains("exclude each other"));
+        assert!(invalid(ask("j0000000")).contains("ambiguous"));
+        assert_eq!(
+            plan(&s, &ask("zzz")).unwrap_err(),
+            PlanError::NotFound("no snapshot or run \"zzz\"".into())
+        );
+    }
+
+    #[test]
+    fn a_lone_database_snapshot_restores_without_a_target() {
+        let s = fleet();
+        let p = plan(
+            &s,
+            &Ask {
+                target: String::new(),
+                test: true,
+                ..ask("ddd")
+            },
+        )
+        .unwrap();
+        assert_eq!(ids(&p), ["ddd1"]);
+        assert!(p[0].1.test);
+    }
+}
