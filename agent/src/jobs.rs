@@ -180,7 +180,7 @@ fn backup_database(
     job: &pb::Job,
     progress: &Progress,
 ) -> anyhow::Result<()> {
-    use crate::db::{self, DumpOptions, Profile};
+    use cairn_dump::{self as db, DumpOptions, Profile};
     let SiteDatabase {
         engine,
         conn,
@@ -215,8 +215,8 @@ fn backup_database(
 
 /// The database a site's own config names, and how to reach it.
 struct SiteDatabase {
-    engine: crate::db::Engine,
-    conn: crate::db::Connection,
+    engine: cairn_dump::Engine,
+    conn: cairn_dump::Connection,
     site_type: crate::sitecfg::SiteType,
     table_prefix: Option<String>,
 }
@@ -224,7 +224,7 @@ struct SiteDatabase {
 /// Reads the site's `wp-config.php` or `.env` here, on the agent: the
 /// credentials never leave it.
 fn site_database(site: &Site) -> anyhow::Result<SiteDatabase> {
-    use crate::db::{Connection, Engine};
+    use cairn_dump::{Connection, Engine};
     let (site_type, found) = crate::sitecfg::detect(&site.root);
     let Some(sdb) = found else {
         bail!(
@@ -278,7 +278,7 @@ fn restore_database(
     job: &pb::Job,
     snap: &Snapshot,
 ) -> anyhow::Result<String> {
-    use crate::db;
+    use cairn_dump as db;
     let dumps = db::stored_dumps(repo, snap)?;
     let [dump] = dumps.as_slice() else {
         bail!(

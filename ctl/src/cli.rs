@@ -413,7 +413,7 @@ pub struct BackupDbArgs {
     pub domain: String,
     /// mariadb (also MySQL), postgres or sqlite.
     #[arg(long)]
-    pub engine: cairn_agent::db::Engine,
+    pub engine: cairn_dump::Engine,
     /// Database name; for SQLite, the database file.
     #[arg(long)]
     pub database: String,
@@ -422,7 +422,7 @@ pub struct BackupDbArgs {
     /// What the application may lose: wordpress skips transients and cache
     /// tables, laravel skips sessions, cache, jobs and failed_jobs (DB-2).
     #[arg(long, default_value = "none")]
-    pub profile: cairn_agent::db::Profile,
+    pub profile: cairn_dump::Profile,
     /// WordPress table prefix (wp-config.php's $table_prefix).
     #[arg(long)]
     pub table_prefix: Option<String>,

@@ -65,7 +65,7 @@ fn classify(err: anyhow::Error) -> (u8, anyhow::Error) {
         Err(e) => e,
     };
     for cause in err.chain() {
-        if let Some(cairn_agent::db::DbError::Invalid(_)) = cause.downcast_ref() {
+        if let Some(cairn_dump::DbError::Invalid(_)) = cause.downcast_ref() {
             return (EXIT_USAGE, err);
         }
         if let Some(e) = cause.downcast_ref::<cairn_repo::Error>() {

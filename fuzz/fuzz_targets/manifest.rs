@@ -2,7 +2,7 @@
 //! manifest that passes `check_sections` never indexes outside its dump.
 #![no_main]
 
-use cairn_agent::db::Manifest;
+use cairn_dump::Manifest;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: (u16, &[u8])| {

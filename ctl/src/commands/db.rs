@@ -5,7 +5,7 @@ use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
-use cairn_agent::db::{self, BackupRequest, Connection, DumpOptions, Mode, RestoreRequest};
+use cairn_dump::{self as db, BackupRequest, Connection, DumpOptions, Mode, RestoreRequest};
 use cairn_repo::snapshot::Content;
 
 use super::{open, read_passphrase};

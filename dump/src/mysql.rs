@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 
 use cairn_repo::stream::StreamWriter;
 
-use super::{
+use crate::{
     find_tool, finish_child, run_capture, run_with_input, Connection, DbError, DumpOptions, Dumped,
     Engine, Mode, Result, SecretFile, Section, SectionKind, Sections, StderrTail,
 };

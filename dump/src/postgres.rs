@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 
 use cairn_repo::stream::StreamWriter;
 
-use super::{
+use crate::{
     finish_child, run_capture, run_with_input, Connection, DbError, DumpOptions, Dumped, Engine,
     Manifest, Mode, Result, SecretFile, Section, SectionKind, Sections, StderrTail,
 };

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use cairn_repo::stream::StreamWriter;
 use rusqlite::{Connection as Sqlite, DatabaseName, OpenFlags};
 
-use super::{
+use crate::{
     Connection, DbError, DumpOptions, Dumped, Engine, Result, Section, SectionKind, Sections,
 };
 
@@ -36,7 +36,7 @@ fn tables(db: &Sqlite) -> rusqlite::Result<Vec<(String, u64)>> {
 
 pub(crate) fn dump(conn: &Connection, opts: &DumpOptions, mut w: StreamWriter) -> Result<Dumped> {
     let path = &conn.database;
-    if opts.mode != super::Mode::Full || !opts.tables.is_empty() || !opts.skip_data.is_empty() {
+    if opts.mode != crate::Mode::Full || !opts.tables.is_empty() || !opts.skip_data.is_empty() {
         return Err(DbError::Invalid(
             "SQLite databases are copied whole: no table selection, skips or modes".into(),
         ));
