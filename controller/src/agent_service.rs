@@ -442,6 +442,13 @@ impl AgentService for AgentApi {
             inflight
                 .grow(piece.data.len() as u64)
                 .map_err(|e| status(&self.0, &agent, e))?;
+            if let Some(cap) = &self.0.ingest {
+                let waited = cap.take(piece.data.len()).await;
+                self.0
+                    .metrics
+                    .ingest_throttled_micros
+                    .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+            }
             buf.extend_from_slice(&piece.data);
             if piece.last {
                 let data = open.remove(&piece.pack_id).unwrap_or_default();

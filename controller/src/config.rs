@@ -57,6 +57,10 @@ pub struct SchedulerConfig {
     /// Packs younger than this (by the storage's clock) are never collected.
     #[serde(default = "default_gc_grace")]
     pub gc_grace: String,
+    /// Bytes per second all agents together may stream into the controller
+    /// (`100MiB`, `50MB/s`); empty or 0: no cap.
+    #[serde(default)]
+    pub ingest_bandwidth: String,
 }
 
 impl Default for SchedulerConfig {
@@ -69,6 +73,7 @@ impl Default for SchedulerConfig {
             maintenance: default_maintenance(),
             maintenance_timezone: String::new(),
             gc_grace: default_gc_grace(),
+            ingest_bandwidth: String::new(),
         }
     }
 }
@@ -115,6 +120,11 @@ impl SchedulerConfig {
             anyhow::anyhow!("scheduler.offline_give_up {:?}: {e}", self.offline_give_up)
         })?;
         Ok(d.as_secs().min(i64::MAX as u64) as i64)
+    }
+
+    pub fn ingest_bytes_per_second(&self) -> anyhow::Result<u64> {
+        crate::ingest::parse_rate(&self.ingest_bandwidth)
+            .map_err(|e| anyhow::anyhow!("scheduler.ingest_bandwidth {e}"))
     }
 
     pub fn gc_grace(&self) -> anyhow::Result<std::time::Duration> {

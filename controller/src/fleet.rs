@@ -77,6 +77,8 @@ pub struct Metrics {
     pub retention_forgotten: AtomicU64,
     pub gc_packs_deleted: AtomicU64,
     pub gc_bytes_freed: AtomicU64,
+    /// Microseconds uploads waited for the ingest cap.
+    pub ingest_throttled_micros: AtomicU64,
 }
 
 /// A presigned pack's verification, waiting for its PUT URL to expire.
@@ -107,6 +109,8 @@ pub struct Fleet {
     pub started_at: i64,
     /// One dispatch pass at a time, so the limits hold.
     pub pumping: tokio::sync::Mutex<()>,
+    /// The fleet-wide cap on pack bytes streamed in; None: no cap.
+    pub ingest: Option<crate::ingest::IngestLimit>,
 }
 
 /// Unix seconds on the controller's clock (see [`crate::clock`]).

@@ -11,6 +11,7 @@ pub mod config;
 pub mod fleet;
 #[cfg(test)]
 mod gc_model;
+pub mod ingest;
 pub mod pki;
 pub mod policy;
 pub mod restore;
@@ -217,7 +218,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .map(|a| (a.cert_sha256, a.id))
         .collect();
     let tls = cairn_net::server_config(&ca.cert_pem, &server_id)?;
+    let ingest = ingest::IngestLimit::new(cfg.scheduler.ingest_bytes_per_second()?);
     let fleet = Arc::new(Fleet {
+        ingest,
         ca_sha256: ca.sha256(),
         ca,
         catalog,

@@ -635,3 +635,37 @@ fn dev_mode_quickstart_backs_up_a_sample_site() {
         &defaults(),
     );
 }
+
+/// BKP-5: `ingest_bandwidth` caps what all agents stream into the
+/// controller; uploads wait (counted in /metrics) and nothing is lost.
+#[test]
+fn the_ingest_cap_slows_uploads_and_loses_nothing() {
+    let c = Cluster::start(ClusterOptions {
+        scheduler: Some("run_schedules = false\ningest_bandwidth = \"256KiB\"".into()),
+        ..Default::default()
+    });
+    let site = c.dir.join("site");
+    fs::create_dir_all(&site).unwrap();
+    // Incompressible, so the packs are as big as the data: 1.5 MiB is
+    // about five seconds' worth beyond the first second's burst.
+    let noise: Vec<u8> = (0..3 << 19).map(|_| rand::random::<u8>()).collect();
+    fs::write(site.join("media.bin"), &noise).unwrap();
+    let _a = c.add_agent("a1", &[("capped.test", &site)]);
+    let j = c.backup("capped.test");
+    assert_eq!(j["state"], "succeeded", "{j}");
+    let waited = c.metric("cairn_ingest_throttled_seconds_total");
+    assert!(
+        waited > 2.0,
+        "uploads waited {waited}s for a 256KiB/s cap on 1.5 MiB"
+    );
+    let target = c.dir.join("restored");
+    let r = c.json(&[
+        "restore",
+        j["snapshot"].as_str().unwrap(),
+        "--target",
+        target.to_str().unwrap(),
+        "--wait",
+    ]);
+    assert_eq!(r["state"], "succeeded", "{r}");
+    assert_same_tree(&site, &target, &defaults());
+}
