@@ -141,7 +141,10 @@ pub fn recommend(size: SizeClass, activity: Activity) -> Recommendation {
     let (size_word, activity_word) = (size.as_str(), activity.as_str());
     let how = match strategy {
         Strategy::Full if size == S::Small => {
-            "full: a small site backs up whole quickly".to_string()
+            format!(
+                "full {}: a small site backs up whole quickly",
+                schedule_words(every)
+            )
         }
         Strategy::Full => format!("full, {}", schedule_words(every)),
         Strategy::Incremental => format!("incremental {} + weekly full", schedule_words(every)),

@@ -787,3 +787,100 @@ fn a_fleet_protects_itself_for_weeks_on_a_stepped_clock() {
         }
     }
 }
+
+/// INT-7: with no policy, a domain runs its automatic plan, and an analysis
+/// that changes the plan changes what runs next: a quiet small site is
+/// backed up weekly; once it is busy, every six hours.
+#[test]
+fn the_automatic_plan_follows_each_new_analysis() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clock = tmp.path().join("clock");
+    // T0 is a Sunday, 00:00 UTC; the test starts on the Monday.
+    let start = T0 + DAY;
+    fs::write(&clock, start.to_string()).unwrap();
+    let c = Cluster::start(ClusterOptions {
+        clock_file: Some(clock.clone()),
+        scheduler: Some("maintenance = \"0 5 1 1 *\"".into()),
+        ..Default::default()
+    });
+    let site = tmp.path().join("site");
+    fs::create_dir_all(&site).unwrap();
+    let month_ago =
+        filetime::FileTime::from_unix_time(chrono::Utc::now().timestamp() - 30 * DAY, 0);
+    for i in 0..5 {
+        let p = site.join(format!("page{i}.php"));
+        fs::write(&p, format!("<?php // page {i}")).unwrap();
+        filetime::set_file_mtime(&p, month_ago).unwrap();
+    }
+    let mut agent = c.add_agent("a1", &[("quiet.test", &site)]);
+    let mut sim = Sim {
+        c,
+        clock,
+        now: start,
+    };
+    let runs_within = |sim: &Sim, horizon: &str| -> Vec<serde_json::Value> {
+        sim.c
+            .json(&["schedule", "--next", horizon])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["domain"] == "quiet.test")
+            .cloned()
+            .collect()
+    };
+    // Quiet: one full backup a week, on Sunday at 03:00 (plus its splay).
+    let quiet = eventually("the automatic plan", Duration::from_secs(60), || {
+        let r = runs_within(&sim, "7d");
+        (!r.is_empty()).then_some(r)
+    })
+    .unwrap();
+    assert_eq!(quiet.len(), 1, "{quiet:?}");
+    assert_eq!(quiet[0]["cron"], "0 3 * * 0", "{quiet:?}");
+    assert_eq!(quiet[0]["source"], "automatic plan", "{quiet:?}");
+    sim.two_ticks();
+    sim.step(start + 7 * HOUR);
+    assert!(sim.jobs().is_empty(), "nothing runs on a quiet Monday");
+
+    // Busy: 150 files changed today. The agent's next analysis (at its
+    // restart) makes it every six hours.
+    for i in 0..150 {
+        fs::write(site.join(format!("upload{i}.jpg")), vec![i as u8; 2000]).unwrap();
+    }
+    agent.kill9();
+    sim.c.wait_online("a1", false);
+    agent.start();
+    sim.c.wait_online("a1", true);
+    let busy = eventually("the new plan", Duration::from_secs(60), || {
+        let r = runs_within(&sim, "24h");
+        (r.len() >= 3).then_some(r)
+    })
+    .unwrap();
+    assert!(busy.iter().all(|r| r["cron"] == "0 */6 * * *"), "{busy:?}");
+    let shown = sim.c.json(&["domains", "show", "quiet.test"]);
+    assert!(
+        shown.to_string().contains("every 6 hours"),
+        "the plan's reason says why: {shown}"
+    );
+    sim.two_ticks();
+    sim.settle();
+    // 06:00, already past when the plan changed, runs at once; then 12:00
+    // and 18:00 (each plus the splay), one backup each.
+    sim.step(start + 13 * HOUR);
+    sim.step(start + 19 * HOUR);
+    let jobs = sim.jobs();
+    let ok: Vec<&serde_json::Value> = jobs
+        .iter()
+        .filter(|j| j["trigger"] == "schedule" && j["state"] == "succeeded")
+        .collect();
+    let times: BTreeSet<i64> = ok
+        .iter()
+        .map(|j| j["scheduled_for"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        times,
+        BTreeSet::from([start + 6 * HOUR, start + 12 * HOUR, start + 18 * HOUR]),
+        "{jobs:?}"
+    );
+    assert!(ok.iter().all(|j| j["backup_kind"] == "full"));
+    drop(agent);
+}
