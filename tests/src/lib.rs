@@ -59,9 +59,23 @@ pub fn cairnctl_bin() -> &'static Path {
             profile_dir.pop();
         }
         let release = profile_dir.file_name() == Some(OsStr::new("release"));
-        let mut cmd = Command::new(env!("CARGO"));
+        let cargo = Path::new(env!("CARGO"));
+        let mut cmd = Command::new(cargo);
         cmd.args(["build", "-q", "--workspace", "--bins", "--tests"])
             .current_dir(workspace_root());
+        // Run outside cargo (a benchmark binary), rustup would pick each
+        // crate's toolchain from its own rust-toolchain.toml (dashmap ships
+        // one); pin the toolchain these binaries were built with.
+        if std::env::var_os("RUSTUP_TOOLCHAIN").is_none() {
+            let toolchain = cargo.parent().and_then(Path::parent);
+            if let Some(name) = toolchain.and_then(Path::file_name) {
+                if toolchain.and_then(Path::parent).and_then(Path::file_name)
+                    == Some(OsStr::new("toolchains"))
+                {
+                    cmd.env("RUSTUP_TOOLCHAIN", name);
+                }
+            }
+        }
         if release {
             cmd.arg("--release");
         }
