@@ -12,6 +12,7 @@ use cairn_proto::admin::v1::admin_service_server::AdminService;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::alerts::{AlertRecord, AlertState};
 use crate::catalog::{
     DomainRecord, HoldRecord, JobRecord, JobSpec, JobState, PlanRecord, SnapshotRecord,
 };
@@ -839,12 +840,7 @@ impl AdminService for AdminApi {
         req: Request<pb::AddHoldRequest>,
     ) -> Result<Response<pb::Hold>, Status> {
         self.admin(&req)?;
-        let by = req
-            .extensions()
-            .get::<PeerInfo>()
-            .and_then(|p| p.cert_sha256.clone())
-            .map(|c| format!("admin certificate {}", &c[..16.min(c.len())]))
-            .unwrap_or_default();
+        let by = caller(&req);
         let r = req.into_inner();
         let f = &self.0;
         if r.reason.trim().is_empty() || r.reason.len() > 500 {
@@ -965,6 +961,53 @@ impl AdminService for AdminApi {
         }))
     }
 
+    async fn list_alerts(
+        &self,
+        req: Request<pb::ListAlertsRequest>,
+    ) -> Result<Response<pb::ListAlertsResponse>, Status> {
+        self.admin(&req)?;
+        let all = req.into_inner().all;
+        let mut alerts: Vec<AlertRecord> = self
+            .0
+            .catalog
+            .alerts()
+            .map_err(internal)?
+            .into_iter()
+            .filter(|a| all || a.state == AlertState::Firing)
+            .collect();
+        // Firing first, then newest first.
+        alerts.sort_by_key(|a| (a.state != AlertState::Firing, std::cmp::Reverse(a.fired_at)));
+        Ok(Response::new(pb::ListAlertsResponse {
+            alerts: alerts.iter().map(alert_info).collect(),
+        }))
+    }
+
+    async fn ack_alert(
+        &self,
+        req: Request<pb::AckAlertRequest>,
+    ) -> Result<Response<pb::Alert>, Status> {
+        self.admin(&req)?;
+        let by = caller(&req);
+        let id = req.into_inner().alert_id;
+        let f = &self.0;
+        let mut a = f
+            .catalog
+            .alerts()
+            .map_err(internal)?
+            .into_iter()
+            .find(|a| a.id == id)
+            .ok_or_else(|| Status::not_found(format!("no alert {id:?}")))?;
+        if a.acked_by.is_none() {
+            a.acked_by = Some(by);
+            a.acked_at = Some(now());
+            f.catalog
+                .put_alerts(std::slice::from_ref(&a))
+                .map_err(internal)?;
+            tracing::info!(alert = %a.id, by = %a.acked_by.as_deref().unwrap_or(""), "alert acknowledged");
+        }
+        Ok(Response::new(alert_info(&a)))
+    }
+
     async fn run_maintenance(
         &self,
         req: Request<pb::RunMaintenanceRequest>,
@@ -1044,6 +1087,35 @@ fn snapshot_info(s: &SnapshotRecord) -> pb::SnapshotInfo {
         total_bytes: s.total_bytes,
         stored_bytes: s.stored_bytes,
         run_id: s.run_id.clone(),
+    }
+}
+
+/// Who made a request, as holds and acknowledgements record it.
+fn caller<T>(req: &Request<T>) -> String {
+    req.extensions()
+        .get::<PeerInfo>()
+        .and_then(|p| p.cert_sha256.clone())
+        .map(|c| format!("admin certificate {}", &c[..16.min(c.len())]))
+        .unwrap_or_default()
+}
+
+fn alert_info(a: &AlertRecord) -> pb::Alert {
+    pb::Alert {
+        alert_id: a.id.clone(),
+        rule: a.rule.clone(),
+        agent_id: a.agent_id.clone(),
+        domain: a.domain.clone(),
+        state: match a.state {
+            AlertState::Firing => "firing",
+            AlertState::Resolved => "resolved",
+        }
+        .into(),
+        message: a.message.clone(),
+        fired_at: a.fired_at,
+        last_seen: a.last_seen,
+        resolved_at: a.resolved_at.unwrap_or(0),
+        acked_by: a.acked_by.clone().unwrap_or_default(),
+        acked_at: a.acked_at.unwrap_or(0),
     }
 }
 

@@ -316,6 +316,8 @@ pub struct Catalog {
     /// `agent\0domain\0kind` → the last cron occurrence queued (i64 BE);
     /// `\0maintenance` → the last maintenance run.
     fired: sled::Tree,
+    /// Alerts, firing and resolved, by id.
+    alerts: sled::Tree,
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -358,6 +360,7 @@ impl Catalog {
             policies: db.open_tree("policies")?,
             holds: db.open_tree("holds")?,
             fired: db.open_tree("fired")?,
+            alerts: db.open_tree("alerts")?,
             db,
         };
         let now = crate::clock::now();
@@ -625,6 +628,23 @@ impl Catalog {
 
     pub fn policies(&self) -> Result<Vec<crate::policy::Policy>> {
         all(&self.policies, b"")
+    }
+
+    pub fn alerts(&self) -> Result<Vec<crate::alerts::AlertRecord>> {
+        all(&self.alerts, b"")
+    }
+
+    /// Stores new and changed alerts in one batch.
+    pub fn put_alerts(&self, alerts: &[crate::alerts::AlertRecord]) -> Result<()> {
+        if alerts.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for a in alerts {
+            batch.insert(a.id.as_bytes(), encode(a));
+        }
+        self.alerts.apply_batch(batch)?;
+        Ok(())
     }
 
     pub fn add_hold(&self, h: &HoldRecord) -> Result<()> {

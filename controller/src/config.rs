@@ -29,6 +29,37 @@ pub struct Config {
     pub job_timeout: String,
     #[serde(default)]
     pub scheduler: SchedulerConfig,
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+}
+
+/// Thresholds of the built-in alert rules (`cairnctl alerts list`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// An agent away longer than this is alerted on.
+    #[serde(default = "default_agent_offline")]
+    pub agent_offline: String,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            agent_offline: default_agent_offline(),
+        }
+    }
+}
+
+fn default_agent_offline() -> String {
+    "15m".into()
+}
+
+impl AlertsConfig {
+    pub fn agent_offline(&self) -> anyhow::Result<i64> {
+        let d = humantime::parse_duration(&self.agent_offline)
+            .map_err(|e| anyhow::anyhow!("alerts.agent_offline {:?}: {e}", self.agent_offline))?;
+        Ok(d.as_secs().min(i64::MAX as u64) as i64)
+    }
 }
 
 /// How the controller runs the fleet's schedules, retention and gc.

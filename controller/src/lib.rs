@@ -5,6 +5,7 @@
 
 pub mod admin_service;
 pub mod agent_service;
+pub mod alerts;
 pub mod catalog;
 pub mod clock;
 pub mod config;
@@ -120,6 +121,7 @@ pub fn init(o: &InitOptions) -> anyhow::Result<PathBuf> {
         heartbeat_seconds: 15,
         job_timeout: "12h".into(),
         scheduler: Default::default(),
+        alerts: Default::default(),
     };
     let passphrase = read_secret(o.repository.passphrase_file.as_deref(), "CAIRN_PASSPHRASE")?;
     let storage = open_storage(&o.repository)?;
@@ -219,6 +221,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .collect();
     let tls = cairn_net::server_config(&ca.cert_pem, &server_id)?;
     let ingest = ingest::IngestLimit::new(cfg.scheduler.ingest_bytes_per_second()?);
+    cfg.alerts.agent_offline()?;
     let fleet = Arc::new(Fleet {
         ingest,
         ca_sha256: ca.sha256(),

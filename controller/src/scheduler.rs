@@ -379,6 +379,60 @@ pub fn queue_verifications(f: &Fleet, now: i64) -> anyhow::Result<Vec<JobRecord>
     Ok(queued)
 }
 
+/// Evaluates the alert rules now and stores what changed (new, current,
+/// resolved alerts).
+pub fn refresh_alerts(f: &Fleet, now: i64) -> anyhow::Result<()> {
+    let agents = f.catalog.agents()?;
+    let online: HashSet<String> = f.sessions.lock().unwrap().keys().cloned().collect();
+    let jobs = f.catalog.jobs()?;
+    let snapshots = f.catalog.snapshots(None)?;
+    let mut intervals = HashMap::new();
+    for plan in domain_plans(f)? {
+        let shortest = plan
+            .runs
+            .iter()
+            .filter_map(|(kind, cron)| {
+                let t = plan.timing(kind, cron).ok()?;
+                let prev = t.cron.last_at_or_before(now)?;
+                Some(t.cron.next_after(prev)? - prev)
+            })
+            .min();
+        if let Some(s) = shortest {
+            intervals.insert((plan.domain.agent_id.clone(), plan.domain.name.clone()), s);
+        }
+    }
+    let findings = crate::alerts::evaluate(&crate::alerts::Inputs {
+        now,
+        agents: &agents,
+        online: &online,
+        jobs: &jobs,
+        snapshots: &snapshots,
+        intervals: &intervals,
+        agent_offline_after: f.cfg.alerts.agent_offline()?,
+    });
+    let current = f.catalog.alerts()?;
+    let mut ids = Vec::new();
+    let changed = crate::alerts::reconcile(&current, &findings, now, || {
+        let id = f
+            .catalog
+            .next_id("al")
+            .unwrap_or_else(|_| format!("al-{now}"));
+        ids.push(id.clone());
+        id
+    });
+    for a in changed.iter().filter(|a| ids.contains(&a.id)) {
+        tracing::warn!(alert = %a.id, rule = %a.rule, agent = %a.agent_id, domain = %a.domain, message = %a.message, "alert firing");
+    }
+    for a in changed
+        .iter()
+        .filter(|a| a.state == crate::alerts::AlertState::Resolved)
+    {
+        tracing::info!(alert = %a.id, rule = %a.rule, agent = %a.agent_id, domain = %a.domain, "alert resolved");
+    }
+    f.catalog.put_alerts(&changed)?;
+    Ok(())
+}
+
 /// Hands queued jobs to their agents, highest priority and oldest first,
 /// within `agent_jobs` per agent and `fleet_jobs` in all. A scheduled run
 /// whose agent has been away longer than `offline_give_up` fails (its
@@ -557,6 +611,14 @@ pub async fn run(f: Arc<Fleet>) {
         .job_timeout()
         .unwrap_or(Duration::from_secs(12 * 3600));
     let maintaining = Arc::new(AtomicBool::new(false));
+    // Alerts read the jobs' history: every 15 s is prompt enough (every
+    // tick on a simulated clock, which a test steps).
+    let alert_every = if crate::clock::simulated() {
+        Duration::ZERO
+    } else {
+        Duration::from_secs(15)
+    };
+    let mut alerts_at: Option<std::time::Instant> = None;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -573,6 +635,15 @@ pub async fn run(f: Arc<Fleet>) {
                 Ok(Err(e)) => tracing::error!(error = %e, "scheduling"),
                 Err(e) => tracing::error!(error = %e, "scheduling"),
                 Ok(Ok(_)) => {}
+            }
+        }
+        if alerts_at.is_none_or(|t| t.elapsed() >= alert_every) {
+            alerts_at = Some(std::time::Instant::now());
+            let g = f.clone();
+            match tokio::task::spawn_blocking(move || refresh_alerts(&g, now)).await {
+                Ok(Err(e)) => tracing::error!(error = %e, "evaluating alerts"),
+                Err(e) => tracing::error!(error = %e, "evaluating alerts"),
+                Ok(Ok(())) => {}
             }
         }
         f.pump().await;

@@ -275,6 +275,21 @@ fn render_metrics(f: &Fleet) -> String {
     let _ = writeln!(out, "# HELP cairn_gc_deleted_packs_total Packs gc deleted.\n# TYPE cairn_gc_deleted_packs_total counter\ncairn_gc_deleted_packs_total {}", m.gc_packs_deleted.load(Ordering::Relaxed));
     let _ = writeln!(out, "# HELP cairn_gc_freed_bytes_total Bytes gc freed.\n# TYPE cairn_gc_freed_bytes_total counter\ncairn_gc_freed_bytes_total {}", m.gc_bytes_freed.load(Ordering::Relaxed));
     let _ = writeln!(out, "# HELP cairn_ingest_throttled_seconds_total Time uploads waited for the ingest bandwidth cap.\n# TYPE cairn_ingest_throttled_seconds_total counter\ncairn_ingest_throttled_seconds_total {}", m.ingest_throttled_micros.load(Ordering::Relaxed) as f64 / 1e6);
+    let firing: Vec<_> = f
+        .catalog
+        .alerts()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|a| a.state == crate::alerts::AlertState::Firing)
+        .collect();
+    let _ = writeln!(
+        out,
+        "# HELP cairn_alerts_firing Alerts firing now, by rule.\n# TYPE cairn_alerts_firing gauge"
+    );
+    for (rule, _) in crate::alerts::RULES {
+        let n = firing.iter().filter(|a| a.rule == *rule).count();
+        let _ = writeln!(out, "cairn_alerts_firing{{rule=\"{rule}\"}} {n}");
+    }
     let _ = writeln!(out, "# HELP cairn_snapshots Snapshots in the catalog.\n# TYPE cairn_snapshots gauge\ncairn_snapshots {}", f.catalog.snapshots(None).map(|s| s.len()).unwrap_or(0));
     let _ = writeln!(out, "# HELP process_start_time_seconds Start time of the process since the Unix epoch.\n# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds {}", f.started_at);
     out

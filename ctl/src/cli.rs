@@ -126,6 +126,21 @@ pub enum Command {
     /// What retention keeps and forgets.
     #[command(subcommand)]
     Retention(RetentionCommand),
+    /// What needs attention: failed backups and dumps, overdue domains,
+    /// offline agents, failed test restores.
+    #[command(subcommand)]
+    Alerts(AlertsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertsCommand {
+    /// Alerts firing now (with --all, resolved ones too), firing first.
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Record that someone is on it; the alert stays until it resolves.
+    Ack { alert: String },
 }
 
 #[derive(Debug, Subcommand)]

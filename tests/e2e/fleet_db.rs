@@ -10,12 +10,12 @@ use cairn_tests::cluster::{Cluster, ClusterOptions};
 use cairn_tests::dbserver::MariaDb;
 use cairn_tests::*;
 
-const PASSWORD: &str = "s3cret-Site-Pass";
+pub(crate) const PASSWORD: &str = "s3cret-Site-Pass";
 
 /// A WordPress-shaped site whose wp-config.php names a database on `maria`
 /// (user with rights on it, on `copy_%` and on the scratch databases of test
 /// restores, `cairn_verify_%`, only).
-fn site(dir: &Path, maria: &MariaDb) {
+pub(crate) fn site(dir: &Path, maria: &MariaDb) {
     fs::create_dir_all(dir.join("wp-content/uploads")).unwrap();
     fs::write(
         dir.join("wp-config.php"),
@@ -164,7 +164,7 @@ fn a_site_backs_up_and_restores_as_one_run() {
     // nor the agent's log.
     let listed = c.ctl(&["jobs", "list", "--json"]);
     assert!(!String::from_utf8_lossy(&listed.stdout).contains(PASSWORD));
-    let mut files = walk_files(&c.state);
+    let mut files = files_below(&c.state);
     files.push(c.controller_log());
     files.push(agent.log());
     for f in files {
@@ -211,21 +211,4 @@ fn a_failed_dump_fails_its_job_and_leaves_no_snapshot() {
         .filter(|s| s["content"] == "database")
         .count();
     assert_eq!(dumps, 0, "a failed dump commits nothing: {snaps}");
-}
-
-/// Every file below `dir`.
-fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }

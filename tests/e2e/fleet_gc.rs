@@ -41,24 +41,6 @@ fn mutate(site: &Path, round: usize, flip: &[Vec<u8>; 2], shared: &[u8]) {
     }
 }
 
-/// Every file below `dir`, sorted.
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 fn copy(from: &Path, to: &Path) {
     let st = Command::new("cp")
         .arg("-a")
@@ -105,12 +87,12 @@ fn gc_in_a_loop_beside_backing_up_agents_loses_nothing() {
         .lock()
         .unwrap()
         .insert(second.clone(), (domain.clone(), saved.join(&second)));
-    let before = walk(&c.dir.join("repo/data"));
+    let before = files_below(&c.dir.join("repo/data"));
     let dry = c.json(&["gc", "--dry-run", "--grace", "0s"]);
     assert_eq!(dry["dry_run"], true, "{dry}");
     assert!(dry["packs_deleted"].as_u64().unwrap() > 0, "{dry}");
     assert_eq!(
-        walk(&c.dir.join("repo/data")),
+        files_below(&c.dir.join("repo/data")),
         before,
         "a dry run deleted packs"
     );

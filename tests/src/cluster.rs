@@ -112,9 +112,13 @@ impl Cluster {
             text = text.replace("job_timeout = \"12h\"", &format!("job_timeout = {t:?}"));
         }
         let scheduler = o.scheduler.as_deref().unwrap_or("run_schedules = false");
-        let at = text
-            .find("[scheduler]")
-            .expect("init writes [scheduler] last");
+        // init writes [scheduler] and [alerts] last: the test's scheduler
+        // settings replace both (alerts keep their defaults).
+        let at = text.find("[scheduler]").expect("init writes [scheduler]");
+        assert!(
+            !text[..at].contains("[alerts]"),
+            "init writes [alerts] after [scheduler]"
+        );
         text = format!("{}[scheduler]\n{scheduler}\n", &text[..at]);
         fs::write(&cfg, text).unwrap();
         let mut c = Cluster {
@@ -321,6 +325,20 @@ impl Cluster {
     /// not exist on this machine; the database tests ask for theirs).
     pub fn backup(&self, domain: &str) -> serde_json::Value {
         self.json(&["backup", domain, "--files-only", "--wait"])
+    }
+
+    /// Restores a snapshot into `target` through its agent and waits; the
+    /// job must succeed.
+    pub fn restore(&self, snapshot: &str, target: &Path) -> serde_json::Value {
+        let j = self.json(&[
+            "restore",
+            snapshot,
+            "--target",
+            target.to_str().unwrap(),
+            "--wait",
+        ]);
+        assert_eq!(j["state"], "succeeded", "{j}");
+        j
     }
 
     pub fn job(&self, id: &str) -> serde_json::Value {

@@ -216,6 +216,24 @@ pub enum Entry {
 }
 
 /// Walks `root`, skipping what `keep` rejects (relative path, is_dir).
+/// Every file below `dir` (not directories), sorted.
+pub fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 pub fn snapshot_tree(root: &Path, keep: &dyn Fn(&str, bool) -> bool) -> BTreeMap<String, Entry> {
     let mut out = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];

@@ -129,6 +129,32 @@ pub async fn connect(
     })
 }
 
+impl Session {
+    /// Heartbeats until the controller ends the session, handing every job
+    /// to `on_job` with a sender for its answers.
+    pub async fn serve(
+        mut self,
+        mut on_job: impl FnMut(pb::Job, &mpsc::Sender<pb::AgentMessage>),
+    ) -> anyhow::Result<()> {
+        let mut beat = tokio::time::interval(self.heartbeat);
+        let mut seq = 0;
+        loop {
+            tokio::select! {
+                _ = beat.tick() => {
+                    seq += 1;
+                    self.tx.send(heartbeat(seq)).await?;
+                }
+                m = self.inbound.message() => {
+                    let Some(m) = m? else { return Ok(()) };
+                    if let Some(pb::controller_message::Body::Job(j)) = m.body {
+                        on_job(j, &self.tx);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// A domain as a simulated agent announces it.
 pub fn domain(name: String) -> pb::Domain {
     pb::Domain {

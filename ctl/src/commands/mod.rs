@@ -1,6 +1,7 @@
 //! One module per group of `cairnctl repo` commands, and what they share:
 //! opening storage and reading passphrases.
 
+mod alerts;
 mod backup;
 mod check;
 mod db;

@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cairn_proto::admin::v1 as admin;
-use cairn_proto::agent::v1 as pb;
 use cairn_tests::cluster::{Cluster, ClusterOptions};
 use cairn_tests::sim::{self, pct, proc_stat, Controller};
 
@@ -23,28 +22,18 @@ async fn agent(
     arrivals: Arrivals,
 ) -> anyhow::Result<()> {
     let host = format!("sim{n:04}");
-    let sim::Session {
-        tx,
-        mut inbound,
-        heartbeat,
-    } = sim::connect(&c, token, &host, vec![sim::domain(format!("d{n:04}.load"))]).await?;
-    let mut t = tokio::time::interval(heartbeat);
-    let mut seq = 0;
-    loop {
-        tokio::select! {
-            _ = t.tick() => {
-                seq += 1;
-                tx.send(sim::heartbeat(seq)).await?;
-            }
-            m = inbound.message() => {
-                let Some(m) = m? else { return Ok(()) };
-                if let Some(pb::controller_message::Body::Job(j)) = m.body {
-                    arrivals.lock().unwrap().insert(j.job_id.clone(), Instant::now());
-                    tx.send(sim::failed(j.job_id)).await?;
-                }
-            }
-        }
-    }
+    let session =
+        sim::connect(&c, token, &host, vec![sim::domain(format!("d{n:04}.load"))]).await?;
+    session
+        .serve(|j, tx| {
+            arrivals
+                .lock()
+                .unwrap()
+                .insert(j.job_id.clone(), Instant::now());
+            let tx = tx.clone();
+            tokio::spawn(async move { tx.send(sim::failed(j.job_id)).await });
+        })
+        .await
 }
 
 fn main() -> anyhow::Result<()> {

@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cairn_proto::admin::v1 as admin;
-use cairn_proto::agent::v1 as pb;
 use cairn_tests::cluster::{Cluster, ClusterOptions};
 use cairn_tests::sim::{self, pct, proc_stat, Controller};
 use chrono::{Timelike, Utc};
@@ -52,41 +51,30 @@ async fn agent(
     let names = (0..domains)
         .map(|k| sim::domain(format!("d{n:04}-{k}.load")))
         .collect();
-    let sim::Session {
-        tx,
-        mut inbound,
-        heartbeat,
-    } = sim::connect(&c, token, &host, names).await?;
+    let session = sim::connect(&c, token, &host, names).await?;
     let mine = Arc::new(AtomicUsize::new(0));
-    let mut t = tokio::time::interval(heartbeat);
-    let mut seq = 0;
-    loop {
-        tokio::select! {
-            _ = t.tick() => {
-                seq += 1;
-                tx.send(sim::heartbeat(seq)).await?;
-            }
-            m = inbound.message() => {
-                let Some(m) = m? else { return Ok(()) };
-                let Some(pb::controller_message::Body::Job(j)) = m.body else { continue };
-                seen.arrivals.lock().unwrap().insert(j.job_id.clone(), unix_now());
-                let now = seen.running.fetch_add(1, Ordering::SeqCst) + 1;
-                seen.peak.fetch_max(now, Ordering::SeqCst);
-                let here = mine.fetch_add(1, Ordering::SeqCst) + 1;
-                seen.peak_per_agent.fetch_max(here, Ordering::SeqCst);
-                let (tx, seen, mine) = (tx.clone(), seen.clone(), mine.clone());
-                tokio::spawn(async move {
-                    tokio::time::sleep(hold).await;
-                    // Counted free before the controller hears of it, so a
-                    // job it hands out next never overlaps this one here.
-                    mine.fetch_sub(1, Ordering::SeqCst);
-                    seen.running.fetch_sub(1, Ordering::SeqCst);
-                    let _ = tx.send(sim::failed(j.job_id)).await;
-                    seen.done.fetch_add(1, Ordering::SeqCst);
-                });
-            }
-        }
-    }
+    session
+        .serve(|j, tx| {
+            seen.arrivals
+                .lock()
+                .unwrap()
+                .insert(j.job_id.clone(), unix_now());
+            let now = seen.running.fetch_add(1, Ordering::SeqCst) + 1;
+            seen.peak.fetch_max(now, Ordering::SeqCst);
+            let here = mine.fetch_add(1, Ordering::SeqCst) + 1;
+            seen.peak_per_agent.fetch_max(here, Ordering::SeqCst);
+            let (tx, seen, mine) = (tx.clone(), seen.clone(), mine.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(hold).await;
+                // Counted free before the controller hears of it, so a job
+                // it hands out next never overlaps this one here.
+                mine.fetch_sub(1, Ordering::SeqCst);
+                seen.running.fetch_sub(1, Ordering::SeqCst);
+                let _ = tx.send(sim::failed(j.job_id)).await;
+                seen.done.fetch_add(1, Ordering::SeqCst);
+            });
+        })
+        .await
 }
 
 fn main() -> anyhow::Result<()> {

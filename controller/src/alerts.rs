@@ -1,0 +1,426 @@
+//! Alerts (SPEC MON-3, VER-4): rules evaluated over the catalog on every
+//! scheduler tick. A rule's finding about one subject (an agent, or a
+//! domain of an agent) is one alert: it fires once, stays firing (its
+//! message and `last_seen` kept current) while the finding holds, and
+//! resolves when it no longer does. Acknowledging an alert records who did
+//! it; it stays listed until it resolves.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{AgentRecord, JobRecord, JobState, SnapshotRecord};
+
+/// What a rule found about one subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub rule: &'static str,
+    pub agent_id: String,
+    /// Empty for an agent's own alerts.
+    pub domain: String,
+    pub message: String,
+}
+
+impl Finding {
+    /// Alerts are de-duplicated on this.
+    pub fn key(&self) -> String {
+        alert_key(self.rule, &self.agent_id, &self.domain)
+    }
+}
+
+pub fn alert_key(rule: &str, agent_id: &str, domain: &str) -> String {
+    format!("{rule}\0{agent_id}\0{domain}")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertState {
+    Firing,
+    Resolved,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertRecord {
+    pub id: String,
+    pub rule: String,
+    pub agent_id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub domain: String,
+    pub state: AlertState,
+    pub message: String,
+    pub fired_at: i64,
+    pub last_seen: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acked_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acked_at: Option<i64>,
+}
+
+impl AlertRecord {
+    pub fn key(&self) -> String {
+        alert_key(&self.rule, &self.agent_id, &self.domain)
+    }
+}
+
+/// The rules, by name, with what each says.
+pub const RULES: &[(&str, &str)] = &[
+    (
+        "agent_offline",
+        "an agent has been offline longer than [alerts] agent_offline",
+    ),
+    (
+        "backup_failed",
+        "a domain's latest file backup failed, retries spent",
+    ),
+    (
+        "dump_failed",
+        "a domain's latest database dump failed, retries spent",
+    ),
+    ("verify_failed", "a domain's latest test restore failed"),
+    (
+        "backup_overdue",
+        "no successful backup within 1.5× the domain's schedule interval",
+    ),
+];
+
+/// What the rules read.
+pub struct Inputs<'a> {
+    pub now: i64,
+    pub agents: &'a [AgentRecord],
+    /// Agents with a session now.
+    pub online: &'a HashSet<String>,
+    pub jobs: &'a [JobRecord],
+    pub snapshots: &'a [SnapshotRecord],
+    /// (agent, domain) → seconds between two of its scheduled runs (the
+    /// shortest of its kinds).
+    pub intervals: &'a HashMap<(String, String), i64>,
+    /// Seconds an agent may be away before it is alerted on.
+    pub agent_offline_after: i64,
+}
+
+/// Every finding the rules make now.
+pub fn evaluate(i: &Inputs) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for a in i.agents.iter().filter(|a| !a.revoked) {
+        let away = i.now - a.last_seen;
+        if !i.online.contains(&a.id) && away > i.agent_offline_after {
+            out.push(Finding {
+                rule: "agent_offline",
+                agent_id: a.id.clone(),
+                domain: String::new(),
+                message: format!(
+                    "agent {} ({}) offline for {}",
+                    a.id,
+                    a.hostname,
+                    words(away)
+                ),
+            });
+        }
+    }
+    let live: HashSet<&str> = i
+        .agents
+        .iter()
+        .filter(|a| !a.revoked)
+        .map(|a| a.id.as_str())
+        .collect();
+    // The newest job of each (agent, domain, what) decides; a job still
+    // queued or running (a retry, say) means it is not decided yet.
+    let mut newest: HashMap<(&str, &str, &'static str), &JobRecord> = HashMap::new();
+    for j in i.jobs.iter().filter(|j| live.contains(j.agent_id.as_str())) {
+        let what = match (j.kind.as_str(), j.spec.content.as_str(), j.spec.test) {
+            ("backup", "database", _) => "dump_failed",
+            ("backup", _, _) => "backup_failed",
+            ("restore", _, true) => "verify_failed",
+            _ => continue,
+        };
+        let slot = newest.entry((&j.agent_id, &j.domain, what)).or_insert(j);
+        if (j.created_at, &j.id) > (slot.created_at, &slot.id) {
+            *slot = j;
+        }
+    }
+    for ((agent, domain, rule), j) in newest {
+        if j.state == JobState::Failed {
+            let when = j.finished_at.unwrap_or(j.created_at);
+            out.push(Finding {
+                rule,
+                agent_id: agent.into(),
+                domain: domain.into(),
+                message: format!(
+                    "{domain} on {agent}: job {} failed {} ago: {}",
+                    j.id,
+                    words(i.now - when),
+                    j.error.as_deref().unwrap_or("no reason given")
+                ),
+            });
+        }
+    }
+    let mut last_ok: HashMap<(&str, &str), i64> = HashMap::new();
+    for s in i.snapshots {
+        let t = last_ok.entry((&s.agent_id, &s.domain)).or_insert(s.time);
+        *t = (*t).max(s.time);
+    }
+    for ((agent, domain), interval) in i.intervals {
+        if !live.contains(agent.as_str()) || *interval <= 0 {
+            continue;
+        }
+        // A domain never backed up is the failure rules' business.
+        let Some(last) = last_ok.get(&(agent.as_str(), domain.as_str())) else {
+            continue;
+        };
+        let limit = interval + interval / 2;
+        if i.now - last > limit {
+            out.push(Finding {
+                rule: "backup_overdue",
+                agent_id: agent.clone(),
+                domain: domain.clone(),
+                message: format!(
+                    "{domain} on {agent}: last backup {} ago, its schedule runs every {}",
+                    words(i.now - last),
+                    words(*interval)
+                ),
+            });
+        }
+    }
+    out.sort_by_key(Finding::key);
+    out
+}
+
+/// What to store so the alert set matches `findings`: new firing alerts,
+/// firing ones whose message moved, resolved ones. `next_id` names new ones.
+pub fn reconcile(
+    current: &[AlertRecord],
+    findings: &[Finding],
+    now: i64,
+    mut next_id: impl FnMut() -> String,
+) -> Vec<AlertRecord> {
+    let firing: HashMap<String, &AlertRecord> = current
+        .iter()
+        .filter(|a| a.state == AlertState::Firing)
+        .map(|a| (a.key(), a))
+        .collect();
+    let found: HashSet<String> = findings.iter().map(Finding::key).collect();
+    let mut out = Vec::new();
+    for f in findings {
+        match firing.get(&f.key()) {
+            Some(a) => {
+                // Stored again when its message moves (durations in words
+                // change by the minute), not on every evaluation.
+                if a.message != f.message {
+                    out.push(AlertRecord {
+                        message: f.message.clone(),
+                        last_seen: now,
+                        ..(*a).clone()
+                    });
+                }
+            }
+            None => out.push(AlertRecord {
+                id: next_id(),
+                rule: f.rule.into(),
+                agent_id: f.agent_id.clone(),
+                domain: f.domain.clone(),
+                state: AlertState::Firing,
+                message: f.message.clone(),
+                fired_at: now,
+                last_seen: now,
+                resolved_at: None,
+                acked_by: None,
+                acked_at: None,
+            }),
+        }
+    }
+    for (key, a) in firing {
+        if !found.contains(&key) {
+            out.push(AlertRecord {
+                state: AlertState::Resolved,
+                resolved_at: Some(now),
+                ..a.clone()
+            });
+        }
+    }
+    out
+}
+
+/// "3h 5m", "2d 4h", "45s".
+pub fn words(secs: i64) -> String {
+    let s = secs.max(0);
+    match s {
+        s if s >= 86_400 => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
+        s if s >= 3600 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        s if s >= 60 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::JobSpec;
+
+    fn agent(id: &str, last_seen: i64) -> AgentRecord {
+        AgentRecord {
+            id: id.into(),
+            hostname: format!("{id}.example"),
+            version: "t".into(),
+            cert_sha256: String::new(),
+            enrolled_at: 0,
+            last_seen,
+            revoked: false,
+            labels: Default::default(),
+        }
+    }
+
+    fn job(id: &str, domain: &str, content: &str, state: JobState, at: i64) -> JobRecord {
+        JobRecord {
+            id: id.into(),
+            kind: "backup".into(),
+            domain: domain.into(),
+            agent_id: "a1".into(),
+            state,
+            step: String::new(),
+            files: 0,
+            bytes: 0,
+            total_bytes: 0,
+            created_at: at,
+            finished_at: Some(at + 10),
+            snapshot_id: None,
+            error: (state == JobState::Failed).then(|| "mariadb-dump: Access denied".into()),
+            spec: JobSpec {
+                content: content.into(),
+                ..Default::default()
+            },
+            started_at: Some(at),
+            not_before: None,
+            attempt: 1,
+            priority: 0,
+            retry_of: None,
+        }
+    }
+
+    fn snap(domain: &str, time: i64) -> SnapshotRecord {
+        SnapshotRecord {
+            id: format!("s{time}"),
+            domain: domain.into(),
+            agent_id: "a1".into(),
+            time,
+            kind: "full".into(),
+            content: "files".into(),
+            total_bytes: 1,
+            stored_bytes: 1,
+            run_id: String::new(),
+        }
+    }
+
+    fn rules(i: &Inputs) -> Vec<(String, String)> {
+        evaluate(i)
+            .into_iter()
+            .map(|f| (f.rule.to_string(), f.domain))
+            .collect()
+    }
+
+    #[test]
+    fn each_rule_fires_on_its_finding_and_only_then() {
+        let agents = [agent("a1", 1_000), agent("a2", 1_000)];
+        let online = HashSet::from(["a1".to_string()]);
+        let jobs = [
+            // x: the dump failed, then a retry succeeded: no alert.
+            job("j1", "x.test", "database", JobState::Failed, 100),
+            job("j2", "x.test", "database", JobState::Succeeded, 200),
+            // y: files succeeded, then failed: alert.
+            job("j3", "y.test", "", JobState::Succeeded, 100),
+            job("j4", "y.test", "", JobState::Failed, 300),
+            // z: the dump failed and its retry is still queued: not yet.
+            job("j5", "z.test", "database", JobState::Failed, 100),
+            job("j6", "z.test", "database", JobState::Queued, 400),
+            // w: the dump failed for good.
+            job("j7", "w.test", "database", JobState::Failed, 500),
+        ];
+        let snaps = [snap("x.test", 1_000), snap("y.test", 100)];
+        let intervals = HashMap::from([
+            (("a1".to_string(), "x.test".to_string()), 3_600),
+            (("a1".to_string(), "y.test".to_string()), 3_600),
+        ]);
+        let mut i = Inputs {
+            now: 2_000,
+            agents: &agents,
+            online: &online,
+            jobs: &jobs,
+            snapshots: &snaps,
+            intervals: &intervals,
+            agent_offline_after: 900,
+        };
+        assert_eq!(
+            rules(&i),
+            [
+                ("agent_offline".into(), "".into()),
+                ("backup_failed".into(), "y.test".into()),
+                ("dump_failed".into(), "w.test".into()),
+            ]
+        );
+        // Later: y's newest backup is 1.5 intervals old; a2 stays away.
+        i.now = 100 + 5_401;
+        let r = rules(&i);
+        assert!(
+            r.contains(&("backup_overdue".into(), "y.test".into())),
+            "{r:?}"
+        );
+        assert!(
+            !r.contains(&("backup_overdue".into(), "x.test".into())),
+            "{r:?}"
+        );
+        let f = evaluate(&i);
+        let off = f.iter().find(|f| f.rule == "agent_offline").unwrap();
+        assert_eq!(off.agent_id, "a2");
+        assert!(off.message.contains("1h 15m"), "{}", off.message);
+        let failed = f.iter().find(|f| f.rule == "dump_failed").unwrap();
+        assert!(
+            failed.message.contains("Access denied"),
+            "{}",
+            failed.message
+        );
+    }
+
+    #[test]
+    fn alerts_fire_once_stay_current_and_resolve() {
+        let finding = |msg: &str| Finding {
+            rule: "agent_offline",
+            agent_id: "a2".into(),
+            domain: String::new(),
+            message: msg.into(),
+        };
+        let mut n = 0;
+        let mut id = || {
+            n += 1;
+            format!("al{n}")
+        };
+        let first = reconcile(&[], &[finding("offline for 16m")], 10, &mut id);
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].state, AlertState::Firing);
+        assert_eq!(first[0].fired_at, 10);
+        // Unchanged: nothing to store.
+        assert!(reconcile(&first, &[finding("offline for 16m")], 15, &mut id).is_empty());
+        // Still offline: the same alert, brought up to date, no new one.
+        let again = reconcile(&first, &[finding("offline for 20m")], 20, &mut id);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].id, "al1");
+        assert_eq!(again[0].fired_at, 10);
+        assert_eq!(again[0].message, "offline for 20m");
+        // Back online: resolved, never deleted.
+        let resolved = reconcile(&again, &[], 30, &mut id);
+        assert_eq!(resolved.len(), 1);
+        assert_eq!(resolved[0].state, AlertState::Resolved);
+        assert_eq!(resolved[0].resolved_at, Some(30));
+        // Away again: a new alert.
+        let new = reconcile(&resolved, &[finding("offline for 16m")], 40, &mut id);
+        assert_eq!(new[0].id, "al2");
+    }
+
+    #[test]
+    fn durations_read_as_words() {
+        assert_eq!(words(45), "45s");
+        assert_eq!(words(16 * 60), "16m");
+        assert_eq!(words(3 * 3600 + 300), "3h 5m");
+        assert_eq!(words(2 * 86_400 + 4 * 3600), "2d 4h");
+    }
+}

@@ -1,0 +1,146 @@
+//! Alerts (MON-3, VER-4) on a stepped clock: a failed dump and an agent
+//! away too long each fire one alert, stay one alert while they last, and
+//! resolve by themselves; acknowledging records who did it.
+
+use std::fs;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cairn_tests::cluster::{Cluster, ClusterOptions};
+use cairn_tests::dbserver::MariaDb;
+use cairn_tests::*;
+
+/// A Monday, 00:00 UTC: no automatic plan runs that day before 03:00.
+const START: i64 = 1_772_323_200 + 86_400;
+
+struct Clock {
+    file: PathBuf,
+    now: i64,
+}
+
+impl Clock {
+    /// Moves the controller's clock and waits for a scheduler pass (which
+    /// evaluates the alert rules) at the new time.
+    fn step(&mut self, c: &Cluster, by: i64) {
+        self.now += by;
+        let tmp = self.file.with_extension("tmp");
+        fs::write(&tmp, self.now.to_string()).unwrap();
+        fs::rename(&tmp, &self.file).unwrap();
+        let n = c.metric("cairn_scheduler_ticks_total");
+        eventually("two scheduler passes", Duration::from_secs(30), || {
+            (c.metric("cairn_scheduler_tick_timestamp_seconds") as i64 >= self.now
+                && c.metric("cairn_scheduler_ticks_total") >= n + 2.0)
+                .then_some(())
+        })
+        .unwrap();
+    }
+}
+
+fn alerts(c: &Cluster, all: bool) -> Vec<serde_json::Value> {
+    let mut args = vec!["alerts", "list"];
+    if all {
+        args.push("--all");
+    }
+    c.json(&args).as_array().unwrap().clone()
+}
+
+fn of_rule<'a>(list: &'a [serde_json::Value], rule: &str) -> Vec<&'a serde_json::Value> {
+    list.iter().filter(|a| a["rule"] == rule).collect()
+}
+
+#[test]
+fn alerts_fire_once_and_resolve_by_themselves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("clock");
+    fs::write(&file, START.to_string()).unwrap();
+    let mut clock = Clock { file, now: START };
+    let c = Cluster::start(ClusterOptions {
+        clock_file: Some(clock.file.clone()),
+        scheduler: Some("maintenance = \"0 5 1 1 *\"".into()),
+        ..Default::default()
+    });
+    let mut maria = MariaDb::start().unwrap();
+    let shop = c.dir.join("shop");
+    crate::fleet_db::site(&shop, &maria);
+    let quiet = c.dir.join("quiet");
+    fs::create_dir_all(&quiet).unwrap();
+    fs::write(quiet.join("index.html"), "hello").unwrap();
+    let _a1 = c.add_agent("a1", &[("shop.test", &shop)]);
+    let mut a2 = c.add_agent("a2", &[("quiet.test", &quiet)]);
+    clock.step(&c, 60);
+    assert!(alerts(&c, true).is_empty(), "a healthy fleet has no alerts");
+
+    // The database server dies: the run's dump fails, its files succeed.
+    maria.kill();
+    let out = c.ctl(&["backup", "shop.test", "--wait"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    clock.step(&c, 60);
+    let firing = alerts(&c, false);
+    let dump = of_rule(&firing, "dump_failed");
+    assert_eq!(dump.len(), 1, "{firing:?}");
+    assert_eq!(dump[0]["domain"], "shop.test");
+    assert!(
+        dump[0]["message"].as_str().unwrap().contains("mariadb"),
+        "the alert names the cause: {}",
+        dump[0]["message"]
+    );
+    assert!(of_rule(&firing, "backup_failed").is_empty(), "{firing:?}");
+    let id = dump[0]["id"].as_str().unwrap().to_string();
+
+    // Still failing a minute later: the same alert, not a second one.
+    clock.step(&c, 60);
+    let again = alerts(&c, false);
+    assert_eq!(of_rule(&again, "dump_failed").len(), 1);
+    assert_eq!(of_rule(&again, "dump_failed")[0]["id"], id.as_str());
+    let acked = c.json(&["alerts", "ack", &id]);
+    assert!(
+        acked["acked_by"]
+            .as_str()
+            .unwrap()
+            .starts_with("admin certificate"),
+        "{acked}"
+    );
+    assert_eq!(c.metric("cairn_alerts_firing{rule=\"dump_failed\"}"), 1.0);
+
+    // The server is back and a dump succeeds: the alert resolves.
+    maria.restart().unwrap();
+    let ok = c.json(&["backup", "shop.test", "--db-only", "--wait"]);
+    assert_eq!(ok["state"], "succeeded", "{ok}");
+    clock.step(&c, 60);
+    assert!(of_rule(&alerts(&c, false), "dump_failed").is_empty());
+    let all = alerts(&c, true);
+    let resolved = of_rule(&all, "dump_failed");
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(resolved[0]["state"], "resolved");
+    assert!(
+        resolved[0]["resolved_at"].as_i64().unwrap() > resolved[0]["fired_at"].as_i64().unwrap()
+    );
+
+    // An agent away longer than 15 minutes.
+    a2.kill9();
+    c.wait_online("a2", false);
+    clock.step(&c, 5 * 60);
+    assert!(
+        of_rule(&alerts(&c, false), "agent_offline").is_empty(),
+        "5 minutes is not yet"
+    );
+    clock.step(&c, 15 * 60);
+    let firing = alerts(&c, false);
+    let away = of_rule(&firing, "agent_offline");
+    assert_eq!(away.len(), 1, "{firing:?}");
+    assert_eq!(away[0]["agent"], "a2");
+    assert!(
+        away[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("offline for 2"),
+        "{}",
+        away[0]["message"]
+    );
+    assert_eq!(c.metric("cairn_alerts_firing{rule=\"agent_offline\"}"), 1.0);
+    a2.start();
+    c.wait_online("a2", true);
+    clock.step(&c, 60);
+    assert!(alerts(&c, false).is_empty(), "{:?}", alerts(&c, false));
+    assert_eq!(c.metric("cairn_alerts_firing{rule=\"agent_offline\"}"), 0.0);
+}
