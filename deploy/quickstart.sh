@@ -62,7 +62,9 @@ for _ in $(seq 100); do
   "$bin/cairnctl" agents list --json | grep -q '"online": true' && break
   sleep 0.2
 done
-"$bin/cairnctl" backup "$(basename "$site")" --wait
+# Files only: the sample's wp-config.php names a database no server here holds
+# (on a real site, `backup` also dumps the database the config names).
+"$bin/cairnctl" backup "$(basename "$site")" --files-only --wait
 "$bin/cairnctl" snapshots list
 echo
 echo "status page:  http://127.0.0.1:$web/    (metrics: /metrics)"

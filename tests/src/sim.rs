@@ -186,6 +186,33 @@ pub fn failed(job_id: String) -> pb::AgentMessage {
     }
 }
 
+/// Starts `n` simulated agents on `rt`, each with its own single-use
+/// token: `agent(i, token)` runs agent i (its errors are printed).
+pub fn spawn_agents<F, Fut>(
+    rt: &tokio::runtime::Runtime,
+    adm: &mut AdminServiceClient<Channel>,
+    n: usize,
+    agent: F,
+) -> anyhow::Result<()>
+where
+    F: Fn(usize, String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    for i in 0..n {
+        let token = rt
+            .block_on(adm.create_token(admin::CreateTokenRequest { ttl_seconds: 600 }))?
+            .into_inner()
+            .token;
+        let run = agent(i, token);
+        rt.spawn(async move {
+            if let Err(e) = run.await {
+                eprintln!("sim agent {i}: {e:#}");
+            }
+        });
+    }
+    Ok(())
+}
+
 /// Waits until `n` agents are online; fails after `limit`.
 pub async fn all_online(
     adm: &mut AdminServiceClient<Channel>,

@@ -59,18 +59,9 @@ fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let arrivals: Arrivals = Arc::default();
     let shared = Arc::new(controller);
-    for i in 0..n {
-        let token = rt
-            .block_on(adm.create_token(admin::CreateTokenRequest { ttl_seconds: 600 }))?
-            .into_inner()
-            .token;
-        let (s, a) = (shared.clone(), arrivals.clone());
-        rt.spawn(async move {
-            if let Err(e) = agent(s, token, i, a).await {
-                eprintln!("sim agent {i}: {e:#}");
-            }
-        });
-    }
+    sim::spawn_agents(&rt, &mut adm, n, |i, token| {
+        agent(shared.clone(), token, i, arrivals.clone())
+    })?;
     rt.block_on(sim::all_online(&mut adm, n, Duration::from_secs(300)))?;
     let connect = started.elapsed();
     std::thread::sleep(Duration::from_secs(2));

@@ -105,18 +105,9 @@ fn main() -> anyhow::Result<()> {
     let (mut adm, controller) = rt.block_on(sim::admin(&c))?;
     let seen = Arc::new(Seen::default());
     let shared = Arc::new(controller);
-    for i in 0..n {
-        let token = rt
-            .block_on(adm.create_token(admin::CreateTokenRequest { ttl_seconds: 600 }))?
-            .into_inner()
-            .token;
-        let (s, seen) = (shared.clone(), seen.clone());
-        rt.spawn(async move {
-            if let Err(e) = agent(s, token, i, domains, hold, seen).await {
-                eprintln!("sim agent {i}: {e:#}");
-            }
-        });
-    }
+    sim::spawn_agents(&rt, &mut adm, n, |i, token| {
+        agent(shared.clone(), token, i, domains, hold, seen.clone())
+    })?;
     rt.block_on(sim::all_online(&mut adm, n, Duration::from_secs(600)))?;
 
     // One cron minute for the whole fleet, far enough ahead that the
