@@ -220,6 +220,14 @@ async fn metrics(State(f): State<Arc<Fleet>>) -> impl IntoResponse {
     )
 }
 
+/// A Prometheus label value: domain names come from agents, so quotes,
+/// backslashes and line breaks are escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 fn render_metrics(f: &Fleet) -> String {
     let m = &f.metrics;
     let mut out = String::new();
@@ -290,7 +298,62 @@ fn render_metrics(f: &Fleet) -> String {
         let n = firing.iter().filter(|a| a.rule == *rule).count();
         let _ = writeln!(out, "cairn_alerts_firing{{rule=\"{rule}\"}} {n}");
     }
+    let online: std::collections::HashSet<String> =
+        f.sessions.lock().unwrap().keys().cloned().collect();
+    let _ = writeln!(out, "# HELP cairn_agent_online Whether the agent has a session now.\n# TYPE cairn_agent_online gauge");
+    for a in agents.iter().filter(|a| !a.revoked) {
+        let _ = writeln!(
+            out,
+            "cairn_agent_online{{agent=\"{}\"}} {}",
+            label(&a.id),
+            u8::from(online.contains(&a.id))
+        );
+    }
+    // The newest snapshot of each (agent, domain, content).
+    let mut newest: std::collections::BTreeMap<(String, String, String), (i64, u64)> =
+        Default::default();
+    for s in f.catalog.snapshots(None).unwrap_or_default() {
+        let slot = newest
+            .entry((s.agent_id, s.domain, s.content))
+            .or_insert((s.time, s.total_bytes));
+        if s.time >= slot.0 {
+            *slot = (s.time, s.total_bytes);
+        }
+    }
+    let _ = writeln!(out, "# HELP cairn_domain_last_success_timestamp_seconds Time of the domain's newest snapshot, by content (files or database).\n# TYPE cairn_domain_last_success_timestamp_seconds gauge");
+    for ((agent, domain, content), (time, _)) in &newest {
+        let _ = writeln!(
+            out,
+            "cairn_domain_last_success_timestamp_seconds{{agent=\"{}\",domain=\"{}\",content=\"{}\"}} {time}",
+            label(agent),
+            label(domain),
+            label(content)
+        );
+    }
+    let _ = writeln!(out, "# HELP cairn_domain_snapshot_bytes Bytes the domain's newest snapshot holds, by content.\n# TYPE cairn_domain_snapshot_bytes gauge");
+    for ((agent, domain, content), (_, bytes)) in &newest {
+        let _ = writeln!(
+            out,
+            "cairn_domain_snapshot_bytes{{agent=\"{}\",domain=\"{}\",content=\"{}\"}} {bytes}",
+            label(agent),
+            label(domain),
+            label(content)
+        );
+    }
     let _ = writeln!(out, "# HELP cairn_snapshots Snapshots in the catalog.\n# TYPE cairn_snapshots gauge\ncairn_snapshots {}", f.catalog.snapshots(None).map(|s| s.len()).unwrap_or(0));
     let _ = writeln!(out, "# HELP process_start_time_seconds Start time of the process since the Unix epoch.\n# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds {}", f.started_at);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(super::label("shop.test"), "shop.test");
+        assert_eq!(
+            super::label("a\"b\\c\nd"),
+            "a\\\"b\\\\c\\nd",
+            "a hostile domain name cannot break the exposition format"
+        );
+    }
 }

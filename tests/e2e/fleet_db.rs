@@ -76,6 +76,13 @@ fn a_site_backs_up_and_restores_as_one_run() {
         .filter(|s| s["run"] == run_id.as_str())
         .collect();
     assert_eq!(of_run.len(), 2, "both snapshots carry the run: {snaps}");
+    for content in ["files", "database"] {
+        let at = c.metric(&format!(
+            "cairn_domain_last_success_timestamp_seconds{{agent=\"web1\",domain=\"shop.test\",content=\"{content}\"}}"
+        ));
+        assert!(at > 0.0, "{content}: {at}");
+    }
+    assert_eq!(c.metric("cairn_agent_online{agent=\"web1\"}"), 1.0);
 
     // The site is defaced and its database vandalised.
     fs::write(root.join("index.php"), "<?php // hacked").unwrap();
