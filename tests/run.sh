@@ -19,6 +19,9 @@ command -v mariadb-install-db >/dev/null || missing+=(mariadb-server)
 command -v mariadb-dump >/dev/null || missing+=(mariadb-client)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v pg_dump >/dev/null || missing+=(postgresql-client)
+# A real SMTP server for the notification tests (Debian's Python, which may
+# not be the first python3 on PATH).
+/usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || missing+=(python3-aiosmtpd)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   as_root apt-get update -q

@@ -982,6 +982,61 @@ impl AdminService for AdminApi {
         }))
     }
 
+    async fn list_channels(
+        &self,
+        req: Request<pb::ListChannelsRequest>,
+    ) -> Result<Response<pb::ListChannelsResponse>, Status> {
+        self.admin(&req)?;
+        let f = &self.0;
+        let mut channels = Vec::new();
+        for c in &f.channels.0 {
+            let queued = f.catalog.outbox(&c.cfg.name).map_err(internal)?.len() as u64;
+            let st = c.state.lock().unwrap().clone();
+            channels.push(pb::Channel {
+                name: c.cfg.name.clone(),
+                kind: serde_json::to_value(c.cfg.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                target: c.target(),
+                queued,
+                last_sent: st.last_sent.unwrap_or(0),
+                last_error: st.last_error.unwrap_or_default(),
+                retry_at: st.retry_at,
+                digest: c.cfg.digest.clone(),
+                max_per_hour: c.cfg.max_per_hour,
+            });
+        }
+        Ok(Response::new(pb::ListChannelsResponse { channels }))
+    }
+
+    async fn test_channel(
+        &self,
+        req: Request<pb::TestChannelRequest>,
+    ) -> Result<Response<pb::TestChannelResponse>, Status> {
+        self.admin(&req)?;
+        let by = caller(&req);
+        let name = req.into_inner().name;
+        let f = &self.0;
+        let c = f.channels.get(&name).ok_or_else(|| {
+            let known: Vec<&str> = f.channels.0.iter().map(|c| c.cfg.name.as_str()).collect();
+            Status::not_found(format!(
+                "no notification channel {name:?} in controller.toml (channels: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ))
+        })?;
+        crate::notify::send_test(f, c, &by)
+            .await
+            .map_err(|e| Status::aborted(format!("channel {name}: delivery failed: {e}")))?;
+        Ok(Response::new(pb::TestChannelResponse {
+            target: c.target(),
+        }))
+    }
+
     async fn ack_alert(
         &self,
         req: Request<pb::AckAlertRequest>,
@@ -1001,7 +1056,7 @@ impl AdminService for AdminApi {
             a.acked_by = Some(by);
             a.acked_at = Some(now());
             f.catalog
-                .put_alerts(std::slice::from_ref(&a))
+                .put_alerts(std::slice::from_ref(&a), &[])
                 .map_err(internal)?;
             tracing::info!(alert = %a.id, by = %a.acked_by.as_deref().unwrap_or(""), "alert acknowledged");
         }

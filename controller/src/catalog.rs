@@ -318,6 +318,8 @@ pub struct Catalog {
     fired: sled::Tree,
     /// Alerts, firing and resolved, by id.
     alerts: sled::Tree,
+    /// Notifications not yet delivered: `channel\0seq` (seq u64 BE) → event.
+    outbox: sled::Tree,
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -338,6 +340,13 @@ fn all<T: DeserializeOwned>(tree: &sled::Tree, prefix: &[u8]) -> Result<Vec<T>> 
             decode(&k, &v)
         })
         .collect()
+}
+
+fn outbox_key(channel: &str, seq: u64) -> Vec<u8> {
+    let mut k = channel.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
 }
 
 fn token_key(token: &str) -> [u8; 32] {
@@ -361,6 +370,7 @@ impl Catalog {
             holds: db.open_tree("holds")?,
             fired: db.open_tree("fired")?,
             alerts: db.open_tree("alerts")?,
+            outbox: db.open_tree("outbox")?,
             db,
         };
         let now = crate::clock::now();
@@ -634,17 +644,59 @@ impl Catalog {
         all(&self.alerts, b"")
     }
 
-    /// Stores new and changed alerts in one batch.
-    pub fn put_alerts(&self, alerts: &[crate::alerts::AlertRecord]) -> Result<()> {
-        if alerts.is_empty() {
+    /// Stores new and changed alerts and queues the notifications they
+    /// cause in one transaction: an alert is never stored without its
+    /// notifications, nor notified without being stored.
+    pub fn put_alerts(
+        &self,
+        alerts: &[crate::alerts::AlertRecord],
+        notify: &[(String, crate::notify::Event)],
+    ) -> Result<()> {
+        if alerts.is_empty() && notify.is_empty() {
             return Ok(());
         }
-        let mut batch = sled::Batch::default();
-        for a in alerts {
-            batch.insert(a.id.as_bytes(), encode(a));
+        let seqs = notify
+            .iter()
+            .map(|_| self.db.generate_id())
+            .collect::<Result<Vec<_>, _>>()?;
+        (&self.alerts, &self.outbox)
+            .transaction(|(at, ot)| {
+                for a in alerts {
+                    at.insert(a.id.as_bytes(), encode(a))?;
+                }
+                for ((channel, ev), seq) in notify.iter().zip(&seqs) {
+                    ot.insert(outbox_key(channel, *seq), encode(ev))?;
+                }
+                Ok(())
+            })
+            .map_err(tx_error)?;
+        if !notify.is_empty() {
+            self.flush()?;
         }
-        self.alerts.apply_batch(batch)?;
         Ok(())
+    }
+
+    /// A channel's undelivered notifications, oldest first, with their keys.
+    pub fn outbox(&self, channel: &str) -> Result<Vec<(Vec<u8>, crate::notify::Event)>> {
+        let mut prefix = channel.as_bytes().to_vec();
+        prefix.push(0);
+        self.outbox
+            .scan_prefix(&prefix)
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((k.to_vec(), decode(&k, &v)?))
+            })
+            .collect()
+    }
+
+    /// Drops delivered (or given up) notifications.
+    pub fn outbox_done(&self, keys: &[Vec<u8>]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for k in keys {
+            batch.remove(k.as_slice());
+        }
+        self.outbox.apply_batch(batch)?;
+        self.flush()
     }
 
     pub fn add_hold(&self, h: &HoldRecord) -> Result<()> {

@@ -31,6 +31,9 @@ pub struct Config {
     pub scheduler: SchedulerConfig,
     #[serde(default)]
     pub alerts: AlertsConfig,
+    /// Where alerts are told (`[[notify]]` tables).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<crate::notify::ChannelConfig>,
 }
 
 /// Thresholds of the built-in alert rules (`cairnctl alerts list`).

@@ -79,6 +79,20 @@ pub struct Metrics {
     pub gc_bytes_freed: AtomicU64,
     /// Microseconds uploads waited for the ingest cap.
     pub ingest_throttled_micros: AtomicU64,
+    /// (channel, sent|failed|dropped) → notifications.
+    pub notifications: crate::notify::NotifyCounts,
+}
+
+impl Metrics {
+    pub fn count_notify(&self, channel: &str, outcome: &'static str, n: u64) {
+        *self
+            .notifications
+            .0
+            .lock()
+            .unwrap()
+            .entry((channel.to_string(), outcome))
+            .or_default() += n;
+    }
 }
 
 /// A presigned pack's verification, waiting for its PUT URL to expire.
@@ -111,6 +125,10 @@ pub struct Fleet {
     pub pumping: tokio::sync::Mutex<()>,
     /// The fleet-wide cap on pack bytes streamed in; None: no cap.
     pub ingest: Option<crate::ingest::IngestLimit>,
+    /// Notification channels (`[[notify]]`).
+    pub channels: crate::notify::Channels,
+    /// Wakes the notifier when alerts changed.
+    pub notify_wake: tokio::sync::Notify,
 }
 
 /// Unix seconds on the controller's clock (see [`crate::clock`]).

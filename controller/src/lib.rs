@@ -13,6 +13,7 @@ pub mod fleet;
 #[cfg(test)]
 mod gc_model;
 pub mod ingest;
+pub mod notify;
 pub mod pki;
 pub mod policy;
 pub mod restore;
@@ -122,6 +123,7 @@ pub fn init(o: &InitOptions) -> anyhow::Result<PathBuf> {
         job_timeout: "12h".into(),
         scheduler: Default::default(),
         alerts: Default::default(),
+        notify: Vec::new(),
     };
     let passphrase = read_secret(o.repository.passphrase_file.as_deref(), "CAIRN_PASSPHRASE")?;
     let storage = open_storage(&o.repository)?;
@@ -222,6 +224,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let tls = cairn_net::server_config(&ca.cert_pem, &server_id)?;
     let ingest = ingest::IngestLimit::new(cfg.scheduler.ingest_bytes_per_second()?);
     cfg.alerts.agent_offline()?;
+    let channels = notify::Channels::open(&cfg.notify)?;
     let fleet = Arc::new(Fleet {
         ingest,
         ca_sha256: ca.sha256(),
@@ -239,6 +242,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         generation: AtomicU64::new(0),
         started_at: fleet::now(),
         pumping: Default::default(),
+        channels,
+        notify_wake: Default::default(),
         cfg: cfg.clone(),
     });
 
@@ -288,9 +293,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             .serve_with_incoming_shutdown(incoming, grpc_stop),
     );
     let expiry_task = tokio::spawn(scheduler::run(fleet.clone()));
+    let notify_task = tokio::spawn(notify_loop(fleet.clone()));
     sd_notify("READY=1");
     shutdown_signal().await;
     expiry_task.abort();
+    notify_task.abort();
     tracing::info!("stopping: draining for up to {}s", DRAIN.as_secs());
     sd_notify("STOPPING=1");
     // Sessions are endless streams: closing them lets the drain finish.
@@ -308,6 +315,18 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || drop(lease)).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Delivers notifications: woken when alerts change, and every few seconds
+/// for retries and digests.
+async fn notify_loop(f: Arc<fleet::Fleet>) {
+    if f.channels.0.is_empty() {
+        return;
+    }
+    loop {
+        notify::deliver(&f).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), f.notify_wake.notified()).await;
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -429,7 +429,12 @@ pub fn refresh_alerts(f: &Fleet, now: i64) -> anyhow::Result<()> {
     {
         tracing::info!(alert = %a.id, rule = %a.rule, agent = %a.agent_id, domain = %a.domain, "alert resolved");
     }
-    f.catalog.put_alerts(&changed)?;
+    let events = crate::notify::Event::of_changes(&current, &changed, now);
+    let outbox = f.channels.route(&events);
+    f.catalog.put_alerts(&changed, &outbox)?;
+    if !outbox.is_empty() {
+        f.notify_wake.notify_one();
+    }
     Ok(())
 }
 

@@ -298,6 +298,21 @@ fn render_metrics(f: &Fleet) -> String {
         let n = firing.iter().filter(|a| a.rule == *rule).count();
         let _ = writeln!(out, "cairn_alerts_firing{{rule=\"{rule}\"}} {n}");
     }
+    let sent = f.metrics.notifications.0.lock().unwrap().clone();
+    let _ = writeln!(out, "# HELP cairn_notifications_total Notification messages by channel and outcome (sent, failed attempts, dropped after a day).\n# TYPE cairn_notifications_total counter");
+    for c in &f.channels.0 {
+        for outcome in ["sent", "failed", "dropped"] {
+            let n = sent
+                .get(&(c.cfg.name.clone(), outcome))
+                .copied()
+                .unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "cairn_notifications_total{{channel=\"{}\",outcome=\"{outcome}\"}} {n}",
+                c.cfg.name
+            );
+        }
+    }
     let online: std::collections::HashSet<String> =
         f.sessions.lock().unwrap().keys().cloned().collect();
     let _ = writeln!(out, "# HELP cairn_agent_online Whether the agent has a session now.\n# TYPE cairn_agent_online gauge");

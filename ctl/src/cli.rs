@@ -130,6 +130,17 @@ pub enum Command {
     /// offline agents, failed test restores.
     #[command(subcommand)]
     Alerts(AlertsCommand),
+    /// Where alerts are sent: the channels of controller.toml.
+    #[command(subcommand)]
+    Notify(NotifyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotifyCommand {
+    /// Channels with what waits in their queues and their last error.
+    List,
+    /// Send a test message through one channel now; exit 1 if it fails.
+    Test { channel: String },
 }
 
 #[derive(Debug, Subcommand)]

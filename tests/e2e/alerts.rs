@@ -11,17 +11,17 @@ use cairn_tests::dbserver::MariaDb;
 use cairn_tests::*;
 
 /// A Monday, 00:00 UTC: no automatic plan runs that day before 03:00.
-const START: i64 = 1_772_323_200 + 86_400;
+pub(crate) const START: i64 = 1_772_323_200 + 86_400;
 
-struct Clock {
-    file: PathBuf,
-    now: i64,
+pub(crate) struct Clock {
+    pub(crate) file: PathBuf,
+    pub(crate) now: i64,
 }
 
 impl Clock {
     /// Moves the controller's clock and waits for a scheduler pass (which
     /// evaluates the alert rules) at the new time.
-    fn step(&mut self, c: &Cluster, by: i64) {
+    pub(crate) fn step(&mut self, c: &Cluster, by: i64) {
         self.now += by;
         let tmp = self.file.with_extension("tmp");
         fs::write(&tmp, self.now.to_string()).unwrap();
@@ -36,7 +36,7 @@ impl Clock {
     }
 }
 
-fn alerts(c: &Cluster, all: bool) -> Vec<serde_json::Value> {
+pub(crate) fn alerts(c: &Cluster, all: bool) -> Vec<serde_json::Value> {
     let mut args = vec!["alerts", "list"];
     if all {
         args.push("--all");
@@ -44,7 +44,7 @@ fn alerts(c: &Cluster, all: bool) -> Vec<serde_json::Value> {
     c.json(&args).as_array().unwrap().clone()
 }
 
-fn of_rule<'a>(list: &'a [serde_json::Value], rule: &str) -> Vec<&'a serde_json::Value> {
+pub(crate) fn of_rule<'a>(list: &'a [serde_json::Value], rule: &str) -> Vec<&'a serde_json::Value> {
     list.iter().filter(|a| a["rule"] == rule).collect()
 }
 

@@ -12,6 +12,7 @@ mod golden;
 mod hostile;
 mod intel;
 mod maintenance;
+mod notify;
 mod s3;
 mod safety;
 mod schedule;

@@ -42,6 +42,8 @@ pub struct ClusterOptions<'a> {
     /// The body of `[scheduler]` in controller.toml. None: schedules off, so
     /// a test sees only the jobs it starts.
     pub scheduler: Option<String>,
+    /// More of controller.toml, after `[scheduler]` (`[[notify]]` tables).
+    pub extra_toml: String,
 }
 
 impl Default for ClusterOptions<'_> {
@@ -55,6 +57,7 @@ impl Default for ClusterOptions<'_> {
             presign_seconds: 2,
             clock_file: None,
             scheduler: None,
+            extra_toml: String::new(),
         }
     }
 }
@@ -119,7 +122,11 @@ impl Cluster {
             !text[..at].contains("[alerts]"),
             "init writes [alerts] after [scheduler]"
         );
-        text = format!("{}[scheduler]\n{scheduler}\n", &text[..at]);
+        text = format!(
+            "{}[scheduler]\n{scheduler}\n{}\n",
+            &text[..at],
+            o.extra_toml
+        );
         fs::write(&cfg, text).unwrap();
         let mut c = Cluster {
             dir,

@@ -17,6 +17,7 @@ use cairn_repo::storage::Storage;
 pub mod cluster;
 pub mod dbserver;
 pub mod sim;
+pub mod sinks;
 
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

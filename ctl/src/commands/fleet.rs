@@ -225,6 +225,7 @@ pub fn run(conn: &Connection, cmd: Command) -> Result<()> {
             Command::Hold(h) => super::policy::hold(&mut c, h, conn.json).await,
             Command::Retention(r) => super::policy::retention(&mut c, r, conn.json).await,
             Command::Alerts(a) => super::alerts::alerts(&mut c, a, conn.json).await,
+            Command::Notify(n) => super::alerts::notify(&mut c, n, conn.json).await,
             Command::Jobs(JobsCommand::Show { job }) => {
                 let j = c
                     .get_job(pb::GetJobRequest { job_id: job })
