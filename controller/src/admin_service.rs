@@ -12,6 +12,7 @@ use cairn_proto::admin::v1::admin_service_server::AdminService;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::access::{Caller, Role, UserRecord};
 use crate::alerts::{AlertRecord, AlertState};
 use crate::catalog::{
     DomainRecord, HoldRecord, JobRecord, JobSpec, JobState, PlanRecord, SnapshotRecord,
@@ -28,26 +29,96 @@ const MAX_TOKEN_TTL: u32 = 7 * 24 * 3600;
 pub struct AdminApi(pub Arc<Fleet>);
 
 impl AdminApi {
-    fn admin<T>(&self, req: &Request<T>) -> Result<(), Status> {
+    /// Checks that the caller's certificate has the role `call` needs
+    /// (see [`crate::access`]); refusals are written to the audit log.
+    fn allow<T: std::fmt::Debug>(
+        &self,
+        req: &Request<T>,
+        call: &'static str,
+    ) -> Result<Caller, Status> {
         let info = req.extensions().get::<PeerInfo>();
         let addr = info
             .and_then(|p| p.addr)
             .map(|a| a.to_string())
             .unwrap_or_default();
-        match info.and_then(|p| p.cert_sha256.as_ref()) {
-            Some(c) if self.0.admins.read().unwrap().contains(c) => Ok(()),
-            Some(c) => {
-                tracing::warn!(peer = %addr, cert = %&c[..16], "refused admin call: not an admin certificate");
-                Err(Status::permission_denied(
-                    "this certificate may not administer the fleet (agents cannot list, start, restore or delete anything)",
-                ))
+        let cert = info.and_then(|p| p.cert_sha256.as_deref());
+        let known = cert.and_then(|c| self.0.users.read().unwrap().get(c).cloned());
+        let need = crate::access::needed(call);
+        let refuse = |who: &str, role: &str, why: String| {
+            tracing::warn!(peer = %addr, who = %who, call, "refused admin call: {why}");
+            self.write_audit(
+                who,
+                role,
+                call,
+                crate::audit::args(req.get_ref()),
+                format!("refused: {why}"),
+            );
+        };
+        match (known, cert) {
+            (Some(c), _) if c.role >= need => Ok(c),
+            (Some(c), _) => {
+                let why = format!(
+                    "{c} may not call {call}: it needs the {} role",
+                    need.as_str()
+                );
+                refuse(&c.name, c.role.as_str(), why.clone());
+                Err(Status::permission_denied(why))
             }
-            None => {
-                tracing::warn!(peer = %addr, "refused admin call: no client certificate");
+            (None, Some(c)) => {
+                let why = "this certificate may not administer the fleet (agents and revoked users cannot list, start, restore or delete anything)".to_string();
+                if self.0.audit.admit_stranger() {
+                    refuse(
+                        &format!("certificate {}", &c[..16.min(c.len())]),
+                        "none",
+                        why.clone(),
+                    );
+                } else {
+                    tracing::warn!(peer = %addr, call, "refused admin call: {why} (not audited: over 60 a minute)");
+                }
+                Err(Status::permission_denied(why))
+            }
+            (None, None) => {
+                if self.0.audit.admit_stranger() {
+                    refuse("anonymous", "none", "no client certificate".into());
+                } else {
+                    tracing::warn!(peer = %addr, call, "refused admin call: no client certificate (not audited: over 60 a minute)");
+                }
                 Err(Status::unauthenticated(
-                    "an admin client certificate is required",
+                    "a client certificate is required (cairnctl user add)",
                 ))
             }
+        }
+    }
+
+    /// Writes a call that changed (or tried to change) something to the
+    /// audit log.
+    fn record<R>(&self, who: &Caller, call: &str, args: String, r: &Result<R, Status>) {
+        let outcome = match r {
+            Ok(_) => "ok".to_string(),
+            Err(s) => format!("failed: {}", s.message()),
+        };
+        self.write_audit(&who.name, who.role.as_str(), call, args, outcome);
+    }
+
+    fn write_audit(&self, who: &str, role: &str, call: &str, args: String, outcome: String) {
+        let f = &self.0;
+        let r = f.audit.append(
+            crate::audit::Record {
+                time: now(),
+                who,
+                role,
+                action: call,
+                args,
+                outcome,
+            },
+            |head| {
+                f.catalog
+                    .set_audit_head(head)
+                    .map_err(std::io::Error::other)
+            },
+        );
+        if let Err(e) = r {
+            tracing::error!(error = %e, call, "writing the audit log");
         }
     }
 }
@@ -149,11 +220,185 @@ type Boxed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl AdminService for AdminApi {
+    async fn add_user(
+        &self,
+        req: Request<pb::AddUserRequest>,
+    ) -> Result<Response<pb::AddUserResponse>, Status> {
+        let who = self.allow(&req, "AddUser")?;
+        // The CSR is public, but long: the log keeps name and role.
+        let args = format!(
+            "name: {:?}, role: {:?}",
+            req.get_ref().name,
+            req.get_ref().role
+        );
+        let r: Result<Response<pb::AddUserResponse>, Status> = async {
+            let q = req.into_inner();
+            crate::access::check_name(&q.name).map_err(Status::invalid_argument)?;
+            let role = Role::parse(&q.role).map_err(Status::invalid_argument)?;
+            if q.csr_pem.len() > 16 * 1024 {
+                return Err(Status::invalid_argument("the CSR is longer than 16 KiB"));
+            }
+            let f = &self.0;
+            let taken = f.users.read().unwrap().values().any(|c| c.name == q.name)
+                || f.catalog
+                    .users()
+                    .map_err(internal)?
+                    .iter()
+                    .any(|u| u.name == q.name);
+            if taken {
+                return Err(Status::already_exists(format!(
+                    "a user {:?} exists (revoked names are not reused)",
+                    q.name
+                )));
+            }
+            let cn = format!("cairn user {} ({})", q.name, role.as_str());
+            let cert_pem =
+                f.ca.sign_client_csr(&q.csr_pem, &cn)
+                    .map_err(|e| Status::invalid_argument(format!("the CSR: {e}")))?;
+            let sha =
+                cairn_net::fingerprint(&cairn_net::cert_der(&cert_pem, "user").map_err(internal)?);
+            let u = UserRecord {
+                name: q.name.clone(),
+                role,
+                cert_sha256: sha.clone(),
+                created_at: now(),
+                created_by: who.to_string(),
+                revoked: false,
+                revoked_at: None,
+            };
+            f.catalog.put_user(&u).map_err(internal)?;
+            f.users.write().unwrap().insert(
+                sha,
+                Caller {
+                    name: u.name.clone(),
+                    role,
+                },
+            );
+            tracing::info!(user = %u.name, role = role.as_str(), by = %who, "user added");
+            Ok(Response::new(pb::AddUserResponse {
+                user: Some(user_info(&u)),
+                cert_pem: format!("{cert_pem}{}", f.ca.cert_pem),
+                ca_pem: f.ca.cert_pem.clone(),
+            }))
+        }
+        .await;
+        self.record(&who, "AddUser", args, &r);
+        r
+    }
+
+    async fn list_users(
+        &self,
+        req: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        self.allow(&req, "ListUsers")?;
+        let f = &self.0;
+        let stored = f.catalog.users().map_err(internal)?;
+        let mut users: Vec<pb::User> = f
+            .users
+            .read()
+            .unwrap()
+            .iter()
+            .filter(|(sha, _)| !stored.iter().any(|u| &u.cert_sha256 == *sha))
+            .map(|(sha, c)| pb::User {
+                name: c.name.clone(),
+                role: c.role.as_str().into(),
+                cert_sha256: sha.clone(),
+                created_by: "cairn-controller init (pki/admins)".into(),
+                ..Default::default()
+            })
+            .collect();
+        users.extend(stored.iter().map(user_info));
+        users.sort_by(|a, b| (a.revoked, &a.name).cmp(&(b.revoked, &b.name)));
+        Ok(Response::new(pb::ListUsersResponse { users }))
+    }
+
+    async fn revoke_user(
+        &self,
+        req: Request<pb::RevokeUserRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        let who = self.allow(&req, "RevokeUser")?;
+        let args = crate::audit::args(req.get_ref());
+        let r: Result<Response<pb::User>, Status> = async {
+            let name = req.into_inner().name;
+            let f = &self.0;
+            let mut u = f
+                .catalog
+                .users()
+                .map_err(internal)?
+                .into_iter()
+                .find(|u| u.name == name)
+                .ok_or_else(|| {
+                    Status::not_found(format!(
+                        "no user {name:?} (the bootstrap admin of pki/admins is removed by editing that file)"
+                    ))
+                })?;
+            if !u.revoked {
+                u.revoked = true;
+                u.revoked_at = Some(now());
+                f.catalog.put_user(&u).map_err(internal)?;
+                f.users.write().unwrap().remove(&u.cert_sha256);
+                tracing::info!(user = %u.name, by = %who, "user revoked; its certificate is refused from now on");
+            }
+            Ok(Response::new(user_info(&u)))
+        }
+        .await;
+        self.record(&who, "RevokeUser", args, &r);
+        r
+    }
+
+    async fn list_audit(
+        &self,
+        req: Request<pb::ListAuditRequest>,
+    ) -> Result<Response<pb::ListAuditResponse>, Status> {
+        self.allow(&req, "ListAudit")?;
+        let q = req.into_inner();
+        let f = self.0.clone();
+        let entries = tokio::task::spawn_blocking(move || f.audit.list(q.since, q.limit as usize))
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
+        Ok(Response::new(pb::ListAuditResponse {
+            entries: entries
+                .into_iter()
+                .map(|e| pb::AuditEntry {
+                    seq: e.seq,
+                    time: e.time,
+                    who: e.who,
+                    role: e.role,
+                    action: e.action,
+                    args: e.args,
+                    outcome: e.outcome,
+                    hash: e.hash,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn verify_audit(
+        &self,
+        req: Request<pb::VerifyAuditRequest>,
+    ) -> Result<Response<pb::VerifyAuditResponse>, Status> {
+        self.allow(&req, "VerifyAudit")?;
+        let f = self.0.clone();
+        let v = tokio::task::spawn_blocking(move || f.audit.verify())
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
+        if let Some(p) = &v.problem {
+            tracing::error!(problem = %p, "the audit log failed verification");
+        }
+        Ok(Response::new(pb::VerifyAuditResponse {
+            intact: v.problem.is_none(),
+            entries: v.entries,
+            problem: v.problem.unwrap_or_default(),
+        }))
+    }
+
     async fn list_agents(
         &self,
         req: Request<pb::ListAgentsRequest>,
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
-        self.admin(&req)?;
+        self.allow(&req, "ListAgents")?;
         let f = &self.0;
         let mut counts: HashMap<String, u32> = HashMap::new();
         for d in f.catalog.domains().map_err(internal)? {
@@ -182,38 +427,44 @@ impl AdminService for AdminApi {
         &self,
         req: Request<pb::RemoveAgentRequest>,
     ) -> Result<Response<pb::RemoveAgentResponse>, Status> {
-        self.admin(&req)?;
-        let id = req.into_inner().agent_id;
-        let f = &self.0;
-        f.catalog.revoke_agent(&id).map_err(not_found)?;
-        f.agents_by_cert.write().unwrap().retain(|_, a| *a != id);
-        // Dropping the session's sender ends its stream at once.
-        f.sessions.lock().unwrap().remove(&id);
-        let open: Vec<String> = f
-            .catalog
-            .jobs()
-            .map_err(internal)?
-            .into_iter()
-            .filter(|j| j.agent_id == id && !j.state.is_final())
-            .map(|j| j.id)
-            .collect();
-        for job in open {
-            f.finish(
-                &job,
-                JobState::Failed,
-                None,
-                Some("the agent was removed".into()),
-            )?;
+        let who = self.allow(&req, "RemoveAgent")?;
+        let args = crate::audit::args(req.get_ref());
+        let r: Result<Response<pb::RemoveAgentResponse>, Status> = async {
+            let id = req.into_inner().agent_id;
+            let f = &self.0;
+            f.catalog.revoke_agent(&id).map_err(not_found)?;
+            f.agents_by_cert.write().unwrap().retain(|_, a| *a != id);
+            // Dropping the session's sender ends its stream at once.
+            f.sessions.lock().unwrap().remove(&id);
+            let open: Vec<String> = f
+                .catalog
+                .jobs()
+                .map_err(internal)?
+                .into_iter()
+                .filter(|j| j.agent_id == id && !j.state.is_final())
+                .map(|j| j.id)
+                .collect();
+            for job in open {
+                f.finish(
+                    &job,
+                    JobState::Failed,
+                    None,
+                    Some("the agent was removed".into()),
+                )?;
+            }
+            tracing::info!(agent = %id, "agent removed; its certificate is refused from now on");
+            Ok(Response::new(pb::RemoveAgentResponse {}))
         }
-        tracing::info!(agent = %id, "agent removed; its certificate is refused from now on");
-        Ok(Response::new(pb::RemoveAgentResponse {}))
+        .await;
+        self.record(&who, "RemoveAgent", args, &r);
+        r
     }
 
     async fn list_domains(
         &self,
         req: Request<pb::ListDomainsRequest>,
     ) -> Result<Response<pb::ListDomainsResponse>, Status> {
-        self.admin(&req)?;
+        self.allow(&req, "ListDomains")?;
         let agent = req.into_inner().agent_id;
         let f = &self.0;
         let last = last_snapshots(f)?;
@@ -235,7 +486,7 @@ impl AdminService for AdminApi {
         &self,
         req: Request<pb::GetDomainRequest>,
     ) -> Result<Response<pb::DomainDetail>, Status> {
-        self.admin(&req)?;
+        self.allow(&req, "GetDomain")?;
         let r = req.into_inner();
         let f = &self.0;
         let mut found: Vec<DomainRecord> = f
@@ -330,7 +581,7 @@ impl AdminService for AdminApi {
         &self,
         req: Request<pb::ListSnapshotsRequest>,
     ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
-        self.admin(&req)?;
+        self.allow(&req, "ListSnapshots")?;
         let d = req.into_inner().domain;
         let snapshots = self
             .0
@@ -347,182 +598,202 @@ impl AdminService for AdminApi {
         &self,
         req: Request<pb::CreateTokenRequest>,
     ) -> Result<Response<pb::CreateTokenResponse>, Status> {
-        self.admin(&req)?;
-        let ttl = match req.into_inner().ttl_seconds {
-            0 => DEFAULT_TOKEN_TTL,
-            t if t > MAX_TOKEN_TTL => {
-                return Err(Status::invalid_argument("a token lives at most 7 days"))
-            }
-            t => t,
-        };
-        let token = format!("cairn-{}", hex::encode(rand::random::<[u8; 24]>()));
-        let expires_at = now() + ttl as i64;
-        self.0
-            .catalog
-            .add_token(&token, expires_at)
-            .map_err(internal)?;
-        tracing::info!(expires_at, "enrollment token created");
-        let f = &self.0;
-        Ok(Response::new(pb::CreateTokenResponse {
-            join_command: format!(
-                "CAIRN_TOKEN={token} cairn-agent enroll --controller {} --ca-sha256 {}",
-                f.cfg.public_url, f.ca_sha256
-            ),
-            token,
-            expires_at,
-            ca_sha256: f.ca_sha256.clone(),
-        }))
+        let who = self.allow(&req, "CreateToken")?;
+        let args = crate::audit::args(req.get_ref());
+        let r: Result<Response<pb::CreateTokenResponse>, Status> = async {
+            let ttl = match req.into_inner().ttl_seconds {
+                0 => DEFAULT_TOKEN_TTL,
+                t if t > MAX_TOKEN_TTL => {
+                    return Err(Status::invalid_argument("a token lives at most 7 days"))
+                }
+                t => t,
+            };
+            let token = format!("cairn-{}", hex::encode(rand::random::<[u8; 24]>()));
+            let expires_at = now() + ttl as i64;
+            self.0
+                .catalog
+                .add_token(&token, expires_at)
+                .map_err(internal)?;
+            tracing::info!(expires_at, "enrollment token created");
+            let f = &self.0;
+            Ok(Response::new(pb::CreateTokenResponse {
+                join_command: format!(
+                    "CAIRN_TOKEN={token} cairn-agent enroll --controller {} --ca-sha256 {}",
+                    f.cfg.public_url, f.ca_sha256
+                ),
+                token,
+                expires_at,
+                ca_sha256: f.ca_sha256.clone(),
+            }))
+        }
+        .await;
+        self.record(&who, "CreateToken", args, &r);
+        r
     }
 
     async fn start_backup(
         &self,
         req: Request<pb::StartBackupRequest>,
     ) -> Result<Response<pb::JobInfo>, Status> {
-        self.admin(&req)?;
-        let r = req.into_inner();
-        let kind = match r.kind.as_str() {
-            "" => "incremental",
-            k @ ("full" | "incremental" | "differential") => k,
-            k => {
-                return Err(Status::invalid_argument(format!(
-                    "unknown backup kind {k:?} (full, incremental or differential)"
-                )))
+        let who = self.allow(&req, "StartBackup")?;
+        let args = crate::audit::args(req.get_ref());
+        let r: Result<Response<pb::JobInfo>, Status> = async {
+            let r = req.into_inner();
+            let kind = match r.kind.as_str() {
+                "" => "incremental",
+                k @ ("full" | "incremental" | "differential") => k,
+                k => {
+                    return Err(Status::invalid_argument(format!(
+                        "unknown backup kind {k:?} (full, incremental or differential)"
+                    )))
+                }
+            };
+            let f = &self.0;
+            let held: Vec<_> = f
+                .catalog
+                .domains()
+                .map_err(internal)?
+                .into_iter()
+                .filter(|d| {
+                    d.name == r.domain && (r.agent_id.is_empty() || d.agent_id == r.agent_id)
+                })
+                .collect();
+            let domain = match held.as_slice() {
+                [one] => one,
+                [] if r.agent_id.is_empty() => {
+                    return Err(Status::not_found(format!(
+                        "no agent reports domain {:?}",
+                        r.domain
+                    )))
+                }
+                [] => {
+                    return Err(Status::not_found(format!(
+                        "agent {:?} reports no domain {:?}",
+                        r.agent_id, r.domain
+                    )))
+                }
+                _ => {
+                    let agents: Vec<&str> = held.iter().map(|d| d.agent_id.as_str()).collect();
+                    return Err(Status::invalid_argument(format!(
+                        "domain {:?} is on several agents ({}); name one with --agent",
+                        r.domain,
+                        agents.join(", ")
+                    )));
+                }
+            };
+            // Empty: the whole site, as a scheduled run backs it up.
+            let content = match r.content.as_str() {
+                "" => "site",
+                "files" => "",
+                "database" if domain.databases.is_empty() => {
+                    return Err(Status::failed_precondition(format!(
+                        "domain {:?}: its agent found no database in the site's config",
+                        domain.name
+                    )))
+                }
+                "database" => "database",
+                c => {
+                    return Err(Status::invalid_argument(format!(
+                        "unknown content {c:?} (files or database)"
+                    )))
+                }
+            };
+            if !r.run_id.is_empty() {
+                let first = f.catalog.job(&r.run_id).map_err(not_found)?;
+                if first.domain != domain.name || first.agent_id != domain.agent_id {
+                    return Err(Status::invalid_argument(format!(
+                        "job {} is not a run of {:?} on {}",
+                        r.run_id, domain.name, domain.agent_id
+                    )));
+                }
             }
-        };
-        let f = &self.0;
-        let held: Vec<_> = f
-            .catalog
-            .domains()
-            .map_err(internal)?
-            .into_iter()
-            .filter(|d| d.name == r.domain && (r.agent_id.is_empty() || d.agent_id == r.agent_id))
-            .collect();
-        let domain = match held.as_slice() {
-            [one] => one,
-            [] if r.agent_id.is_empty() => {
-                return Err(Status::not_found(format!(
-                    "no agent reports domain {:?}",
-                    r.domain
-                )))
-            }
-            [] => {
-                return Err(Status::not_found(format!(
-                    "agent {:?} reports no domain {:?}",
-                    r.agent_id, r.domain
-                )))
-            }
-            _ => {
-                let agents: Vec<&str> = held.iter().map(|d| d.agent_id.as_str()).collect();
-                return Err(Status::invalid_argument(format!(
-                    "domain {:?} is on several agents ({}); name one with --agent",
-                    r.domain,
-                    agents.join(", ")
-                )));
-            }
-        };
-        // Empty: the whole site, as a scheduled run backs it up.
-        let content = match r.content.as_str() {
-            "" => "site",
-            "files" => "",
-            "database" if domain.databases.is_empty() => {
-                return Err(Status::failed_precondition(format!(
-                    "domain {:?}: its agent found no database in the site's config",
-                    domain.name
-                )))
-            }
-            "database" => "database",
-            c => {
-                return Err(Status::invalid_argument(format!(
-                    "unknown content {c:?} (files or database)"
-                )))
-            }
-        };
-        if !r.run_id.is_empty() {
-            let first = f.catalog.job(&r.run_id).map_err(not_found)?;
-            if first.domain != domain.name || first.agent_id != domain.agent_id {
-                return Err(Status::invalid_argument(format!(
-                    "job {} is not a run of {:?} on {}",
-                    r.run_id, domain.name, domain.agent_id
-                )));
-            }
+            // Settings from the fleet's policies, as a scheduled run gets them.
+            let plans = crate::scheduler::domain_plans(f).map_err(internal)?;
+            let effective = plans
+                .iter()
+                .find(|p| p.domain.agent_id == domain.agent_id && p.domain.name == domain.name)
+                .map(|p| &p.effective);
+            let cms_profile = effective
+                .and_then(|e| e.cms_profile.value.clone())
+                .unwrap_or_default();
+            let files = JobSpec {
+                backup_kind: kind.into(),
+                run_id: r.run_id.clone(),
+                excludes: effective
+                    .map(|e| e.excludes.value.clone())
+                    .unwrap_or_default(),
+                ..Default::default()
+            };
+            let database = JobSpec {
+                backup_kind: "full".into(),
+                content: "database".into(),
+                run_id: r.run_id.clone(),
+                cms_profile,
+                ..Default::default()
+            };
+            let with_database =
+                !domain.databases.is_empty() && effective.is_none_or(|e| e.database.value);
+            let specs = match content {
+                "database" => vec![database],
+                "site" if with_database => vec![files, database],
+                _ => vec![files],
+            };
+            self.queue_run("backup", &domain.name, &domain.agent_id, specs)
+                .await
         }
-        // Settings from the fleet's policies, as a scheduled run gets them.
-        let plans = crate::scheduler::domain_plans(f).map_err(internal)?;
-        let effective = plans
-            .iter()
-            .find(|p| p.domain.agent_id == domain.agent_id && p.domain.name == domain.name)
-            .map(|p| &p.effective);
-        let cms_profile = effective
-            .and_then(|e| e.cms_profile.value.clone())
-            .unwrap_or_default();
-        let files = JobSpec {
-            backup_kind: kind.into(),
-            run_id: r.run_id.clone(),
-            excludes: effective
-                .map(|e| e.excludes.value.clone())
-                .unwrap_or_default(),
-            ..Default::default()
-        };
-        let database = JobSpec {
-            backup_kind: "full".into(),
-            content: "database".into(),
-            run_id: r.run_id.clone(),
-            cms_profile,
-            ..Default::default()
-        };
-        let with_database =
-            !domain.databases.is_empty() && effective.is_none_or(|e| e.database.value);
-        let specs = match content {
-            "database" => vec![database],
-            "site" if with_database => vec![files, database],
-            _ => vec![files],
-        };
-        self.queue_run("backup", &domain.name, &domain.agent_id, specs)
-            .await
+        .await;
+        self.record(&who, "StartBackup", args, &r);
+        r
     }
 
     async fn start_restore(
         &self,
         req: Request<pb::StartRestoreRequest>,
     ) -> Result<Response<pb::JobInfo>, Status> {
-        self.admin(&req)?;
-        let r = req.into_inner();
-        let f = &self.0;
-        let snaps = f.catalog.snapshots(None).map_err(internal)?;
-        let ask = crate::restore::Ask {
-            id: r.snapshot_id,
-            target: r.target,
-            paths: r.paths,
-            files_only: r.files_only,
-            db_only: r.db_only,
-            tables: r.tables,
-            into_database: r.into_database,
-            test: r.test,
-        };
-        let planned = crate::restore::plan(&snaps, &ask).map_err(|e| match e {
-            crate::restore::PlanError::NotFound(m) => Status::not_found(m),
-            crate::restore::PlanError::Invalid(m) => Status::invalid_argument(m),
-        })?;
-        let first = planned[0].0;
-        let agent = if r.agent_id.is_empty() {
-            first.agent_id.clone()
-        } else {
-            r.agent_id.clone()
-        };
-        match f.catalog.agent(&agent).map_err(internal)? {
-            Some(a) if !a.revoked => {}
-            _ => return Err(Status::not_found(format!("no agent {agent:?}"))),
+        let who = self.allow(&req, "StartRestore")?;
+        let args = crate::audit::args(req.get_ref());
+        let r: Result<Response<pb::JobInfo>, Status> = async {
+            let r = req.into_inner();
+            let f = &self.0;
+            let snaps = f.catalog.snapshots(None).map_err(internal)?;
+            let ask = crate::restore::Ask {
+                id: r.snapshot_id,
+                target: r.target,
+                paths: r.paths,
+                files_only: r.files_only,
+                db_only: r.db_only,
+                tables: r.tables,
+                into_database: r.into_database,
+                test: r.test,
+            };
+            let planned = crate::restore::plan(&snaps, &ask).map_err(|e| match e {
+                crate::restore::PlanError::NotFound(m) => Status::not_found(m),
+                crate::restore::PlanError::Invalid(m) => Status::invalid_argument(m),
+            })?;
+            let first = planned[0].0;
+            let agent = if r.agent_id.is_empty() {
+                first.agent_id.clone()
+            } else {
+                r.agent_id.clone()
+            };
+            match f.catalog.agent(&agent).map_err(internal)? {
+                Some(a) if !a.revoked => {}
+                _ => return Err(Status::not_found(format!("no agent {agent:?}"))),
+            }
+            let specs = planned.into_iter().map(|(_, spec)| spec).collect();
+            self.queue_run("restore", &first.domain, &agent, specs)
+                .await
         }
-        let specs = planned.into_iter().map(|(_, spec)| spec).collect();
-        self.queue_run("restore", &first.domain, &agent, specs)
-            .await
+        .await;
+        self.record(&who, "StartRestore", args, &r);
+        r
     }
 
     async fn list_jobs(
         &self,
         req: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
-        self.admin(&req)?;
+        self.allow(&req, "ListJobs")?;
         let r = req.into_inner();
         let state = match r.state.as_str() {
             "" => None,
@@ -555,7 +826,7 @@ impl AdminService for AdminApi {
         &self,
         req: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::JobInfo>, Status> {
-        self.admin(&req)?;
+        self.allow(&req, "GetJob")?;
         let j = self
             .0
             .catalog
@@ -568,26 +839,32 @@ impl AdminService for AdminApi {
         &self,
         req: Request<pb::CancelJobRequest>,
     ) -> Result<Response<pb::JobInfo>, Status> {
-        self.admin(&req)?;
-        let id = req.into_inner().job_id;
-        let f = &self.0;
-        let j = f.catalog.job(&id).map_err(not_found)?;
-        if j.state.is_final() {
-            return Err(Status::failed_precondition(format!(
-                "job {id} already ended ({:?})",
-                j.state
-            )));
+        let who = self.allow(&req, "CancelJob")?;
+        let args = crate::audit::args(req.get_ref());
+        let r: Result<Response<pb::JobInfo>, Status> = async {
+            let id = req.into_inner().job_id;
+            let f = &self.0;
+            let j = f.catalog.job(&id).map_err(not_found)?;
+            if j.state.is_final() {
+                return Err(Status::failed_precondition(format!(
+                    "job {id} already ended ({:?})",
+                    j.state
+                )));
+            }
+            if j.state == JobState::Running {
+                f.tell_cancel(&j.agent_id, &id).await;
+            }
+            let j = f.finish(
+                &id,
+                JobState::Cancelled,
+                None,
+                Some("cancelled by an operator".into()),
+            )?;
+            Ok(Response::new(job_info(&j)))
         }
-        if j.state == JobState::Running {
-            f.tell_cancel(&j.agent_id, &id).await;
-        }
-        let j = f.finish(
-            &id,
-            JobState::Cancelled,
-            None,
-            Some("cancelled by an operator".into()),
-        )?;
-        Ok(Response::new(job_info(&j)))
+        .await;
+        self.record(&who, "CancelJob", args, &r);
+        r
     }
 
     type WatchJobStream = Boxed<pb::JobInfo>;
@@ -596,7 +873,7 @@ impl AdminService for AdminApi {
         &self,
         req: Request<pb::GetJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
-        self.admin(&req)?;
+        self.allow(&req, "WatchJob")?;
         let id = req.into_inner().job_id;
         let f = self.0.clone();
         f.catalog.job(&id).map_err(not_found)?;
@@ -633,120 +910,138 @@ impl AdminService for AdminApi {
         &self,
         req: Request<pb::ForgetRequest>,
     ) -> Result<Response<pb::ForgetResponse>, Status> {
-        self.admin(&req)?;
-        let r = req.into_inner();
-        let f = self.0.clone();
-        let snaps = f.catalog.snapshots(None).map_err(internal)?;
-        let mut chosen = Vec::new();
-        for want in &r.snapshot_ids {
-            chosen.push(find_snapshot(&snaps, want)?.clone());
-        }
-        let holds = f.catalog.holds().map_err(internal)?;
-        for s in &chosen {
-            if let Some(h) = holds.iter().find(|h| h.covers(s)) {
-                return Err(Status::failed_precondition(format!(
-                    "snapshot {} is under legal hold {} ({}); remove the hold first",
-                    s.id, h.id, h.reason
-                )));
+        let who = self.allow(&req, "Forget")?;
+        let args = crate::audit::args(req.get_ref());
+        let r: Result<Response<pb::ForgetResponse>, Status> = async {
+            let r = req.into_inner();
+            let f = self.0.clone();
+            let snaps = f.catalog.snapshots(None).map_err(internal)?;
+            let mut chosen = Vec::new();
+            for want in &r.snapshot_ids {
+                chosen.push(find_snapshot(&snaps, want)?.clone());
             }
+            let holds = f.catalog.holds().map_err(internal)?;
+            for s in &chosen {
+                if let Some(h) = holds.iter().find(|h| h.covers(s)) {
+                    return Err(Status::failed_precondition(format!(
+                        "snapshot {} is under legal hold {} ({}); remove the hold first",
+                        s.id, h.id, h.reason
+                    )));
+                }
+            }
+            let ids: Vec<Id> = chosen
+                .iter()
+                .map(|s| {
+                    s.id.parse()
+                        .map_err(|_| internal("bad snapshot id in catalog"))
+                })
+                .collect::<Result<_, _>>()?;
+            let g = f.clone();
+            tokio::task::spawn_blocking(move || g.store.forget(&ids))
+                .await
+                .map_err(internal)?
+                .map_err(internal)?;
+            for s in &chosen {
+                f.catalog.remove_snapshot(s).map_err(internal)?;
+                tracing::info!(snapshot = %s.id, domain = %s.domain, agent = %s.agent_id, "snapshot forgotten");
+            }
+            f.catalog.flush().map_err(internal)?;
+            Ok(Response::new(pb::ForgetResponse {
+                forgotten: chosen.into_iter().map(|s| s.id).collect(),
+            }))
         }
-        let ids: Vec<Id> = chosen
-            .iter()
-            .map(|s| {
-                s.id.parse()
-                    .map_err(|_| internal("bad snapshot id in catalog"))
-            })
-            .collect::<Result<_, _>>()?;
-        let g = f.clone();
-        tokio::task::spawn_blocking(move || g.store.forget(&ids))
-            .await
-            .map_err(internal)?
-            .map_err(internal)?;
-        for s in &chosen {
-            f.catalog.remove_snapshot(s).map_err(internal)?;
-            tracing::info!(snapshot = %s.id, domain = %s.domain, agent = %s.agent_id, "snapshot forgotten");
-        }
-        f.catalog.flush().map_err(internal)?;
-        Ok(Response::new(pb::ForgetResponse {
-            forgotten: chosen.into_iter().map(|s| s.id).collect(),
-        }))
+        .await;
+        self.record(&who, "Forget", args, &r);
+        r
     }
 
     async fn apply_policy(
         &self,
         req: Request<pb::ApplyPolicyRequest>,
     ) -> Result<Response<pb::PolicyChanges>, Status> {
-        self.admin(&req)?;
-        let r = req.into_inner();
-        let p = Policy::parse(&r.document)
-            .map_err(|e| Status::invalid_argument(format!("policy: {e}")))?;
-        let f = self.0.clone();
-        let mut all = f.catalog.policies().map_err(internal)?;
-        let outcome = match all.iter().position(|q| q.name == p.name) {
-            Some(i) if all[i] == p => "unchanged",
-            Some(i) => {
-                all[i] = p.clone();
-                "updated"
+        let who = self.allow(&req, "ApplyPolicy")?;
+        let args = crate::audit::args(req.get_ref());
+        let r: Result<Response<pb::PolicyChanges>, Status> = async {
+            let r = req.into_inner();
+            let p = Policy::parse(&r.document)
+                .map_err(|e| Status::invalid_argument(format!("policy: {e}")))?;
+            let f = self.0.clone();
+            let mut all = f.catalog.policies().map_err(internal)?;
+            let outcome = match all.iter().position(|q| q.name == p.name) {
+                Some(i) if all[i] == p => "unchanged",
+                Some(i) => {
+                    all[i] = p.clone();
+                    "updated"
+                }
+                None if all.len() >= crate::policy::MAX_POLICIES => {
+                    return Err(Status::resource_exhausted(format!(
+                        "the fleet holds {} policies already",
+                        all.len()
+                    )))
+                }
+                None => {
+                    all.push(p.clone());
+                    "created"
+                }
+            };
+            let g = f.clone();
+            let changes =
+                tokio::task::spawn_blocking(move || crate::scheduler::policy_effects(&g, &all))
+                    .await
+                    .map_err(internal)?
+                    .map_err(internal)?;
+            if !r.dry_run && outcome != "unchanged" {
+                f.catalog.put_policy(&p).map_err(internal)?;
+                tracing::info!(policy = %p.name, outcome, domains_changed = changes.len(), "policy applied");
             }
-            None if all.len() >= crate::policy::MAX_POLICIES => {
-                return Err(Status::resource_exhausted(format!(
-                    "the fleet holds {} policies already",
-                    all.len()
-                )))
-            }
-            None => {
-                all.push(p.clone());
-                "created"
-            }
-        };
-        let g = f.clone();
-        let changes =
-            tokio::task::spawn_blocking(move || crate::scheduler::policy_effects(&g, &all))
-                .await
-                .map_err(internal)?
-                .map_err(internal)?;
-        if !r.dry_run && outcome != "unchanged" {
-            f.catalog.put_policy(&p).map_err(internal)?;
-            tracing::info!(policy = %p.name, outcome, domains_changed = changes.len(), "policy applied");
+            Ok(Response::new(policy_changes(
+                &p.name, outcome, r.dry_run, changes,
+            )))
         }
-        Ok(Response::new(policy_changes(
-            &p.name, outcome, r.dry_run, changes,
-        )))
+        .await;
+        self.record(&who, "ApplyPolicy", args, &r);
+        r
     }
 
     async fn delete_policy(
         &self,
         req: Request<pb::DeletePolicyRequest>,
     ) -> Result<Response<pb::PolicyChanges>, Status> {
-        self.admin(&req)?;
-        let r = req.into_inner();
-        let f = self.0.clone();
-        let mut all = f.catalog.policies().map_err(internal)?;
-        let before = all.len();
-        all.retain(|p| p.name != r.name);
-        if all.len() == before {
-            return Err(Status::not_found(format!("no policy {:?}", r.name)));
+        let who = self.allow(&req, "DeletePolicy")?;
+        let args = crate::audit::args(req.get_ref());
+        let r: Result<Response<pb::PolicyChanges>, Status> = async {
+            let r = req.into_inner();
+            let f = self.0.clone();
+            let mut all = f.catalog.policies().map_err(internal)?;
+            let before = all.len();
+            all.retain(|p| p.name != r.name);
+            if all.len() == before {
+                return Err(Status::not_found(format!("no policy {:?}", r.name)));
+            }
+            let g = f.clone();
+            let changes =
+                tokio::task::spawn_blocking(move || crate::scheduler::policy_effects(&g, &all))
+                    .await
+                    .map_err(internal)?
+                    .map_err(internal)?;
+            if !r.dry_run {
+                f.catalog.delete_policy(&r.name).map_err(internal)?;
+                tracing::info!(policy = %r.name, "policy deleted");
+            }
+            Ok(Response::new(policy_changes(
+                &r.name, "deleted", r.dry_run, changes,
+            )))
         }
-        let g = f.clone();
-        let changes =
-            tokio::task::spawn_blocking(move || crate::scheduler::policy_effects(&g, &all))
-                .await
-                .map_err(internal)?
-                .map_err(internal)?;
-        if !r.dry_run {
-            f.catalog.delete_policy(&r.name).map_err(internal)?;
-            tracing::info!(policy = %r.name, "policy deleted");
-        }
-        Ok(Response::new(policy_changes(
-            &r.name, "deleted", r.dry_run, changes,
-        )))
+        .await;
+        self.record(&who, "DeletePolicy", args, &r);
+        r
     }
 
     async fn list_policies(
         &self,
         req: Request<pb::ListPoliciesRequest>,
     ) -> Result<Response<pb::ListPoliciesResponse>, Status> {
-        self.admin(&req)?;
+        self.allow(&req, "ListPolicies")?;
         let name = req.into_inner().name;
         let f = &self.0;
         let plans = crate::scheduler::domain_plans(f).map_err(internal)?;
@@ -778,40 +1073,46 @@ impl AdminService for AdminApi {
         &self,
         req: Request<pb::LabelAgentRequest>,
     ) -> Result<Response<pb::Agent>, Status> {
-        self.admin(&req)?;
-        let r = req.into_inner();
-        let f = &self.0;
-        let mut a = match f.catalog.agent(&r.agent_id).map_err(internal)? {
-            Some(a) if !a.revoked => a,
-            _ => return Err(Status::not_found(format!("no agent {:?}", r.agent_id))),
-        };
-        let mut labels = a.labels.clone();
-        for k in &r.remove {
-            labels.remove(k);
+        let who = self.allow(&req, "LabelAgent")?;
+        let args = crate::audit::args(req.get_ref());
+        let r: Result<Response<pb::Agent>, Status> = async {
+            let r = req.into_inner();
+            let f = &self.0;
+            let mut a = match f.catalog.agent(&r.agent_id).map_err(internal)? {
+                Some(a) if !a.revoked => a,
+                _ => return Err(Status::not_found(format!("no agent {:?}", r.agent_id))),
+            };
+            let mut labels = a.labels.clone();
+            for k in &r.remove {
+                labels.remove(k);
+            }
+            labels.extend(r.set);
+            a.labels = crate::policy::check_labels(&labels).map_err(Status::invalid_argument)?;
+            f.catalog
+                .put_agent(&a)
+                .and_then(|_| f.catalog.flush())
+                .map_err(internal)?;
+            tracing::info!(agent = %a.id, labels = ?a.labels, "agent labels set");
+            Ok(Response::new(pb::Agent {
+                online: f.is_online(&a.id),
+                agent_id: a.id,
+                hostname: a.hostname,
+                last_seen: a.last_seen,
+                version: a.version,
+                domains: 0,
+                labels: a.labels.into_iter().collect(),
+            }))
         }
-        labels.extend(r.set);
-        a.labels = crate::policy::check_labels(&labels).map_err(Status::invalid_argument)?;
-        f.catalog
-            .put_agent(&a)
-            .and_then(|_| f.catalog.flush())
-            .map_err(internal)?;
-        tracing::info!(agent = %a.id, labels = ?a.labels, "agent labels set");
-        Ok(Response::new(pb::Agent {
-            online: f.is_online(&a.id),
-            agent_id: a.id,
-            hostname: a.hostname,
-            last_seen: a.last_seen,
-            version: a.version,
-            domains: 0,
-            labels: a.labels.into_iter().collect(),
-        }))
+        .await;
+        self.record(&who, "LabelAgent", args, &r);
+        r
     }
 
     async fn list_schedule(
         &self,
         req: Request<pb::ListScheduleRequest>,
     ) -> Result<Response<pb::ListScheduleResponse>, Status> {
-        self.admin(&req)?;
+        self.allow(&req, "ListSchedule")?;
         let horizon = req.into_inner().horizon_seconds.clamp(60, 366 * 86_400) as i64;
         let f = self.0.clone();
         let now = now();
@@ -839,75 +1140,87 @@ impl AdminService for AdminApi {
         &self,
         req: Request<pb::AddHoldRequest>,
     ) -> Result<Response<pb::Hold>, Status> {
-        self.admin(&req)?;
-        let by = caller(&req);
-        let r = req.into_inner();
-        let f = &self.0;
-        if r.reason.trim().is_empty() || r.reason.len() > 500 {
-            return Err(Status::invalid_argument(
-                "a hold needs a reason (at most 500 characters)",
-            ));
-        }
-        let (domain, snapshot_id) = match (r.domain.is_empty(), r.snapshot_id.is_empty()) {
-            (false, true) => {
-                let known = f
-                    .catalog
-                    .domains()
-                    .map_err(internal)?
-                    .iter()
-                    .any(|d| d.name == r.domain)
-                    || !f
-                        .catalog
-                        .snapshots(Some(&r.domain))
-                        .map_err(internal)?
-                        .is_empty();
-                if !known {
-                    return Err(Status::not_found(format!("no domain {:?}", r.domain)));
-                }
-                (r.domain, String::new())
-            }
-            (true, false) => {
-                let snaps = f.catalog.snapshots(None).map_err(internal)?;
-                (
-                    String::new(),
-                    find_snapshot(&snaps, &r.snapshot_id)?.id.clone(),
-                )
-            }
-            _ => {
+        let who = self.allow(&req, "AddHold")?;
+        let args = crate::audit::args(req.get_ref());
+        let r: Result<Response<pb::Hold>, Status> = async {
+            let by = who.to_string();
+            let r = req.into_inner();
+            let f = &self.0;
+            if r.reason.trim().is_empty() || r.reason.len() > 500 {
                 return Err(Status::invalid_argument(
-                    "hold a domain or a snapshot (one of the two)",
-                ))
+                    "a hold needs a reason (at most 500 characters)",
+                ));
             }
-        };
-        let h = HoldRecord {
-            id: f.catalog.next_id("h").map_err(internal)?,
-            domain,
-            snapshot_id,
-            reason: r.reason,
-            by,
-            at: now(),
-        };
-        f.catalog.add_hold(&h).map_err(internal)?;
-        tracing::info!(hold = %h.id, domain = %h.domain, snapshot = %h.snapshot_id, by = %h.by, "legal hold added");
-        Ok(Response::new(hold_info(&h)))
+            let (domain, snapshot_id) = match (r.domain.is_empty(), r.snapshot_id.is_empty()) {
+                (false, true) => {
+                    let known = f
+                        .catalog
+                        .domains()
+                        .map_err(internal)?
+                        .iter()
+                        .any(|d| d.name == r.domain)
+                        || !f
+                            .catalog
+                            .snapshots(Some(&r.domain))
+                            .map_err(internal)?
+                            .is_empty();
+                    if !known {
+                        return Err(Status::not_found(format!("no domain {:?}", r.domain)));
+                    }
+                    (r.domain, String::new())
+                }
+                (true, false) => {
+                    let snaps = f.catalog.snapshots(None).map_err(internal)?;
+                    (
+                        String::new(),
+                        find_snapshot(&snaps, &r.snapshot_id)?.id.clone(),
+                    )
+                }
+                _ => {
+                    return Err(Status::invalid_argument(
+                        "hold a domain or a snapshot (one of the two)",
+                    ))
+                }
+            };
+            let h = HoldRecord {
+                id: f.catalog.next_id("h").map_err(internal)?,
+                domain,
+                snapshot_id,
+                reason: r.reason,
+                by,
+                at: now(),
+            };
+            f.catalog.add_hold(&h).map_err(internal)?;
+            tracing::info!(hold = %h.id, domain = %h.domain, snapshot = %h.snapshot_id, by = %h.by, "legal hold added");
+            Ok(Response::new(hold_info(&h)))
+        }
+        .await;
+        self.record(&who, "AddHold", args, &r);
+        r
     }
 
     async fn remove_hold(
         &self,
         req: Request<pb::RemoveHoldRequest>,
     ) -> Result<Response<pb::Hold>, Status> {
-        self.admin(&req)?;
-        let id = req.into_inner().hold_id;
-        let h = self.0.catalog.remove_hold(&id).map_err(not_found)?;
-        tracing::warn!(hold = %h.id, domain = %h.domain, snapshot = %h.snapshot_id, "legal hold removed");
-        Ok(Response::new(hold_info(&h)))
+        let who = self.allow(&req, "RemoveHold")?;
+        let args = crate::audit::args(req.get_ref());
+        let r: Result<Response<pb::Hold>, Status> = async {
+            let id = req.into_inner().hold_id;
+            let h = self.0.catalog.remove_hold(&id).map_err(not_found)?;
+            tracing::warn!(hold = %h.id, domain = %h.domain, snapshot = %h.snapshot_id, "legal hold removed");
+            Ok(Response::new(hold_info(&h)))
+        }
+        .await;
+        self.record(&who, "RemoveHold", args, &r);
+        r
     }
 
     async fn list_holds(
         &self,
         req: Request<pb::ListHoldsRequest>,
     ) -> Result<Response<pb::ListHoldsResponse>, Status> {
-        self.admin(&req)?;
+        self.allow(&req, "ListHolds")?;
         let holds = self
             .0
             .catalog
@@ -923,7 +1236,7 @@ impl AdminService for AdminApi {
         &self,
         req: Request<pb::RetentionPreviewRequest>,
     ) -> Result<Response<pb::RetentionPreviewResponse>, Status> {
-        self.admin(&req)?;
+        self.allow(&req, "RetentionPreview")?;
         let domain = req.into_inner().domain;
         let f = self.0.clone();
         let (gone, freed, kept) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
@@ -965,7 +1278,7 @@ impl AdminService for AdminApi {
         &self,
         req: Request<pb::ListAlertsRequest>,
     ) -> Result<Response<pb::ListAlertsResponse>, Status> {
-        self.admin(&req)?;
+        self.allow(&req, "ListAlerts")?;
         let all = req.into_inner().all;
         let mut alerts: Vec<AlertRecord> = self
             .0
@@ -986,7 +1299,7 @@ impl AdminService for AdminApi {
         &self,
         req: Request<pb::ListChannelsRequest>,
     ) -> Result<Response<pb::ListChannelsResponse>, Status> {
-        self.admin(&req)?;
+        self.allow(&req, "ListChannels")?;
         let f = &self.0;
         let mut channels = Vec::new();
         for c in &f.channels.0 {
@@ -1014,90 +1327,115 @@ impl AdminService for AdminApi {
         &self,
         req: Request<pb::TestChannelRequest>,
     ) -> Result<Response<pb::TestChannelResponse>, Status> {
-        self.admin(&req)?;
-        let by = caller(&req);
-        let name = req.into_inner().name;
-        let f = &self.0;
-        let c = f.channels.get(&name).ok_or_else(|| {
-            let known: Vec<&str> = f.channels.0.iter().map(|c| c.cfg.name.as_str()).collect();
-            Status::not_found(format!(
-                "no notification channel {name:?} in controller.toml (channels: {})",
-                if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known.join(", ")
-                }
-            ))
-        })?;
-        crate::notify::send_test(f, c, &by)
-            .await
-            .map_err(|e| Status::aborted(format!("channel {name}: delivery failed: {e}")))?;
-        Ok(Response::new(pb::TestChannelResponse {
-            target: c.target(),
-        }))
+        let who = self.allow(&req, "TestChannel")?;
+        let args = crate::audit::args(req.get_ref());
+        let r: Result<Response<pb::TestChannelResponse>, Status> = async {
+            let by = who.to_string();
+            let name = req.into_inner().name;
+            let f = &self.0;
+            let c = f.channels.get(&name).ok_or_else(|| {
+                let known: Vec<&str> = f.channels.0.iter().map(|c| c.cfg.name.as_str()).collect();
+                Status::not_found(format!(
+                    "no notification channel {name:?} in controller.toml (channels: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ))
+            })?;
+            crate::notify::send_test(f, c, &by)
+                .await
+                .map_err(|e| Status::aborted(format!("channel {name}: delivery failed: {e}")))?;
+            Ok(Response::new(pb::TestChannelResponse {
+                target: c.target(),
+            }))
+        }
+        .await;
+        self.record(&who, "TestChannel", args, &r);
+        r
     }
 
     async fn ack_alert(
         &self,
         req: Request<pb::AckAlertRequest>,
     ) -> Result<Response<pb::Alert>, Status> {
-        self.admin(&req)?;
-        let by = caller(&req);
-        let id = req.into_inner().alert_id;
-        let f = &self.0;
-        let mut a = f
-            .catalog
-            .alerts()
-            .map_err(internal)?
-            .into_iter()
-            .find(|a| a.id == id)
-            .ok_or_else(|| Status::not_found(format!("no alert {id:?}")))?;
-        if a.acked_by.is_none() {
-            a.acked_by = Some(by);
-            a.acked_at = Some(now());
-            f.catalog
-                .put_alerts(std::slice::from_ref(&a), &[])
-                .map_err(internal)?;
-            tracing::info!(alert = %a.id, by = %a.acked_by.as_deref().unwrap_or(""), "alert acknowledged");
+        let who = self.allow(&req, "AckAlert")?;
+        let args = crate::audit::args(req.get_ref());
+        let r: Result<Response<pb::Alert>, Status> = async {
+            let by = who.to_string();
+            let id = req.into_inner().alert_id;
+            let f = &self.0;
+            let mut a = f
+                .catalog
+                .alerts()
+                .map_err(internal)?
+                .into_iter()
+                .find(|a| a.id == id)
+                .ok_or_else(|| Status::not_found(format!("no alert {id:?}")))?;
+            if a.acked_by.is_none() {
+                a.acked_by = Some(by);
+                a.acked_at = Some(now());
+                f.catalog
+                    .put_alerts(std::slice::from_ref(&a), &[])
+                    .map_err(internal)?;
+                tracing::info!(alert = %a.id, by = %a.acked_by.as_deref().unwrap_or(""), "alert acknowledged");
+            }
+            Ok(Response::new(alert_info(&a)))
         }
-        Ok(Response::new(alert_info(&a)))
+        .await;
+        self.record(&who, "AckAlert", args, &r);
+        r
     }
 
     async fn run_maintenance(
         &self,
         req: Request<pb::RunMaintenanceRequest>,
     ) -> Result<Response<pb::RunMaintenanceResponse>, Status> {
-        self.admin(&req)?;
-        let f = self.0.clone();
-        let (forgotten, rep) = tokio::task::spawn_blocking(move || crate::scheduler::maintain(&f))
-            .await
-            .map_err(internal)?
-            .map_err(internal)?;
-        Ok(Response::new(pb::RunMaintenanceResponse {
-            forgotten: forgotten as u32,
-            gc: Some(gc_info(&rep)),
-        }))
+        let who = self.allow(&req, "RunMaintenance")?;
+        let args = crate::audit::args(req.get_ref());
+        let r: Result<Response<pb::RunMaintenanceResponse>, Status> = async {
+            let f = self.0.clone();
+            let (forgotten, rep) =
+                tokio::task::spawn_blocking(move || crate::scheduler::maintain(&f))
+                    .await
+                    .map_err(internal)?
+                    .map_err(internal)?;
+            Ok(Response::new(pb::RunMaintenanceResponse {
+                forgotten: forgotten as u32,
+                gc: Some(gc_info(&rep)),
+            }))
+        }
+        .await;
+        self.record(&who, "RunMaintenance", args, &r);
+        r
     }
 
     async fn gc(&self, req: Request<pb::GcRequest>) -> Result<Response<pb::GcResponse>, Status> {
-        self.admin(&req)?;
-        let r = req.into_inner();
-        let opts = GcOptions {
-            dry_run: r.dry_run,
-            grace: Duration::from_secs(r.grace_seconds),
-        };
-        let f = self.0.clone();
-        let rep = tokio::task::spawn_blocking(move || f.store.gc(&opts))
-            .await
-            .map_err(internal)?
-            .map_err(internal)?;
-        tracing::info!(
-            dry_run = rep.dry_run,
-            packs_deleted = rep.packs_deleted,
-            bytes_freed = rep.bytes_freed,
-            "gc finished"
-        );
-        Ok(Response::new(gc_info(&rep)))
+        let who = self.allow(&req, "Gc")?;
+        let args = crate::audit::args(req.get_ref());
+        let r: Result<Response<pb::GcResponse>, Status> = async {
+            let r = req.into_inner();
+            let opts = GcOptions {
+                dry_run: r.dry_run,
+                grace: Duration::from_secs(r.grace_seconds),
+            };
+            let f = self.0.clone();
+            let rep = tokio::task::spawn_blocking(move || f.store.gc(&opts))
+                .await
+                .map_err(internal)?
+                .map_err(internal)?;
+            tracing::info!(
+                dry_run = rep.dry_run,
+                packs_deleted = rep.packs_deleted,
+                bytes_freed = rep.bytes_freed,
+                "gc finished"
+            );
+            Ok(Response::new(gc_info(&rep)))
+        }
+        .await;
+        self.record(&who, "Gc", args, &r);
+        r
     }
 }
 
@@ -1145,13 +1483,16 @@ fn snapshot_info(s: &SnapshotRecord) -> pb::SnapshotInfo {
     }
 }
 
-/// Who made a request, as holds and acknowledgements record it.
-fn caller<T>(req: &Request<T>) -> String {
-    req.extensions()
-        .get::<PeerInfo>()
-        .and_then(|p| p.cert_sha256.clone())
-        .map(|c| format!("admin certificate {}", &c[..16.min(c.len())]))
-        .unwrap_or_default()
+fn user_info(u: &UserRecord) -> pb::User {
+    pb::User {
+        name: u.name.clone(),
+        role: u.role.as_str().into(),
+        cert_sha256: u.cert_sha256.clone(),
+        created_at: u.created_at,
+        created_by: u.created_by.clone(),
+        revoked: u.revoked,
+        revoked_at: u.revoked_at.unwrap_or(0),
+    }
 }
 
 fn alert_info(a: &AlertRecord) -> pb::Alert {

@@ -320,6 +320,10 @@ pub struct Catalog {
     alerts: sled::Tree,
     /// Notifications not yet delivered: `channel\0seq` (seq u64 BE) → event.
     outbox: sled::Tree,
+    /// cairnctl users by name.
+    users: sled::Tree,
+    /// Single values: `audit_head` (the audit log's newest entry).
+    meta: sled::Tree,
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -342,6 +346,25 @@ fn all<T: DeserializeOwned>(tree: &sled::Tree, prefix: &[u8]) -> Result<Vec<T>> 
         .collect()
 }
 
+/// Opens sled, waiting up to two seconds for its file lock: a closed
+/// catalog's lock is released by sled's flusher thread a moment after the
+/// drop (spacejam/sled#1234), so an immediate reopen in the same process
+/// can find it still held. Another process holding it is reported after that.
+fn open_db(dir: &Path) -> Result<sled::Db> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match sled::open(dir) {
+            Err(sled::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => return Ok(r?),
+        }
+    }
+}
+
 fn outbox_key(channel: &str, seq: u64) -> Vec<u8> {
     let mut k = channel.as_bytes().to_vec();
     k.push(0);
@@ -357,7 +380,7 @@ impl Catalog {
     /// Opens (or creates) the catalog in `dir`. Jobs left running by a previous
     /// controller are failed.
     pub fn open(dir: &Path) -> Result<Catalog> {
-        let db = sled::open(dir)?;
+        let db = open_db(dir)?;
         let c = Catalog {
             agents: db.open_tree("agents")?,
             domains: db.open_tree("domains")?,
@@ -371,6 +394,8 @@ impl Catalog {
             fired: db.open_tree("fired")?,
             alerts: db.open_tree("alerts")?,
             outbox: db.open_tree("outbox")?,
+            users: db.open_tree("users")?,
+            meta: db.open_tree("meta")?,
             db,
         };
         let now = crate::clock::now();
@@ -696,6 +721,27 @@ impl Catalog {
             batch.remove(k.as_slice());
         }
         self.outbox.apply_batch(batch)?;
+        self.flush()
+    }
+
+    pub fn users(&self) -> Result<Vec<crate::access::UserRecord>> {
+        all(&self.users, b"")
+    }
+
+    pub fn put_user(&self, u: &crate::access::UserRecord) -> Result<()> {
+        self.users.insert(u.name.as_bytes(), encode(u))?;
+        self.flush()
+    }
+
+    pub fn audit_head(&self) -> Result<crate::audit::Head> {
+        match self.meta.get(b"audit_head")? {
+            Some(v) => decode(b"audit_head", &v),
+            None => Ok(Default::default()),
+        }
+    }
+
+    pub fn set_audit_head(&self, h: &crate::audit::Head) -> Result<()> {
+        self.meta.insert(b"audit_head", encode(h))?;
         self.flush()
     }
 

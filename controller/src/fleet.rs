@@ -1,7 +1,7 @@
 //! The controller's shared state: catalog, repository, PKI, live sessions,
 //! and what each running job may read or write.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -106,8 +106,10 @@ pub struct Fleet {
     pub store: Store,
     pub ca: Ca,
     pub ca_sha256: String,
-    /// Fingerprints of admin certificates (pki/admins).
-    pub admins: RwLock<HashSet<String>>,
+    /// cairnctl certificates by fingerprint: the bootstrap admin
+    /// (pki/admins) and the users of the catalog not revoked.
+    pub users: RwLock<HashMap<String, crate::access::Caller>>,
+    pub audit: crate::audit::AuditLog,
     /// Certificate fingerprint → agent id, for agents not revoked.
     pub agents_by_cert: RwLock<HashMap<String, String>>,
     pub sessions: Mutex<HashMap<String, Session>>,
@@ -129,6 +131,42 @@ pub struct Fleet {
     pub channels: crate::notify::Channels,
     /// Wakes the notifier when alerts changed.
     pub notify_wake: tokio::sync::Notify,
+}
+
+/// The certificates cairnctl users hold: the bootstrap admin of
+/// `pki/admins` (fingerprint and name per line) and the catalog's users.
+pub fn load_users(
+    pki_dir: &std::path::Path,
+    catalog: &Catalog,
+) -> anyhow::Result<HashMap<String, crate::access::Caller>> {
+    use crate::access::{Caller, Role};
+    let mut out = HashMap::new();
+    for line in std::fs::read_to_string(pki_dir.join("admins"))
+        .unwrap_or_default()
+        .lines()
+    {
+        let mut w = line.split_whitespace();
+        if let Some(sha) = w.next() {
+            let name = w.next().unwrap_or("admin").to_string();
+            out.insert(
+                sha.to_string(),
+                Caller {
+                    name,
+                    role: Role::Admin,
+                },
+            );
+        }
+    }
+    for u in catalog.users()?.into_iter().filter(|u| !u.revoked) {
+        out.insert(
+            u.cert_sha256,
+            Caller {
+                name: u.name,
+                role: u.role,
+            },
+        );
+    }
+    Ok(out)
 }
 
 /// Unix seconds on the controller's clock (see [`crate::clock`]).

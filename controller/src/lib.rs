@@ -3,9 +3,11 @@
 //! ([`agent_service`], [`admin_service`]), writes what agents back up into
 //! its repository, and serves the status page ([`web`]).
 
+pub mod access;
 pub mod admin_service;
 pub mod agent_service;
 pub mod alerts;
+pub mod audit;
 pub mod catalog;
 pub mod clock;
 pub mod config;
@@ -209,12 +211,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         chain_pem: std::fs::read_to_string(pki_dir.join("server.pem"))?,
         key_pem: std::fs::read_to_string(pki_dir.join("server.key"))?,
     };
-    let admins: HashSet<String> = std::fs::read_to_string(pki_dir.join("admins"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
-        .collect();
     let catalog = catalog::Catalog::open(&cfg.state_dir.join("catalog"))?;
+    let users = fleet::load_users(&pki_dir, &catalog)?;
+    let audit = audit::AuditLog::open(&cfg.state_dir.join("audit.jsonl"), catalog.audit_head()?);
     let agents_by_cert = catalog
         .agents()?
         .into_iter()
@@ -232,7 +231,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         catalog,
         store: store::Store::new(repo.clone()),
         repo,
-        admins: RwLock::new(admins),
+        users: RwLock::new(users),
+        audit,
         agents_by_cert: RwLock::new(agents_by_cert),
         sessions: Mutex::new(HashMap::new()),
         grants: Mutex::new(HashMap::new()),

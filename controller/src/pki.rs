@@ -135,9 +135,14 @@ impl Ca {
     /// Signs an agent's CSR. Only its public key is taken: the subject, usages
     /// and validity are the controller's, whatever the CSR asked for.
     pub fn sign_agent_csr(&self, csr_pem: &str, agent_id: &str) -> Result<String> {
+        self.sign_client_csr(csr_pem, agent_id)
+    }
+
+    /// Signs a client CSR (an agent's, a cairnctl user's) as `cn`.
+    pub fn sign_client_csr(&self, csr_pem: &str, cn: &str) -> Result<String> {
         let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)?;
         let mut params = CertificateParams::default();
-        params.distinguished_name = name(agent_id);
+        params.distinguished_name = name(cn);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         validity(&mut params, LEAF_YEARS);

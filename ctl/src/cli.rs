@@ -133,6 +133,51 @@ pub enum Command {
     /// Where alerts are sent: the channels of controller.toml.
     #[command(subcommand)]
     Notify(NotifyCommand),
+    /// Who may use cairnctl: each user holds a certificate with a role
+    /// (admin: everything; operator: backups, restores, jobs, holds, no
+    /// deletes or grants; auditor: read only).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// The controller's audit log: every change and every refused call,
+    /// with who made it.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Issue a certificate for a new user; writes NAME.key (kept here, never
+    /// sent), NAME.pem, ca.pem and cairnctl.toml into --out.
+    Add {
+        name: String,
+        /// admin, operator or auditor.
+        #[arg(long)]
+        role: String,
+        /// Directory to write into (default: ./NAME); must not hold a key yet.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Users and their roles, revoked ones last.
+    List,
+    /// Refuse a user's certificate from now on.
+    Revoke { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Entries, oldest first.
+    List {
+        /// Only entries newer than this: a duration back (24h, 7d) or a
+        /// date (2026-11-30 or 2026-11-30T14:05:00Z).
+        #[arg(long)]
+        since: Option<String>,
+        /// The newest this many (0: all).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Check the hash chain; exit 1 if an entry was edited, removed or
+    /// reordered.
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]

@@ -569,7 +569,7 @@ fn refusals_are_clear_and_logged() {
         "refused enrollment",
         "refused admin call: no client certificate",
         "TLS handshake refused",
-        "refused admin call: not an admin certificate",
+        "refused admin call: this certificate may not administer the fleet",
         "refused: data-path call for a job this agent is not running",
         "refused: certificate of no enrolled agent",
     ] {

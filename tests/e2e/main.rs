@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `cairnctl` binary against real storage.
 //! Requirement ids in test names' comments refer to ../shared/SPEC.md.
 
+mod access;
 mod alerts;
 mod cluster;
 mod crash;

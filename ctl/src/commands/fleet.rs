@@ -40,6 +40,17 @@ fn config_path(conn: &Connection) -> Result<PathBuf> {
     Ok(home.join("cairn/cairnctl.toml"))
 }
 
+/// The controller URL cairnctl dials.
+pub(super) fn controller_url(conn: &Connection) -> Result<String> {
+    if let Some(u) = &conn.controller {
+        return Ok(u.clone());
+    }
+    let path = config_path(conn)?;
+    let cfg: CtlConfig = toml::from_str(&std::fs::read_to_string(&path)?)
+        .with_context(|| path.display().to_string())?;
+    Ok(cfg.controller)
+}
+
 fn connect(conn: &Connection) -> Result<Client> {
     let path = config_path(conn)?;
     let usage = |e: anyhow::Error| Exit(crate::EXIT_USAGE, e);
@@ -226,6 +237,8 @@ pub fn run(conn: &Connection, cmd: Command) -> Result<()> {
             Command::Retention(r) => super::policy::retention(&mut c, r, conn.json).await,
             Command::Alerts(a) => super::alerts::alerts(&mut c, a, conn.json).await,
             Command::Notify(n) => super::alerts::notify(&mut c, n, conn.json).await,
+            Command::User(u) => super::users::users(&mut c, conn, u).await,
+            Command::Audit(a) => super::users::audit(&mut c, a, conn.json).await,
             Command::Jobs(JobsCommand::Show { job }) => {
                 let j = c
                     .get_job(pb::GetJobRequest { job_id: job })

@@ -12,6 +12,7 @@ mod keys;
 mod policy;
 mod restore;
 mod snapshots;
+mod users;
 
 use std::path::Path;
 use std::sync::Arc;
