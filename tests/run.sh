@@ -22,6 +22,8 @@ command -v pg_dump >/dev/null || missing+=(postgresql-client)
 # A real SMTP server for the notification tests (Debian's Python, which may
 # not be the first python3 on PATH).
 /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || missing+=(python3-aiosmtpd)
+# promtool lints /metrics.
+command -v promtool >/dev/null || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   as_root apt-get update -q

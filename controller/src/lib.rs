@@ -14,6 +14,7 @@ pub mod config;
 pub mod fleet;
 #[cfg(test)]
 mod gc_model;
+pub mod health;
 pub mod ingest;
 pub mod notify;
 pub mod pki;

@@ -379,13 +379,9 @@ pub fn queue_verifications(f: &Fleet, now: i64) -> anyhow::Result<Vec<JobRecord>
     Ok(queued)
 }
 
-/// Evaluates the alert rules now and stores what changed (new, current,
-/// resolved alerts).
-pub fn refresh_alerts(f: &Fleet, now: i64) -> anyhow::Result<()> {
-    let agents = f.catalog.agents()?;
-    let online: HashSet<String> = f.sessions.lock().unwrap().keys().cloned().collect();
-    let jobs = f.catalog.jobs()?;
-    let snapshots = f.catalog.snapshots(None)?;
+/// Seconds between two scheduled runs of each (agent, domain): the
+/// shortest of its kinds at `now`.
+pub fn intervals(f: &Fleet, now: i64) -> anyhow::Result<HashMap<(String, String), i64>> {
     let mut intervals = HashMap::new();
     for plan in domain_plans(f)? {
         let shortest = plan
@@ -401,6 +397,17 @@ pub fn refresh_alerts(f: &Fleet, now: i64) -> anyhow::Result<()> {
             intervals.insert((plan.domain.agent_id.clone(), plan.domain.name.clone()), s);
         }
     }
+    Ok(intervals)
+}
+
+/// Evaluates the alert rules now and stores what changed (new, current,
+/// resolved alerts).
+pub fn refresh_alerts(f: &Fleet, now: i64) -> anyhow::Result<()> {
+    let agents = f.catalog.agents()?;
+    let online: HashSet<String> = f.sessions.lock().unwrap().keys().cloned().collect();
+    let jobs = f.catalog.jobs()?;
+    let snapshots = f.catalog.snapshots(None)?;
+    let intervals = intervals(f, now)?;
     let findings = crate::alerts::evaluate(&crate::alerts::Inputs {
         now,
         agents: &agents,

@@ -228,6 +228,9 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// One per-domain figure of [`crate::health::Health`] (None: unknown).
+type HealthFigure = fn(&crate::health::Health) -> Option<f64>;
+
 fn render_metrics(f: &Fleet) -> String {
     let m = &f.metrics;
     let mut out = String::new();
@@ -355,6 +358,43 @@ fn render_metrics(f: &Fleet) -> String {
             label(content)
         );
     }
+    let health = crate::health::current(f, now).unwrap_or_default();
+    let per_domain: [(&str, &str, &str, HealthFigure); 5] = [
+        ("cairn_domain_health", "Health score 0-100 (recent backup, verification, errors, content, retention, compression).", "gauge", |h| Some(h.score as f64)),
+        ("cairn_domain_rpo_seconds", "Age of the domain's newest restorable snapshot.", "gauge", |h| h.rpo_seconds.map(|v| v as f64)),
+        ("cairn_domain_rto_seconds", "Duration of the last successful test restore, scaled to the domain's size now.", "gauge", |h| h.rto_seconds.map(|v| v as f64)),
+        ("cairn_domain_last_duration_seconds", "Wall time of the domain's newest successful backup.", "gauge", |h| h.last_duration_seconds.map(|v| v as f64)),
+        ("cairn_domain_dedup_ratio", "Bytes backed up per byte stored, over the domain's snapshots.", "gauge", |h| h.dedup_ratio),
+    ];
+    for (name, help, kind, value) in per_domain {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for d in &health {
+            if let Some(v) = value(&d.health) {
+                let _ = writeln!(
+                    out,
+                    "{name}{{agent=\"{}\",domain=\"{}\"}} {v}",
+                    label(&d.agent),
+                    label(&d.domain)
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP cairn_fleet_domains Domains by health band.\n# TYPE cairn_fleet_domains gauge"
+    );
+    for (band, n) in crate::health::distribution(&health) {
+        let _ = writeln!(out, "cairn_fleet_domains{{health=\"{band}\"}} {n}");
+    }
+    let stored: u64 = f
+        .repo
+        .index()
+        .packs()
+        .values()
+        .flatten()
+        .map(|e| u64::from(e.length))
+        .sum();
+    let _ = writeln!(out, "# HELP cairn_repository_stored_bytes Bytes of blobs the repository's index holds (compressed, encrypted).\n# TYPE cairn_repository_stored_bytes gauge\ncairn_repository_stored_bytes {stored}");
     let _ = writeln!(out, "# HELP cairn_snapshots Snapshots in the catalog.\n# TYPE cairn_snapshots gauge\ncairn_snapshots {}", f.catalog.snapshots(None).map(|s| s.len()).unwrap_or(0));
     let _ = writeln!(out, "# HELP process_start_time_seconds Start time of the process since the Unix epoch.\n# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds {}", f.started_at);
     out

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::time::Duration;
 
-use cairn_tests::cluster::{Cluster, ClusterOptions};
+use cairn_tests::cluster::{http_get, Cluster, ClusterOptions};
 use cairn_tests::dbserver::MariaDb;
 use cairn_tests::sinks::Sink;
 use cairn_tests::*;
@@ -288,6 +288,34 @@ secret_file = {:?}
     );
     let log = fs::read_to_string(c.controller_log()).unwrap();
     assert!(!log.contains(HOOK_KEY), "the HMAC key reached the log");
+
+    // /metrics of this populated fleet passes Prometheus' own linter
+    // (MON-2), and carries health and RPO per domain.
+    let text = http_get(&format!("{}/metrics", c.web_url()));
+    let mut lint = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package)");
+    use std::io::Write;
+    lint.stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let lint = lint.wait_with_output().unwrap();
+    assert!(
+        lint.status.success() && lint.stdout.is_empty() && lint.stderr.is_empty(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
+    let score = c.metric("cairn_domain_health{agent=\"a2\",domain=\"quiet.test\"}");
+    assert!((0.0..=100.0).contains(&score), "{score}");
+    let rpo = c.metric("cairn_domain_rpo_seconds{agent=\"a2\",domain=\"quiet.test\"}");
+    assert!(rpo < 120.0, "backed up a minute ago: {rpo}");
     smtp.stop();
     hook.stop();
 }

@@ -1,0 +1,418 @@
+//! Health, RPO and RTO per domain (SPEC MON-5, DR-1), as one pure function
+//! over what the catalog knows of a domain ([`Facts`]), so the status page,
+//! the JSON API and `/metrics` show the same figures.
+//!
+//! The score is seed 004's weighting: recent backup 30, verification 25,
+//! error trend 20, type diversity 10, retention coverage 10, compression 5.
+//! Bands: excellent ≥ 95, good ≥ 80, warning ≥ 60, critical below.
+//! Measured RPO is the age of the newest restorable snapshot; RTO is the
+//! duration of the last successful test restore scaled to the domain's
+//! size now.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::catalog::{DomainRecord, JobRecord, JobState, SnapshotRecord};
+
+/// A test restore this recent counts in full; up to 30 days, partly.
+const VERIFIED_FRESH: i64 = 8 * 86_400;
+const VERIFIED_STALE: i64 = 30 * 86_400;
+/// Without a schedule, a day is the expected interval.
+const DEFAULT_INTERVAL: i64 = 86_400;
+
+/// What the catalog knows of one domain.
+#[derive(Debug, Default)]
+pub struct Facts<'a> {
+    pub domain: Option<&'a DomainRecord>,
+    /// Seconds between two scheduled runs (0: none known).
+    pub interval: i64,
+    /// Its snapshots, any order.
+    pub snapshots: Vec<&'a SnapshotRecord>,
+    /// Its ended backup jobs, newest first.
+    pub backups: Vec<&'a JobRecord>,
+    /// Its ended test restores, newest first.
+    pub tests: Vec<&'a JobRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Health {
+    pub score: u32,
+    /// excellent, good, warning or critical.
+    pub band: &'static str,
+    /// Age of the newest restorable snapshot; None: never backed up.
+    pub rpo_seconds: Option<i64>,
+    /// What the schedule promises: 1.5 × its interval.
+    pub rpo_target_seconds: i64,
+    pub rpo_met: bool,
+    /// Last test restore's duration scaled to today's size.
+    pub rto_seconds: Option<i64>,
+    pub last_verified: Option<i64>,
+    /// Consecutive failed backups, newest first.
+    pub failure_streak: u32,
+    /// Wall time of the newest successful backup.
+    pub last_duration_seconds: Option<i64>,
+    /// Bytes backed up per byte stored (dedup and compression), all snapshots.
+    pub dedup_ratio: Option<f64>,
+    /// Each part's points, for "why this score".
+    pub parts: Vec<(&'static str, u32, u32)>,
+}
+
+pub fn band(score: u32) -> &'static str {
+    match score {
+        95.. => "excellent",
+        80..=94 => "good",
+        60..=79 => "warning",
+        _ => "critical",
+    }
+}
+
+fn duration(j: &JobRecord) -> Option<i64> {
+    Some(j.finished_at? - j.started_at?).filter(|d| *d >= 0)
+}
+
+pub fn assess(f: &Facts, now: i64) -> Health {
+    let interval = if f.interval > 0 {
+        f.interval
+    } else {
+        DEFAULT_INTERVAL
+    };
+    let target = interval + interval / 2;
+    let newest = f.snapshots.iter().map(|s| s.time).max();
+    let rpo = newest.map(|t| (now - t).max(0));
+    let age_points = match rpo {
+        None => 0,
+        Some(a) if a <= interval => 30,
+        Some(a) if a <= target => 20,
+        Some(a) if a <= 3 * interval => 10,
+        Some(_) => 0,
+    };
+
+    let verified = f
+        .tests
+        .iter()
+        .find(|j| j.state == JobState::Succeeded)
+        .copied();
+    let last_test_failed = f.tests.first().is_some_and(|j| j.state == JobState::Failed);
+    let last_verified = verified.and_then(|j| j.finished_at);
+    let verify_points = match last_verified.map(|t| now - t) {
+        _ if last_test_failed => 0,
+        Some(a) if a <= VERIFIED_FRESH => 25,
+        Some(a) if a <= VERIFIED_STALE => 12,
+        _ => 0,
+    };
+
+    let streak = f
+        .backups
+        .iter()
+        .take_while(|j| j.state == JobState::Failed)
+        .count() as u32;
+    let recent: Vec<_> = f.backups.iter().take(10).collect();
+    let failed = recent
+        .iter()
+        .filter(|j| j.state == JobState::Failed)
+        .count();
+    let error_points = if streak >= 3 || recent.is_empty() && newest.is_none() {
+        0
+    } else if recent.is_empty() {
+        20
+    } else {
+        (20 * (recent.len() - failed) / recent.len()) as u32
+    };
+
+    let has_db = f.domain.is_some_and(|d| !d.databases.is_empty());
+    let has_files = f.snapshots.iter().any(|s| s.content != "database");
+    let has_dump = f.snapshots.iter().any(|s| s.content == "database");
+    let diversity_points = match (has_files, has_dump, has_db) {
+        (true, true, _) | (true, false, false) => 10,
+        (true, false, true) | (false, true, _) => 5,
+        _ => 0,
+    };
+
+    let points = f.snapshots.len();
+    let retention_points = match points {
+        7.. => 10,
+        3..=6 => 6,
+        1..=2 => 3,
+        _ => 0,
+    };
+
+    let total: u64 = f.snapshots.iter().map(|s| s.total_bytes).sum();
+    let stored: u64 = f.snapshots.iter().map(|s| s.stored_bytes).sum();
+    let dedup_ratio = (stored > 0).then(|| total as f64 / stored as f64);
+    let compression_points = match dedup_ratio {
+        Some(r) if r >= 2.0 => 5,
+        Some(r) if r >= 1.25 => 3,
+        Some(_) => 1,
+        None => 0,
+    };
+
+    let parts = vec![
+        ("recent backup", age_points, 30),
+        ("verification", verify_points, 25),
+        ("error trend", error_points, 20),
+        ("type diversity", diversity_points, 10),
+        ("retention coverage", retention_points, 10),
+        ("compression", compression_points, 5),
+    ];
+    let score = parts.iter().map(|p| p.1).sum();
+
+    let size_now = f.domain.map_or(0, |d| d.size_bytes);
+    let rto = verified.and_then(|j| {
+        let d = duration(j)?.max(1);
+        if j.total_bytes > 0 && size_now > 0 {
+            Some((d as f64 * size_now as f64 / j.total_bytes as f64).ceil() as i64)
+        } else {
+            Some(d)
+        }
+    });
+    let last_duration = f
+        .backups
+        .iter()
+        .find(|j| j.state == JobState::Succeeded)
+        .and_then(|j| duration(j));
+    Health {
+        score,
+        band: band(score),
+        rpo_seconds: rpo,
+        rpo_target_seconds: target,
+        rpo_met: rpo.is_some_and(|r| r <= target),
+        rto_seconds: rto,
+        last_verified,
+        failure_streak: streak,
+        last_duration_seconds: last_duration,
+        dedup_ratio,
+        parts,
+    }
+}
+
+/// One domain's health, with who it is.
+#[derive(Debug, Clone, Serialize)]
+pub struct DomainHealth {
+    pub agent: String,
+    pub domain: String,
+    #[serde(flatten)]
+    pub health: Health,
+}
+
+/// Health of every domain the catalog knows, from one read of each tree.
+pub fn of_fleet(
+    domains: &[DomainRecord],
+    snapshots: &[SnapshotRecord],
+    jobs: &[JobRecord],
+    intervals: &HashMap<(String, String), i64>,
+    now: i64,
+) -> Vec<DomainHealth> {
+    let mut facts: HashMap<(&str, &str), Facts> = HashMap::new();
+    for d in domains {
+        facts.entry((&d.agent_id, &d.name)).or_default().domain = Some(d);
+    }
+    for s in snapshots {
+        if let Some(f) = facts.get_mut(&(s.agent_id.as_str(), s.domain.as_str())) {
+            f.snapshots.push(s);
+        }
+    }
+    for j in jobs.iter().filter(|j| j.state.is_final()) {
+        let Some(f) = facts.get_mut(&(j.agent_id.as_str(), j.domain.as_str())) else {
+            continue;
+        };
+        match j.kind.as_str() {
+            "backup" => f.backups.push(j),
+            "restore" if j.spec.test => f.tests.push(j),
+            _ => {}
+        }
+    }
+    let mut out: Vec<DomainHealth> = facts
+        .into_iter()
+        .map(|((agent, domain), mut f)| {
+            f.interval = intervals
+                .get(&(agent.to_string(), domain.to_string()))
+                .copied()
+                .unwrap_or(0);
+            let newest_first = |a: &&JobRecord, b: &&JobRecord| {
+                (b.finished_at, b.created_at, &b.id).cmp(&(a.finished_at, a.created_at, &a.id))
+            };
+            f.backups.sort_by(newest_first);
+            f.tests.sort_by(newest_first);
+            DomainHealth {
+                agent: agent.to_string(),
+                domain: domain.to_string(),
+                health: assess(&f, now),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.domain, &a.agent).cmp(&(&b.domain, &b.agent)));
+    out
+}
+
+/// Every domain's health now, read from the catalog.
+pub fn current(f: &crate::fleet::Fleet, now: i64) -> anyhow::Result<Vec<DomainHealth>> {
+    let intervals = crate::scheduler::intervals(f, now)?;
+    Ok(of_fleet(
+        &f.catalog.domains()?,
+        &f.catalog.snapshots(None)?,
+        &f.catalog.jobs()?,
+        &intervals,
+        now,
+    ))
+}
+
+/// How many domains are in each band, worst first.
+pub fn distribution(all: &[DomainHealth]) -> [(&'static str, usize); 4] {
+    let n = |b: &str| all.iter().filter(|d| d.health.band == b).count();
+    [
+        ("critical", n("critical")),
+        ("warning", n("warning")),
+        ("good", n("good")),
+        ("excellent", n("excellent")),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::JobSpec;
+
+    const DAY: i64 = 86_400;
+
+    fn snap(time: i64, content: &str) -> SnapshotRecord {
+        SnapshotRecord {
+            id: format!("s{time}{content}"),
+            domain: "shop.test".into(),
+            agent_id: "a1".into(),
+            time,
+            kind: "full".into(),
+            content: content.into(),
+            total_bytes: 1_000,
+            stored_bytes: 300,
+            run_id: String::new(),
+        }
+    }
+
+    fn job(kind: &str, state: JobState, at: i64, secs: i64, test: bool) -> JobRecord {
+        JobRecord {
+            id: format!("j{at}"),
+            kind: kind.into(),
+            domain: "shop.test".into(),
+            agent_id: "a1".into(),
+            state,
+            step: String::new(),
+            files: 0,
+            bytes: 0,
+            total_bytes: 500_000,
+            created_at: at,
+            finished_at: Some(at + secs),
+            snapshot_id: None,
+            error: None,
+            spec: JobSpec {
+                test,
+                ..Default::default()
+            },
+            started_at: Some(at),
+            not_before: None,
+            attempt: 1,
+            priority: 0,
+            retry_of: None,
+        }
+    }
+
+    fn domain() -> DomainRecord {
+        DomainRecord {
+            name: "shop.test".into(),
+            agent_id: "a1".into(),
+            path: "/srv/shop".into(),
+            size_bytes: 1_000_000,
+            databases: vec!["mysql:shop".into()],
+            aliases: vec![],
+            site_type: "wordpress".into(),
+            source: String::new(),
+            root_missing: false,
+            analysis: None,
+        }
+    }
+
+    #[test]
+    fn a_protected_domain_is_excellent_and_a_neglected_one_critical() {
+        let now = 30 * DAY;
+        let d = domain();
+        let snaps: Vec<SnapshotRecord> = (0..8)
+            .flat_map(|i| {
+                [
+                    snap(now - i * DAY - 3600, "files"),
+                    snap(now - i * DAY - 3600, "database"),
+                ]
+            })
+            .collect();
+        let backups: Vec<JobRecord> = (0..8)
+            .map(|i| {
+                job(
+                    "backup",
+                    JobState::Succeeded,
+                    now - i * DAY - 3700,
+                    100,
+                    false,
+                )
+            })
+            .collect();
+        let test = job("restore", JobState::Succeeded, now - 2 * DAY, 40, true);
+        let f = Facts {
+            domain: Some(&d),
+            interval: DAY,
+            snapshots: snaps.iter().collect(),
+            backups: backups.iter().collect(),
+            tests: vec![&test],
+        };
+        let h = assess(&f, now);
+        assert_eq!((h.score, h.band), (100, "excellent"), "{:?}", h.parts);
+        assert_eq!(h.rpo_seconds, Some(3600));
+        assert!(h.rpo_met);
+        // 40 s for 500 kB restored; the site is 1 MB now: 80 s.
+        assert_eq!(h.rto_seconds, Some(80));
+        assert_eq!(h.last_duration_seconds, Some(100));
+
+        // Three failures in a row, nothing verified, last success 4 days ago.
+        let failing: Vec<JobRecord> = (0..3)
+            .map(|i| job("backup", JobState::Failed, now - i * DAY, 5, false))
+            .collect();
+        let old = [snap(now - 4 * DAY, "files")];
+        let f = Facts {
+            domain: Some(&d),
+            interval: DAY,
+            snapshots: old.iter().collect(),
+            backups: failing.iter().collect(),
+            tests: vec![],
+        };
+        let h = assess(&f, now);
+        assert_eq!(h.band, "critical", "{:?}", h.parts);
+        assert_eq!(h.failure_streak, 3);
+        assert!(!h.rpo_met);
+        assert_eq!(h.rto_seconds, None, "never test-restored: RTO unknown");
+        // The dump is missing although the site has a database: half marks.
+        assert!(
+            h.parts.contains(&("type diversity", 5, 10)),
+            "{:?}",
+            h.parts
+        );
+
+        // A failed test restore takes the verification points away.
+        let bad = job("restore", JobState::Failed, now - DAY, 10, true);
+        let f = Facts {
+            domain: Some(&d),
+            interval: DAY,
+            snapshots: snaps.iter().collect(),
+            backups: backups.iter().collect(),
+            tests: vec![&bad, &test],
+        };
+        assert!(assess(&f, now).parts.contains(&("verification", 0, 25)));
+    }
+
+    #[test]
+    fn bands_follow_the_seed() {
+        assert_eq!(band(95), "excellent");
+        assert_eq!(band(94), "good");
+        assert_eq!(band(80), "good");
+        assert_eq!(band(79), "warning");
+        assert_eq!(band(60), "warning");
+        assert_eq!(band(59), "critical");
+    }
+}
