@@ -24,6 +24,8 @@ command -v pg_dump >/dev/null || missing+=(postgresql-client)
 /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || missing+=(python3-aiosmtpd)
 # promtool lints /metrics.
 command -v promtool >/dev/null || missing+=(prometheus)
+# Headless Chromium loads the dashboard.
+command -v chromium >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   as_root apt-get update -q

@@ -14,6 +14,10 @@ pub struct Config {
     /// The status page, /api/status, /metrics and /healthz.
     #[serde(default = "default_web")]
     pub web_listen: SocketAddr,
+    /// File holding the token the web listener asks for (mode 600);
+    /// required when `web_listen` is not a loopback address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_token_file: Option<PathBuf>,
     /// The URL agents and cairnctl dial (printed in join commands).
     pub public_url: String,
     /// Catalog (sled) and PKI (`pki/`).
@@ -234,6 +238,13 @@ impl Config {
         cfg.scheduler
             .check()
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if !cfg.web_listen.ip().is_loopback() && cfg.web_token_file.is_none() {
+            anyhow::bail!(
+                "{}: web_listen {} is reachable beyond this machine: set web_token_file (a file holding a token the status pages and /metrics will ask for)",
+                path.display(),
+                cfg.web_listen
+            );
+        }
         if !cfg.public_url.starts_with("https://") {
             anyhow::bail!(
                 "{}: public_url must be https://HOST:PORT, got {:?}",

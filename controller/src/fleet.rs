@@ -129,6 +129,9 @@ pub struct Fleet {
     pub ingest: Option<crate::ingest::IngestLimit>,
     /// Notification channels (`[[notify]]`).
     pub channels: crate::notify::Channels,
+    /// The token the web listener asks for (`web_token_file`); None: open
+    /// (loopback only).
+    pub web_token: Option<String>,
     /// Wakes the notifier when alerts changed.
     pub notify_wake: tokio::sync::Notify,
 }

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod catalog;
 pub mod clock;
 pub mod config;
+pub mod dashboard;
 pub mod fleet;
 #[cfg(test)]
 mod gc_model;
@@ -119,6 +120,7 @@ pub fn init(o: &InitOptions) -> anyhow::Result<PathBuf> {
     let cfg = Config {
         listen: o.listen,
         web_listen: o.web_listen,
+        web_token_file: None,
         public_url: o.public_url.clone(),
         state_dir: o.state_dir.clone(),
         repository: o.repository.clone(),
@@ -225,6 +227,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let ingest = ingest::IngestLimit::new(cfg.scheduler.ingest_bytes_per_second()?);
     cfg.alerts.agent_offline()?;
     let channels = notify::Channels::open(&cfg.notify)?;
+    let web_token = cfg
+        .web_token_file
+        .as_deref()
+        .map(notify::read_secret_file)
+        .transpose()?;
     let fleet = Arc::new(Fleet {
         ingest,
         ca_sha256: ca.sha256(),
@@ -244,6 +251,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         started_at: fleet::now(),
         pumping: Default::default(),
         channels,
+        web_token,
         notify_wake: Default::default(),
         cfg: cfg.clone(),
     });

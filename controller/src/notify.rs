@@ -290,7 +290,7 @@ impl ChannelConfig {
 }
 
 /// A secret's file: its first line, trimmed; refused if others may read it.
-fn read_secret_file(path: &Path) -> anyhow::Result<String> {
+pub fn read_secret_file(path: &Path) -> anyhow::Result<String> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     anyhow::ensure!(

@@ -1,6 +1,9 @@
-//! The status page (MON-1, first cut): `/` (HTML), `/api/status` (JSON),
-//! `/metrics` (Prometheus text) and `/healthz`. Binds 127.0.0.1 by default;
-//! it shows names, sizes and states, never a secret.
+//! The web listener: the dashboard (`/`, `/domain/AGENT/DOMAIN`, see
+//! [`crate::dashboard`]), `/api/status` (JSON), `/metrics` (Prometheus text)
+//! and `/healthz`. Binds 127.0.0.1 by default; bound beyond loopback it
+//! needs `web_token_file`, and every path but `/healthz` asks for that
+//! token (`Authorization: Bearer`, or once as `?token=`, kept in a cookie).
+//! It shows names, sizes and states, never a secret.
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
@@ -20,10 +23,71 @@ use crate::strategy::Activity;
 pub fn router(fleet: Arc<Fleet>) -> Router {
     Router::new()
         .route("/", get(page))
+        .route("/domain/{agent}/{domain}", get(domain_page))
         .route("/api/status", get(api_status))
         .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            fleet.clone(),
+            require_token,
+        ))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(fleet)
+}
+
+/// With `web_token_file`, every page asks for its token: a Bearer header
+/// (Prometheus' `authorization`), a cookie set by a first `?token=` visit.
+async fn require_token(
+    State(f): State<Arc<Fleet>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let Some(want) = f.web_token.as_deref() else {
+        return next.run(req).await;
+    };
+    let same = |got: &str| {
+        let (a, b) = (got.as_bytes(), want.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    };
+    let headers = req.headers();
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let cookie = headers
+        .get(header::COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|c| {
+            c.split(';')
+                .find_map(|kv| kv.trim().strip_prefix("cairn_token="))
+        });
+    if bearer.is_some_and(same) || cookie.is_some_and(same) {
+        return next.run(req).await;
+    }
+    let query = req.uri().query().unwrap_or("");
+    if query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("token="))
+        .is_some_and(same)
+    {
+        // Set once, then the address bar loses the token.
+        return (
+            axum::http::StatusCode::SEE_OTHER,
+            [
+                (header::LOCATION, req.uri().path().to_string()),
+                (
+                    header::SET_COOKIE,
+                    format!("cairn_token={want}; HttpOnly; SameSite=Strict; Path=/"),
+                ),
+            ],
+        )
+            .into_response();
+    }
+    (
+        axum::http::StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        "the token of web_token_file is required\n",
+    )
+        .into_response()
 }
 
 #[derive(Serialize)]
@@ -135,76 +199,145 @@ async fn api_status(State(f): State<Arc<Fleet>>) -> Json<Status> {
     )
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+async fn page(State(f): State<Arc<Fleet>>) -> Result<Html<String>, WebError> {
+    let html = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+        let now = now();
+        let agents = f.catalog.agents()?;
+        let online: std::collections::HashSet<String> =
+            f.sessions.lock().unwrap().keys().cloned().collect();
+        let domains = f.catalog.domains()?;
+        let snapshots = f.catalog.snapshots(None)?;
+        let jobs = f.catalog.jobs()?;
+        let intervals = crate::scheduler::intervals(&f, now)?;
+        let health = crate::health::of_fleet(&domains, &snapshots, &jobs, &intervals, now);
+        let running: Vec<_> = jobs
+            .into_iter()
+            .filter(|j| j.state == JobState::Running)
+            .collect();
+        let upcoming = crate::scheduler::upcoming(&f, now, 86_400)?;
+        Ok(crate::dashboard::fleet_page(&crate::dashboard::Fleet {
+            now,
+            agents: &agents,
+            online: &online,
+            domains: &domains,
+            health: &health,
+            alerts: &f.catalog.alerts()?,
+            running: &running,
+            upcoming: &upcoming,
+            snapshots: &snapshots,
+            stored_bytes: stored_bytes(&f),
+        }))
+    })
+    .await
+    .map_err(|e| WebError(e.to_string()))??;
+    Ok(Html(html))
 }
 
-fn ago(t: i64) -> String {
-    let d = (now() - t).max(0);
-    match d {
-        0..=59 => format!("{d}s ago"),
-        60..=3599 => format!("{}m ago", d / 60),
-        3600..=86399 => format!("{}h ago", d / 3600),
-        _ => format!("{}d ago", d / 86400),
+async fn domain_page(
+    State(f): State<Arc<Fleet>>,
+    axum::extract::Path((agent, domain)): axum::extract::Path<(String, String)>,
+) -> Result<Html<String>, WebError> {
+    let html = tokio::task::spawn_blocking(move || -> anyhow::Result<Option<String>> {
+        let now = now();
+        let Some(record) = f
+            .catalog
+            .domains()?
+            .into_iter()
+            .find(|d| d.agent_id == agent && d.name == domain)
+        else {
+            return Ok(None);
+        };
+        let mut snapshots: Vec<_> = f
+            .catalog
+            .snapshots(Some(&domain))?
+            .into_iter()
+            .filter(|s| s.agent_id == agent)
+            .collect();
+        snapshots.sort_by_key(|s| s.time);
+        let mut jobs: Vec<_> = f
+            .catalog
+            .jobs()?
+            .into_iter()
+            .filter(|j| j.agent_id == agent && j.domain == domain)
+            .collect();
+        jobs.sort_by_key(|j| std::cmp::Reverse((j.created_at, j.id.clone())));
+        let intervals = crate::scheduler::intervals(&f, now)?;
+        let health = crate::health::of_fleet(
+            std::slice::from_ref(&record),
+            &snapshots,
+            &jobs,
+            &intervals,
+            now,
+        );
+        let Some(health) = health.first() else {
+            return Ok(None);
+        };
+        let mut alerts: Vec<_> = f
+            .catalog
+            .alerts()?
+            .into_iter()
+            .filter(|a| a.agent_id == agent && (a.domain == domain || a.domain.is_empty()))
+            .collect();
+        alerts.sort_by_key(|a| {
+            (
+                a.state != crate::alerts::AlertState::Firing,
+                std::cmp::Reverse(a.fired_at),
+            )
+        });
+        let snaps: Vec<_> = snapshots.iter().collect();
+        let jobs: Vec<_> = jobs.iter().collect();
+        let alerts: Vec<_> = alerts.iter().collect();
+        Ok(Some(crate::dashboard::domain_page(
+            &crate::dashboard::Domain {
+                now,
+                record: &record,
+                health,
+                snapshots: &snaps,
+                jobs: &jobs,
+                alerts: &alerts,
+            },
+        )))
+    })
+    .await
+    .map_err(|e| WebError(e.to_string()))??;
+    html.map(Html).ok_or_else(WebError::not_found)
+}
+
+/// A page that could not be built: 500 with the cause, logged once.
+struct WebError(String);
+
+impl WebError {
+    fn not_found() -> WebError {
+        WebError(String::new())
     }
 }
 
-async fn page(State(f): State<Arc<Fleet>>) -> Html<String> {
-    let s = tokio::task::spawn_blocking(move || status(&f))
-        .await
-        .expect("status task");
-    let mut h = String::from(
-        "<!doctype html><html><head><meta charset=utf-8><meta http-equiv=refresh content=5>\
-         <title>Cairn fleet</title><style>body{font:14px system-ui;margin:2em}\
-         table{border-collapse:collapse;margin-bottom:2em}td,th{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left}\
-         .on{color:#080}.off{color:#b00}progress{width:12em}</style></head><body><h1>Cairn fleet</h1>",
-    );
-    let online = s.agents.iter().filter(|a| a.online).count();
-    let _ = write!(h, "<h2>Agents ({online} of {} online)</h2><table><tr><th>agent</th><th>host</th><th>state</th><th>last seen</th></tr>", s.agents.len());
-    for a in &s.agents {
-        let _ = write!(
-            h,
-            "<tr><td>{}</td><td>{}</td><td class={}>{}</td><td>{}</td></tr>",
-            esc(&a.id),
-            esc(&a.hostname),
-            if a.online { "on" } else { "off" },
-            if a.online { "online" } else { "offline" },
-            ago(a.last_seen)
-        );
+impl From<anyhow::Error> for WebError {
+    fn from(e: anyhow::Error) -> Self {
+        tracing::error!(error = %e, "rendering a page");
+        WebError(format!("{e:#}"))
     }
-    h.push_str("</table><h2>Domains</h2><table><tr><th>domain</th><th>agent</th><th>type</th><th>size</th><th>activity</th><th>strategy</th><th>last backup</th></tr>");
-    for d in &s.domains {
-        let _ = write!(
-            h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1} MB</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&d.name),
-            esc(&d.agent),
-            esc(&d.site_type),
-            d.size_bytes as f64 / 1e6,
-            esc(&d.activity),
-            esc(&d.strategy),
-            d.last_backup.map(ago).unwrap_or_else(|| "never".into())
-        );
+}
+
+impl IntoResponse for WebError {
+    fn into_response(self) -> axum::response::Response {
+        if self.0.is_empty() {
+            (axum::http::StatusCode::NOT_FOUND, "no such domain\n").into_response()
+        } else {
+            (axum::http::StatusCode::INTERNAL_SERVER_ERROR, self.0).into_response()
+        }
     }
-    h.push_str("</table><h2>Running jobs</h2><table><tr><th>job</th><th>kind</th><th>domain</th><th>step</th><th>progress</th></tr>");
-    for j in &s.running_jobs {
-        let _ = write!(
-            h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><progress max={} value={}></progress> {} files</td></tr>",
-            esc(&j.id),
-            esc(&j.kind),
-            esc(&j.domain),
-            esc(&j.step),
-            j.total_bytes.max(1),
-            j.bytes,
-            j.files
-        );
-    }
-    h.push_str("</table></body></html>");
-    Html(h)
+}
+
+/// Bytes of blobs the repository's index holds.
+fn stored_bytes(f: &Fleet) -> u64 {
+    f.repo
+        .index()
+        .packs()
+        .values()
+        .flatten()
+        .map(|e| u64::from(e.length))
+        .sum()
 }
 
 async fn metrics(State(f): State<Arc<Fleet>>) -> impl IntoResponse {
@@ -386,14 +519,7 @@ fn render_metrics(f: &Fleet) -> String {
     for (band, n) in crate::health::distribution(&health) {
         let _ = writeln!(out, "cairn_fleet_domains{{health=\"{band}\"}} {n}");
     }
-    let stored: u64 = f
-        .repo
-        .index()
-        .packs()
-        .values()
-        .flatten()
-        .map(|e| u64::from(e.length))
-        .sum();
+    let stored = stored_bytes(f);
     let _ = writeln!(out, "# HELP cairn_repository_stored_bytes Bytes of blobs the repository's index holds (compressed, encrypted).\n# TYPE cairn_repository_stored_bytes gauge\ncairn_repository_stored_bytes {stored}");
     let _ = writeln!(out, "# HELP cairn_snapshots Snapshots in the catalog.\n# TYPE cairn_snapshots gauge\ncairn_snapshots {}", f.catalog.snapshots(None).map(|s| s.len()).unwrap_or(0));
     let _ = writeln!(out, "# HELP process_start_time_seconds Start time of the process since the Unix epoch.\n# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds {}", f.started_at);

@@ -5,6 +5,7 @@ mod access;
 mod alerts;
 mod cluster;
 mod crash;
+mod dashboard;
 mod db;
 mod fleet;
 mod fleet_db;

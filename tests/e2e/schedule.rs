@@ -97,10 +97,10 @@ fn wire_database(site: &Path, maria: &dbserver::MariaDb) -> (String, String) {
 }
 
 /// The fleet, its clock, and what each site held on each simulated day.
-struct Sim {
-    c: Cluster,
-    clock: PathBuf,
-    now: i64,
+pub(crate) struct Sim {
+    pub(crate) c: Cluster,
+    pub(crate) clock: PathBuf,
+    pub(crate) now: i64,
 }
 
 impl Sim {
@@ -110,7 +110,7 @@ impl Sim {
 
     /// Moves the controller's clock to `t` and waits until the scheduler
     /// acted on it and every job it could start has ended.
-    fn step(&mut self, t: i64) {
+    pub(crate) fn step(&mut self, t: i64) {
         assert!(t >= self.now, "the clock only moves forward");
         let tmp = self.clock.with_extension("tmp");
         fs::write(&tmp, t.to_string()).unwrap();
