@@ -528,6 +528,34 @@ fn render_metrics(f: &Fleet) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// Every metric the Grafana dashboard in deploy/ queries is one this
+    /// controller exports.
+    #[test]
+    fn the_grafana_dashboard_queries_exported_metrics() {
+        let dash = include_str!("../../deploy/grafana-dashboard.json");
+        let src = include_str!("web.rs");
+        let v: serde_json::Value = serde_json::from_str(dash).unwrap();
+        let mut n = 0;
+        for p in v["panels"].as_array().unwrap() {
+            for t in p["targets"].as_array().unwrap() {
+                let expr = t["expr"].as_str().unwrap();
+                for name in expr
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .filter(|w| w.starts_with("cairn_"))
+                {
+                    n += 1;
+                    assert!(
+                        src.contains(&format!("# HELP {name} "))
+                            || src.contains(&format!("(\"{name}\"")),
+                        "{name} (panel {}) is not exported",
+                        p["title"]
+                    );
+                }
+            }
+        }
+        assert!(n >= 15, "{n}");
+    }
+
     #[test]
     fn label_values_are_escaped() {
         assert_eq!(super::label("shop.test"), "shop.test");
