@@ -83,7 +83,18 @@ pub const RULES: &[(&str, &str)] = &[
         "backup_overdue",
         "no successful backup within 1.5× the domain's schedule interval",
     ),
+    (
+        "snapshot_shrunk",
+        "a domain's newest file backup holds under half the bytes of the one before (deleted or defaced site?)",
+    ),
+    (
+        "snapshot_grew",
+        "a domain's newest file backup holds over 3× the bytes of the one before (dumped archives, a runaway log?)",
+    ),
 ];
+
+/// Snapshots smaller than this are too small for size alerts to mean much.
+const SIZE_ALERT_FLOOR: u64 = 1_000_000;
 
 /// What the rules read.
 pub struct Inputs<'a> {
@@ -182,6 +193,41 @@ pub fn evaluate(i: &Inputs) -> Vec<Finding> {
                 ),
             });
         }
+    }
+    // Sudden size changes between a domain's two newest file snapshots.
+    let mut files: HashMap<(&str, &str), Vec<&SnapshotRecord>> = HashMap::new();
+    for s in i.snapshots.iter().filter(|s| s.content != "database") {
+        if live.contains(s.agent_id.as_str()) {
+            files.entry((&s.agent_id, &s.domain)).or_default().push(s);
+        }
+    }
+    for ((agent, domain), mut snaps) in files {
+        if snaps.len() < 2 {
+            continue;
+        }
+        snaps.sort_by_key(|s| (s.time, s.id.clone()));
+        let (prev, last) = (snaps[snaps.len() - 2], snaps[snaps.len() - 1]);
+        let (a, b) = (prev.total_bytes, last.total_bytes);
+        let size = |n: u64| bytesize::ByteSize(n).display().si().to_string();
+        let rule = if a >= SIZE_ALERT_FLOOR && b < a / 2 {
+            "snapshot_shrunk"
+        } else if b >= SIZE_ALERT_FLOOR && b > a.saturating_mul(3) {
+            "snapshot_grew"
+        } else {
+            continue;
+        };
+        out.push(Finding {
+            rule,
+            agent_id: agent.into(),
+            domain: domain.into(),
+            message: format!(
+                "{domain} on {agent}: snapshot {} holds {}, the one before {} ({:+.0}%)",
+                &last.id[..last.id.len().min(8)],
+                size(b),
+                size(a),
+                (b as f64 - a as f64) * 100.0 / (a.max(1) as f64)
+            ),
+        });
     }
     out.sort_by_key(Finding::key);
     out
@@ -378,6 +424,50 @@ mod tests {
             failed.message.contains("Access denied"),
             "{}",
             failed.message
+        );
+    }
+
+    #[test]
+    fn a_sudden_drop_or_jump_in_size_is_told() {
+        let agents = [agent("a1", 1_000)];
+        let online = HashSet::from(["a1".to_string()]);
+        let sized = |d: &str, t: i64, bytes: u64| SnapshotRecord {
+            total_bytes: bytes,
+            ..snap(d, t)
+        };
+        let snaps = [
+            sized("hacked.test", 100, 80_000_000),
+            sized("hacked.test", 200, 30_000_000),
+            sized("ok.test", 100, 80_000_000),
+            sized("ok.test", 200, 70_000_000),
+            sized("logs.test", 100, 2_000_000),
+            sized("logs.test", 200, 9_000_000),
+            // Tiny sites swing without meaning anything.
+            sized("tiny.test", 100, 900_000),
+            sized("tiny.test", 200, 100),
+        ];
+        let i = Inputs {
+            now: 300,
+            agents: &agents,
+            online: &online,
+            jobs: &[],
+            snapshots: &snaps,
+            intervals: &HashMap::new(),
+            agent_offline_after: 900,
+        };
+        assert_eq!(
+            rules(&i),
+            [
+                ("snapshot_grew".into(), "logs.test".into()),
+                ("snapshot_shrunk".into(), "hacked.test".into()),
+            ]
+        );
+        let f = evaluate(&i);
+        assert!(
+            f[1].message
+                .contains("30.0 MB, the one before 80.0 MB (-62%)"),
+            "{}",
+            f[1].message
         );
     }
 
