@@ -134,16 +134,20 @@ impl Sim {
         .unwrap();
     }
 
-    /// No job running, none that could start now, no maintenance running.
+    /// No job running, none that could start now, no maintenance running,
+    /// all read from one scrape: read one by one, a job started between two
+    /// reads would be in neither.
     fn settle(&self) {
         eventually("the fleet is idle", Duration::from_secs(300), || {
-            let idle = [
-                "cairn_maintenance_running",
-                "cairn_jobs_running",
-                "cairn_jobs_startable",
-            ]
-            .iter()
-            .all(|m| self.metric(m) == 0.0);
+            let idle = self
+                .c
+                .metrics(&[
+                    "cairn_maintenance_running",
+                    "cairn_jobs_running",
+                    "cairn_jobs_startable",
+                ])
+                .iter()
+                .all(|v| *v == 0.0);
             idle.then_some(())
         })
         .unwrap();

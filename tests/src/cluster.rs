@@ -366,10 +366,20 @@ impl Cluster {
 
     /// One value of /metrics.
     pub fn metric(&self, name: &str) -> f64 {
+        self.metrics(&[name])[0]
+    }
+
+    /// Several metrics from one scrape, so they describe one instant.
+    pub fn metrics(&self, names: &[&str]) -> Vec<f64> {
         let body = http_get(&format!("{}/metrics", self.web_url()));
-        body.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("metric {name} not in:\n{body}"))
+        names
+            .iter()
+            .map(|name| {
+                body.lines()
+                    .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+                    .unwrap_or_else(|| panic!("metric {name} not in:\n{body}"))
+            })
+            .collect()
     }
 
     pub fn env(&self) -> &[(String, String)] {
