@@ -150,6 +150,8 @@ pub struct Fleet<'a> {
     pub upcoming: &'a [Upcoming],
     pub snapshots: &'a [SnapshotRecord],
     pub stored_bytes: u64,
+    /// (agent, domain) → the controller's strategy for it.
+    pub strategies: &'a HashMap<(String, String), String>,
 }
 
 pub fn fleet_page(v: &Fleet) -> String {
@@ -228,17 +230,24 @@ pub fn fleet_page(v: &Fleet) -> String {
     worst.sort_by_key(|d| (d.health.score, d.domain.clone()));
     let _ = write!(
         b,
-        "<section id=domains><h2>Domains ({}), worst first</h2><table><tr><th>health</th><th>domain</th><th>agent</th><th>RPO</th><th>RTO</th><th>size</th><th>dedup</th></tr>",
+        "<section id=domains><h2>Domains ({}), worst first</h2><table><tr><th>health</th><th>domain</th><th>agent</th><th>RPO</th><th>RTO</th><th>size</th><th>dedup</th><th>type</th><th>activity</th><th>strategy</th></tr>",
         worst.len()
     );
     for d in &worst {
         let h = &d.health;
-        let size = by_key
-            .get(&(d.agent.as_str(), d.domain.as_str()))
-            .map_or(0, |r| r.size_bytes);
+        let rec = by_key.get(&(d.agent.as_str(), d.domain.as_str()));
+        let size = rec.map_or(0, |r| r.size_bytes);
+        let site_type = rec.map_or("", |r| r.site_type.as_str());
+        let activity = rec.map_or("", |r| {
+            crate::strategy::Activity::of(r.analysis.as_ref().map_or(0, |a| a.changes_24h)).as_str()
+        });
+        let strategy = v
+            .strategies
+            .get(&(d.agent.clone(), d.domain.clone()))
+            .map_or("", String::as_str);
         let _ = write!(
             b,
-            "<tr class=domain><td><span class=\"badge {}\">{}</span></td><td><a href=\"/domain/{}/{}\">{}</a></td><td>{}</td><td class={}>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr class=domain><td><span class=\"badge {}\">{}</span></td><td><a href=\"/domain/{}/{}\">{}</a></td><td>{}</td><td class={}>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             h.band,
             h.score,
             seg(&d.agent),
@@ -255,7 +264,10 @@ pub fn fleet_page(v: &Fleet) -> String {
             bytes(size),
             h.dedup_ratio
                 .map(|r| format!("{r:.1}×"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            esc(site_type),
+            activity,
+            esc(strategy)
         );
     }
     b.push_str("</table></section>");

@@ -215,6 +215,12 @@ async fn page(State(f): State<Arc<Fleet>>) -> Result<Html<String>, WebError> {
             .filter(|j| j.state == JobState::Running)
             .collect();
         let upcoming = crate::scheduler::upcoming(&f, now, 86_400)?;
+        let mut strategies = std::collections::HashMap::new();
+        for d in &domains {
+            if let Some(p) = f.catalog.plan(&d.agent_id, &d.name)? {
+                strategies.insert((d.agent_id.clone(), d.name.clone()), p.strategy);
+            }
+        }
         Ok(crate::dashboard::fleet_page(&crate::dashboard::Fleet {
             now,
             agents: &agents,
@@ -226,6 +232,7 @@ async fn page(State(f): State<Arc<Fleet>>) -> Result<Html<String>, WebError> {
             upcoming: &upcoming,
             snapshots: &snapshots,
             stored_bytes: stored_bytes(&f),
+            strategies: &strategies,
         }))
     })
     .await
