@@ -9,7 +9,8 @@ use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{AgentRecord, JobRecord, JobState, SnapshotRecord};
+use crate::catalog::{AgentRecord, JobRecord, JobState};
+use crate::summary::Summaries;
 
 /// What a rule found about one subject.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,8 +103,10 @@ pub struct Inputs<'a> {
     pub agents: &'a [AgentRecord],
     /// Agents with a session now.
     pub online: &'a HashSet<String>,
-    pub jobs: &'a [JobRecord],
-    pub snapshots: &'a [SnapshotRecord],
+    /// Each domain's snapshots and ended jobs, summed.
+    pub summaries: &'a Summaries,
+    /// Jobs queued or running.
+    pub open: &'a [JobRecord],
     /// (agent, domain) → seconds between two of its scheduled runs (the
     /// shortest of its kinds).
     pub intervals: &'a HashMap<(String, String), i64>,
@@ -136,28 +139,37 @@ pub fn evaluate(i: &Inputs) -> Vec<Finding> {
         .filter(|a| !a.revoked)
         .map(|a| a.id.as_str())
         .collect();
-    // The newest job of each (agent, domain, what) decides; a job still
-    // queued or running (a retry, say) means it is not decided yet.
-    let mut newest: HashMap<(&str, &str, &'static str), &JobRecord> = HashMap::new();
-    for j in i.jobs.iter().filter(|j| live.contains(j.agent_id.as_str())) {
-        let what = match (j.kind.as_str(), j.spec.content.as_str(), j.spec.test) {
-            ("backup", "database", _) => "dump_failed",
-            ("backup", _, _) => "backup_failed",
-            ("restore", _, true) => "verify_failed",
-            _ => continue,
-        };
-        let slot = newest.entry((&j.agent_id, &j.domain, what)).or_insert(j);
-        if (j.created_at, &j.id) > (slot.created_at, &slot.id) {
-            *slot = j;
+    // The newest ended job of each (agent, domain, what) decides, unless
+    // one queued or running after it (a retry, say) has yet to.
+    let mut pending: HashMap<(&str, &str, &str), (i64, &str)> = HashMap::new();
+    for j in i.open {
+        if let Some(what) = crate::summary::subject(j) {
+            let slot = pending
+                .entry((&j.agent_id, &j.domain, what))
+                .or_insert((j.created_at, &j.id));
+            *slot = (*slot).max((j.created_at, &j.id));
         }
     }
-    for ((agent, domain, rule), j) in newest {
-        if j.state == JobState::Failed {
+    let mut domains: Vec<_> = i
+        .summaries
+        .domains
+        .iter()
+        .filter(|((agent, _), _)| live.contains(agent.as_str()))
+        .collect();
+    domains.sort_by(|a, b| a.0.cmp(b.0));
+    for ((agent, domain), sum) in &domains {
+        for (rule, j) in &sum.last_ended {
+            let decided = pending
+                .get(&(agent.as_str(), domain.as_str(), *rule))
+                .is_none_or(|p| *p < (j.created_at, j.id.as_str()));
+            if j.state != JobState::Failed || !decided {
+                continue;
+            }
             let when = j.finished_at.unwrap_or(j.created_at);
             out.push(Finding {
                 rule,
-                agent_id: agent.into(),
-                domain: domain.into(),
+                agent_id: agent.clone(),
+                domain: domain.clone(),
                 message: format!(
                     "{domain} on {agent}: job {} failed {} ago: {}",
                     j.id,
@@ -167,17 +179,12 @@ pub fn evaluate(i: &Inputs) -> Vec<Finding> {
             });
         }
     }
-    let mut last_ok: HashMap<(&str, &str), i64> = HashMap::new();
-    for s in i.snapshots {
-        let t = last_ok.entry((&s.agent_id, &s.domain)).or_insert(s.time);
-        *t = (*t).max(s.time);
-    }
     for ((agent, domain), interval) in i.intervals {
         if !live.contains(agent.as_str()) || *interval <= 0 {
             continue;
         }
         // A domain never backed up is the failure rules' business.
-        let Some(last) = last_ok.get(&(agent.as_str(), domain.as_str())) else {
+        let Some(last) = i.summaries.get(agent, domain).and_then(|s| s.newest_time()) else {
             continue;
         };
         let limit = interval + interval / 2;
@@ -195,18 +202,10 @@ pub fn evaluate(i: &Inputs) -> Vec<Finding> {
         }
     }
     // Sudden size changes between a domain's two newest file snapshots.
-    let mut files: HashMap<(&str, &str), Vec<&SnapshotRecord>> = HashMap::new();
-    for s in i.snapshots.iter().filter(|s| s.content != "database") {
-        if live.contains(s.agent_id.as_str()) {
-            files.entry((&s.agent_id, &s.domain)).or_default().push(s);
-        }
-    }
-    for ((agent, domain), mut snaps) in files {
-        if snaps.len() < 2 {
+    for ((agent, domain), sum) in &domains {
+        let Some([last, prev]) = sum.newest.get("files").map(Vec::as_slice) else {
             continue;
-        }
-        snaps.sort_by_key(|s| (s.time, s.id.clone()));
-        let (prev, last) = (snaps[snaps.len() - 2], snaps[snaps.len() - 1]);
+        };
         let (a, b) = (prev.total_bytes, last.total_bytes);
         let size = |n: u64| bytesize::ByteSize(n).display().si().to_string();
         let rule = if a >= SIZE_ALERT_FLOOR && b < a / 2 {
@@ -218,8 +217,8 @@ pub fn evaluate(i: &Inputs) -> Vec<Finding> {
         };
         out.push(Finding {
             rule,
-            agent_id: agent.into(),
-            domain: domain.into(),
+            agent_id: agent.clone(),
+            domain: domain.clone(),
             message: format!(
                 "{domain} on {agent}: snapshot {} holds {}, the one before {} ({:+.0}%)",
                 &last.id[..last.id.len().min(8)],
@@ -302,7 +301,17 @@ pub fn words(secs: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::JobSpec;
+    use crate::catalog::{JobSpec, SnapshotRecord};
+
+    /// The rules' view of these records, as the catalog keeps it.
+    fn kept(snaps: &[SnapshotRecord], jobs: &[JobRecord]) -> (Summaries, Vec<JobRecord>) {
+        let open = jobs
+            .iter()
+            .filter(|j| !j.state.is_final())
+            .cloned()
+            .collect();
+        (Summaries::of(snaps, jobs), open)
+    }
 
     fn agent(id: &str, last_seen: i64) -> AgentRecord {
         AgentRecord {
@@ -387,12 +396,13 @@ mod tests {
             (("a1".to_string(), "x.test".to_string()), 3_600),
             (("a1".to_string(), "y.test".to_string()), 3_600),
         ]);
+        let (summaries, open) = kept(&snaps, &jobs);
         let mut i = Inputs {
             now: 2_000,
             agents: &agents,
             online: &online,
-            jobs: &jobs,
-            snapshots: &snaps,
+            summaries: &summaries,
+            open: &open,
             intervals: &intervals,
             agent_offline_after: 900,
         };
@@ -446,12 +456,13 @@ mod tests {
             sized("tiny.test", 100, 900_000),
             sized("tiny.test", 200, 100),
         ];
+        let (summaries, open) = kept(&snaps, &[]);
         let i = Inputs {
             now: 300,
             agents: &agents,
             online: &online,
-            jobs: &[],
-            snapshots: &snaps,
+            summaries: &summaries,
+            open: &open,
             intervals: &HashMap::new(),
             agent_offline_after: 900,
         };

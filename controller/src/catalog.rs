@@ -324,6 +324,9 @@ pub struct Catalog {
     users: sled::Tree,
     /// Single values: `audit_head` (the audit log's newest entry).
     meta: sled::Tree,
+    /// Sums of the snapshots and ended jobs, rebuilt at open; changed under
+    /// its write lock together with the records it sums.
+    summaries: std::sync::RwLock<crate::summary::Summaries>,
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -396,6 +399,7 @@ impl Catalog {
             outbox: db.open_tree("outbox")?,
             users: db.open_tree("users")?,
             meta: db.open_tree("meta")?,
+            summaries: Default::default(),
             db,
         };
         let now = crate::clock::now();
@@ -414,7 +418,14 @@ impl Catalog {
                 )?;
             }
         }
+        *c.summaries.write().unwrap() =
+            crate::summary::Summaries::of(&c.snapshots(None)?, &c.jobs()?);
         Ok(c)
+    }
+
+    /// Reads the per-domain summaries (see [`crate::summary`]).
+    pub fn with_summaries<R>(&self, f: impl FnOnce(&crate::summary::Summaries) -> R) -> R {
+        f(&self.summaries.read().unwrap())
     }
 
     /// Makes everything written so far durable.
@@ -540,14 +551,24 @@ impl Catalog {
     }
 
     pub fn add_snapshot(&self, s: &SnapshotRecord) -> Result<()> {
-        self.snapshots
-            .insert(format!("{}\0{}", s.domain, s.id).as_bytes(), encode(s))?;
+        let mut sums = self.summaries.write().unwrap();
+        let key = format!("{}\0{}", s.domain, s.id);
+        if let Some(old) = self.snapshots.insert(key.as_bytes(), encode(s))? {
+            // Stored again: take the old one's sums out first.
+            let old: SnapshotRecord = decode(key.as_bytes(), &old)?;
+            sums.snapshot_removed(&old, &self.snapshots(Some(&s.domain))?);
+        }
+        sums.snapshot_added(s);
         Ok(())
     }
 
     pub fn remove_snapshot(&self, s: &SnapshotRecord) -> Result<()> {
-        self.snapshots
-            .remove(format!("{}\0{}", s.domain, s.id).as_bytes())?;
+        let mut sums = self.summaries.write().unwrap();
+        let key = format!("{}\0{}", s.domain, s.id);
+        if let Some(old) = self.snapshots.remove(key.as_bytes())? {
+            let old: SnapshotRecord = decode(key.as_bytes(), &old)?;
+            sums.snapshot_removed(&old, &self.snapshots(Some(&s.domain))?);
+        }
         Ok(())
     }
 
@@ -858,6 +879,7 @@ impl Catalog {
         now: i64,
     ) -> Result<JobRecord> {
         let retry_id = format!("j{:08}", self.db.generate_id()?);
+        let mut sums = self.summaries.write().unwrap();
         let job = (&self.jobs, &self.open_jobs)
             .transaction(|(jobs, open)| {
                 let v = jobs.get(id.as_bytes())?.ok_or_else(|| {
@@ -909,6 +931,8 @@ impl Catalog {
                 Ok(j)
             })
             .map_err(tx_error)?;
+        sums.job_ended(&job);
+        drop(sums);
         self.flush()?;
         Ok(job)
     }
@@ -1145,6 +1169,23 @@ mod tests {
         assert_eq!(r.state, JobState::Failed);
         assert!(r.error.unwrap().contains("restarted"));
         assert_eq!(c.job(&done).unwrap().snapshot_id.as_deref(), Some("s1"));
+
+        // The summaries are rebuilt from what was stored, the job the
+        // restart failed included, and follow a forget.
+        c.with_summaries(|s| {
+            let x = s.get("a1", "x.test").unwrap();
+            assert_eq!(x.last_good_backup.as_ref().unwrap().id, done);
+            assert_eq!((x.snapshots, x.newest_time()), (1, Some(5)));
+            assert_eq!(s.get("a1", "y.test").unwrap().failure_streak, 1);
+            assert_eq!(s.snapshots, 1);
+        });
+        let s1 = c.snapshots(Some("x.test")).unwrap().remove(0);
+        c.remove_snapshot(&s1).unwrap();
+        c.with_summaries(|s| {
+            let x = s.get("a1", "x.test").unwrap();
+            assert_eq!((x.snapshots, x.newest_time()), (0, None));
+            assert_eq!(s.snapshots, 0);
+        });
     }
 
     /// SPEC SCH-3: a failed run with retries left queues exactly one retry

@@ -148,7 +148,8 @@ pub struct Fleet<'a> {
     pub alerts: &'a [AlertRecord],
     pub running: &'a [JobRecord],
     pub upcoming: &'a [Upcoming],
-    pub snapshots: &'a [SnapshotRecord],
+    /// Bytes newly stored, by UTC day.
+    pub stored_per_day: &'a BTreeMap<i64, u64>,
     pub stored_bytes: u64,
     /// (agent, domain) → the controller's strategy for it.
     pub strategies: &'a HashMap<(String, String), String>,
@@ -313,14 +314,12 @@ pub fn fleet_page(v: &Fleet) -> String {
     b.push_str("</table></section>");
 
     // Storage growth: bytes newly stored per day, the last 30 days.
-    let mut per_day: BTreeMap<i64, f64> = BTreeMap::new();
     let from = v.now - 30 * 86_400;
-    for s in v.snapshots.iter().filter(|s| s.time >= from) {
-        *per_day
-            .entry(s.time - s.time.rem_euclid(86_400))
-            .or_default() += s.stored_bytes as f64;
-    }
-    let points: Vec<(i64, f64)> = per_day.into_iter().collect();
+    let points: Vec<(i64, f64)> = v
+        .stored_per_day
+        .range(from - from.rem_euclid(86_400)..)
+        .map(|(day, n)| (*day, *n as f64))
+        .collect();
     let _ = write!(
         b,
         "<section id=storage><h2>Storage growth: bytes stored per day</h2>{}</section>",

@@ -13,7 +13,8 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::catalog::{DomainRecord, JobRecord, JobState, SnapshotRecord};
+use crate::catalog::{DomainRecord, JobState};
+use crate::summary::{DomainSummary, Summaries};
 
 /// A test restore this recent counts in full; up to 30 days, partly.
 const VERIFIED_FRESH: i64 = 8 * 86_400;
@@ -22,17 +23,13 @@ const VERIFIED_STALE: i64 = 30 * 86_400;
 const DEFAULT_INTERVAL: i64 = 86_400;
 
 /// What the catalog knows of one domain.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Facts<'a> {
     pub domain: Option<&'a DomainRecord>,
     /// Seconds between two scheduled runs (0: none known).
     pub interval: i64,
-    /// Its snapshots, any order.
-    pub snapshots: Vec<&'a SnapshotRecord>,
-    /// Its ended backup jobs, newest first.
-    pub backups: Vec<&'a JobRecord>,
-    /// Its ended test restores, newest first.
-    pub tests: Vec<&'a JobRecord>,
+    /// Its snapshots and ended jobs, summed.
+    pub summary: &'a DomainSummary,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -67,18 +64,15 @@ pub fn band(score: u32) -> &'static str {
     }
 }
 
-fn duration(j: &JobRecord) -> Option<i64> {
-    Some(j.finished_at? - j.started_at?).filter(|d| *d >= 0)
-}
-
 pub fn assess(f: &Facts, now: i64) -> Health {
+    let sum = f.summary;
     let interval = if f.interval > 0 {
         f.interval
     } else {
         DEFAULT_INTERVAL
     };
     let target = interval + interval / 2;
-    let newest = f.snapshots.iter().map(|s| s.time).max();
+    let newest = sum.newest_time();
     let rpo = newest.map(|t| (now - t).max(0));
     let age_points = match rpo {
         None => 0,
@@ -88,12 +82,11 @@ pub fn assess(f: &Facts, now: i64) -> Health {
         Some(_) => 0,
     };
 
-    let verified = f
-        .tests
-        .iter()
-        .find(|j| j.state == JobState::Succeeded)
-        .copied();
-    let last_test_failed = f.tests.first().is_some_and(|j| j.state == JobState::Failed);
+    let verified = sum.last_good_test.as_ref();
+    let last_test_failed = sum
+        .last_test
+        .as_ref()
+        .is_some_and(|j| j.state == JobState::Failed);
     let last_verified = verified.and_then(|j| j.finished_at);
     let verify_points = match last_verified.map(|t| now - t) {
         _ if last_test_failed => 0,
@@ -102,12 +95,8 @@ pub fn assess(f: &Facts, now: i64) -> Health {
         _ => 0,
     };
 
-    let streak = f
-        .backups
-        .iter()
-        .take_while(|j| j.state == JobState::Failed)
-        .count() as u32;
-    let recent: Vec<_> = f.backups.iter().take(10).collect();
+    let streak = sum.failure_streak;
+    let recent = &sum.backups;
     let failed = recent
         .iter()
         .filter(|j| j.state == JobState::Failed)
@@ -121,15 +110,15 @@ pub fn assess(f: &Facts, now: i64) -> Health {
     };
 
     let has_db = f.domain.is_some_and(|d| !d.databases.is_empty());
-    let has_files = f.snapshots.iter().any(|s| s.content != "database");
-    let has_dump = f.snapshots.iter().any(|s| s.content == "database");
+    let has_files = sum.newest.keys().any(|c| c != "database");
+    let has_dump = sum.has("database");
     let diversity_points = match (has_files, has_dump, has_db) {
         (true, true, _) | (true, false, false) => 10,
         (true, false, true) | (false, true, _) => 5,
         _ => 0,
     };
 
-    let points = f.snapshots.len();
+    let points = sum.snapshots;
     let retention_points = match points {
         7.. => 10,
         3..=6 => 6,
@@ -137,9 +126,8 @@ pub fn assess(f: &Facts, now: i64) -> Health {
         _ => 0,
     };
 
-    let total: u64 = f.snapshots.iter().map(|s| s.total_bytes).sum();
-    let stored: u64 = f.snapshots.iter().map(|s| s.stored_bytes).sum();
-    let dedup_ratio = (stored > 0).then(|| total as f64 / stored as f64);
+    let dedup_ratio =
+        (sum.stored_bytes > 0).then(|| sum.total_bytes as f64 / sum.stored_bytes as f64);
     let compression_points = match dedup_ratio {
         Some(r) if r >= 2.0 => 5,
         Some(r) if r >= 1.25 => 3,
@@ -159,18 +147,14 @@ pub fn assess(f: &Facts, now: i64) -> Health {
 
     let size_now = f.domain.map_or(0, |d| d.size_bytes);
     let rto = verified.and_then(|j| {
-        let d = duration(j)?.max(1);
+        let d = j.duration()?.max(1);
         if j.total_bytes > 0 && size_now > 0 {
             Some((d as f64 * size_now as f64 / j.total_bytes as f64).ceil() as i64)
         } else {
             Some(d)
         }
     });
-    let last_duration = f
-        .backups
-        .iter()
-        .find(|j| j.state == JobState::Succeeded)
-        .and_then(|j| duration(j));
+    let last_duration = sum.last_good_backup.as_ref().and_then(|j| j.duration());
     Health {
         score,
         band: band(score),
@@ -195,49 +179,27 @@ pub struct DomainHealth {
     pub health: Health,
 }
 
-/// Health of every domain the catalog knows, from one read of each tree.
+/// Health of every domain the catalog knows, sorted by domain.
 pub fn of_fleet(
     domains: &[DomainRecord],
-    snapshots: &[SnapshotRecord],
-    jobs: &[JobRecord],
+    summaries: &Summaries,
     intervals: &HashMap<(String, String), i64>,
     now: i64,
 ) -> Vec<DomainHealth> {
-    let mut facts: HashMap<(&str, &str), Facts> = HashMap::new();
-    for d in domains {
-        facts.entry((&d.agent_id, &d.name)).or_default().domain = Some(d);
-    }
-    for s in snapshots {
-        if let Some(f) = facts.get_mut(&(s.agent_id.as_str(), s.domain.as_str())) {
-            f.snapshots.push(s);
-        }
-    }
-    for j in jobs.iter().filter(|j| j.state.is_final()) {
-        let Some(f) = facts.get_mut(&(j.agent_id.as_str(), j.domain.as_str())) else {
-            continue;
-        };
-        match j.kind.as_str() {
-            "backup" => f.backups.push(j),
-            "restore" if j.spec.test => f.tests.push(j),
-            _ => {}
-        }
-    }
-    let mut out: Vec<DomainHealth> = facts
-        .into_iter()
-        .map(|((agent, domain), mut f)| {
-            f.interval = intervals
-                .get(&(agent.to_string(), domain.to_string()))
-                .copied()
-                .unwrap_or(0);
-            let newest_first = |a: &&JobRecord, b: &&JobRecord| {
-                (b.finished_at, b.created_at, &b.id).cmp(&(a.finished_at, a.created_at, &a.id))
+    let none = DomainSummary::default();
+    let mut out: Vec<DomainHealth> = domains
+        .iter()
+        .map(|d| {
+            let key = (d.agent_id.clone(), d.name.clone());
+            let facts = Facts {
+                domain: Some(d),
+                interval: intervals.get(&key).copied().unwrap_or(0),
+                summary: summaries.domains.get(&key).unwrap_or(&none),
             };
-            f.backups.sort_by(newest_first);
-            f.tests.sort_by(newest_first);
             DomainHealth {
-                agent: agent.to_string(),
-                domain: domain.to_string(),
-                health: assess(&f, now),
+                health: assess(&facts, now),
+                agent: key.0,
+                domain: key.1,
             }
         })
         .collect();
@@ -248,13 +210,9 @@ pub fn of_fleet(
 /// Every domain's health now, read from the catalog.
 pub fn current(f: &crate::fleet::Fleet, now: i64) -> anyhow::Result<Vec<DomainHealth>> {
     let intervals = crate::scheduler::intervals(f, now)?;
-    Ok(of_fleet(
-        &f.catalog.domains()?,
-        &f.catalog.snapshots(None)?,
-        &f.catalog.jobs()?,
-        &intervals,
-        now,
-    ))
+    let domains = f.catalog.domains()?;
+    Ok(f.catalog
+        .with_summaries(|s| of_fleet(&domains, s, &intervals, now)))
 }
 
 /// How many domains are in each band, worst first.
@@ -271,7 +229,15 @@ pub fn distribution(all: &[DomainHealth]) -> [(&'static str, usize); 4] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::JobSpec;
+    use crate::catalog::{JobRecord, JobSpec, SnapshotRecord};
+
+    fn facts<'a>(d: &'a DomainRecord, sums: &'a Summaries) -> Facts<'a> {
+        Facts {
+            domain: Some(d),
+            interval: DAY,
+            summary: sums.get("a1", "shop.test").unwrap(),
+        }
+    }
 
     const DAY: i64 = 86_400;
 
@@ -355,14 +321,10 @@ mod tests {
             })
             .collect();
         let test = job("restore", JobState::Succeeded, now - 2 * DAY, 40, true);
-        let f = Facts {
-            domain: Some(&d),
-            interval: DAY,
-            snapshots: snaps.iter().collect(),
-            backups: backups.iter().collect(),
-            tests: vec![&test],
-        };
-        let h = assess(&f, now);
+        let mut jobs = backups.clone();
+        jobs.push(test.clone());
+        let sums = Summaries::of(&snaps, &jobs);
+        let h = assess(&facts(&d, &sums), now);
         assert_eq!((h.score, h.band), (100, "excellent"), "{:?}", h.parts);
         assert_eq!(h.rpo_seconds, Some(3600));
         assert!(h.rpo_met);
@@ -375,14 +337,8 @@ mod tests {
             .map(|i| job("backup", JobState::Failed, now - i * DAY, 5, false))
             .collect();
         let old = [snap(now - 4 * DAY, "files")];
-        let f = Facts {
-            domain: Some(&d),
-            interval: DAY,
-            snapshots: old.iter().collect(),
-            backups: failing.iter().collect(),
-            tests: vec![],
-        };
-        let h = assess(&f, now);
+        let sums = Summaries::of(&old, &failing);
+        let h = assess(&facts(&d, &sums), now);
         assert_eq!(h.band, "critical", "{:?}", h.parts);
         assert_eq!(h.failure_streak, 3);
         assert!(!h.rpo_met);
@@ -396,14 +352,11 @@ mod tests {
 
         // A failed test restore takes the verification points away.
         let bad = job("restore", JobState::Failed, now - DAY, 10, true);
-        let f = Facts {
-            domain: Some(&d),
-            interval: DAY,
-            snapshots: snaps.iter().collect(),
-            backups: backups.iter().collect(),
-            tests: vec![&bad, &test],
-        };
-        assert!(assess(&f, now).parts.contains(&("verification", 0, 25)));
+        jobs.push(bad);
+        let sums = Summaries::of(&snaps, &jobs);
+        assert!(assess(&facts(&d, &sums), now)
+            .parts
+            .contains(&("verification", 0, 25)));
     }
 
     #[test]

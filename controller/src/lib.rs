@@ -26,6 +26,7 @@ pub mod schedule;
 pub mod scheduler;
 pub mod store;
 pub mod strategy;
+pub mod summary;
 pub mod web;
 
 use std::collections::{HashMap, HashSet};

@@ -315,7 +315,6 @@ pub fn queue_verifications(f: &Fleet, now: i64) -> anyhow::Result<Vec<JobRecord>
         .filter(|j| j.spec.trigger == "verify")
         .map(|j| (j.agent_id, j.domain))
         .collect();
-    let snaps = f.catalog.snapshots(None)?;
     let mut queued = Vec::new();
     for plan in domain_plans(f)? {
         let Some(every) = &plan.effective.verify_every.value else {
@@ -352,11 +351,15 @@ pub fn queue_verifications(f: &Fleet, now: i64) -> anyhow::Result<Vec<JobRecord>
                 continue;
             }
         }
-        let Some(newest) = snaps
-            .iter()
-            .filter(|s| s.agent_id == d.agent_id && s.domain == d.name && s.content == "database")
-            .max_by_key(|s| s.time)
-        else {
+        let Some(newest) = f.catalog.with_summaries(|s| {
+            Some(
+                s.get(&d.agent_id, &d.name)?
+                    .newest
+                    .get("database")?
+                    .first()?
+                    .clone(),
+            )
+        }) else {
             continue;
         };
         let job = f.catalog.new_job(
@@ -405,17 +408,19 @@ pub fn intervals(f: &Fleet, now: i64) -> anyhow::Result<HashMap<(String, String)
 pub fn refresh_alerts(f: &Fleet, now: i64) -> anyhow::Result<()> {
     let agents = f.catalog.agents()?;
     let online: HashSet<String> = f.sessions.lock().unwrap().keys().cloned().collect();
-    let jobs = f.catalog.jobs()?;
-    let snapshots = f.catalog.snapshots(None)?;
+    let open = f.catalog.open_jobs()?;
     let intervals = intervals(f, now)?;
-    let findings = crate::alerts::evaluate(&crate::alerts::Inputs {
-        now,
-        agents: &agents,
-        online: &online,
-        jobs: &jobs,
-        snapshots: &snapshots,
-        intervals: &intervals,
-        agent_offline_after: f.cfg.alerts.agent_offline()?,
+    let agent_offline_after = f.cfg.alerts.agent_offline()?;
+    let findings = f.catalog.with_summaries(|summaries| {
+        crate::alerts::evaluate(&crate::alerts::Inputs {
+            now,
+            agents: &agents,
+            online: &online,
+            summaries,
+            open: &open,
+            intervals: &intervals,
+            agent_offline_after,
+        })
     });
     let current = f.catalog.alerts()?;
     let mut ids = Vec::new();

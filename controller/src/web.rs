@@ -132,10 +132,21 @@ struct JobStatus {
 }
 
 fn status(f: &Fleet) -> Status {
-    let mut last = std::collections::HashMap::new();
-    for s in f.catalog.snapshots(None).unwrap_or_default() {
-        last.insert(s.domain.clone(), (s.time, s.id));
-    }
+    // The newest snapshot of each domain, any content.
+    let last: std::collections::HashMap<(String, String), (i64, String)> =
+        f.catalog.with_summaries(|s| {
+            s.domains
+                .iter()
+                .filter_map(|(k, d)| {
+                    let n = d
+                        .newest
+                        .values()
+                        .filter_map(|v| v.first())
+                        .max_by_key(|s| s.time)?;
+                    Some((k.clone(), (n.time, n.id.clone())))
+                })
+                .collect()
+        });
     Status {
         agents: f
             .catalog
@@ -156,7 +167,7 @@ fn status(f: &Fleet) -> Status {
             .unwrap_or_default()
             .into_iter()
             .map(|d| {
-                let l = last.get(&d.name).cloned();
+                let l = last.get(&(d.agent_id.clone(), d.name.clone())).cloned();
                 let plan = f.catalog.plan(&d.agent_id, &d.name).ok().flatten();
                 let changes = d.analysis.as_ref().map_or(0, |a| a.changes_24h);
                 DomainStatus {
@@ -173,7 +184,7 @@ fn status(f: &Fleet) -> Status {
             .collect(),
         running_jobs: f
             .catalog
-            .jobs()
+            .open_jobs()
             .unwrap_or_default()
             .into_iter()
             .filter(|j| j.state == JobState::Running)
@@ -206,11 +217,16 @@ async fn page(State(f): State<Arc<Fleet>>) -> Result<Html<String>, WebError> {
         let online: std::collections::HashSet<String> =
             f.sessions.lock().unwrap().keys().cloned().collect();
         let domains = f.catalog.domains()?;
-        let snapshots = f.catalog.snapshots(None)?;
-        let jobs = f.catalog.jobs()?;
         let intervals = crate::scheduler::intervals(&f, now)?;
-        let health = crate::health::of_fleet(&domains, &snapshots, &jobs, &intervals, now);
-        let running: Vec<_> = jobs
+        let (health, stored_per_day) = f.catalog.with_summaries(|s| {
+            (
+                crate::health::of_fleet(&domains, s, &intervals, now),
+                s.stored_per_day.clone(),
+            )
+        });
+        let running: Vec<_> = f
+            .catalog
+            .open_jobs()?
             .into_iter()
             .filter(|j| j.state == JobState::Running)
             .collect();
@@ -230,7 +246,7 @@ async fn page(State(f): State<Arc<Fleet>>) -> Result<Html<String>, WebError> {
             alerts: &f.catalog.alerts()?,
             running: &running,
             upcoming: &upcoming,
-            snapshots: &snapshots,
+            stored_per_day: &stored_per_day,
             stored_bytes: stored_bytes(&f),
             strategies: &strategies,
         }))
@@ -261,21 +277,28 @@ async fn domain_page(
             .filter(|s| s.agent_id == agent)
             .collect();
         snapshots.sort_by_key(|s| s.time);
+        let (history, health) = {
+            let intervals = crate::scheduler::intervals(&f, now)?;
+            f.catalog.with_summaries(|s| {
+                let ids: Vec<String> = s
+                    .get(&agent, &domain)
+                    .map(|d| d.history.iter().cloned().collect())
+                    .unwrap_or_default();
+                let h = crate::health::of_fleet(std::slice::from_ref(&record), s, &intervals, now);
+                (ids, h)
+            })
+        };
+        // Its ended jobs the summary remembers, and those queued or running.
         let mut jobs: Vec<_> = f
             .catalog
-            .jobs()?
+            .open_jobs()?
             .into_iter()
             .filter(|j| j.agent_id == agent && j.domain == domain)
             .collect();
+        for id in &history {
+            jobs.push(f.catalog.job(id)?);
+        }
         jobs.sort_by_key(|j| std::cmp::Reverse((j.created_at, j.id.clone())));
-        let intervals = crate::scheduler::intervals(&f, now)?;
-        let health = crate::health::of_fleet(
-            std::slice::from_ref(&record),
-            &snapshots,
-            &jobs,
-            &intervals,
-            now,
-        );
         let Some(health) = health.first() else {
             return Ok(None);
         };
@@ -468,16 +491,23 @@ fn render_metrics(f: &Fleet) -> String {
         );
     }
     // The newest snapshot of each (agent, domain, content).
-    let mut newest: std::collections::BTreeMap<(String, String, String), (i64, u64)> =
-        Default::default();
-    for s in f.catalog.snapshots(None).unwrap_or_default() {
-        let slot = newest
-            .entry((s.agent_id, s.domain, s.content))
-            .or_insert((s.time, s.total_bytes));
-        if s.time >= slot.0 {
-            *slot = (s.time, s.total_bytes);
-        }
-    }
+    type Newest = std::collections::BTreeMap<(String, String, String), (i64, u64)>;
+    let (newest, snapshots): (Newest, u64) = f.catalog.with_summaries(|s| {
+        let newest = s
+            .domains
+            .iter()
+            .flat_map(|((agent, domain), d)| {
+                d.newest.iter().filter_map(move |(content, v)| {
+                    let n = v.first()?;
+                    Some((
+                        (agent.clone(), domain.clone(), content.clone()),
+                        (n.time, n.total_bytes),
+                    ))
+                })
+            })
+            .collect();
+        (newest, s.snapshots)
+    });
     let _ = writeln!(out, "# HELP cairn_domain_last_success_timestamp_seconds Time of the domain's newest snapshot, by content (files or database).\n# TYPE cairn_domain_last_success_timestamp_seconds gauge");
     for ((agent, domain, content), (time, _)) in &newest {
         let _ = writeln!(
@@ -528,7 +558,7 @@ fn render_metrics(f: &Fleet) -> String {
     }
     let stored = stored_bytes(f);
     let _ = writeln!(out, "# HELP cairn_repository_stored_bytes Bytes of blobs the repository's index holds (compressed, encrypted).\n# TYPE cairn_repository_stored_bytes gauge\ncairn_repository_stored_bytes {stored}");
-    let _ = writeln!(out, "# HELP cairn_snapshots Snapshots in the catalog.\n# TYPE cairn_snapshots gauge\ncairn_snapshots {}", f.catalog.snapshots(None).map(|s| s.len()).unwrap_or(0));
+    let _ = writeln!(out, "# HELP cairn_snapshots Snapshots in the catalog.\n# TYPE cairn_snapshots gauge\ncairn_snapshots {snapshots}");
     let _ = writeln!(out, "# HELP process_start_time_seconds Start time of the process since the Unix epoch.\n# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds {}", f.started_at);
     out
 }
