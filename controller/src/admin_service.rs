@@ -380,10 +380,13 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::VerifyAuditResponse>, Status> {
         self.allow(&req, "VerifyAudit")?;
         let f = self.0.clone();
-        let v = tokio::task::spawn_blocking(move || f.audit.verify())
-            .await
-            .map_err(internal)?
-            .map_err(internal)?;
+        let v = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let mirror = f.repo.audit_lines()?;
+            Ok(f.audit.verify_with_mirror(&mirror)?)
+        })
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
         if let Some(p) = &v.problem {
             tracing::error!(problem = %p, "the audit log failed verification");
         }

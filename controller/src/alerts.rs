@@ -92,7 +92,61 @@ pub const RULES: &[(&str, &str)] = &[
         "snapshot_grew",
         "a domain's newest file backup holds over 3× the bytes of the one before (dumped archives, a runaway log?)",
     ),
+    (
+        "storage_full",
+        "the repository's storage is fuller than [alerts] storage_full percent",
+    ),
+    (
+        "storage_growth",
+        "the repository stored over [alerts] storage_growth times its usual day's bytes in a day",
+    ),
+    (
+        "cert_expiring",
+        "a certificate the fleet runs on (CA, controller, agent) expires within [alerts] cert_expiry",
+    ),
 ];
+
+/// Subject of the alerts about the controller's own state.
+pub const CONTROLLER: &str = "controller";
+
+/// A day must add at least this much before its growth is alerted on.
+const GROWTH_FLOOR: u64 = 100_000_000;
+/// Days of history the usual day is the median of; at least half must have data.
+const GROWTH_HISTORY: i64 = 14;
+
+/// Thresholds of the rules, from `[alerts]` in controller.toml.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Seconds an agent may be away before it is alerted on.
+    pub agent_offline: i64,
+    /// Certificates expiring within this many seconds are alerted on.
+    pub cert_expiry: i64,
+    /// Percent of the repository's storage in use that is alerted on.
+    pub storage_full: u8,
+    /// A day storing this many times the median day is alerted on.
+    pub storage_growth: f64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            agent_offline: 15 * 60,
+            cert_expiry: 30 * 86_400,
+            storage_full: 85,
+            storage_growth: 3.0,
+        }
+    }
+}
+
+/// A certificate the fleet runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Certificate {
+    /// The agent it is, or [`CONTROLLER`].
+    pub owner: String,
+    /// "agent certificate", "CA certificate" …
+    pub what: String,
+    pub not_after: i64,
+}
 
 /// Snapshots smaller than this are too small for size alerts to mean much.
 const SIZE_ALERT_FLOOR: u64 = 1_000_000;
@@ -103,15 +157,18 @@ pub struct Inputs<'a> {
     pub agents: &'a [AgentRecord],
     /// Agents with a session now.
     pub online: &'a HashSet<String>,
-    /// Each domain's snapshots and ended jobs, summed.
+    /// Each domain's snapshots and ended jobs, summed (and the bytes
+    /// stored per day, fleet-wide).
     pub summaries: &'a Summaries,
     /// Jobs queued or running.
     pub open: &'a [JobRecord],
     /// (agent, domain) → seconds between two of its scheduled runs (the
     /// shortest of its kinds).
     pub intervals: &'a HashMap<(String, String), i64>,
-    /// Seconds an agent may be away before it is alerted on.
-    pub agent_offline_after: i64,
+    pub certificates: &'a [Certificate],
+    /// The repository's storage now: (bytes used, capacity), when known.
+    pub storage: Option<(u64, u64)>,
+    pub limits: &'a Limits,
 }
 
 /// Every finding the rules make now.
@@ -119,7 +176,7 @@ pub fn evaluate(i: &Inputs) -> Vec<Finding> {
     let mut out = Vec::new();
     for a in i.agents.iter().filter(|a| !a.revoked) {
         let away = i.now - a.last_seen;
-        if !i.online.contains(&a.id) && away > i.agent_offline_after {
+        if !i.online.contains(&a.id) && away > i.limits.agent_offline {
             out.push(Finding {
                 rule: "agent_offline",
                 agent_id: a.id.clone(),
@@ -228,7 +285,88 @@ pub fn evaluate(i: &Inputs) -> Vec<Finding> {
             ),
         });
     }
+    out.extend(storage(i));
+    for c in i.certificates {
+        let left = c.not_after - i.now;
+        if left <= i.limits.cert_expiry {
+            let when = if left > 0 {
+                format!("expires in {}", words(left))
+            } else {
+                format!("expired {} ago", words(-left))
+            };
+            out.push(Finding {
+                rule: "cert_expiring",
+                agent_id: c.owner.clone(),
+                domain: String::new(),
+                message: format!("the {} of {} {when}", c.what, c.owner),
+            });
+        }
+    }
     out.sort_by_key(Finding::key);
+    out
+}
+
+/// The storage rules: fullness, and a day that stored far more than usual.
+fn storage(i: &Inputs) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let size = |n: u64| bytesize::ByteSize(n).display().si().to_string();
+    let finding = |rule, message| Finding {
+        rule,
+        agent_id: CONTROLLER.into(),
+        domain: String::new(),
+        message,
+    };
+    if let Some((used, capacity)) = i.storage.filter(|s| s.1 > 0) {
+        let percent = used as f64 * 100.0 / capacity as f64;
+        if percent >= f64::from(i.limits.storage_full) {
+            out.push(finding(
+                "storage_full",
+                format!(
+                    "the repository's storage is {percent:.0}% full ({} of {})",
+                    size(used),
+                    size(capacity)
+                ),
+            ));
+        }
+    }
+    // The newest day with data (today or yesterday) against the median day
+    // of the two weeks before it.
+    let today = i.now - i.now.rem_euclid(86_400);
+    if let Some((&day, &bytes)) = i
+        .summaries
+        .stored_per_day
+        .range(today - 86_400..)
+        .next_back()
+    {
+        let mut before: Vec<u64> = (1..=GROWTH_HISTORY)
+            .map(|k| {
+                i.summaries
+                    .stored_per_day
+                    .get(&(day - k * 86_400))
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .collect();
+        before.sort_unstable();
+        let usual = before[before.len() / 2];
+        let known = before.iter().filter(|n| **n > 0).count() as i64;
+        if known * 2 >= GROWTH_HISTORY
+            && bytes >= GROWTH_FLOOR
+            && bytes as f64 > usual as f64 * i.limits.storage_growth
+        {
+            out.push(finding(
+                "storage_growth",
+                format!(
+                    "the repository stored {} on {}, its usual day stores {}",
+                    size(bytes),
+                    chrono::DateTime::from_timestamp(day, 0)
+                        .map(|d| d.format("%Y-%m-%d").to_string())
+                        .unwrap_or_default(),
+                    size(usual)
+                ),
+            ));
+        }
+    }
     out
 }
 
@@ -404,7 +542,12 @@ mod tests {
             summaries: &summaries,
             open: &open,
             intervals: &intervals,
-            agent_offline_after: 900,
+            certificates: &[],
+            storage: None,
+            limits: &Limits {
+                agent_offline: 900,
+                ..Limits::default()
+            },
         };
         assert_eq!(
             rules(&i),
@@ -464,7 +607,9 @@ mod tests {
             summaries: &summaries,
             open: &open,
             intervals: &HashMap::new(),
-            agent_offline_after: 900,
+            certificates: &[],
+            storage: None,
+            limits: &Limits::default(),
         };
         assert_eq!(
             rules(&i),
@@ -480,6 +625,84 @@ mod tests {
             "{}",
             f[1].message
         );
+    }
+
+    #[test]
+    fn full_or_fast_growing_storage_and_expiring_certificates_are_told() {
+        const DAY: i64 = 86_400;
+        const MB: u64 = 1_000_000;
+        let now = 100 * DAY + 3_600;
+        // Two weeks of ~200 MB a day, then 900 MB today.
+        let snaps: Vec<SnapshotRecord> = (1..=14)
+            .map(|k| SnapshotRecord {
+                stored_bytes: 200 * MB + k as u64,
+                ..snap("x.test", now - k * DAY)
+            })
+            .chain([SnapshotRecord {
+                stored_bytes: 900 * MB,
+                ..snap("x.test", now - 60)
+            }])
+            .collect();
+        let (summaries, open) = kept(&snaps, &[]);
+        let certificates = [
+            Certificate {
+                owner: "a1".into(),
+                what: "agent certificate".into(),
+                not_after: now + 10 * DAY,
+            },
+            Certificate {
+                owner: CONTROLLER.into(),
+                what: "CA certificate".into(),
+                not_after: now + 400 * DAY,
+            },
+        ];
+        let limits = Limits::default();
+        let mut i = Inputs {
+            now,
+            agents: &[],
+            online: &HashSet::new(),
+            summaries: &summaries,
+            open: &open,
+            intervals: &HashMap::new(),
+            certificates: &certificates,
+            storage: Some((90 * MB, 100 * MB)),
+            limits: &limits,
+        };
+        let found = evaluate(&i);
+        let rules: Vec<_> = found
+            .iter()
+            .map(|f| (f.rule, f.agent_id.as_str()))
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                ("cert_expiring", "a1"),
+                ("storage_full", CONTROLLER),
+                ("storage_growth", CONTROLLER),
+            ]
+        );
+        assert!(
+            found[0].message.contains("expires in 10d"),
+            "{}",
+            found[0].message
+        );
+        assert!(
+            found[1].message.contains("90% full"),
+            "{}",
+            found[1].message
+        );
+        assert!(
+            found[2].message.contains("900.0 MB"),
+            "{}",
+            found[2].message
+        );
+        // Room left, yesterday an ordinary day, certificates far from expiry: quiet.
+        let ordinary: Vec<_> = snaps[..14].to_vec();
+        let (summaries, _) = kept(&ordinary, &[]);
+        i.summaries = &summaries;
+        i.storage = Some((50 * MB, 100 * MB));
+        i.certificates = &certificates[1..];
+        assert_eq!(evaluate(&i), []);
     }
 
     #[test]

@@ -11,51 +11,11 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-
 /// Arguments are kept to this many bytes (a policy document can be long).
 const MAX_ARGS: usize = 2048;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
-    pub seq: u64,
-    pub time: i64,
-    pub who: String,
-    pub role: String,
-    /// The AdminService call.
-    pub action: String,
-    pub args: String,
-    /// `ok`, `refused: …` or `failed: …`.
-    pub outcome: String,
-    /// The previous entry's hash (64 zeros for the first).
-    pub prev: String,
-    pub hash: String,
-}
-
-impl Entry {
-    fn digest(&self) -> String {
-        let unsigned = Entry {
-            hash: String::new(),
-            ..self.clone()
-        };
-        let body = serde_json::to_vec(&unsigned).expect("json");
-        let mut h = Sha256::new();
-        h.update(&body);
-        hex::encode(h.finalize())
-    }
-}
-
-/// Where the chain stands: the newest entry's seq and hash.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Head {
-    pub seq: u64,
-    pub hash: String,
-}
-
-fn genesis() -> String {
-    "0".repeat(64)
-}
+use cairn_repo::audit::genesis;
+pub use cairn_repo::audit::{Entry, Head, Verdict};
 
 pub struct AuditLog {
     path: PathBuf,
@@ -173,6 +133,68 @@ impl AuditLog {
         let head = self.head.lock().unwrap().clone();
         Ok(verify_lines(&read_lines(&self.path)?, &head))
     }
+
+    /// [`AuditLog::verify`], then the copy in the repository (its lines, as
+    /// [`cairn_repo::Repository::audit_lines`] reads them): it must be a
+    /// sound chain whose every entry is the local one.
+    pub fn verify_with_mirror(&self, mirror: &[(String, String)]) -> std::io::Result<Verdict> {
+        let local = self.verify()?;
+        if local.problem.is_some() {
+            return Ok(local);
+        }
+        let copy = cairn_repo::audit::verify(mirror, None);
+        if let Some(p) = copy.problem {
+            return Ok(Verdict {
+                entries: local.entries,
+                problem: Some(format!("the copy in the repository: {p}")),
+            });
+        }
+        let hashes: std::collections::HashMap<u64, String> = read_lines(&self.path)?
+            .into_iter()
+            .filter_map(|(_, l)| serde_json::from_str::<Entry>(&l).ok())
+            .map(|e| (e.seq, e.hash))
+            .collect();
+        for (at, line) in mirror {
+            let e: Entry = serde_json::from_str(line).expect("verified above");
+            if hashes.get(&e.seq) != Some(&e.hash) {
+                return Ok(Verdict {
+                    entries: local.entries,
+                    problem: Some(format!(
+                        "entry {} differs from its copy in the repository ({at}): the local log was rewritten",
+                        e.seq
+                    )),
+                });
+            }
+        }
+        Ok(local)
+    }
+
+    /// The newest entry written.
+    pub fn head(&self) -> Head {
+        self.head.lock().unwrap().clone()
+    }
+
+    /// Copies the entries after seq `mirrored` into the repository as one
+    /// segment; returns the newest seq now there.
+    pub fn mirror(&self, repo: &cairn_repo::Repository, mirrored: u64) -> anyhow::Result<u64> {
+        let mut body = Vec::new();
+        let (mut first, mut last) = (0, mirrored);
+        for (_, line) in read_lines(&self.path)? {
+            let Ok(e) = serde_json::from_str::<Entry>(&line) else {
+                continue;
+            };
+            if e.seq > last {
+                first = if first == 0 { e.seq } else { first };
+                last = e.seq;
+                body.extend_from_slice(line.as_bytes());
+                body.push(b'\n');
+            }
+        }
+        if first > 0 {
+            repo.put_audit_segment(first, last, &body)?;
+        }
+        Ok(last)
+    }
 }
 
 trait ModePrivate {
@@ -200,70 +222,12 @@ fn read_lines(path: &Path) -> std::io::Result<Vec<(usize, String)>> {
         .collect()
 }
 
-/// What [`verify`] found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verdict {
-    pub entries: u64,
-    /// None: intact.
-    pub problem: Option<String>,
-}
-
 fn verify_lines(lines: &[(usize, String)], head: &Head) -> Verdict {
-    let mut prev = genesis();
-    let mut seq = 0u64;
-    let bad = |entries: u64, p: String| Verdict {
-        entries,
-        problem: Some(p),
-    };
-    for (n, line) in lines {
-        let e: Entry = match serde_json::from_str(line) {
-            Ok(e) => e,
-            Err(err) => return bad(seq, format!("line {n} is not an audit entry: {err}")),
-        };
-        if e.seq != seq + 1 {
-            return bad(
-                seq,
-                format!(
-                    "line {n} holds entry {} where entry {} belongs: entries removed or reordered",
-                    e.seq,
-                    seq + 1
-                ),
-            );
-        }
-        if e.prev != prev {
-            return bad(
-                seq,
-                format!(
-                    "entry {} does not follow entry {seq}: the chain is broken",
-                    e.seq
-                ),
-            );
-        }
-        if e.digest() != e.hash {
-            return bad(seq, format!("entry {} (line {n}) was edited", e.seq));
-        }
-        seq = e.seq;
-        prev = e.hash;
-    }
-    if seq < head.seq {
-        return bad(
-            seq,
-            format!(
-                "the log ends at entry {seq} but the controller wrote {}: entries removed from the end",
-                head.seq
-            ),
-        );
-    }
-    if seq == head.seq && head.seq > 0 && prev != head.hash {
-        return bad(
-            seq,
-            format!("entry {seq} differs from the one the controller wrote"),
-        );
-    }
-    Verdict {
-        entries: seq,
-        problem: None,
-    }
+    let lines: Vec<(String, String)> = lines
+        .iter()
+        .map(|(n, l)| (format!("line {n}"), l.clone()))
+        .collect();
+    cairn_repo::audit::verify(&lines, Some(head))
 }
 
 #[cfg(test)]

@@ -322,7 +322,8 @@ pub struct Catalog {
     outbox: sled::Tree,
     /// cairnctl users by name.
     users: sled::Tree,
-    /// Single values: `audit_head` (the audit log's newest entry).
+    /// Single values: `audit_head` (the audit log's newest entry),
+    /// `audit_mirrored` (the newest one copied into the repository).
     meta: sled::Tree,
     /// Sums of the snapshots and ended jobs, rebuilt at open; changed under
     /// its write lock together with the records it sums.
@@ -763,6 +764,19 @@ impl Catalog {
 
     pub fn set_audit_head(&self, h: &crate::audit::Head) -> Result<()> {
         self.meta.insert(b"audit_head", encode(h))?;
+        self.flush()
+    }
+
+    /// The newest audit entry copied into the repository.
+    pub fn audit_mirrored(&self) -> Result<u64> {
+        Ok(match self.meta.get(b"audit_mirrored")? {
+            Some(v) => decode(b"audit_mirrored", &v)?,
+            None => 0,
+        })
+    }
+
+    pub fn set_audit_mirrored(&self, seq: u64) -> Result<()> {
+        self.meta.insert(b"audit_mirrored", encode(&seq))?;
         self.flush()
     }
 

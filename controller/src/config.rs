@@ -47,12 +47,30 @@ pub struct AlertsConfig {
     /// An agent away longer than this is alerted on.
     #[serde(default = "default_agent_offline")]
     pub agent_offline: String,
+    /// Certificates (CA, controller, agents) expiring within this are alerted on.
+    #[serde(default = "default_cert_expiry")]
+    pub cert_expiry: String,
+    /// Percent of the repository's storage in use that is alerted on.
+    #[serde(default = "default_storage_full")]
+    pub storage_full: u8,
+    /// The repository's capacity (`2 TB`) where the storage does not say
+    /// (S3); a local repository's is its file system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_limit: Option<String>,
+    /// A day that stores this many times the median day of the two weeks
+    /// before it is alerted on.
+    #[serde(default = "default_storage_growth")]
+    pub storage_growth: f64,
 }
 
 impl Default for AlertsConfig {
     fn default() -> Self {
         AlertsConfig {
             agent_offline: default_agent_offline(),
+            cert_expiry: default_cert_expiry(),
+            storage_full: default_storage_full(),
+            storage_limit: None,
+            storage_growth: default_storage_growth(),
         }
     }
 }
@@ -61,11 +79,61 @@ fn default_agent_offline() -> String {
     "15m".into()
 }
 
+fn default_cert_expiry() -> String {
+    "30d".into()
+}
+
+fn default_storage_full() -> u8 {
+    85
+}
+
+fn default_storage_growth() -> f64 {
+    3.0
+}
+
+fn seconds(name: &str, v: &str) -> anyhow::Result<i64> {
+    let d =
+        humantime::parse_duration(v).map_err(|e| anyhow::anyhow!("alerts.{name} {v:?}: {e}"))?;
+    Ok(d.as_secs().min(i64::MAX as u64) as i64)
+}
+
 impl AlertsConfig {
     pub fn agent_offline(&self) -> anyhow::Result<i64> {
-        let d = humantime::parse_duration(&self.agent_offline)
-            .map_err(|e| anyhow::anyhow!("alerts.agent_offline {:?}: {e}", self.agent_offline))?;
-        Ok(d.as_secs().min(i64::MAX as u64) as i64)
+        seconds("agent_offline", &self.agent_offline)
+    }
+
+    /// The rules' thresholds; errors name the setting.
+    pub fn limits(&self) -> anyhow::Result<crate::alerts::Limits> {
+        if !(1..=100).contains(&self.storage_full) {
+            anyhow::bail!(
+                "alerts.storage_full {}: expected a percent, 1 to 100",
+                self.storage_full
+            );
+        }
+        if !(self.storage_growth > 1.0 && self.storage_growth.is_finite()) {
+            anyhow::bail!(
+                "alerts.storage_growth {}: expected a factor above 1",
+                self.storage_growth
+            );
+        }
+        Ok(crate::alerts::Limits {
+            agent_offline: self.agent_offline()?,
+            cert_expiry: seconds("cert_expiry", &self.cert_expiry)?,
+            storage_full: self.storage_full,
+            storage_growth: self.storage_growth,
+        })
+    }
+
+    /// `storage_limit` in bytes.
+    pub fn storage_limit(&self) -> anyhow::Result<Option<u64>> {
+        self.storage_limit
+            .as_deref()
+            .map(|v| {
+                v.parse::<bytesize::ByteSize>()
+                    .map(|b| b.as_u64())
+                    .map_err(|e| anyhow::anyhow!("alerts.storage_limit {v:?}: {e}"))
+            })
+            .transpose()
     }
 }
 

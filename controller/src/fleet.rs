@@ -184,6 +184,64 @@ pub fn internal(e: impl std::fmt::Display) -> Status {
 }
 
 impl Fleet {
+    /// Bytes of blobs the repository's index holds.
+    pub fn stored_bytes(&self) -> u64 {
+        self.repo
+            .index()
+            .packs()
+            .values()
+            .flatten()
+            .map(|e| u64::from(e.length))
+            .sum()
+    }
+
+    /// The repository's storage now, (bytes used, capacity): the index's
+    /// bytes against `[alerts] storage_limit` when set, else the file
+    /// system of a local repository; None for S3 without a limit.
+    pub fn storage_use(&self) -> anyhow::Result<Option<(u64, u64)>> {
+        if let Some(limit) = self.cfg.alerts.storage_limit()? {
+            return Ok(Some((self.stored_bytes(), limit)));
+        }
+        let location = &self.cfg.repository.location;
+        if location.starts_with("s3://") {
+            return Ok(None);
+        }
+        let st = rustix::fs::statvfs(location.as_str())
+            .map_err(|e| anyhow::anyhow!("statvfs {location}: {e}"))?;
+        let capacity = st.f_blocks.saturating_mul(st.f_frsize);
+        let used = st
+            .f_blocks
+            .saturating_sub(st.f_bfree)
+            .saturating_mul(st.f_frsize);
+        Ok(Some((used, capacity)))
+    }
+
+    /// Certificates the fleet runs on and when each expires: the CA's and
+    /// the controller's (read from their files), each enrolled agent's.
+    pub fn certificates(&self) -> anyhow::Result<Vec<crate::alerts::Certificate>> {
+        let mut out = Vec::new();
+        let pki = self.cfg.pki_dir();
+        for (file, what) in [
+            ("ca.pem", "CA certificate"),
+            ("server.pem", "server certificate"),
+        ] {
+            let pem = std::fs::read_to_string(pki.join(file))?;
+            out.push(crate::alerts::Certificate {
+                owner: crate::alerts::CONTROLLER.into(),
+                what: what.into(),
+                not_after: crate::pki::not_after(&pem)?,
+            });
+        }
+        for a in self.catalog.agents()?.into_iter().filter(|a| !a.revoked) {
+            out.push(crate::alerts::Certificate {
+                owner: a.id,
+                what: "agent certificate".into(),
+                not_after: crate::pki::leaf_not_after(a.enrolled_at),
+            });
+        }
+        Ok(out)
+    }
+
     pub fn data_path(&self) -> DataPath {
         self.cfg.repository.data_path
     }

@@ -226,7 +226,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .collect();
     let tls = cairn_net::server_config(&ca.cert_pem, &server_id)?;
     let ingest = ingest::IngestLimit::new(cfg.scheduler.ingest_bytes_per_second()?);
-    cfg.alerts.agent_offline()?;
+    cfg.alerts.limits()?;
+    cfg.alerts.storage_limit()?;
     let channels = notify::Channels::open(&cfg.notify)?;
     let web_token = cfg
         .web_token_file

@@ -48,6 +48,18 @@ fn validity(params: &mut CertificateParams, years: i64) {
     params.not_after = now + time::Duration::days(365 * years);
 }
 
+/// When a certificate in PEM expires (unix seconds).
+pub fn not_after(pem: &str) -> Result<i64> {
+    Ok(CertificateParams::from_ca_cert_pem(pem)?
+        .not_after
+        .unix_timestamp())
+}
+
+/// When a leaf certificate this controller signed at `signed_at` expires.
+pub fn leaf_not_after(signed_at: i64) -> i64 {
+    signed_at + 365 * LEAF_YEARS * 86_400
+}
+
 fn name(cn: &str) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "Cairn");

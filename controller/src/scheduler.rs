@@ -410,7 +410,9 @@ pub fn refresh_alerts(f: &Fleet, now: i64) -> anyhow::Result<()> {
     let online: HashSet<String> = f.sessions.lock().unwrap().keys().cloned().collect();
     let open = f.catalog.open_jobs()?;
     let intervals = intervals(f, now)?;
-    let agent_offline_after = f.cfg.alerts.agent_offline()?;
+    let limits = f.cfg.alerts.limits()?;
+    let certificates = f.certificates()?;
+    let storage = f.storage_use()?;
     let findings = f.catalog.with_summaries(|summaries| {
         crate::alerts::evaluate(&crate::alerts::Inputs {
             now,
@@ -419,7 +421,9 @@ pub fn refresh_alerts(f: &Fleet, now: i64) -> anyhow::Result<()> {
             summaries,
             open: &open,
             intervals: &intervals,
-            agent_offline_after,
+            certificates: &certificates,
+            storage,
+            limits: &limits,
         })
     });
     let current = f.catalog.alerts()?;
@@ -446,6 +450,17 @@ pub fn refresh_alerts(f: &Fleet, now: i64) -> anyhow::Result<()> {
     f.catalog.put_alerts(&changed, &outbox)?;
     if !outbox.is_empty() {
         f.notify_wake.notify_one();
+    }
+    Ok(())
+}
+
+/// Copies new audit entries into the repository (SPEC SEC-4), so the
+/// record survives the controller's disk.
+fn mirror_audit(f: &Fleet) -> anyhow::Result<()> {
+    let done = f.catalog.audit_mirrored()?;
+    if f.audit.head().seq > done {
+        let now_there = f.audit.mirror(&f.repo, done)?;
+        f.catalog.set_audit_mirrored(now_there)?;
     }
     Ok(())
 }
@@ -636,6 +651,10 @@ pub async fn run(f: Arc<Fleet>) {
         Duration::from_secs(15)
     };
     let mut alerts_at: Option<std::time::Instant> = None;
+    // New audit entries reach the repository as promptly (at most one
+    // object per 15 s, however many entries: a flood of refusals stays cheap).
+    let mirror_every = alert_every;
+    let mut mirrored_at: Option<std::time::Instant> = None;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -660,6 +679,17 @@ pub async fn run(f: Arc<Fleet>) {
             match tokio::task::spawn_blocking(move || refresh_alerts(&g, now)).await {
                 Ok(Err(e)) => tracing::error!(error = %e, "evaluating alerts"),
                 Err(e) => tracing::error!(error = %e, "evaluating alerts"),
+                Ok(Ok(())) => {}
+            }
+        }
+        if mirrored_at.is_none_or(|t| t.elapsed() >= mirror_every) {
+            mirrored_at = Some(std::time::Instant::now());
+            let g = f.clone();
+            match tokio::task::spawn_blocking(move || mirror_audit(&g)).await {
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "copying the audit log into the repository")
+                }
+                Err(e) => tracing::error!(error = %e, "copying the audit log into the repository"),
                 Ok(Ok(())) => {}
             }
         }

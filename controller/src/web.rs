@@ -247,7 +247,7 @@ async fn page(State(f): State<Arc<Fleet>>) -> Result<Html<String>, WebError> {
             running: &running,
             upcoming: &upcoming,
             stored_per_day: &stored_per_day,
-            stored_bytes: stored_bytes(&f),
+            stored_bytes: f.stored_bytes(),
             strategies: &strategies,
         }))
     })
@@ -357,17 +357,6 @@ impl IntoResponse for WebError {
             (axum::http::StatusCode::INTERNAL_SERVER_ERROR, self.0).into_response()
         }
     }
-}
-
-/// Bytes of blobs the repository's index holds.
-fn stored_bytes(f: &Fleet) -> u64 {
-    f.repo
-        .index()
-        .packs()
-        .values()
-        .flatten()
-        .map(|e| u64::from(e.length))
-        .sum()
 }
 
 async fn metrics(State(f): State<Arc<Fleet>>) -> impl IntoResponse {
@@ -556,7 +545,7 @@ fn render_metrics(f: &Fleet) -> String {
     for (band, n) in crate::health::distribution(&health) {
         let _ = writeln!(out, "cairn_fleet_domains{{health=\"{band}\"}} {n}");
     }
-    let stored = stored_bytes(f);
+    let stored = f.stored_bytes();
     let _ = writeln!(out, "# HELP cairn_repository_stored_bytes Bytes of blobs the repository's index holds (compressed, encrypted).\n# TYPE cairn_repository_stored_bytes gauge\ncairn_repository_stored_bytes {stored}");
     let _ = writeln!(out, "# HELP cairn_snapshots Snapshots in the catalog.\n# TYPE cairn_snapshots gauge\ncairn_snapshots {snapshots}");
     let _ = writeln!(out, "# HELP process_start_time_seconds Start time of the process since the Unix epoch.\n# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds {}", f.started_at);

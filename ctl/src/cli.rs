@@ -389,6 +389,10 @@ pub enum RepoCommand {
     /// Restore a database snapshot (whole, or chosen tables) into a database,
     /// or test-restore it into a scratch database that is dropped afterwards.
     RestoreDb(RestoreDbArgs),
+    /// List the audit log the controller copied into the repository (who
+    /// did what), and check its hash chain: exit 1 if an entry was edited
+    /// or removed. Works without the controller.
+    Audit,
     /// List snapshots.
     Snapshots {
         #[arg(long)]

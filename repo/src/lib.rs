@@ -9,6 +9,7 @@
 //! Entry points: [`Repository::init`] / [`Repository::open`], then
 //! [`backup::run`], [`restore::restore`], [`check::check`], [`gc::gc`].
 
+pub mod audit;
 pub mod backup;
 pub mod beneath;
 pub mod check;

@@ -3,13 +3,17 @@
 //! but cannot delete snapshots, policies or holds, nor grant access; an
 //! auditor reads but cannot start jobs; a revoked user is refused; every
 //! refused and accepted change is in the audit log, and editing or
-//! removing an entry is detected by `cairnctl audit verify`.
+//! removing an entry is detected by `cairnctl audit verify`; the log is
+//! copied into the repository, where `cairnctl repo audit` reads and checks
+//! it without the controller.
 
 use std::fs;
 use std::path::Path;
-use std::process::Output;
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use cairn_tests::cluster::{Cluster, ClusterOptions};
+use cairn_tests::{cairnctl_bin, eventually};
 
 const POLICY: &str = r#"
 name = "nightly"
@@ -250,6 +254,47 @@ fn roles_bound_what_users_do_and_the_audit_log_tells_it() {
     let n = verified["entries"].as_u64().unwrap();
     assert!(n >= entries.len() as u64 - 1, "{verified}");
 
+    // The log is copied into the repository, where the passphrase alone
+    // reads and checks it (no controller needed).
+    let repo_audit = || {
+        Command::new(cairnctl_bin())
+            .args(["repo", "--repo"])
+            .arg(c.dir.join("repo"))
+            .arg("--passphrase-file")
+            .arg(c.dir.join("passphrase"))
+            .args(["--json", "audit"])
+            .output()
+            .unwrap()
+    };
+    let good = fs::read_to_string(c.state.join("audit.jsonl")).unwrap();
+    let lines: Vec<&str> = good.lines().collect();
+    let newest = serde_json::from_str::<serde_json::Value>(lines.last().unwrap()).unwrap()["seq"]
+        .as_u64()
+        .unwrap();
+    let mirrored = eventually(
+        "the audit log in the repository",
+        Duration::from_secs(60),
+        || {
+            let out = repo_audit();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let v: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+            v.last()
+                .is_some_and(|e| e["seq"].as_u64() >= Some(newest))
+                .then_some(v)
+        },
+    )
+    .unwrap();
+    for (copy, line) in mirrored.iter().zip(&lines) {
+        let local: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(copy, &local, "the repository holds the entries as written");
+    }
+    assert!(mirrored
+        .iter()
+        .any(|e| e["action"] == "Forget" && e["who"] == "ops"));
     // Tampering: an edited entry, a removed one, a cut tail.
     let path = c.state.join("audit.jsonl");
     let good = fs::read_to_string(&path).unwrap();
@@ -283,4 +328,18 @@ fn roles_bound_what_users_do_and_the_audit_log_tells_it() {
     assert!(err.contains("removed from the end"), "{err}");
     let (code, err) = verify(good.clone());
     assert_eq!(code, Some(0), "the untouched log verifies: {err}");
+
+    // A segment removed from the repository breaks its chain.
+    let mut segments: Vec<_> = fs::read_dir(c.dir.join("repo/audit"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    segments.sort();
+    if segments.len() >= 2 {
+        fs::remove_file(&segments[0]).unwrap();
+        let out = repo_audit();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("tampered") && err.contains("removed"), "{err}");
+    }
 }

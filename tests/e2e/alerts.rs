@@ -1,6 +1,7 @@
 //! Alerts (MON-3, VER-4) on a stepped clock: a failed dump and an agent
 //! away too long each fire one alert, stay one alert while they last, and
-//! resolve by themselves; acknowledging records who did it.
+//! resolve by themselves; acknowledging records who did it. A repository
+//! past its capacity and a certificate near its end are told too.
 
 use std::fs;
 use std::path::PathBuf;
@@ -137,4 +138,57 @@ fn alerts_fire_once_and_resolve_by_themselves() {
     clock.step(&c, 60);
     assert!(alerts(&c, false).is_empty(), "{:?}", alerts(&c, false));
     assert_eq!(c.metric("cairn_alerts_firing{rule=\"agent_offline\"}"), 0.0);
+}
+
+#[test]
+fn a_full_repository_and_an_expiring_certificate_are_told() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("clock");
+    fs::write(&file, START.to_string()).unwrap();
+    let mut clock = Clock { file, now: START };
+    let c = Cluster::start(ClusterOptions {
+        clock_file: Some(clock.file.clone()),
+        alerts: "storage_limit = \"20 kB\"\ncert_expiry = \"30d\"".into(),
+        ..Default::default()
+    });
+    let site = c.dir.join("site");
+    fs::create_dir_all(&site).unwrap();
+    // Random bytes: they neither compress nor deduplicate below 20 kB.
+    let noise: Vec<u8> = (0..64_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    fs::write(site.join("upload.bin"), noise).unwrap();
+    let _a1 = c.add_agent("a1", &[("site.test", &site)]);
+    clock.step(&c, 60);
+    let quiet = alerts(&c, false);
+    assert!(of_rule(&quiet, "storage_full").is_empty(), "{quiet:?}");
+    assert!(of_rule(&quiet, "cert_expiring").is_empty(), "{quiet:?}");
+
+    let b = c.json(&["backup", "site.test", "--wait"]);
+    assert_eq!(b["state"], "succeeded", "{b}");
+    clock.step(&c, 60);
+    let firing = alerts(&c, false);
+    let full = of_rule(&firing, "storage_full");
+    assert_eq!(full.len(), 1, "{firing:?}");
+    assert_eq!(full[0]["agent"], "controller");
+    let message = full[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("% full") && message.contains("of 20.0 kB"),
+        "{message}"
+    );
+
+    // Agent certificates last five years from enrollment: twenty days
+    // before the end, the agent's is told (the controller's, issued later,
+    // not yet).
+    clock.step(&c, 5 * 365 * 86_400 - 20 * 86_400);
+    let firing = alerts(&c, false);
+    let certs = of_rule(&firing, "cert_expiring");
+    assert_eq!(certs.len(), 1, "{firing:?}");
+    assert_eq!(certs[0]["agent"], "a1");
+    let message = certs[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("agent certificate of a1 expires in 19d")
+            || message.contains("expires in 20d"),
+        "{message}"
+    );
 }

@@ -42,6 +42,10 @@ pub struct ClusterOptions<'a> {
     /// The body of `[scheduler]` in controller.toml. None: schedules off, so
     /// a test sees only the jobs it starts.
     pub scheduler: Option<String>,
+    /// The body of `[alerts]`. The default gives the repository a capacity
+    /// no test reaches, so the test machine's own disk never decides which
+    /// alerts fire.
+    pub alerts: String,
     /// More of controller.toml, after `[scheduler]` (`[[notify]]` tables).
     pub extra_toml: String,
 }
@@ -57,6 +61,7 @@ impl Default for ClusterOptions<'_> {
             presign_seconds: 2,
             clock_file: None,
             scheduler: None,
+            alerts: "storage_limit = \"1 PB\"".into(),
             extra_toml: String::new(),
         }
     }
@@ -115,16 +120,17 @@ impl Cluster {
             text = text.replace("job_timeout = \"12h\"", &format!("job_timeout = {t:?}"));
         }
         let scheduler = o.scheduler.as_deref().unwrap_or("run_schedules = false");
-        // init writes [scheduler] and [alerts] last: the test's scheduler
-        // settings replace both (alerts keep their defaults).
+        // init writes [scheduler] and [alerts] last: the test's settings
+        // replace both.
         let at = text.find("[scheduler]").expect("init writes [scheduler]");
         assert!(
             !text[..at].contains("[alerts]"),
             "init writes [alerts] after [scheduler]"
         );
         text = format!(
-            "{}[scheduler]\n{scheduler}\n{}\n",
+            "{}[scheduler]\n{scheduler}\n[alerts]\n{}\n{}\n",
             &text[..at],
+            o.alerts,
             o.extra_toml
         );
         fs::write(&cfg, text).unwrap();

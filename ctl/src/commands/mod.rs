@@ -41,6 +41,7 @@ fn repo(args: RepoArgs) -> Result<()> {
         RepoCommand::Backup { .. } => backup::run(&args),
         RepoCommand::BackupDb(a) => db::backup(&args, a),
         RepoCommand::RestoreDb(a) => db::restore(&args, a),
+        RepoCommand::Audit => users::repo_audit(&args),
         RepoCommand::Snapshots { domain } => snapshots::list(&args, domain.as_deref()),
         RepoCommand::Ls {
             snapshot,

@@ -158,6 +158,51 @@ fn since(s: &str) -> Result<i64> {
     )))
 }
 
+fn print_entry(seq: u64, t: i64, who: &str, role: &str, action: &str, outcome: &str, args: &str) {
+    println!(
+        "{seq:>6} {} {:<12} {role:<9} {action:<16} {}  {}",
+        time(t),
+        output::safe(who),
+        output::safe(outcome),
+        output::safe(args)
+    );
+}
+
+/// `cairnctl repo audit`: the copy in the repository, read and checked
+/// with the passphrase alone.
+pub fn repo_audit(args: &crate::cli::RepoArgs) -> Result<()> {
+    let repo = super::open(args)?;
+    let lines = repo.audit_lines()?;
+    let verdict = cairn_repo::audit::verify(&lines, None);
+    let entries: Vec<cairn_repo::audit::Entry> = lines
+        .iter()
+        .filter_map(|(_, l)| serde_json::from_str(l).ok())
+        .collect();
+    if args.json {
+        output::json(&entries)?;
+    } else {
+        for e in &entries {
+            print_entry(
+                e.seq, e.time, &e.who, &e.role, &e.action, &e.outcome, &e.args,
+            );
+        }
+        if verdict.problem.is_none() {
+            println!("{} entries, hash chain verified", verdict.entries);
+        }
+    }
+    match verdict.problem {
+        None => Ok(()),
+        Some(p) => Err(Exit(
+            crate::EXIT_FAILURE,
+            anyhow::anyhow!(
+                "the audit log in the repository was tampered with: {p} ({} entries verified before it)",
+                verdict.entries
+            ),
+        )
+        .into()),
+    }
+}
+
 pub async fn audit(c: &mut Client, cmd: AuditCommand, json: bool) -> Result<()> {
     match cmd {
         AuditCommand::List { since: s, limit } => {
@@ -182,15 +227,8 @@ pub async fn audit(c: &mut Client, cmd: AuditCommand, json: bool) -> Result<()> 
                 return output::json(&list);
             }
             for e in &r.entries {
-                println!(
-                    "{:>6} {} {:<12} {:<9} {:<16} {}  {}",
-                    e.seq,
-                    time(e.time),
-                    output::safe(&e.who),
-                    e.role,
-                    e.action,
-                    output::safe(&e.outcome),
-                    output::safe(&e.args)
+                print_entry(
+                    e.seq, e.time, &e.who, &e.role, &e.action, &e.outcome, &e.args,
                 );
             }
         }
