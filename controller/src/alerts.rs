@@ -162,6 +162,8 @@ pub struct Inputs<'a> {
     pub summaries: &'a Summaries,
     /// Jobs queued or running.
     pub open: &'a [JobRecord],
+    /// Per-domain thresholds from policies' `[alerts]`, where set.
+    pub tuning: &'a HashMap<(String, String), crate::policy::AlertTuning>,
     /// (agent, domain) → seconds between two of its scheduled runs (the
     /// shortest of its kinds).
     pub intervals: &'a HashMap<(String, String), i64>,
@@ -236,24 +238,47 @@ pub fn evaluate(i: &Inputs) -> Vec<Finding> {
             });
         }
     }
-    for ((agent, domain), interval) in i.intervals {
-        if !live.contains(agent.as_str()) || *interval <= 0 {
+    let mut watched: Vec<(&String, &String)> = i
+        .intervals
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|((a, d), _)| (a, d))
+        .chain(
+            i.tuning
+                .iter()
+                .filter(|(_, t)| t.overdue.is_some())
+                .map(|((a, d), _)| (a, d)),
+        )
+        .collect();
+    watched.sort();
+    watched.dedup();
+    for (agent, domain) in watched {
+        if !live.contains(agent.as_str()) {
             continue;
         }
+        let key = (agent.clone(), domain.clone());
+        let interval = i.intervals.get(&key).copied().unwrap_or(0);
+        let limit = match i.tuning.get(&key).map(|t| t.overdue_seconds()) {
+            Some(Ok(Some(limit))) => limit,
+            _ => interval + interval / 2,
+        };
         // A domain never backed up is the failure rules' business.
         let Some(last) = i.summaries.get(agent, domain).and_then(|s| s.newest_time()) else {
             continue;
         };
-        let limit = interval + interval / 2;
         if i.now - last > limit {
             out.push(Finding {
                 rule: "backup_overdue",
                 agent_id: agent.clone(),
                 domain: domain.clone(),
                 message: format!(
-                    "{domain} on {agent}: last backup {} ago, its schedule runs every {}",
+                    "{domain} on {agent}: last backup {} ago, {}",
                     words(i.now - last),
-                    words(*interval)
+                    if interval > 0 {
+                        format!("its schedule runs every {}", words(interval))
+                    } else {
+                        format!("its policy allows {}", words(limit))
+                    }
                 ),
             });
         }
@@ -265,9 +290,12 @@ pub fn evaluate(i: &Inputs) -> Vec<Finding> {
         };
         let (a, b) = (prev.total_bytes, last.total_bytes);
         let size = |n: u64| bytesize::ByteSize(n).display().si().to_string();
-        let rule = if a >= SIZE_ALERT_FLOOR && b < a / 2 {
+        let t = i.tuning.get(&((*agent).clone(), (*domain).clone()));
+        let shrink = t.and_then(|t| t.shrink).unwrap_or(0.5);
+        let grow = t.and_then(|t| t.grow).unwrap_or(3.0);
+        let rule = if a >= SIZE_ALERT_FLOOR && (b as f64) < a as f64 * shrink {
             "snapshot_shrunk"
-        } else if b >= SIZE_ALERT_FLOOR && b > a.saturating_mul(3) {
+        } else if b >= SIZE_ALERT_FLOOR && b as f64 > a as f64 * grow {
             "snapshot_grew"
         } else {
             continue;
@@ -285,6 +313,12 @@ pub fn evaluate(i: &Inputs) -> Vec<Finding> {
             ),
         });
     }
+    // Rules a policy muted for a domain.
+    out.retain(|f| {
+        i.tuning
+            .get(&(f.agent_id.clone(), f.domain.clone()))
+            .is_none_or(|t| !t.mute.iter().any(|r| r == f.rule))
+    });
     out.extend(storage(i));
     for c in i.certificates {
         let left = c.not_after - i.now;
@@ -541,6 +575,7 @@ mod tests {
             online: &online,
             summaries: &summaries,
             open: &open,
+            tuning: &HashMap::new(),
             intervals: &intervals,
             certificates: &[],
             storage: None,
@@ -606,6 +641,7 @@ mod tests {
             online: &online,
             summaries: &summaries,
             open: &open,
+            tuning: &HashMap::new(),
             intervals: &HashMap::new(),
             certificates: &[],
             storage: None,
@@ -624,6 +660,46 @@ mod tests {
                 .contains("30.0 MB, the one before 80.0 MB (-62%)"),
             "{}",
             f[1].message
+        );
+        // A policy's [alerts]: ok.test alerts on any 10% drop, logs.test's
+        // growth is muted, and a domain without a schedule is overdue after 1h.
+        let tuned =
+            |name: &str, t: crate::policy::AlertTuning| (("a1".to_string(), name.to_string()), t);
+        let tuning = HashMap::from([
+            tuned(
+                "ok.test",
+                crate::policy::AlertTuning {
+                    shrink: Some(0.9),
+                    ..Default::default()
+                },
+            ),
+            tuned(
+                "logs.test",
+                crate::policy::AlertTuning {
+                    mute: vec!["snapshot_grew".into()],
+                    ..Default::default()
+                },
+            ),
+            tuned(
+                "tiny.test",
+                crate::policy::AlertTuning {
+                    overdue: Some("1h".into()),
+                    ..Default::default()
+                },
+            ),
+        ]);
+        let i = Inputs {
+            tuning: &tuning,
+            now: 200 + 3_601,
+            ..i
+        };
+        assert_eq!(
+            rules(&i),
+            [
+                ("backup_overdue".into(), "tiny.test".into()),
+                ("snapshot_shrunk".into(), "hacked.test".into()),
+                ("snapshot_shrunk".into(), "ok.test".into()),
+            ]
         );
     }
 
@@ -663,6 +739,7 @@ mod tests {
             online: &HashSet::new(),
             summaries: &summaries,
             open: &open,
+            tuning: &HashMap::new(),
             intervals: &HashMap::new(),
             certificates: &certificates,
             storage: Some((90 * MB, 100 * MB)),

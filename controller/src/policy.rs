@@ -63,6 +63,86 @@ pub struct Policy {
     /// Failed scheduled runs are retried this many times, with backoff.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<u32>,
+    /// The domains' alert thresholds, where the built-in ones do not fit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<AlertTuning>,
+}
+
+/// A policy's `[alerts]`: thresholds of the per-domain alert rules.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertTuning {
+    /// backup_overdue after this long without a snapshot (`36h`); by
+    /// default 1.5× the schedule's interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overdue: Option<String>,
+    /// snapshot_shrunk below this fraction of the snapshot before (0.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shrink: Option<f64>,
+    /// snapshot_grew above this multiple of the snapshot before (3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grow: Option<f64>,
+    /// Rules never raised for these domains (a staging site's size swings).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mute: Vec<String>,
+}
+
+impl AlertTuning {
+    pub fn check(&self) -> Result<(), String> {
+        self.overdue_seconds()?;
+        if let Some(s) = self.shrink {
+            if !(s > 0.0 && s < 1.0) {
+                return Err(format!(
+                    "alerts.shrink {s}: expected a fraction between 0 and 1"
+                ));
+            }
+        }
+        if let Some(g) = self.grow {
+            if !(g > 1.0 && g.is_finite()) {
+                return Err(format!("alerts.grow {g}: expected a factor above 1"));
+            }
+        }
+        for r in &self.mute {
+            if !crate::alerts::RULES.iter().any(|(name, _)| name == r) {
+                return Err(format!(
+                    "alerts.mute {r:?}: no such rule (cairnctl alerts list shows them)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn overdue_seconds(&self) -> Result<Option<i64>, String> {
+        self.overdue
+            .as_deref()
+            .map(|v| {
+                humantime::parse_duration(v)
+                    .map(|d| d.as_secs().min(i64::MAX as u64) as i64)
+                    .map_err(|e| format!("alerts.overdue {v:?}: {e}"))
+            })
+            .transpose()
+    }
+
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(o) = &self.overdue {
+            parts.push(format!("overdue after {o}"));
+        }
+        if let Some(s) = self.shrink {
+            parts.push(format!("shrunk below {s}×"));
+        }
+        if let Some(g) = self.grow {
+            parts.push(format!("grew above {g}×"));
+        }
+        if !self.mute.is_empty() {
+            parts.push(format!("muted: {}", self.mute.join(", ")));
+        }
+        if parts.is_empty() {
+            "built-in".into()
+        } else {
+            parts.join("; ")
+        }
+    }
 }
 
 fn default_order() -> i32 {
@@ -243,6 +323,9 @@ impl Policy {
                 ));
             }
         }
+        if let Some(a) = &self.alerts {
+            a.check()?;
+        }
         if let Some(r) = self.retries {
             if r > 20 {
                 return Err(format!("retries {r}: at most 20"));
@@ -361,6 +444,7 @@ pub struct Effective {
     pub priority: From<i32>,
     pub verify_every: From<Option<String>>,
     pub retries: From<u32>,
+    pub alerts: From<Option<AlertTuning>>,
     /// The policies that selected the domain, in the order they applied.
     pub policies: Vec<String>,
 }
@@ -434,6 +518,14 @@ impl Effective {
                 self.retries.value.to_string(),
                 &self.retries.source,
             ),
+            (
+                "alerts",
+                self.alerts
+                    .value
+                    .as_ref()
+                    .map_or("built-in".into(), AlertTuning::describe),
+                &self.alerts.source,
+            ),
         ];
         out.drain(..)
             .map(|(n, v, s)| (n.to_string(), v, s.clone()))
@@ -476,6 +568,7 @@ pub fn effective(policies: &[Policy], d: &Subject) -> Effective {
         priority: default(0),
         verify_every: default(None),
         retries: default(3),
+        alerts: default(None),
         policies: Vec::new(),
     };
     let mut ordered: Vec<&Policy> = policies.iter().filter(|p| p.selects(d)).collect();
@@ -526,6 +619,7 @@ pub fn effective(policies: &[Policy], d: &Subject) -> Effective {
         take!(priority);
         take!(verify_every, some);
         take!(retries);
+        take!(alerts, some);
         e.policies.push(p.name.clone());
     }
     e
@@ -626,10 +720,28 @@ mod tests {
             ),
             ("name = \"a\"\nkeep_daily = 3", "unknown field"),
             ("name = \"a\"\n[select]\ndomains = [\"[\"]", "glob"),
+            (
+                "name = \"a\"\n[alerts]\noverdue = \"soon\"",
+                "alerts.overdue",
+            ),
+            ("name = \"a\"\n[alerts]\nshrink = 2.0", "alerts.shrink"),
+            ("name = \"a\"\n[alerts]\ngrow = 0.5", "alerts.grow"),
+            (
+                "name = \"a\"\n[alerts]\nmute = [\"site_down\"]",
+                "no such rule",
+            ),
         ] {
             let err = Policy::parse(doc).unwrap_err();
             assert!(err.contains(want), "{doc:?}: {err}");
         }
+        let tuned = Policy::parse(
+            "name = \"staging\"\n[alerts]\noverdue = \"3d\"\nmute = [\"snapshot_grew\"]",
+        )
+        .unwrap();
+        assert_eq!(
+            tuned.alerts.unwrap().describe(),
+            "overdue after 3d; muted: snapshot_grew"
+        );
         let big = format!("name = \"a\"\n#{}", "x".repeat(MAX_DOCUMENT));
         assert!(Policy::parse(&big).unwrap_err().contains("bytes"));
     }

@@ -384,9 +384,19 @@ pub fn queue_verifications(f: &Fleet, now: i64) -> anyhow::Result<Vec<JobRecord>
 
 /// Seconds between two scheduled runs of each (agent, domain): the
 /// shortest of its kinds at `now`.
-pub fn intervals(f: &Fleet, now: i64) -> anyhow::Result<HashMap<(String, String), i64>> {
+pub fn intervals(f: &Fleet, now: i64) -> anyhow::Result<Intervals> {
+    Ok(intervals_and_tuning(f, now)?.0)
+}
+
+type Intervals = HashMap<(String, String), i64>;
+type Tuning = HashMap<(String, String), crate::policy::AlertTuning>;
+
+/// [`intervals`], and the alert thresholds policies set per domain.
+fn intervals_and_tuning(f: &Fleet, now: i64) -> anyhow::Result<(Intervals, Tuning)> {
     let mut intervals = HashMap::new();
+    let mut tuning = HashMap::new();
     for plan in domain_plans(f)? {
+        let key = (plan.domain.agent_id.clone(), plan.domain.name.clone());
         let shortest = plan
             .runs
             .iter()
@@ -397,10 +407,13 @@ pub fn intervals(f: &Fleet, now: i64) -> anyhow::Result<HashMap<(String, String)
             })
             .min();
         if let Some(s) = shortest {
-            intervals.insert((plan.domain.agent_id.clone(), plan.domain.name.clone()), s);
+            intervals.insert(key.clone(), s);
+        }
+        if let Some(t) = plan.effective.alerts.value {
+            tuning.insert(key, t);
         }
     }
-    Ok(intervals)
+    Ok((intervals, tuning))
 }
 
 /// Evaluates the alert rules now and stores what changed (new, current,
@@ -409,7 +422,7 @@ pub fn refresh_alerts(f: &Fleet, now: i64) -> anyhow::Result<()> {
     let agents = f.catalog.agents()?;
     let online: HashSet<String> = f.sessions.lock().unwrap().keys().cloned().collect();
     let open = f.catalog.open_jobs()?;
-    let intervals = intervals(f, now)?;
+    let (intervals, tuning) = intervals_and_tuning(f, now)?;
     let limits = f.cfg.alerts.limits()?;
     let certificates = f.certificates()?;
     let storage = f.storage_use()?;
@@ -420,6 +433,7 @@ pub fn refresh_alerts(f: &Fleet, now: i64) -> anyhow::Result<()> {
             online: &online,
             summaries,
             open: &open,
+            tuning: &tuning,
             intervals: &intervals,
             certificates: &certificates,
             storage,

@@ -106,7 +106,12 @@ fn main() -> anyhow::Result<()> {
         domains * days,
         t.elapsed().as_secs_f64()
     );
+    let t = Instant::now();
     c.start_controller();
+    println!(
+        "controller start (catalog opened, summaries rebuilt, serving): {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     let web = c.web_url();
     let time = |path: &str| {
         let mut ms: Vec<f64> = (0..rounds)
