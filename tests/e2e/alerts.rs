@@ -154,8 +154,14 @@ fn a_full_repository_and_an_expiring_certificate_are_told() {
     let site = c.dir.join("site");
     fs::create_dir_all(&site).unwrap();
     // Random bytes: they neither compress nor deduplicate below 20 kB.
-    let noise: Vec<u8> = (0..64_000u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..100_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
         .collect();
     fs::write(site.join("upload.bin"), noise).unwrap();
     let _a1 = c.add_agent("a1", &[("site.test", &site)]);

@@ -2,14 +2,15 @@
 //! of 3 agents and 10 domains backed up daily for 30 simulated days, one
 //! agent then lost; the fleet page shows health, the alerts and the storage
 //! chart, a domain page its size history and runs. Screenshots are saved
-//! under target/screenshots/.
+//! under target/screenshots/. With `web_token_file`, every page but
+//! /healthz asks for the token.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use cairn_tests::cluster::{http_get_status, Cluster, ClusterOptions};
+use cairn_tests::cluster::{http_get_status, http_get_with, Cluster, ClusterOptions};
 use cairn_tests::*;
 
 use crate::schedule::Sim;
@@ -206,4 +207,74 @@ fn the_dashboard_shows_a_month_of_fleet_in_a_real_browser() {
     );
     let (status, _) = http_get_status(&format!("{}/domain/a1/nope.test", c.web_url()));
     assert_eq!(status, 404);
+}
+
+#[test]
+fn the_web_listener_asks_for_its_token() {
+    let mut c = Cluster::start(ClusterOptions::default());
+    c.stop_controller();
+    let token = "f3b1c0ffee5ecret7a1b2c3d4e5f60718";
+    let file = c.dir.join("web.token");
+    fs::write(&file, format!("{token}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+    let cfg = c.state.join("controller.toml");
+    let text = fs::read_to_string(&cfg).unwrap();
+    fs::write(
+        &cfg,
+        format!("web_token_file = {:?}\n{text}", file.display().to_string()),
+    )
+    .unwrap();
+    c.start_controller();
+    let web = c.web_url();
+
+    for path in ["/", "/metrics", "/api/status", "/domain/a1/x.test"] {
+        let (status, head, body) = http_get_with(&format!("{web}{path}"), &[]);
+        assert_eq!(status, 401, "{path} without the token: {body}");
+        assert!(
+            head.contains("WWW-Authenticate") || head.contains("www-authenticate"),
+            "{head}"
+        );
+        let (status, _, _) = http_get_with(
+            &format!("{web}{path}"),
+            &[("Authorization", "Bearer not-the-token-at-all-000000000")],
+        );
+        assert_eq!(status, 401, "{path} with a wrong token");
+    }
+    assert_eq!(
+        http_get_status(&format!("{web}/healthz")).0,
+        200,
+        "health checks need no token"
+    );
+    let bearer = format!("Bearer {token}");
+    let (status, _, page) = http_get_with(&format!("{web}/"), &[("Authorization", &bearer)]);
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("Fleet") && !page.contains(token),
+        "the page never shows the token"
+    );
+    let (status, _, metrics) =
+        http_get_with(&format!("{web}/metrics"), &[("Authorization", &bearer)]);
+    assert_eq!(status, 200);
+    assert!(metrics.contains("cairn_agents_enrolled"));
+
+    // Opened once as /?token=…: a cookie, and the address loses the token.
+    let (status, head, _) = http_get_with(&format!("{web}/?token={token}"), &[]);
+    assert_eq!(status, 303, "{head}");
+    let cookie = head
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("set-cookie: ")
+                .or_else(|| l.strip_prefix("Set-Cookie: "))
+        })
+        .unwrap_or_else(|| panic!("no cookie: {head}"));
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().unwrap();
+    let (status, _, _) = http_get_with(&format!("{web}/"), &[("Cookie", pair)]);
+    assert_eq!(status, 200, "the cookie opens the pages");
+    let (status, _, _) = http_get_with(&format!("{web}/?token=wrong"), &[]);
+    assert_eq!(status, 401);
 }

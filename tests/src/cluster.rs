@@ -466,6 +466,13 @@ pub fn http_get(url: &str) -> String {
 
 /// GET over HTTP/1.0: the status code and the body.
 pub fn http_get_status(url: &str) -> (u16, String) {
+    let (status, _, body) = http_get_with(url, &[]);
+    (status, body)
+}
+
+/// GET over HTTP/1.0 with request headers: the status code, the response
+/// head and the body.
+pub fn http_get_with(url: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest
@@ -473,7 +480,11 @@ pub fn http_get_status(url: &str) -> (u16, String) {
         .map(|(h, p)| (h, format!("/{p}")))
         .unwrap_or((rest, "/".into()));
     let mut s = std::net::TcpStream::connect(host).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n{extra}\r\n").unwrap();
     let mut buf = String::new();
     s.read_to_string(&mut buf).unwrap();
     let (head, body) = buf.split_once("\r\n\r\n").unwrap();
@@ -482,7 +493,7 @@ pub fn http_get_status(url: &str) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    (status, body.to_string())
+    (status, head.to_string(), body.to_string())
 }
 
 /// Every process argument of `pid`, joined by spaces.
