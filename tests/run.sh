@@ -26,6 +26,8 @@ command -v pg_dump >/dev/null || missing+=(postgresql-client)
 command -v promtool >/dev/null || missing+=(prometheus)
 # Headless Chromium loads the dashboard.
 command -v chromium >/dev/null || missing+=(chromium)
+# systemd-analyze checks the shipped units (verify, security exposure).
+command -v systemd-analyze >/dev/null || missing+=(systemd)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   as_root apt-get update -q

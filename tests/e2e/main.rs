@@ -18,3 +18,4 @@ mod notify;
 mod s3;
 mod safety;
 mod schedule;
+mod units;
