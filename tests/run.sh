@@ -28,6 +28,9 @@ command -v promtool >/dev/null || missing+=(prometheus)
 command -v chromium >/dev/null || missing+=(chromium)
 # systemd-analyze checks the shipped units (verify, security exposure).
 command -v systemd-analyze >/dev/null || missing+=(systemd)
+# man renders the generated man pages.
+command -v man >/dev/null || missing+=(man-db)
+command -v groff >/dev/null || missing+=(groff-base)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   as_root apt-get update -q

@@ -273,6 +273,8 @@ async fn session(
             agent_version: env!("CARGO_PKG_VERSION").into(),
             hostname: cfg.host_name(),
             inventory: Some(inv),
+            protocol: cairn_proto::PROTOCOL,
+            min_protocol: cairn_proto::MIN_PROTOCOL,
         })),
     })
     .await?;
@@ -288,7 +290,9 @@ async fn session(
         }) => w,
         _ => bail!("the controller did not welcome this session"),
     };
-    tracing::info!(agent = %welcome.agent_id, controller = %cfg.controller, "connected");
+    // A controller from before negotiation says 0 and speaks 1.
+    let protocol = welcome.protocol.max(1);
+    tracing::info!(agent = %welcome.agent_id, controller = %cfg.controller, version = %welcome.controller_version, protocol, "connected");
     let beat = Duration::from_secs(welcome.heartbeat_seconds.max(1) as u64);
     let mut ticker = tokio::time::interval(beat);
     // Discovery and analysis again every interval, sent up as a new inventory.

@@ -60,6 +60,7 @@ const READ: &[&str] = &[
     "ListUsers",
     "ListAudit",
     "VerifyAudit",
+    "GetVersion",
 ];
 
 /// Calls that run the fleet without deleting or granting anything.

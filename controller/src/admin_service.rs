@@ -397,6 +397,18 @@ impl AdminService for AdminApi {
         }))
     }
 
+    async fn get_version(
+        &self,
+        req: Request<pb::GetVersionRequest>,
+    ) -> Result<Response<pb::VersionInfo>, Status> {
+        self.allow(&req, "GetVersion")?;
+        Ok(Response::new(pb::VersionInfo {
+            version: env!("CARGO_PKG_VERSION").into(),
+            protocol: cairn_proto::PROTOCOL,
+            min_protocol: cairn_proto::MIN_PROTOCOL,
+        }))
+    }
+
     async fn list_agents(
         &self,
         req: Request<pb::ListAgentsRequest>,

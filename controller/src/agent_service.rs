@@ -330,6 +330,11 @@ impl AgentService for AgentApi {
                 "the host name is empty, too long or holds control characters",
             ));
         }
+        let protocol =
+            cairn_proto::negotiate((hello.min_protocol, hello.protocol)).map_err(|why| {
+                tracing::warn!(agent = %agent, version = %hello.agent_version, "refused session: {why}");
+                Status::failed_precondition(why)
+            })?;
         if let Some(mut rec) = fleet.catalog.agent(&agent).map_err(internal)? {
             rec.version = hello.agent_version.clone();
             rec.hostname = hello.hostname.clone();
@@ -352,12 +357,14 @@ impl AgentService for AgentApi {
         if old.is_some() {
             tracing::info!(agent = %agent, "agent reconnected; its older session is closed");
         }
-        tracing::info!(agent = %agent, version = %hello.agent_version, "agent online");
+        tracing::info!(agent = %agent, version = %hello.agent_version, protocol, "agent online");
         let _ = tx
             .send(Ok(pb::ControllerMessage {
                 body: Some(pb::controller_message::Body::Welcome(pb::Welcome {
                     agent_id: agent.clone(),
                     heartbeat_seconds: fleet.cfg.heartbeat_seconds,
+                    controller_version: env!("CARGO_PKG_VERSION").into(),
+                    protocol,
                 })),
             }))
             .await;

@@ -142,6 +142,13 @@ pub enum Command {
     /// with who made it.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Print the versions of cairnctl and of the controller it talks to.
+    Version,
+    /// Print a shell completion script: `source <(cairnctl completions bash)`,
+    /// or save it where your shell loads completions from.
+    Completions { shell: clap_complete::Shell },
+    /// Write man pages for cairnctl and each of its commands into DIR.
+    Man { dir: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]

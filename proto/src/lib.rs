@@ -1,8 +1,37 @@
 //! cairn-proto: the gRPC contracts between controller, agents and cairnctl
 //! (DESIGN §6), generated at build time from `proto/cairn/*/v1/*.proto`.
 //!
-//! No logic lives here. Packages are versioned (`v1`); a field number is never
+//! No logic lives here but the session protocol's version rule
+//! ([`negotiate`]). Packages are versioned (`v1`); a field number is never
 //! reused.
+
+/// The agent session protocol this build speaks, newest.
+pub const PROTOCOL: u32 = 2;
+/// The oldest it still speaks: agents and controllers one release apart
+/// work together.
+pub const MIN_PROTOCOL: u32 = 1;
+
+/// The protocol a session speaks: the newest both sides know. `theirs` is
+/// what the other side said ((0, 0) from a build before negotiation, which
+/// speaks 1). Err: they share none, in words.
+pub fn negotiate(theirs: (u32, u32)) -> Result<u32, String> {
+    let (min, max) = match theirs {
+        (_, 0) => (1, 1),
+        (min, max) => (min.max(1), max),
+    };
+    let chosen = max.min(PROTOCOL);
+    if chosen < min.max(MIN_PROTOCOL) || min > max {
+        let older = if max < MIN_PROTOCOL {
+            "the agent"
+        } else {
+            "the controller"
+        };
+        return Err(format!(
+            "no common session protocol: the agent speaks {min}..={max}, the controller {MIN_PROTOCOL}..={PROTOCOL}; upgrade {older}"
+        ));
+    }
+    Ok(chosen)
+}
 
 pub mod agent {
     // A Job (with its repository access and index segment) is much larger
@@ -22,6 +51,25 @@ pub mod admin {
 #[cfg(test)]
 mod tests {
     use prost::Message;
+
+    #[test]
+    fn sessions_speak_the_newest_protocol_both_know() {
+        use super::{negotiate, MIN_PROTOCOL, PROTOCOL};
+        assert_eq!(
+            negotiate((0, 0)),
+            Ok(1),
+            "a build before negotiation speaks 1"
+        );
+        assert_eq!(negotiate((MIN_PROTOCOL, PROTOCOL)), Ok(PROTOCOL));
+        assert_eq!(
+            negotiate((PROTOCOL, PROTOCOL + 1)),
+            Ok(PROTOCOL),
+            "a newer agent speaks down"
+        );
+        let newer = negotiate((PROTOCOL + 1, PROTOCOL + 2)).unwrap_err();
+        assert!(newer.ends_with("upgrade the controller"), "{newer}");
+        assert!(negotiate((3, 2)).is_err(), "an empty range is no range");
+    }
 
     use super::agent::v1 as agent;
 
@@ -43,6 +91,8 @@ mod tests {
             body: Some(agent::agent_message::Body::Hello(agent::Hello {
                 agent_version: "0.1.0".into(),
                 hostname: "web-1".into(),
+                protocol: super::PROTOCOL,
+                min_protocol: super::MIN_PROTOCOL,
                 inventory: Some(agent::Inventory {
                     domains: vec![agent::Domain {
                         name: "example.test".into(),

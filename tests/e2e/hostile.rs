@@ -38,6 +38,8 @@ fn channel(c: &Cluster, id: Option<&cairn_net::Identity>) -> Channel {
     cairn_net::channel(&c.url(), tls).unwrap()
 }
 
+/// A hello as the release before protocol negotiation sends it (no
+/// protocol fields): the controller must still welcome it.
 fn hello(domains: &[&str]) -> pb::AgentMessage {
     pb::AgentMessage {
         body: Some(pb::agent_message::Body::Hello(pb::Hello {
@@ -53,6 +55,7 @@ fn hello(domains: &[&str]) -> pb::AgentMessage {
                     })
                     .collect(),
             }),
+            ..Default::default()
         })),
     }
 }
@@ -651,4 +654,57 @@ fn presigned_packs_are_verified_after_their_urls_expire() {
     commit(&job.job_id, tree).unwrap();
     let err = presign(&job.job_id, id).unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+}
+
+/// Upgrades (issue 15): an agent of the release before negotiation (its
+/// hello has no protocol fields) is welcomed, told the controller's version
+/// and protocol 1; an agent that speaks only protocols this controller does
+/// not know is refused in one line that says which side to upgrade.
+#[test]
+fn agents_a_release_apart_work_together_and_others_are_told_why() {
+    let c = Cluster::start(ClusterOptions::default());
+    let old = Scripted::connect(&c, "old-agent", &["old.test"]);
+    let mut inbound = old.inbound;
+    let welcome = old.rt.block_on(inbound.message()).unwrap().unwrap();
+    let Some(pb::controller_message::Body::Welcome(w)) = welcome.body else {
+        panic!("no welcome: {welcome:?}");
+    };
+    assert_eq!(w.protocol, 1, "the old agent's protocol");
+    assert_eq!(w.controller_version, env!("CARGO_PKG_VERSION"));
+    let listed = c.json(&["domains", "list"]);
+    assert!(listed.to_string().contains("old.test"), "{listed}");
+
+    let agent = c.enroll_only("future-agent");
+    let id = cairn_net::Identity {
+        chain_pem: fs::read_to_string(agent.state().join("agent.pem")).unwrap(),
+        key_pem: fs::read_to_string(agent.state().join("agent.key")).unwrap(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let mut client = AgentServiceClient::new(channel(&c, Some(&id)));
+    let (tx, rx) = mpsc::channel(4);
+    tx.try_send(pb::AgentMessage {
+        body: Some(pb::agent_message::Body::Hello(pb::Hello {
+            agent_version: "9.0.0".into(),
+            hostname: "future-host".into(),
+            protocol: cairn_proto::PROTOCOL + 2,
+            min_protocol: cairn_proto::PROTOCOL + 1,
+            ..Default::default()
+        })),
+    })
+    .unwrap();
+    let refused = rt
+        .block_on(client.session(ReceiverStream::new(rx)))
+        .expect_err("a session in no common protocol is refused");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("upgrade the controller") && !refused.message().contains('\n'),
+        "{}",
+        refused.message()
+    );
+    let v = c.json(&["version"]);
+    assert_eq!(v["controller"]["protocol"], cairn_proto::PROTOCOL);
 }

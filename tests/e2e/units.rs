@@ -3,12 +3,13 @@
 //! unprivileged network service) at most 2.5 and the agent (root: it reads
 //! every site and restores owners) at most 5.0, with the agent's
 //! capabilities bounded to what reading and restoring sites needs.
+//! cairnctl's shell completions load and its man pages render.
 
 use std::fs;
 use std::process::Command;
 
 use cairn_tests::cluster::bin;
-use cairn_tests::workspace_root;
+use cairn_tests::{cairnctl_bin, workspace_root};
 
 fn unit(name: &str) -> String {
     fs::read_to_string(workspace_root().join("deploy").join(name)).unwrap()
@@ -88,4 +89,59 @@ fn units_verify_clean_and_are_hardened_to_their_job() {
             "{name}: {err}"
         );
     }
+}
+
+#[test]
+fn completions_load_and_man_pages_render() {
+    let tmp = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(cairnctl_bin())
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}: {out:?}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            script.contains("cairnctl") && script.contains("backup"),
+            "{shell}"
+        );
+        fs::write(tmp.path().join(format!("cairnctl.{shell}")), script).unwrap();
+    }
+    let loaded = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {}/cairnctl.bash && complete -p cairnctl",
+            tmp.path().display()
+        ))
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&loaded.stdout);
+    assert!(
+        loaded.status.success() && line.contains("_cairnctl cairnctl"),
+        "{loaded:?}"
+    );
+
+    let dir = tmp.path().join("man");
+    let out = Command::new(cairnctl_bin())
+        .arg("man")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    for page in ["cairnctl.1", "cairnctl-backup.1", "cairnctl-repo-restore.1"] {
+        assert!(dir.join(page).exists(), "{page}");
+    }
+    let shown = Command::new("man")
+        .arg("-l")
+        .arg(dir.join("cairnctl-backup.1"))
+        .env("MANPAGER", "cat")
+        .env("MANWIDTH", "80")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.status.success(), "{shown:?}");
+    assert!(
+        text.contains("SYNOPSIS") && text.contains("--wait"),
+        "{text}"
+    );
 }

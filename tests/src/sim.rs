@@ -109,6 +109,8 @@ pub async fn connect(
             agent_version: "load".into(),
             hostname: hostname.into(),
             inventory: Some(pb::Inventory { domains }),
+            protocol: cairn_proto::PROTOCOL,
+            min_protocol: cairn_proto::MIN_PROTOCOL,
         })),
     })
     .await?;

@@ -92,6 +92,36 @@ pub(super) fn status(s: tonic::Status) -> anyhow::Error {
     Exit(code, anyhow::anyhow!(msg)).into()
 }
 
+/// `cairnctl version`: the controller's release and session protocols
+/// (the client's is printed first, so it shows even when the controller
+/// cannot be reached).
+pub fn version(conn: &Connection, client: &str) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let _guard = rt.enter();
+    let mut c = connect(conn)?;
+    let v = rt
+        .block_on(c.get_version(pb::GetVersionRequest {}))
+        .map_err(status)?
+        .into_inner();
+    if conn.json {
+        return output::json(&serde_json::json!({
+            "client": { "version": client },
+            "controller": {
+                "version": v.version,
+                "protocol": v.protocol,
+                "min_protocol": v.min_protocol,
+            },
+        }));
+    }
+    println!(
+        "controller {} (agent session protocols {}..={})",
+        v.version, v.min_protocol, v.protocol
+    );
+    Ok(())
+}
+
 pub fn run(conn: &Connection, cmd: Command) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -263,7 +293,10 @@ pub fn run(conn: &Connection, cmd: Command) -> Result<()> {
                     .into_inner();
                 follow(&mut c, j, true, conn.json).await
             }
-            Command::Repo(_) => unreachable!("handled by the caller"),
+            Command::Repo(_)
+            | Command::Version
+            | Command::Completions { .. }
+            | Command::Man { .. } => unreachable!("handled by the caller"),
         }
     })
 }

@@ -30,8 +30,30 @@ pub fn run(cli: Cli) -> Result<()> {
             args.json = cli.conn.json;
             repo(*args)
         }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "cairnctl", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { dir } => man(&dir),
+        Command::Version => {
+            let client = env!("CARGO_PKG_VERSION");
+            if !cli.conn.json {
+                println!("cairnctl {client}");
+            }
+            fleet::version(&cli.conn, client)
+        }
         other => fleet::run(&cli.conn, other),
     }
+}
+
+/// Man pages: cairnctl.1 and one per command (cairnctl-backup.1 …).
+fn man(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let cmd = <Cli as clap::CommandFactory>::command();
+    clap_mangen::generate_to(cmd, dir)
+        .map_err(|e| anyhow::anyhow!("writing man pages into {}: {e}", dir.display()))?;
+    Ok(())
 }
 
 fn repo(args: RepoArgs) -> Result<()> {
