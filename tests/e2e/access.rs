@@ -9,11 +9,11 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use cairn_tests::cluster::{Cluster, ClusterOptions};
-use cairn_tests::{cairnctl_bin, eventually};
+use cairn_tests::eventually;
 
 const POLICY: &str = r#"
 name = "nightly"
@@ -256,16 +256,7 @@ fn roles_bound_what_users_do_and_the_audit_log_tells_it() {
 
     // The log is copied into the repository, where the passphrase alone
     // reads and checks it (no controller needed).
-    let repo_audit = || {
-        Command::new(cairnctl_bin())
-            .args(["repo", "--repo"])
-            .arg(c.dir.join("repo"))
-            .arg("--passphrase-file")
-            .arg(c.dir.join("passphrase"))
-            .args(["--json", "audit"])
-            .output()
-            .unwrap()
-    };
+    let repo_audit = || c.repo_command(&["--json", "audit"]).output().unwrap();
     let good = fs::read_to_string(c.state.join("audit.jsonl")).unwrap();
     let lines: Vec<&str> = good.lines().collect();
     let newest = serde_json::from_str::<serde_json::Value>(lines.last().unwrap()).unwrap()["seq"]

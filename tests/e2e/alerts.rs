@@ -20,6 +20,13 @@ pub(crate) struct Clock {
 }
 
 impl Clock {
+    /// A clock file in `dir` reading [`START`].
+    pub(crate) fn at_start(dir: &std::path::Path) -> Clock {
+        let file = dir.join("clock");
+        fs::write(&file, START.to_string()).unwrap();
+        Clock { file, now: START }
+    }
+
     /// Moves the controller's clock and waits for a scheduler pass (which
     /// evaluates the alert rules) at the new time.
     pub(crate) fn step(&mut self, c: &Cluster, by: i64) {
@@ -52,9 +59,7 @@ pub(crate) fn of_rule<'a>(list: &'a [serde_json::Value], rule: &str) -> Vec<&'a 
 #[test]
 fn alerts_fire_once_and_resolve_by_themselves() {
     let tmp = tempfile::tempdir().unwrap();
-    let file = tmp.path().join("clock");
-    fs::write(&file, START.to_string()).unwrap();
-    let mut clock = Clock { file, now: START };
+    let mut clock = Clock::at_start(tmp.path());
     let c = Cluster::start(ClusterOptions {
         clock_file: Some(clock.file.clone()),
         scheduler: Some("maintenance = \"0 5 1 1 *\"".into()),
@@ -143,9 +148,7 @@ fn alerts_fire_once_and_resolve_by_themselves() {
 #[test]
 fn a_full_repository_and_an_expiring_certificate_are_told() {
     let tmp = tempfile::tempdir().unwrap();
-    let file = tmp.path().join("clock");
-    fs::write(&file, START.to_string()).unwrap();
-    let mut clock = Clock { file, now: START };
+    let mut clock = Clock::at_start(tmp.path());
     let c = Cluster::start(ClusterOptions {
         clock_file: Some(clock.file.clone()),
         alerts: "storage_limit = \"20 kB\"\ncert_expiry = \"30d\"".into(),

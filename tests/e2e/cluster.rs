@@ -363,14 +363,7 @@ fn crashes_leave_no_half_snapshot_and_everything_reconnects() {
         &site,
         &c.dir.join("r2"),
     );
-    let check = Command::new(cairnctl_bin())
-        .args(["repo", "--repo"])
-        .arg(c.dir.join("repo"))
-        .arg("--passphrase-file")
-        .arg(c.dir.join("passphrase"))
-        .args(["check", "--read-data"])
-        .output()
-        .unwrap();
+    let check = c.repo_command(&["check", "--read-data"]).output().unwrap();
     assert!(
         check.status.success(),
         "{}",

@@ -14,7 +14,7 @@ use cairn_tests::sinks::Sink;
 use cairn_tests::*;
 use hmac::Mac;
 
-use crate::alerts::{alerts, of_rule, Clock, START};
+use crate::alerts::{alerts, of_rule, Clock};
 
 const HOOK_KEY: &str = "k3y-only-the-receiver-knows";
 
@@ -52,9 +52,7 @@ fn mail_subjects(mail: &[serde_json::Value]) -> Vec<String> {
 #[test]
 fn alerts_reach_mail_and_webhook_once_with_retries() {
     let tmp = tempfile::tempdir().unwrap();
-    let file = tmp.path().join("clock");
-    fs::write(&file, START.to_string()).unwrap();
-    let mut clock = Clock { file, now: START };
+    let mut clock = Clock::at_start(tmp.path());
     let mut smtp = Sink::smtp(&tmp.path().join("mail"));
     // The webhook receiver is down at first: its port is chosen now, its
     // server started later.

@@ -220,6 +220,17 @@ impl Cluster {
         )
     }
 
+    /// `cairnctl repo` on the fleet's (local) repository, with its passphrase.
+    pub fn repo_command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(cairnctl_bin());
+        c.args(["repo", "--repo"])
+            .arg(self.dir.join("repo"))
+            .arg("--passphrase-file")
+            .arg(self.dir.join("passphrase"))
+            .args(args);
+        c
+    }
+
     pub fn ctl_command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(cairnctl_bin());
         c.args(args)
