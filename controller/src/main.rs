@@ -58,7 +58,7 @@ enum Command {
             long,
             short,
             env = "CAIRN_CONTROLLER_CONFIG",
-            default_value = "/etc/cairn/controller.toml"
+            default_value = "/var/lib/cairn/controller/controller.toml"
         )]
         config: PathBuf,
     },
@@ -68,7 +68,7 @@ enum Command {
             long,
             short,
             env = "CAIRN_CONTROLLER_CONFIG",
-            default_value = "/etc/cairn/controller.toml"
+            default_value = "/var/lib/cairn/controller/controller.toml"
         )]
         config: PathBuf,
     },
