@@ -33,7 +33,7 @@ fi
 install -d -m 0755 "$prefix/bin" "$unitdir" "$prefix/share/doc/cairn"
 for b in "${bins[@]}"; do install -m 0755 "$bindir/$b" "$prefix/bin/$b"; done
 # The unit starts the binaries where they were installed.
-sed "s|/usr/local/bin/|$prefix/bin/|" "deploy/cairn-$role.service" > "$unitdir/cairn-$role.service"
+sed "s|/usr/bin/|$prefix/bin/|" "deploy/cairn-$role.service" > "$unitdir/cairn-$role.service"
 chmod 0644 "$unitdir/cairn-$role.service"
 install -m 0644 "deploy/$role.toml" "$prefix/share/doc/cairn/$role.toml.example"
 if [ "$role" = controller ]; then

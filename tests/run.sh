@@ -31,6 +31,9 @@ command -v systemd-analyze >/dev/null || missing+=(systemd)
 # man renders the generated man pages.
 command -v man >/dev/null || missing+=(man-db)
 command -v groff >/dev/null || missing+=(groff-base)
+# The .deb packages: lintian checks them, adduser makes their system user.
+command -v lintian >/dev/null || missing+=(lintian)
+command -v adduser >/dev/null || missing+=(adduser)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   as_root apt-get update -q
@@ -76,6 +79,14 @@ trap 'rm -f "$log"' EXIT
 set +e
 cargo test --workspace --locked 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# The packages: built (cargo-deb), lintian-clean of errors, installed with
+# dpkg -i and used as README's install section says, then upgraded in place.
+if bash deploy/package.sh && as_root bash tests/package-install.sh; then
+  echo "test result: ok. 1 passed; 0 failed (packages)" | tee -a "$log"
+else
+  echo "test result: FAILED. 0 passed; 1 failed (packages)" | tee -a "$log"
+  status=1
+fi
 set -e
 # One closing line for the whole workspace (cargo prints one per test binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?$/) p += $i; if ($(i+1) ~ /^failed;?$/) f += $i } }

@@ -72,7 +72,7 @@ fn units_verify_clean_and_are_hardened_to_their_job() {
         ("cairn-agent.service", "cairn-agent"),
     ] {
         let text = unit(name).replace(
-            &format!("/usr/local/bin/{program}"),
+            &format!("/usr/bin/{program}"),
             &bin(program).display().to_string(),
         );
         assert_ne!(text, unit(name), "{name} starts {program}");
