@@ -4,8 +4,8 @@
 # enroll; each daemon is started from its installed unit's own ExecStart line
 # (as its User=), a backup and a restore go through them. Then the packages
 # are installed again over the running controller (an upgrade): the edited
-# agent config is kept, the catalog too, the agent reconnects by itself and
-# backs up again. Needs root; leaves the machine as it found it (purges).
+# agent config is kept, the catalog too, a backup queued before it runs
+# after it, and the agent reconnects by itself and backs up again. Needs root; leaves the machine as it found it (purges).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "package-install.sh: needs root (dpkg -i)" >&2; exit 1; }
@@ -84,12 +84,20 @@ cairnctl --json restore "$snap" --target "$work/restored" --wait >"$work/restore
 diff -r "$site" "$work/restored" || fail "the restore differs"
 
 # Upgrade: the packages again over the running controller, which then
-# restarts (as restart-after-upgrade does under systemd).
+# restarts (as restart-after-upgrade does under systemd). A backup queued
+# while the agent is away must survive it and run once the agent is back.
+kill "${pids[1]}"; wait "${pids[1]}" 2>/dev/null || true
+wait_for "the agent offline" sh -c 'cairnctl --json agents list | python3 -c "import json,sys; sys.exit(0 if not any(a[\"online\"] for a in json.load(sys.stdin)) else 1)"'
+queued="$(cairnctl --json backup shop.test --files-only | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')" || fail "queueing a backup"
 dpkg -i target/debian/cairn-controller_*.deb target/debian/cairn-agent_*.deb >>"$work/dpkg.log" 2>&1 || fail "dpkg -i (upgrade)"
 grep -q "127.0.0.1:$port" /etc/cairn/agent.toml || fail "the upgrade overwrote the edited agent.toml"
 kill "${pids[0]}"; wait "${pids[0]}" 2>/dev/null || true
 start_controller
 cairnctl --json snapshots list | grep -q "$snap" || fail "the catalog lost the snapshot across the upgrade"
+# shellcheck disable=SC2046
+$(exec_start cairn-agent) >>"$work/agent.log" 2>&1 &
+pids+=($!)
 wait_for "the agent back online" sh -c 'cairnctl --json agents list | python3 -c "import json,sys; sys.exit(0 if all(a[\"online\"] for a in json.load(sys.stdin)) else 1)"'
+wait_for "the queued backup to succeed" sh -c "cairnctl --json jobs show $queued | grep -q '\"succeeded\"'"
 cairnctl --json backup shop.test --files-only --wait | snapshot_of >/dev/null || fail "backup after the upgrade"
-echo "package-install.sh: packages installed, README followed, backup and restore through the units' daemons, upgrade kept config and catalog"
+echo "package-install.sh: packages installed, README followed, backup and restore through the units' daemons, upgrade kept config, catalog and a queued job"
