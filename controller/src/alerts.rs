@@ -500,28 +500,14 @@ mod tests {
 
     fn job(id: &str, domain: &str, content: &str, state: JobState, at: i64) -> JobRecord {
         JobRecord {
-            id: id.into(),
-            kind: "backup".into(),
             domain: domain.into(),
-            agent_id: "a1".into(),
-            state,
-            step: String::new(),
-            files: 0,
-            bytes: 0,
-            total_bytes: 0,
-            created_at: at,
-            finished_at: Some(at + 10),
-            snapshot_id: None,
             error: (state == JobState::Failed).then(|| "mariadb-dump: Access denied".into()),
             spec: JobSpec {
                 content: content.into(),
                 ..Default::default()
             },
-            started_at: Some(at),
-            not_before: None,
             attempt: 1,
-            priority: 0,
-            retry_of: None,
+            ..JobRecord::ended(id, state, at, 10)
         }
     }
 

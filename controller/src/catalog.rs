@@ -219,6 +219,35 @@ pub struct JobRecord {
     pub retry_of: Option<String>,
 }
 
+#[cfg(test)]
+impl JobRecord {
+    /// For tests: a backup of a1's shop.test created at `at` that ended in
+    /// `state` after `secs` seconds.
+    pub(crate) fn ended(id: &str, state: JobState, at: i64, secs: i64) -> JobRecord {
+        JobRecord {
+            id: id.into(),
+            kind: "backup".into(),
+            domain: "shop.test".into(),
+            agent_id: "a1".into(),
+            state,
+            step: String::new(),
+            files: 0,
+            bytes: 0,
+            total_bytes: 0,
+            created_at: at,
+            finished_at: Some(at + secs),
+            snapshot_id: None,
+            error: None,
+            spec: JobSpec::default(),
+            started_at: Some(at),
+            not_before: None,
+            attempt: 0,
+            priority: 0,
+            retry_of: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobSpec {
     /// Backups: full, incremental or differential.

@@ -257,28 +257,14 @@ mod tests {
 
     fn job(kind: &str, state: JobState, at: i64, secs: i64, test: bool) -> JobRecord {
         JobRecord {
-            id: format!("j{at}"),
             kind: kind.into(),
-            domain: "shop.test".into(),
-            agent_id: "a1".into(),
-            state,
-            step: String::new(),
-            files: 0,
-            bytes: 0,
             total_bytes: 500_000,
-            created_at: at,
-            finished_at: Some(at + secs),
-            snapshot_id: None,
-            error: None,
             spec: JobSpec {
                 test,
                 ..Default::default()
             },
-            started_at: Some(at),
-            not_before: None,
             attempt: 1,
-            priority: 0,
-            retry_of: None,
+            ..JobRecord::ended(&format!("j{at}"), state, at, secs)
         }
     }
 

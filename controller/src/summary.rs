@@ -262,7 +262,6 @@ impl Summaries {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::JobSpec;
 
     fn snap(id: &str, time: i64, content: &str, bytes: u64) -> SnapshotRecord {
         SnapshotRecord {
@@ -279,27 +278,7 @@ mod tests {
     }
 
     fn backup(id: &str, state: JobState, at: i64) -> JobRecord {
-        JobRecord {
-            id: id.into(),
-            kind: "backup".into(),
-            domain: "shop.test".into(),
-            agent_id: "a1".into(),
-            state,
-            step: String::new(),
-            files: 0,
-            bytes: 0,
-            total_bytes: 0,
-            created_at: at,
-            finished_at: Some(at + 5),
-            snapshot_id: None,
-            error: None,
-            spec: JobSpec::default(),
-            started_at: Some(at),
-            not_before: None,
-            attempt: 0,
-            priority: 0,
-            retry_of: None,
-        }
+        JobRecord::ended(id, state, at, 5)
     }
 
     /// Kept as jobs end and snapshots land, a summary equals one built from

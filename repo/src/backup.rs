@@ -382,9 +382,14 @@ fn backup_dir(
                 Ok(Some(n))
             } else if ft.is_file() {
                 file_node(ctx, dir_fd, &path, name, &m, prev)
+            } else if let Some(kind) = special_kind(&ft) {
+                // Recorded, never opened: opening a device can act on it.
+                let mut n = base_node(name, kind, &m);
+                n.rdev = m.rdev();
+                Ok(Some(n))
             } else {
                 ctx.warn(format!(
-                    "{}: skipped special file (socket, fifo or device)",
+                    "{}: skipped socket (a running program's; it cannot be restored)",
                     path.display()
                 ));
                 Ok(None)
@@ -395,6 +400,20 @@ fn backup_dir(
         nodes: nodes.into_iter().flatten().collect(),
     };
     ctx.saver.save(BlobType::Tree, &tree.to_bytes())
+}
+
+/// The node kind of a FIFO or device node.
+fn special_kind(ft: &std::fs::FileType) -> Option<NodeKind> {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_fifo() {
+        Some(NodeKind::Fifo)
+    } else if ft.is_char_device() {
+        Some(NodeKind::Char)
+    } else if ft.is_block_device() {
+        Some(NodeKind::Block)
+    } else {
+        None
+    }
 }
 
 fn file_node(

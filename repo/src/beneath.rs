@@ -133,6 +133,56 @@ impl Beneath {
         rustix::fs::symlinkat(target, &dir, name).map_err(Into::into)
     }
 
+    /// A FIFO or device node at `rel` (mode 0600 until its metadata is set).
+    pub fn mknod(&self, rel: &Path, kind: rustix::fs::FileType, dev: u64) -> io::Result<()> {
+        let (dir, name) = self.parent(rel)?;
+        rustix::fs::mknodat(&dir, name, kind, Mode::from_raw_mode(0o600), dev).map_err(Into::into)
+    }
+
+    /// Owner, mode and times of the FIFO or device node at `rel`, which is
+    /// never opened (opening a device can act on it): changed through an
+    /// O_PATH descriptor, so a symlink put in its place is never followed.
+    pub fn set_node_meta(
+        &self,
+        rel: &Path,
+        owner: Option<(u32, u32)>,
+        mode: u32,
+        mtime_ns: i64,
+    ) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let (dir, name) = self.parent(rel)?;
+        let fd = rustix::fs::openat(
+            &dir,
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let kind = rustix::fs::FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode);
+        if !matches!(
+            kind,
+            rustix::fs::FileType::Fifo
+                | rustix::fs::FileType::CharacterDevice
+                | rustix::fs::FileType::BlockDevice
+        ) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: replaced while being restored", rel.display()),
+            ));
+        }
+        // The descriptor's /proc link names this inode and no other.
+        let own = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        if let Some((uid, gid)) = owner {
+            let _ = rustix::fs::chown(
+                own.as_str(),
+                Some(Uid::from_raw(uid)),
+                Some(Gid::from_raw(gid)),
+            );
+        }
+        rustix::fs::chmod(own.as_str(), Mode::from_raw_mode(mode & 0o7777))?;
+        rustix::fs::utimensat(&dir, name, &times(mtime_ns), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(Into::into)
+    }
+
     /// A hard link at `rel` to the file at `existing` (never following a symlink).
     pub fn hard_link(&self, existing: &Path, rel: &Path) -> io::Result<()> {
         let (from_dir, from) = self.parent(existing)?;

@@ -78,6 +78,20 @@ fn append_node<W: Write>(
             let r = ContentReader::new(repo, n.content.iter().copied());
             b.append_data(&mut h, path, r).map_err(io)?;
         }
+        NodeKind::Fifo | NodeKind::Char | NodeKind::Block => {
+            h.set_entry_type(match n.kind {
+                NodeKind::Fifo => tar::EntryType::Fifo,
+                NodeKind::Char => tar::EntryType::Char,
+                _ => tar::EntryType::Block,
+            });
+            h.set_size(0);
+            // Linux's dev_t: major in bits 8-19 and 32-63, minor in 0-7 and 20-31.
+            let major = ((n.rdev >> 8) & 0xfff) | ((n.rdev >> 32) & 0xffff_f000);
+            let minor = (n.rdev & 0xff) | ((n.rdev >> 12) & 0xffff_ff00);
+            h.set_device_major(major as u32).map_err(io)?;
+            h.set_device_minor(minor as u32).map_err(io)?;
+            b.append_data(&mut h, path, std::io::empty()).map_err(io)?;
+        }
     }
     Ok(())
 }

@@ -22,6 +22,12 @@ pub enum NodeKind {
     File,
     Dir,
     Symlink,
+    /// A named pipe.
+    Fifo,
+    /// A character device node (its number in `rdev`).
+    Char,
+    /// A block device node (its number in `rdev`).
+    Block,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +60,13 @@ pub struct Node {
     pub target: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_b64: Option<String>,
+    /// A device node's number (`st_rdev`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rdev: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn one() -> u64 {
@@ -84,6 +97,7 @@ impl Node {
             subtree: None,
             target: None,
             target_b64: None,
+            rdev: 0,
         };
         n.set_name(name);
         n

@@ -156,17 +156,8 @@ fn a_full_repository_and_an_expiring_certificate_are_told() {
     });
     let site = c.dir.join("site");
     fs::create_dir_all(&site).unwrap();
-    // Random bytes: they neither compress nor deduplicate below 20 kB.
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let noise: Vec<u8> = (0..100_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect();
-    fs::write(site.join("upload.bin"), noise).unwrap();
+    // They neither compress nor deduplicate below 20 kB.
+    fs::write(site.join("upload.bin"), noise(100_000, 7)).unwrap();
     let _a1 = c.add_agent("a1", &[("site.test", &site)]);
     clock.step(&c, 60);
     let quiet = alerts(&c, false);

@@ -202,9 +202,11 @@ fn excludes_keep_files_out() {
     }
 }
 
-/// BKP-6: a file that cannot be read as a regular file is a warning, not an abort.
+/// BKP-6: a socket (which no restore can bring back) is a warning, not an
+/// abort; a FIFO is kept and restored as a FIFO.
 #[test]
-fn special_files_are_warnings_not_failures() {
+fn sockets_are_warnings_and_fifos_are_kept() {
+    use std::os::unix::fs::FileTypeExt;
     let tmp = tempfile::tempdir().unwrap();
     let site = tmp.path().join("site");
     fs::create_dir_all(&site).unwrap();
@@ -214,6 +216,7 @@ fn special_files_are_warnings_not_failures() {
         .status()
         .unwrap();
     assert!(st.success());
+    let _socket = std::os::unix::net::UnixListener::bind(site.join("php-fpm.sock")).unwrap();
     let ctl = Ctl::new(tmp.path().join("repo").to_str().unwrap(), "p");
     ctl.ok(&["init"]);
     let snap = ctl.backup("d", &site, &[]);
@@ -223,8 +226,26 @@ fn special_files_are_warnings_not_failures() {
     assert!(
         warnings
             .iter()
+            .any(|w| w.as_str().unwrap().contains("php-fpm.sock")),
+        "{snap}"
+    );
+    assert!(
+        !warnings
+            .iter()
             .any(|w| w.as_str().unwrap().contains("pipe")),
         "{snap}"
     );
     assert_eq!(snap["stats"]["files"], 1);
+    let target = tmp.path().join("restored");
+    ctl.ok(&[
+        "restore",
+        snap["id"].as_str().unwrap(),
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert!(fs::symlink_metadata(target.join("pipe"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    assert!(!target.join("php-fpm.sock").exists());
 }

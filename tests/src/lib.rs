@@ -26,6 +26,19 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// `n` bytes that neither compress nor deduplicate (xorshift64 from `seed`).
+pub fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
 /// Scales every wait for slow CI machines (`CAIRN_TEST_TIME_SCALE=3`).
 pub fn scaled(d: Duration) -> Duration {
     let k: f64 = std::env::var("CAIRN_TEST_TIME_SCALE")

@@ -34,16 +34,23 @@ pub fn restore(
         );
     }
     println!(
-        "restored snapshot {} ({}) into {}: {} files, {} dirs, {} symlinks, {} in {:.2}s",
+        "restored snapshot {} ({}) into {}: {} files, {} dirs, {} symlinks, {} fifos and devices, {} in {:.2}s",
         id.short(),
         snap.domain,
         target.display(),
         stats.files,
         stats.dirs,
         stats.symlinks,
+        stats.specials,
         output::bytes(stats.bytes),
         started.elapsed().as_secs_f64()
     );
+    if stats.skipped_devices > 0 {
+        eprintln!(
+            "warning: {} device nodes not restored (only root may create them)",
+            stats.skipped_devices
+        );
+    }
     Ok(())
 }
 

@@ -92,6 +92,9 @@ pub fn ls(
                 NodeKind::Dir => 'd',
                 NodeKind::Symlink => 'l',
                 NodeKind::File => '-',
+                NodeKind::Fifo => 'p',
+                NodeKind::Char => 'c',
+                NodeKind::Block => 'b',
             };
             let link = n
                 .target
