@@ -463,15 +463,7 @@ mod tests {
             .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
             .collect();
         fs::write(site.join("d/sub/big.bin"), &big).unwrap();
-        let repo = crate::repository::test_repository(&tmp.path().join("repo"));
-        let opts = BackupOptions {
-            domain: "d.test".into(),
-            kind: crate::snapshot::Kind::Full,
-            excludes: crate::exclude::Excludes::new::<&str>(&[]).unwrap(),
-            host: "h".into(),
-            tags: Vec::new(),
-        };
-        let (_, snap) = backup::run(&repo, &site, &opts, &Progress::default()).unwrap();
+        let (repo, snap) = backed_up(tmp.path(), &site);
         repo.load_index().unwrap();
 
         // Unswapped, everything restores.
@@ -540,15 +532,7 @@ mod tests {
             )
             .unwrap();
         }
-        let repo = crate::repository::test_repository(&tmp.path().join("repo"));
-        let opts = BackupOptions {
-            domain: "d.test".into(),
-            kind: crate::snapshot::Kind::Full,
-            excludes: crate::exclude::Excludes::new::<&str>(&[]).unwrap(),
-            host: "h".into(),
-            tags: Vec::new(),
-        };
-        let (_, snap) = backup::run(&repo, &site, &opts, &Progress::default()).unwrap();
+        let (repo, snap) = backed_up(tmp.path(), &site);
         assert!(snap.stats.warnings.is_empty(), "{:?}", snap.stats.warnings);
         repo.load_index().unwrap();
         let target = tmp.path().join("target");
@@ -578,6 +562,20 @@ mod tests {
                 assert_eq!(d.mode() & 0o7777, src.mode() & 0o7777);
             }
         }
+    }
+
+    /// A full backup of `site` into a new repository under `dir`.
+    fn backed_up(dir: &Path, site: &Path) -> (Repository, crate::snapshot::Snapshot) {
+        let repo = crate::repository::test_repository(&dir.join("repo"));
+        let opts = BackupOptions {
+            domain: "d.test".into(),
+            kind: crate::snapshot::Kind::Full,
+            excludes: crate::exclude::Excludes::new::<&str>(&[]).unwrap(),
+            host: "h".into(),
+            tags: Vec::new(),
+        };
+        let (_, snap) = backup::run(&repo, site, &opts, &Progress::default()).unwrap();
+        (repo, snap)
     }
 
     fn walkdir(dir: &Path) -> Vec<PathBuf> {
