@@ -41,7 +41,7 @@ use crate::tree::{Node, NodeKind, Tree};
 
 const MAX_WARNINGS: usize = 1000;
 
-type HardLinks = HashMap<(u64, u64), (Vec<Id>, u64)>;
+type HardLinks = HashMap<(u64, u64), (Vec<Id>, u64, crate::xattr::Xattrs)>;
 
 pub struct BackupOptions {
     pub domain: String,
@@ -367,6 +367,7 @@ fn backup_dir(
                         return Ok(None);
                     }
                 }
+                n.xattrs = xattrs_of(ctx, &sub, &path);
                 n.subtree = Some(backup_dir(ctx, &sub, &path, &rel_child, prev_sub)?);
                 ctx.dirs.fetch_add(1, Ordering::Relaxed);
                 Ok(Some(n))
@@ -400,6 +401,18 @@ fn backup_dir(
         nodes: nodes.into_iter().flatten().collect(),
     };
     ctx.saver.save(BlobType::Tree, &tree.to_bytes())
+}
+
+/// The extended attributes of an open file or directory; unreadable ones
+/// are a warning.
+fn xattrs_of(ctx: &Ctx, fd: impl std::os::fd::AsFd, path: &Path) -> crate::xattr::Xattrs {
+    crate::xattr::read(fd).unwrap_or_else(|e| {
+        ctx.warn(format!(
+            "{}: extended attributes unreadable: {e}",
+            path.display()
+        ));
+        Default::default()
+    })
 }
 
 /// The node kind of a FIFO or device node.
@@ -437,15 +450,18 @@ fn file_node(
             && p.inode == n.inode;
         let present = |id: &Id| ctx.known.as_ref().is_none_or(|k| k.contains(id));
         if unchanged && p.content.iter().all(present) {
+            // Changing an attribute changes ctime: the old ones still hold.
             n.content = p.content.clone();
+            n.xattrs = p.xattrs.clone();
             return Ok(Some(n));
         }
     }
     let link_key = (m.dev(), m.ino());
     if m.nlink() > 1 {
-        if let Some((content, size)) = ctx.hardlinks.lock().unwrap().get(&link_key) {
+        if let Some((content, size, xattrs)) = ctx.hardlinks.lock().unwrap().get(&link_key) {
             n.content = content.clone();
             n.size = *size;
+            n.xattrs = xattrs.clone();
             return Ok(Some(n));
         }
     }
@@ -482,6 +498,7 @@ fn file_node(
             return Ok(None);
         }
     };
+    n.xattrs = xattrs_of(ctx, &f, path);
     let params = ctx.repo.config().chunker;
     let read = if m.len() < params.min as u64 {
         let mut buf = Vec::with_capacity(m.len() as usize);
@@ -536,7 +553,7 @@ fn file_node(
         ctx.hardlinks
             .lock()
             .unwrap()
-            .insert(link_key, (n.content.clone(), n.size));
+            .insert(link_key, (n.content.clone(), n.size, n.xattrs.clone()));
     }
     Ok(Some(n))
 }

@@ -210,24 +210,29 @@ impl Beneath {
         )?))
     }
 
-    /// Sets owner (when `owner` is given), mode and times of the file or
-    /// directory at `rel` through one descriptor. Ownership goes first:
-    /// changing it clears setuid/setgid bits, which the mode then sets.
+    /// Sets owner (when `owner` is given), extended attributes, mode and
+    /// times of the file or directory at `rel` through one descriptor.
+    /// Ownership goes first: changing it clears setuid/setgid bits (and a
+    /// file capability), which the attributes and the mode then set; the
+    /// mode after the ACL, which it agrees with. Returns how many
+    /// attributes could not be set.
     pub fn set_meta(
         &self,
         rel: &Path,
         owner: Option<(u32, u32)>,
+        xattrs: &crate::xattr::Xattrs,
         mode: u32,
         mtime_ns: i64,
-    ) -> io::Result<()> {
+    ) -> io::Result<u64> {
         let fd = self.open_at(rel, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty())?;
         if let Some((uid, gid)) = owner {
             // Best effort, as `chown` by an unprivileged user would be.
             let _ = rustix::fs::fchown(&fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
         }
+        let skipped = crate::xattr::write(&fd, xattrs)?;
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode & 0o7777))?;
         rustix::fs::futimens(&fd, &times(mtime_ns))?;
-        Ok(())
+        Ok(skipped)
     }
 
     /// Owner and times of the symlink at `rel`, never of what it points to.
@@ -317,7 +322,9 @@ mod tests {
                 );
             }
             assert!(b.mkdir(Path::new("link/sub")).is_err());
-            assert!(b.set_meta(Path::new("link"), None, 0o777, 0).is_err());
+            assert!(b
+                .set_meta(Path::new("link"), None, &Default::default(), 0o777, 0)
+                .is_err());
             b.set_symlink_meta(Path::new("link"), None, 5_000_000_000)
                 .unwrap();
             assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
@@ -325,8 +332,14 @@ mod tests {
                 b.kind(Path::new("link")).unwrap(),
                 Some(rustix::fs::FileType::Symlink)
             );
-            b.set_meta(Path::new("d/ok"), None, 0o640, 7_000_000_000)
-                .unwrap();
+            b.set_meta(
+                Path::new("d/ok"),
+                None,
+                &Default::default(),
+                0o640,
+                7_000_000_000,
+            )
+            .unwrap();
             let m = std::fs::metadata(root.join("d/ok")).unwrap();
             assert_eq!(
                 std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777,

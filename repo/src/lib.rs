@@ -34,6 +34,7 @@ pub mod snapshot;
 pub mod storage;
 pub mod stream;
 pub mod tree;
+pub mod xattr;
 
 pub use error::{Error, Result};
 pub use id::Id;

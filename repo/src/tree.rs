@@ -63,6 +63,10 @@ pub struct Node {
     /// A device node's number (`st_rdev`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub rdev: u64,
+    /// Extended attributes (POSIX ACLs among them) of a file or directory:
+    /// name → base64 value.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub xattrs: crate::xattr::Xattrs,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -98,6 +102,7 @@ impl Node {
             target: None,
             target_b64: None,
             rdev: 0,
+            xattrs: Default::default(),
         };
         n.set_name(name);
         n

@@ -45,6 +45,12 @@ pub fn restore(
         output::bytes(stats.bytes),
         started.elapsed().as_secs_f64()
     );
+    if stats.skipped_xattrs > 0 {
+        eprintln!(
+            "warning: {} extended attributes not restored (security.* and trusted.* need root; or the target's file system has none)",
+            stats.skipped_xattrs
+        );
+    }
     if stats.skipped_devices > 0 {
         eprintln!(
             "warning: {} device nodes not restored (only root may create them)",
