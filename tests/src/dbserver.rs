@@ -86,12 +86,20 @@ impl MariaDb {
             .prefix("cairn-mariadb-")
             .tempdir()?;
         let data = dir.path().join("data");
+        // Each server its own temp dir: the bootstrap's temporary tables live
+        // there, named by pid, and in the shared /tmp one vanished under a
+        // parallel test's server once ("Could not remove temporary table
+        // '/tmp/#sql-temptable-…', error: 2", then "Unknown table
+        // 'mysql.tmp_user_sys'": mariadb-install-db failed).
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp)?;
         let mut install = Command::new("mariadb-install-db");
         install.args([
             "--no-defaults",
             &format!("--datadir={}", data.display()),
             "--auth-root-authentication-method=normal",
             "--skip-test-db",
+            &format!("--tmpdir={}", tmp.display()),
         ]);
         if is_root() {
             install.arg("--user=root");
@@ -119,6 +127,7 @@ impl MariaDb {
         cmd.args([
             "--no-defaults".to_string(),
             format!("--datadir={}", d.join("data").display()),
+            format!("--tmpdir={}", d.join("tmp").display()),
             format!("--socket={}", self.socket.display()),
             // The socket only. A TCP port picked by free_port() can be taken
             // by any connection the parallel tests open before mariadbd
