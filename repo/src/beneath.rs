@@ -15,7 +15,7 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -115,6 +115,50 @@ impl Beneath {
             Err(rustix::io::Errno::NOENT) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The status of what is at `rel` (not following a final symlink), if anything.
+    pub fn stat(&self, rel: &Path) -> io::Result<Option<rustix::fs::Stat>> {
+        let (dir, name) = self.parent(rel)?;
+        match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(st)),
+            Err(rustix::io::Errno::NOENT) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Opens the regular file at `rel` for reading (never blocking on a FIFO).
+    pub fn read_file(&self, rel: &Path) -> io::Result<File> {
+        Ok(File::from(self.open_at(
+            rel,
+            OFlags::RDONLY | OFlags::NONBLOCK,
+            Mode::empty(),
+        )?))
+    }
+
+    /// What the symlink at `rel` points to.
+    pub fn read_link(&self, rel: &Path) -> io::Result<std::ffi::OsString> {
+        let (dir, name) = self.parent(rel)?;
+        let t = rustix::fs::readlinkat(&dir, name, Vec::new())?;
+        Ok(std::ffi::OsString::from_vec(t.into_bytes()))
+    }
+
+    /// The names in the directory at `rel` (`""` for the root), unsorted.
+    pub fn list(&self, rel: &Path) -> io::Result<Vec<std::ffi::OsString>> {
+        let rel = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
+        let fd = self.open_at(rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
+        let mut names = Vec::new();
+        for entry in rustix::fs::Dir::read_from(&fd)? {
+            let name = entry?.file_name().to_bytes().to_vec();
+            if name != b"." && name != b".." {
+                names.push(std::ffi::OsString::from_vec(name));
+            }
+        }
+        Ok(names)
     }
 
     pub fn mkdir(&self, rel: &Path) -> io::Result<()> {

@@ -31,6 +31,7 @@ pub mod restore;
 pub mod saver;
 pub mod secret;
 pub mod snapshot;
+pub mod stage;
 pub mod storage;
 pub mod stream;
 pub mod tree;

@@ -448,7 +448,7 @@ fn set_meta(ctx: &Ctx, path: &Path, n: &Node) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::cell::RefCell;
 
     use super::*;
@@ -643,7 +643,7 @@ mod tests {
     }
 
     /// A full backup of `site` into a new repository under `dir`.
-    fn backed_up(dir: &Path, site: &Path) -> (Repository, crate::snapshot::Snapshot) {
+    pub(crate) fn backed_up(dir: &Path, site: &Path) -> (Repository, crate::snapshot::Snapshot) {
         let repo = crate::repository::test_repository(&dir.join("repo"));
         let opts = BackupOptions {
             domain: "d.test".into(),
