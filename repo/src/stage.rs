@@ -691,7 +691,7 @@ fn preview_tree(
             continue;
         };
         let kind = FileType::from_raw_mode(st.st_mode);
-        let mtime_ns = st.st_mtime as i64 * 1_000_000_000 + st.st_mtime_nsec as i64;
+        let mtime_ns = st.st_mtime * 1_000_000_000 + st.st_mtime_nsec as i64;
         let same = match n.kind {
             NodeKind::Dir if kind == FileType::Directory => {
                 preview_tree(repo, fs, n.subtree.as_ref(), &path, limit, p)?;
