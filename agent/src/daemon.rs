@@ -209,6 +209,20 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let cfg = Arc::new(cfg);
     let running: Running = Arc::new(Mutex::new(HashMap::new()));
     let sites: Sites = Arc::default();
+    // Before any job: finish or undo in-place restores a crash interrupted,
+    // then drop expired rollback points, hourly.
+    sweep_restores(&cfg, true);
+    let _expiry = AbortOnDrop(tokio::spawn({
+        let cfg = cfg.clone();
+        async move {
+            let mut hourly = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                hourly.tick().await;
+                let cfg = cfg.clone();
+                let _ = tokio::task::spawn_blocking(move || sweep_restores(&cfg, false)).await;
+            }
+        }
+    }));
     let mut backoff = Duration::from_secs(1);
     let mut stop = std::pin::pin!(shutdown_signal());
     notify("READY=1");
@@ -248,6 +262,27 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(())
+}
+
+/// Recovers interrupted in-place restores (at start) and expires rollback
+/// points; failures are logged, never fatal to the daemon.
+fn sweep_restores(cfg: &Config, at_start: bool) {
+    let now = chrono::Utc::now().timestamp();
+    let done = jobs::journal(&cfg.state_dir).and_then(|j| {
+        Ok(if at_start {
+            cairn_repo::stage::recover(&j, now)?
+        } else {
+            cairn_repo::stage::expire(&j, now)?
+        })
+    });
+    match done {
+        Ok(lines) => {
+            for line in lines {
+                tracing::info!("{line}");
+            }
+        }
+        Err(e) => tracing::error!(error = %format!("{e:#}"), "recovering in-place restores"),
+    }
 }
 
 type Running = Arc<Mutex<HashMap<String, Arc<cairn_repo::backup::Progress>>>>;
@@ -373,10 +408,10 @@ fn start_job(
         } else {
             0
         };
-        let step = if job.kind() == pb::JobKind::Restore {
-            "restoring"
-        } else {
-            "backing up"
+        let step = match job.kind() {
+            pb::JobKind::Backup => "backing up",
+            pb::JobKind::Rollback => "rolling back",
+            _ => "restoring",
         };
         let reporter = {
             let (tx, id, progress) = (tx.clone(), id.clone(), progress.clone());
@@ -413,6 +448,7 @@ fn start_job(
                 handle,
                 &job,
                 &p,
+                &cfg.state_dir,
             )
         })
         .await;
@@ -443,6 +479,7 @@ fn start_job(
                 outcome: pb::Outcome::Succeeded as i32,
                 snapshot_id: done.snapshot_id,
                 error: String::new(),
+                report: done.report.unwrap_or_default(),
             },
             Ok(Err(e)) => {
                 let cancelled = matches!(
@@ -459,6 +496,7 @@ fn start_job(
                     } as i32,
                     snapshot_id: String::new(),
                     error: format!("{e:#}"),
+                    report: String::new(),
                 }
             }
             Err(e) => pb::JobResult {
@@ -466,6 +504,7 @@ fn start_job(
                 outcome: pb::Outcome::Failed as i32,
                 snapshot_id: String::new(),
                 error: format!("job panicked: {e}"),
+                report: String::new(),
             },
         };
         if result.outcome == pb::Outcome::Succeeded as i32 {

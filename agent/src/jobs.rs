@@ -11,6 +11,7 @@ use cairn_repo::exclude::Excludes;
 use cairn_repo::id::Id;
 use cairn_repo::repository::{Access, Repository};
 use cairn_repo::snapshot::{Kind, Snapshot};
+use cairn_repo::stage::{self, Journal};
 use tokio::runtime::Handle;
 
 use crate::discover::Site;
@@ -23,6 +24,13 @@ pub struct Done {
     pub snapshot_id: String,
     /// One line for the job's record (what a restore did).
     pub summary: Option<String>,
+    /// JSON for the job's record: a dry run's preview, a rollback point.
+    pub report: Option<String>,
+}
+
+/// Where in-place restores keep their journal and rollback records.
+pub fn journal(state_dir: &Path) -> anyhow::Result<Journal> {
+    Ok(Journal::open(&state_dir.join("restores"))?)
 }
 
 /// Runs one job.
@@ -33,7 +41,20 @@ pub fn run(
     handle: Handle,
     job: &pb::Job,
     progress: &Progress,
+    state_dir: &Path,
 ) -> anyhow::Result<Done> {
+    if job.kind() == pb::JobKind::Rollback {
+        let r = stage::rollback(&journal(state_dir)?, &job.rollback_of)?;
+        tracing::info!(job = %job.rollback_of, live = %r.live.display(), "rolled back");
+        return Ok(Done {
+            summary: Some(format!(
+                "rolled back job {}: {} holds the tree from before it again",
+                job.rollback_of,
+                r.live.display()
+            )),
+            ..Done::default()
+        });
+    }
     let access = job
         .repository
         .as_ref()
@@ -111,26 +132,24 @@ pub fn run(
                 .context("the backup ended without committing its snapshot")?;
             Ok(Done {
                 snapshot_id,
-                summary: None,
+                ..Done::default()
             })
         }
         pb::JobKind::Restore => {
             let (_, snap) = snapshot.context("a restore job carries its snapshot")?;
-            let summary = if job.content == "database" {
+            if job.content == "database" {
                 let site = site.with_context(|| {
                     format!(
                         "domain {:?} is not among this agent's domains: a database restore uses the database settings of the site's own config here",
                         job.domain
                     )
                 })?;
-                restore_database(site, &repo, job, &snap)?
-            } else {
-                restore(&repo, job, &snap)?
-            };
-            Ok(Done {
-                snapshot_id: String::new(),
-                summary: Some(summary),
-            })
+                return Ok(Done {
+                    summary: Some(restore_database(site, &repo, job, &snap)?),
+                    ..Done::default()
+                });
+            }
+            restore(&repo, job, &snap, state_dir)
         }
         other => bail!("this agent does not run {other:?} jobs yet"),
     }
@@ -254,19 +273,72 @@ fn site_database(site: &Site) -> anyhow::Result<SiteDatabase> {
     })
 }
 
-fn restore(repo: &Repository, job: &pb::Job, snap: &Snapshot) -> anyhow::Result<String> {
+/// Paths a dry run lists at most.
+const PREVIEW_PATHS: usize = 200;
+
+/// A file restore: into a directory, over the live site (staged and
+/// swapped), or only a preview of what that would change.
+fn restore(
+    repo: &Repository,
+    job: &pb::Job,
+    snap: &Snapshot,
+    state_dir: &Path,
+) -> anyhow::Result<Done> {
     let target = Path::new(&job.target);
     if !target.is_absolute() {
         bail!("restore target {:?} is not an absolute path", job.target);
     }
+    if job.dry_run {
+        let p = stage::preview(repo, &snap.tree, target, PREVIEW_PATHS)?;
+        return Ok(Done {
+            summary: Some(format!(
+                "dry run: would add {}, change {}, remove {} in {}",
+                tally(p.added),
+                tally(p.changed),
+                tally(p.removed),
+                target.display()
+            )),
+            report: Some(serde_json::to_string(&p)?),
+            ..Done::default()
+        });
+    }
+    if job.in_place {
+        let s = stage::restore_in_place(
+            repo,
+            &snap.tree,
+            target,
+            &journal(state_dir)?,
+            &job.job_id,
+            job.keep_rollback_until,
+        )?;
+        tracing::info!(files = s.stats.files, bytes = s.stats.bytes, target = %target.display(), rollback = %s.rollback.display(), "restored in place");
+        return Ok(Done {
+            summary: Some(format!(
+                "restored {} files ({} bytes) in place at {}, every file verified; the old tree is kept at {}",
+                s.stats.files,
+                s.stats.bytes,
+                target.display(),
+                s.rollback.display()
+            )),
+            report: Some(serde_json::to_string(&s)?),
+            ..Done::default()
+        });
+    }
     let stats = cairn_repo::restore::restore(repo, &snap.tree, target, &job.paths)?;
     tracing::info!(files = stats.files, bytes = stats.bytes, target = %target.display(), "restored");
-    Ok(format!(
-        "restored {} files ({} bytes) to {}",
-        stats.files,
-        stats.bytes,
-        target.display()
-    ))
+    Ok(Done {
+        summary: Some(format!(
+            "restored {} files ({} bytes) to {}",
+            stats.files,
+            stats.bytes,
+            target.display()
+        )),
+        ..Done::default()
+    })
+}
+
+fn tally(t: stage::Tally) -> String {
+    format!("{} entries ({} bytes)", t.entries, t.bytes)
 }
 
 /// Restores a database snapshot into the site's database (or the one the

@@ -67,6 +67,7 @@ const READ: &[&str] = &[
 const OPERATE: &[&str] = &[
     "StartBackup",
     "StartRestore",
+    "Rollback",
     "CancelJob",
     "AddHold",
     "AckAlert",

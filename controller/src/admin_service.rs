@@ -158,6 +158,43 @@ impl AdminApi {
     }
 }
 
+/// The jobs a backup of `domain` runs, with the settings the fleet's
+/// policies give it (as a scheduled run gets them): its files, its
+/// database, and whether a whole-site run includes the database (the site
+/// has one and the policy backs it up).
+fn site_backup(
+    f: &Fleet,
+    domain: &crate::catalog::DomainRecord,
+    kind: &str,
+    run_id: &str,
+) -> Result<(JobSpec, JobSpec, bool), Status> {
+    let plans = crate::scheduler::domain_plans(f).map_err(internal)?;
+    let effective = plans
+        .iter()
+        .find(|p| p.domain.agent_id == domain.agent_id && p.domain.name == domain.name)
+        .map(|p| &p.effective);
+    let cms_profile = effective
+        .and_then(|e| e.cms_profile.value.clone())
+        .unwrap_or_default();
+    let files = JobSpec {
+        backup_kind: kind.into(),
+        run_id: run_id.into(),
+        excludes: effective
+            .map(|e| e.excludes.value.clone())
+            .unwrap_or_default(),
+        ..Default::default()
+    };
+    let with_database = !domain.databases.is_empty() && effective.is_none_or(|e| e.database.value);
+    let database = JobSpec {
+        backup_kind: "full".into(),
+        content: "database".into(),
+        run_id: run_id.into(),
+        cms_profile,
+        ..Default::default()
+    };
+    Ok((files, database, with_database))
+}
+
 pub fn state_of(s: JobState) -> pb::JobState {
     match s {
         JobState::Queued => pb::JobState::Queued,
@@ -206,6 +243,8 @@ pub fn job_info(j: &JobRecord) -> pb::JobInfo {
             j.spec.content.clone()
         },
         run_id: j.spec.run_id.clone(),
+        report: j.report.clone(),
+        after: j.spec.after.clone(),
     }
 }
 
@@ -722,32 +761,7 @@ impl AdminService for AdminApi {
                     )));
                 }
             }
-            // Settings from the fleet's policies, as a scheduled run gets them.
-            let plans = crate::scheduler::domain_plans(f).map_err(internal)?;
-            let effective = plans
-                .iter()
-                .find(|p| p.domain.agent_id == domain.agent_id && p.domain.name == domain.name)
-                .map(|p| &p.effective);
-            let cms_profile = effective
-                .and_then(|e| e.cms_profile.value.clone())
-                .unwrap_or_default();
-            let files = JobSpec {
-                backup_kind: kind.into(),
-                run_id: r.run_id.clone(),
-                excludes: effective
-                    .map(|e| e.excludes.value.clone())
-                    .unwrap_or_default(),
-                ..Default::default()
-            };
-            let database = JobSpec {
-                backup_kind: "full".into(),
-                content: "database".into(),
-                run_id: r.run_id.clone(),
-                cms_profile,
-                ..Default::default()
-            };
-            let with_database =
-                !domain.databases.is_empty() && effective.is_none_or(|e| e.database.value);
+            let (files, database, with_database) = site_backup(f, domain, kind, &r.run_id)?;
             let specs = match content {
                 "database" => vec![database],
                 "site" if with_database => vec![files, database],
@@ -771,7 +785,7 @@ impl AdminService for AdminApi {
             let r = req.into_inner();
             let f = &self.0;
             let snaps = f.catalog.snapshots(None).map_err(internal)?;
-            let ask = crate::restore::Ask {
+            let mut ask = crate::restore::Ask {
                 id: r.snapshot_id,
                 target: r.target,
                 paths: r.paths,
@@ -780,12 +794,16 @@ impl AdminService for AdminApi {
                 tables: r.tables,
                 into_database: r.into_database,
                 test: r.test,
+                in_place: r.in_place,
+                dry_run: r.dry_run,
             };
-            let planned = crate::restore::plan(&snaps, &ask).map_err(|e| match e {
-                crate::restore::PlanError::NotFound(m) => Status::not_found(m),
-                crate::restore::PlanError::Invalid(m) => Status::invalid_argument(m),
-            })?;
-            let first = planned[0].0;
+            let plan = |ask: &crate::restore::Ask| {
+                crate::restore::plan(&snaps, ask).map_err(|e| match e {
+                    crate::restore::PlanError::NotFound(m) => Status::not_found(m),
+                    crate::restore::PlanError::Invalid(m) => Status::invalid_argument(m),
+                })
+            };
+            let first = plan(&ask)?[0].0.clone();
             let agent = if r.agent_id.is_empty() {
                 first.agent_id.clone()
             } else {
@@ -795,12 +813,118 @@ impl AdminService for AdminApi {
                 Some(a) if !a.revoked => {}
                 _ => return Err(Status::not_found(format!("no agent {agent:?}"))),
             }
-            let specs = planned.into_iter().map(|(_, spec)| spec).collect();
-            self.queue_run("restore", &first.domain, &agent, specs)
-                .await
+            // Over the live site: the domain as that agent reports it.
+            let live = if ask.in_place || ask.dry_run {
+                f.catalog
+                    .domains()
+                    .map_err(internal)?
+                    .into_iter()
+                    .find(|d| d.agent_id == agent && d.name == first.domain)
+            } else {
+                None
+            };
+            if (ask.in_place || ask.dry_run) && ask.target.is_empty() {
+                ask.target = live.as_ref().map(|d| d.path.clone()).ok_or_else(|| {
+                    Status::failed_precondition(format!(
+                        "agent {agent} reports no domain {:?}: name the live directory with --target",
+                        first.domain
+                    ))
+                })?;
+            }
+            let planned = plan(&ask)?;
+            let specs: Vec<JobSpec> = planned.into_iter().map(|(_, spec)| spec).collect();
+            if !ask.in_place || ask.dry_run {
+                return self.queue_run("restore", &first.domain, &agent, specs).await;
+            }
+            // First a safety backup of what is there now; the restore waits
+            // for it and does not run if it fails.
+            let domain = live.ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "agent {agent} reports no domain {:?}: an in-place restore first backs up the live site, so it needs the domain there",
+                    first.domain
+                ))
+            })?;
+            let (files, database, with_database) =
+                site_backup(f, &domain, "incremental", "")?;
+            let mut safety = vec![files];
+            if with_database && specs.iter().any(|s| s.content == "database") {
+                safety.push(database);
+            }
+            let at = now();
+            let mut jobs = Vec::new();
+            for spec in safety {
+                let spec = JobSpec {
+                    trigger: "safety".into(),
+                    ..spec
+                };
+                jobs.push(
+                    f.catalog
+                        .new_job("backup", &first.domain, &agent, spec, at)
+                        .map_err(internal)?,
+                );
+            }
+            let after: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
+            let mut restores = Vec::new();
+            for spec in specs {
+                let spec = JobSpec {
+                    after: after.clone(),
+                    ..spec
+                };
+                restores.push(
+                    f.catalog
+                        .new_job("restore", &first.domain, &agent, spec, at)
+                        .map_err(internal)?,
+                );
+            }
+            if restores.len() > 1 {
+                let run = restores[0].id.clone();
+                for j in &mut restores {
+                    j.spec.run_id = run.clone();
+                }
+            }
+            let first_restore = restores[0].id.clone();
+            jobs.extend(restores);
+            f.catalog.queue(&jobs, &[]).map_err(internal)?;
+            f.pump().await;
+            let job = f.catalog.job(&first_restore).map_err(internal)?;
+            Ok(Response::new(job_info(&job)))
         }
         .await;
         self.record(&who, "StartRestore", args, &r);
+        r
+    }
+
+    async fn rollback(
+        &self,
+        req: Request<pb::RollbackRequest>,
+    ) -> Result<Response<pb::JobInfo>, Status> {
+        let who = self.allow(&req, "Rollback")?;
+        let args = crate::audit::args(req.get_ref());
+        let r: Result<Response<pb::JobInfo>, Status> = async {
+            let id = req.into_inner().job_id;
+            let f = &self.0;
+            let restored = f.catalog.job(&id).map_err(not_found)?;
+            if restored.kind != "restore" || !restored.spec.in_place {
+                return Err(Status::failed_precondition(format!(
+                    "job {id} is not an in-place restore; only those keep a rollback point"
+                )));
+            }
+            if restored.state != JobState::Succeeded {
+                return Err(Status::failed_precondition(format!(
+                    "job {id} did not succeed ({:?}): the site was never swapped, nothing to roll back",
+                    restored.state
+                )));
+            }
+            let spec = JobSpec {
+                rollback_of: restored.id.clone(),
+                target: restored.spec.target.clone(),
+                ..Default::default()
+            };
+            self.queue_run("rollback", &restored.domain, &restored.agent_id, vec![spec])
+                .await
+        }
+        .await;
+        self.record(&who, "Rollback", args, &r);
         r
     }
 

@@ -197,6 +197,21 @@ pub fn valid_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && !s.chars().any(char::is_control)
 }
 
+/// Most bytes of a job report an agent may send (a dry run's preview).
+const MAX_REPORT: usize = 64 << 10;
+
+/// An agent's job report, kept only if it is a JSON object within bounds,
+/// re-serialized so nothing but the parsed value is stored.
+fn checked_report(report: &str) -> Option<String> {
+    if report.len() > MAX_REPORT {
+        return None;
+    }
+    match serde_json::from_str::<serde_json::Value>(report) {
+        Ok(v @ serde_json::Value::Object(_)) => serde_json::to_string(&v).ok(),
+        _ => None,
+    }
+}
+
 /// Free text from an agent (an error, a step name) as it may be stored and
 /// shown: control characters replaced, at most `max` bytes.
 fn clean_text(s: &str, max: usize) -> String {
@@ -747,6 +762,16 @@ async fn run_session(
                         tracing::warn!(agent = %agent, job = %r.job_id, "refused: success reported without a committed snapshot");
                         state = JobState::Failed;
                         err = Some("the agent reported success but committed no snapshot".into());
+                    }
+                    if state == JobState::Succeeded && !r.report.is_empty() {
+                        match checked_report(&r.report) {
+                            Some(report) => {
+                                let _ = fleet.catalog.job_report(&r.job_id, &report);
+                            }
+                            None => {
+                                tracing::warn!(agent = %agent, job = %r.job_id, "refused: a job report that is not JSON or over 64 KiB")
+                            }
+                        }
                     }
                     let _ = fleet.finish(&r.job_id, state, committed, err);
                 }

@@ -217,6 +217,9 @@ pub struct JobRecord {
     /// The failed job this one retries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_of: Option<String>,
+    /// What the agent reported (JSON): a dry run's preview, a rollback point.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub report: String,
 }
 
 #[cfg(test)]
@@ -244,6 +247,7 @@ impl JobRecord {
             attempt: 0,
             priority: 0,
             retry_of: None,
+            report: String::new(),
         }
     }
 }
@@ -294,6 +298,19 @@ pub struct JobSpec {
     pub retries_left: u32,
     #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub backoff_seconds: u64,
+    /// File restores: over the live target, staged and swapped; or only a
+    /// preview of what that would change.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_place: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+    /// Rollbacks: the in-place restore job to undo.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub rollback_of: String,
+    /// Jobs that must succeed before this one is dispatched (the safety
+    /// backup of an in-place restore).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
 }
 
 fn is_zero(n: &i64) -> bool {
@@ -673,6 +690,7 @@ impl Catalog {
             attempt: 0,
             priority: 0,
             retry_of: None,
+            report: String::new(),
         })
     }
 
@@ -910,6 +928,14 @@ impl Catalog {
         })
     }
 
+    /// Keeps what the agent reported about a job (checked JSON, bounded by the caller).
+    pub fn job_report(&self, id: &str, report: &str) -> Result<JobRecord> {
+        self.update_job(id, |j| {
+            j.report = report.into();
+            Ok(())
+        })
+    }
+
     /// Ends a job in a final state; durable before it returns. A failed job
     /// with retries left queues its retry in the same transaction, to start
     /// after its backoff (SPEC SCH-3): a crash never loses nor doubles it.
@@ -966,6 +992,7 @@ impl Catalog {
                         not_before: Some(now.saturating_add(wait as i64)),
                         attempt: j.attempt + 1,
                         retry_of: Some(j.id.clone()),
+                        report: String::new(),
                         ..j.clone()
                     };
                     jobs.insert(retry.id.as_bytes(), encode(&retry))?;

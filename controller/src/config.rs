@@ -167,6 +167,10 @@ pub struct SchedulerConfig {
     /// (`100MiB`, `50MB/s`); empty or 0: no cap.
     #[serde(default)]
     pub ingest_bandwidth: String,
+    /// How long an in-place restore keeps the tree it replaced beside the
+    /// site, for `cairnctl rollback`.
+    #[serde(default = "default_keep_rollback")]
+    pub keep_rollback: String,
 }
 
 impl Default for SchedulerConfig {
@@ -180,6 +184,7 @@ impl Default for SchedulerConfig {
             maintenance_timezone: String::new(),
             gc_grace: default_gc_grace(),
             ingest_bandwidth: String::new(),
+            keep_rollback: default_keep_rollback(),
         }
     }
 }
@@ -193,6 +198,9 @@ fn default_agent_jobs() -> usize {
 }
 fn default_fleet_jobs() -> usize {
     64
+}
+fn default_keep_rollback() -> String {
+    "7d".into()
 }
 fn default_offline_give_up() -> String {
     "6h".into()
@@ -215,10 +223,18 @@ impl SchedulerConfig {
             "scheduler.fleet_jobs must be above zero"
         );
         self.offline_give_up()?;
+        self.keep_rollback()?;
         self.gc_grace()?;
         self.maintenance_cron()
             .map_err(|e| anyhow::anyhow!("scheduler.maintenance: {e}"))?;
         Ok(())
+    }
+
+    pub fn keep_rollback(&self) -> anyhow::Result<i64> {
+        let d = humantime::parse_duration(&self.keep_rollback).map_err(|e| {
+            anyhow::anyhow!("scheduler.keep_rollback {:?}: {e}", self.keep_rollback)
+        })?;
+        Ok(d.as_secs().min(i64::MAX as u64) as i64)
     }
 
     pub fn offline_give_up(&self) -> anyhow::Result<i64> {

@@ -486,7 +486,26 @@ impl Fleet {
                 let (stored, snap) = self.load_snapshot(&id)?;
                 msg.snapshot_id = id.to_string();
                 msg.snapshot = stored;
-                Some((snap.tree, false))
+                msg.in_place = job.spec.in_place;
+                msg.dry_run = job.spec.dry_run;
+                if job.spec.in_place {
+                    let keep = self
+                        .cfg
+                        .scheduler
+                        .keep_rollback()
+                        .map_err(|e| e.to_string())?;
+                    msg.keep_rollback_until = now().saturating_add(keep);
+                }
+                // A preview compares trees with the live site: no file data.
+                Some((snap.tree, job.spec.dry_run))
+            }
+            "rollback" => {
+                msg.kind = pb::JobKind::Rollback as i32;
+                msg.rollback_of = job.spec.rollback_of.clone();
+                msg.target = job.spec.target.clone();
+                // Nothing to read or write in the repository.
+                msg.repository = None;
+                None
             }
             other => return Err(format!("unknown job kind {other:?}")),
         };

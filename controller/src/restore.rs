@@ -16,6 +16,10 @@ pub struct Ask {
     pub tables: Vec<String>,
     pub into_database: String,
     pub test: bool,
+    /// Files over the live target: staged, verified, swapped.
+    pub in_place: bool,
+    /// Files: only a preview of what a restore over the target would change.
+    pub dry_run: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -63,6 +67,22 @@ pub fn plan<'a>(
         }
         [] => run_of(snaps, ask)?,
     };
+    let mut chosen = chosen;
+    if ask.dry_run {
+        // A preview compares files with a live tree; a database has none.
+        chosen.retain(|s| s.content != "database");
+        if chosen.is_empty() {
+            return Err(Invalid(
+                "--dry-run previews a file restore; this is a database snapshot".into(),
+            ));
+        }
+    }
+    if (ask.in_place || ask.dry_run) && !ask.paths.is_empty() {
+        return Err(Invalid(
+            "--in-place and --dry-run cover the whole site; restore --path into another --target"
+                .into(),
+        ));
+    }
     let files = chosen.iter().any(|s| s.content != "database");
     let database = chosen.iter().any(|s| s.content == "database");
     if !database && (!ask.tables.is_empty() || !ask.into_database.is_empty() || ask.test) {
@@ -118,6 +138,8 @@ pub fn plan<'a>(
                     snapshot_id: s.id.clone(),
                     target: ask.target.clone(),
                     paths: ask.paths.clone(),
+                    in_place: ask.in_place && !ask.dry_run,
+                    dry_run: ask.dry_run,
                     ..Default::default()
                 }
             };
@@ -268,6 +290,51 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ids(&only_files), ["aaa1"]);
+    }
+
+    #[test]
+    fn in_place_and_dry_run_cover_a_whole_site_of_files() {
+        let s = fleet();
+        let in_place = plan(
+            &s,
+            &Ask {
+                in_place: true,
+                ..ask("j00000001")
+            },
+        )
+        .unwrap();
+        assert_eq!(ids(&in_place), ["aaa1", "bbb1"]);
+        assert!(in_place[0].1.in_place && !in_place[0].1.dry_run);
+        let preview = plan(
+            &s,
+            &Ask {
+                in_place: true,
+                dry_run: true,
+                ..ask("j00000001")
+            },
+        )
+        .unwrap();
+        assert_eq!(ids(&preview), ["aaa1"], "a preview leaves the database out");
+        assert!(
+            preview[0].1.dry_run && !preview[0].1.in_place,
+            "a dry run never swaps"
+        );
+        let invalid = |a: Ask| match plan(&s, &a) {
+            Err(PlanError::Invalid(m)) => m,
+            other => panic!("{a:?}: {other:?}"),
+        };
+        assert!(invalid(Ask {
+            dry_run: true,
+            target: String::new(),
+            ..ask("ddd1")
+        })
+        .contains("previews a file restore"));
+        assert!(invalid(Ask {
+            in_place: true,
+            paths: vec!["wp-content".into()],
+            ..ask("aaa1")
+        })
+        .contains("whole site"));
     }
 
     #[test]

@@ -508,6 +508,9 @@ pub async fn pump(f: &Arc<Fleet>, now: i64) -> anyhow::Result<()> {
             .then(a.id.cmp(&b.id))
     });
     for j in queued {
+        if !j.spec.after.is_empty() && !prerequisites_met(f, &j) {
+            continue;
+        }
         if !f.is_online(&j.agent_id) {
             let waiting_since = j.not_before.unwrap_or(j.created_at);
             if j.spec.trigger == "schedule" && now - waiting_since >= give_up {
@@ -535,6 +538,45 @@ pub async fn pump(f: &Arc<Fleet>, now: i64) -> anyhow::Result<()> {
         f.dispatch(j).await;
     }
     Ok(())
+}
+
+/// Whether the jobs `j` waits for have all succeeded. One that failed or
+/// was cancelled fails `j` too: an in-place restore never runs without the
+/// safety backup of what it replaces.
+fn prerequisites_met(f: &Arc<Fleet>, j: &JobRecord) -> bool {
+    for id in &j.spec.after {
+        let state = f.catalog.job(id).map(|p| p.state);
+        match state {
+            Ok(JobState::Succeeded) => {}
+            Ok(JobState::Queued | JobState::Running) => {
+                if j.step.is_empty() {
+                    let _ = f.catalog.job_progress(
+                        &j.id,
+                        &format!("waiting for the safety backup {id}"),
+                        0,
+                        0,
+                        0,
+                    );
+                }
+                return false;
+            }
+            Ok(s) => {
+                f.give_up(
+                    &j.id,
+                    format!(
+                        "the safety backup {id} ended {}; nothing was restored",
+                        format!("{s:?}").to_lowercase()
+                    ),
+                );
+                return false;
+            }
+            Err(_) => {
+                f.give_up(&j.id, format!("job {id} it waits for is gone"));
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// What retention would forget now, per domain, with the rule that decided.

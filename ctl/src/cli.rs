@@ -103,7 +103,28 @@ pub enum Command {
         /// check every table and row count, then drop it.
         #[arg(long, conflicts_with = "into_database")]
         test: bool,
+        /// Restore over the live site (--target, default: the domain's
+        /// directory on the agent): first a backup of what is there now, then
+        /// the snapshot is restored beside the site, checked file by file and
+        /// swapped in at once. The replaced tree is kept for `cairnctl
+        /// rollback` (7 days by default, scheduler.keep_rollback).
+        #[arg(long, conflicts_with_all = ["paths", "test"])]
+        in_place: bool,
+        /// Show what a restore over the live site would add, change and
+        /// remove (compared by size, time and mode), writing nothing.
+        #[arg(long, conflicts_with_all = ["paths", "test"])]
+        dry_run: bool,
         /// Follow the jobs until they end; exit 1 if one fails.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Undo an in-place restore: the site's tree from before it goes back
+    /// in, in one step (the restored tree is removed; it is still in the
+    /// repository).
+    Rollback {
+        /// The in-place restore job.
+        job: String,
+        /// Follow the job until it ends; exit 1 if it fails.
         #[arg(long)]
         wait: bool,
     },

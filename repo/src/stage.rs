@@ -374,11 +374,24 @@ fn copy_dir_meta(from: &Path, to: &Path) -> Result<()> {
 }
 
 /// Finishes or undoes what a crash interrupted, and removes rollback trees
-/// past their time. Returns one line per action, for the log.
+/// past their time. Only at start, while no restore runs. Returns one line
+/// per action, for the log.
 pub fn recover(journal: &Journal, now: i64) -> Result<Vec<String>> {
+    sweep(journal, now, true)
+}
+
+/// Removes rollback trees past their time; safe while restores run.
+pub fn expire(journal: &Journal, now: i64) -> Result<Vec<String>> {
+    sweep(journal, now, false)
+}
+
+fn sweep(journal: &Journal, now: i64, interrupted: bool) -> Result<Vec<String>> {
     let mut done = Vec::new();
     for mut r in journal.records()? {
         let live = r.live.display();
+        if !interrupted && r.phase != Phase::Swapped {
+            continue;
+        }
         match r.phase {
             Phase::Staging => {
                 remove_tree(&r.stage)?;
@@ -968,6 +981,17 @@ mod tests {
         let journal = Journal::open(&dir.path().join("journal")).unwrap();
         let s = restore_in_place(&repo, &snap.tree, &live, &journal, "j3", 1_000).unwrap();
         assert!(recover(&journal, 999).unwrap().is_empty());
+        let staging = Record {
+            job: "j4".into(),
+            phase: Phase::Staging,
+            ..journal.get("j3").unwrap().unwrap()
+        };
+        journal.write(&staging).unwrap();
+        assert!(
+            expire(&journal, 999).unwrap().is_empty(),
+            "a running restore is left alone"
+        );
+        journal.remove("j4").unwrap();
         assert!(s.rollback.exists());
         let log = recover(&journal, 1_000).unwrap();
         assert!(log[0].contains("expired"), "{log:?}");

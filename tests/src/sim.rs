@@ -184,6 +184,7 @@ pub fn failed(job_id: String) -> pb::AgentMessage {
             outcome: pb::Outcome::Failed as i32,
             snapshot_id: String::new(),
             error: "simulated agent".into(),
+            report: String::new(),
         })),
     }
 }

@@ -236,6 +236,8 @@ pub fn run(conn: &Connection, cmd: Command) -> Result<()> {
                 tables,
                 into_database,
                 test,
+                in_place,
+                dry_run,
                 wait,
             } => {
                 let j = c
@@ -249,7 +251,18 @@ pub fn run(conn: &Connection, cmd: Command) -> Result<()> {
                         tables,
                         into_database: into_database.unwrap_or_default(),
                         test,
+                        in_place,
+                        dry_run,
                     })
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                // A dry run's answer is its report: always wait for it.
+                follow(&mut c, j, wait || dry_run, conn.json).await
+            }
+            Command::Rollback { job, wait } => {
+                let j = c
+                    .rollback(pb::RollbackRequest { job_id: job })
                     .await
                     .map_err(status)?
                     .into_inner();
@@ -510,6 +523,10 @@ struct JobJson {
     scheduled_for: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     not_before: Option<i64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    after: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    report: Option<serde_json::Value>,
 }
 
 fn job_json(j: &pb::JobInfo) -> JobJson {
@@ -536,7 +553,17 @@ fn job_json(j: &pb::JobInfo) -> JobJson {
         attempt: j.attempt,
         scheduled_for: (j.scheduled_for > 0).then_some(j.scheduled_for),
         not_before: (j.not_before > 0).then_some(j.not_before),
+        after: j.after.clone(),
+        report: serde_json::from_str(&j.report).ok(),
     }
+}
+
+/// The part of a dry run's report the text output lists.
+#[derive(serde::Deserialize)]
+struct Preview {
+    paths: Vec<String>,
+    #[serde(default)]
+    more_paths: u64,
 }
 
 fn print_job(j: &pb::JobInfo, json: bool) -> Result<()> {
@@ -553,6 +580,20 @@ fn print_job(j: &pb::JobInfo, json: bool) -> Result<()> {
     );
     if !j.snapshot_id.is_empty() {
         println!("snapshot {}", j.snapshot_id);
+    }
+    if j.state == pb::JobState::Succeeded as i32 && j.kind != "backup" && !j.step.is_empty() {
+        println!("{}", output::safe(&j.step));
+    }
+    if let Ok(p) = serde_json::from_str::<Preview>(&j.report) {
+        for path in &p.paths {
+            println!("  {}", output::safe(path));
+        }
+        if p.more_paths > 0 {
+            println!("  … and {} more", p.more_paths);
+        }
+    }
+    if !j.after.is_empty() && j.state == pb::JobState::Queued as i32 {
+        println!("waits for {}", j.after.join(", "));
     }
     if !j.error.is_empty() {
         println!("error: {}", output::safe(&j.error));

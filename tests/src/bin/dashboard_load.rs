@@ -91,6 +91,7 @@ fn main() -> anyhow::Result<()> {
                         attempt: 1,
                         priority: 0,
                         retry_of: None,
+                        report: String::new(),
                     });
                 }
             }
