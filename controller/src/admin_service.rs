@@ -134,11 +134,23 @@ impl AdminApi {
         agent: &str,
         specs: Vec<JobSpec>,
     ) -> Result<Response<pb::JobInfo>, Status> {
+        let jobs = specs.into_iter().map(|s| (kind, s)).collect();
+        self.queue_jobs(domain, agent, jobs).await
+    }
+
+    /// Queues jobs of one domain on one agent as one run (sharing the first
+    /// one's id when there are several); answers with the first.
+    async fn queue_jobs(
+        &self,
+        domain: &str,
+        agent: &str,
+        specs: Vec<(&str, JobSpec)>,
+    ) -> Result<Response<pb::JobInfo>, Status> {
         let f = &self.0;
         let at = now();
         let mut jobs = specs
             .into_iter()
-            .map(|spec| f.catalog.new_job(kind, domain, agent, spec, at))
+            .map(|(kind, spec)| f.catalog.new_job(kind, domain, agent, spec, at))
             .collect::<Result<Vec<_>, _>>()
             .map_err(internal)?;
         if jobs.len() > 1 {
@@ -803,7 +815,16 @@ impl AdminService for AdminApi {
                     crate::restore::PlanError::Invalid(m) => Status::invalid_argument(m),
                 })
             };
-            let first = plan(&ask)?[0].0.clone();
+            // Which site: planned once before its live directory is known.
+            let first = if (ask.in_place || ask.dry_run) && ask.target.is_empty() {
+                let probe = crate::restore::Ask {
+                    target: "/".into(),
+                    ..ask.clone()
+                };
+                plan(&probe)?[0].0.clone()
+            } else {
+                plan(&ask)?[0].0.clone()
+            };
             let agent = if r.agent_id.is_empty() {
                 first.agent_id.clone()
             } else {
@@ -903,25 +924,72 @@ impl AdminService for AdminApi {
         let r: Result<Response<pb::JobInfo>, Status> = async {
             let id = req.into_inner().job_id;
             let f = &self.0;
-            let restored = f.catalog.job(&id).map_err(not_found)?;
-            if restored.kind != "restore" || !restored.spec.in_place {
+            let named = f.catalog.job(&id).map_err(not_found)?;
+            // The whole run: its files swap back, its database gets the
+            // safety dump taken just before the restore.
+            let run: Vec<JobRecord> = if named.spec.run_id.is_empty() {
+                vec![named.clone()]
+            } else {
+                f.catalog
+                    .jobs()
+                    .map_err(internal)?
+                    .into_iter()
+                    .filter(|j| j.spec.run_id == named.spec.run_id && j.kind == "restore")
+                    .collect()
+            };
+            if named.kind != "restore" || !run.iter().any(|j| j.spec.in_place) {
                 return Err(Status::failed_precondition(format!(
                     "job {id} is not an in-place restore; only those keep a rollback point"
                 )));
             }
-            if restored.state != JobState::Succeeded {
-                return Err(Status::failed_precondition(format!(
-                    "job {id} did not succeed ({:?}): the site was never swapped, nothing to roll back",
-                    restored.state
-                )));
+            let mut specs = Vec::new();
+            for j in &run {
+                // An agent that died mid-swap finishes the swap when it
+                // starts again, after its job was failed: whether a rollback
+                // point exists is the agent's to say.
+                let swapped_maybe = j.spec.in_place && j.state == JobState::Failed;
+                if j.state != JobState::Succeeded && !swapped_maybe {
+                    return Err(Status::failed_precondition(format!(
+                        "job {} did not succeed ({}): nothing of it to roll back",
+                        j.id,
+                        format!("{:?}", j.state).to_lowercase()
+                    )));
+                }
+                if j.spec.in_place {
+                    specs.push((
+                        "rollback",
+                        JobSpec {
+                            rollback_of: j.id.clone(),
+                            target: j.spec.target.clone(),
+                            ..Default::default()
+                        },
+                    ));
+                } else if j.spec.content == "database" {
+                    let safety = j
+                        .spec
+                        .after
+                        .iter()
+                        .filter_map(|a| f.catalog.job(a).ok())
+                        .find(|a| a.spec.content == "database")
+                        .and_then(|a| a.snapshot_id)
+                        .ok_or_else(|| {
+                            Status::failed_precondition(format!(
+                                "job {} restored a database without a safety dump to go back to",
+                                j.id
+                            ))
+                        })?;
+                    specs.push((
+                        "restore",
+                        JobSpec {
+                            snapshot_id: safety,
+                            content: "database".into(),
+                            into_database: j.spec.into_database.clone(),
+                            ..Default::default()
+                        },
+                    ));
+                }
             }
-            let spec = JobSpec {
-                rollback_of: restored.id.clone(),
-                target: restored.spec.target.clone(),
-                ..Default::default()
-            };
-            self.queue_run("rollback", &restored.domain, &restored.agent_id, vec![spec])
-                .await
+            self.queue_jobs(&named.domain, &named.agent_id, specs).await
         }
         .await;
         self.record(&who, "Rollback", args, &r);

@@ -12,6 +12,7 @@ mod fleet_db;
 mod fleet_gc;
 mod golden;
 mod hostile;
+mod inplace;
 mod install;
 mod intel;
 mod maintenance;

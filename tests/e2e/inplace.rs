@@ -1,0 +1,295 @@
+//! Restores over a live, hacked site (RST-6, RST-4, RST-1; issue 13): a
+//! safety backup first, then the run restored beside the site, verified and
+//! swapped in at once; a preview before; rollback after; a killed agent
+//! never leaves a mixed site or a stage behind.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_tests::cluster::{Cluster, ClusterOptions};
+use cairn_tests::dbserver::MariaDb;
+use cairn_tests::*;
+
+use crate::fleet_db::site;
+
+const PAGES: usize = 120;
+
+/// Every page names the site's version: a reader must never see two at once.
+fn write_pages(root: &Path, version: &str, size: usize) {
+    fs::create_dir_all(root.join("wp-content/pages")).unwrap();
+    for i in 0..PAGES {
+        fs::write(
+            root.join(format!("wp-content/pages/p{i:03}.php")),
+            [
+                format!("<?php // {version}\n").into_bytes(),
+                noise(size + i * 31, i as u64),
+            ]
+            .concat(),
+        )
+        .unwrap();
+    }
+}
+
+struct Seen {
+    passes: u64,
+    versions: BTreeSet<String>,
+    /// Passes that saw more than one version, or could not read the site.
+    faults: Vec<String>,
+}
+
+/// Loops over the site as a web server would while it is restored: each
+/// pass opens the site's directory once and reads every page through that
+/// handle (`/proc/self/fd/N/...`), so a pass sees one tree however the
+/// path is renamed meanwhile.
+fn reader(
+    root: PathBuf,
+    stop: Arc<AtomicBool>,
+    passes: Arc<AtomicU64>,
+) -> std::thread::JoinHandle<Seen> {
+    std::thread::spawn(move || {
+        let mut seen = Seen {
+            passes: 0,
+            versions: BTreeSet::new(),
+            faults: Vec::new(),
+        };
+        while !stop.load(Ordering::Relaxed) {
+            let dir = match fs::File::open(&root) {
+                Ok(d) => d,
+                Err(e) => {
+                    seen.faults.push(format!("the site was missing: {e}"));
+                    continue;
+                }
+            };
+            let base = format!("/proc/self/fd/{}/wp-content/pages", dir.as_raw_fd());
+            let mut versions = BTreeSet::new();
+            for i in 0..PAGES {
+                match fs::read(format!("{base}/p{i:03}.php")) {
+                    Ok(b) => {
+                        let first = b.split(|&c| c == b'\n').next().unwrap_or_default();
+                        versions.insert(String::from_utf8_lossy(first).into_owned());
+                    }
+                    Err(e) => seen.faults.push(format!("page {i}: {e}")),
+                }
+            }
+            if versions.len() > 1 {
+                seen.faults.push(format!("one pass saw {versions:?}"));
+            }
+            seen.versions.extend(versions);
+            seen.passes += 1;
+            passes.fetch_add(1, Ordering::Relaxed);
+        }
+        seen
+    })
+}
+
+fn leftovers(parent: &Path, mark: &str) -> Vec<String> {
+    fs::read_dir(parent)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(mark))
+        .collect()
+}
+
+#[test]
+fn a_hacked_site_is_restored_in_place_atomically_and_rolled_back() {
+    let maria = MariaDb::start().unwrap();
+    let c = Cluster::start(ClusterOptions::default());
+    let www = c.dir.join("www");
+    let root = www.join("shop");
+    site(&root, &maria);
+    write_pages(&root, "good", 2_000);
+    let _agent = c.add_agent("web1", &[("shop.test", &root)]);
+    let run = c.json(&["backup", "shop.test", "--wait"]);
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let run_id = run["run"].as_str().unwrap().to_string();
+    let good = snapshot_tree(&root, &|_, _| true);
+    let good_sums = maria.checksums("shop");
+
+    // The hack: every page rewritten, a web shell, spam rows, a defaced post.
+    write_pages(&root, "hacked", 2_000);
+    fs::write(
+        root.join("wp-content/uploads/shell.php"),
+        "<?php eval($_GET[1]);",
+    )
+    .unwrap();
+    maria.sql(
+        Some("shop"),
+        "INSERT INTO wp_comments (comment_post_ID, comment_content) VALUES (1, 'buy pills'), (2, 'casino'); \
+         UPDATE wp_posts SET post_title = 'pwned' WHERE ID = 1;",
+    );
+    let hacked = snapshot_tree(&root, &|_, _| true);
+    let hacked_sums = maria.checksums("shop");
+    assert_ne!(hacked_sums, good_sums);
+
+    // A preview names what would change and writes nothing.
+    let preview = c.json(&["restore", &run_id, "--dry-run"]);
+    assert_eq!(preview["state"], "succeeded", "{preview}");
+    let report = &preview["report"];
+    assert_eq!(report["removed"]["entries"], 1, "{preview}");
+    assert_eq!(report["changed"]["entries"], PAGES as u64, "{preview}");
+    assert_eq!(report["added"]["entries"], 0, "{preview}");
+    assert!(
+        report["paths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "- wp-content/uploads/shell.php"),
+        "{preview}"
+    );
+    let text = c.ok(&["restore", &run_id, "--dry-run"]);
+    assert!(
+        text.contains("would add 0 entries") && text.contains("- wp-content/uploads/shell.php"),
+        "{text}"
+    );
+    assert_eq!(
+        snapshot_tree(&root, &|_, _| true),
+        hacked,
+        "a dry run writes nothing"
+    );
+
+    // In place, with a reader looping over the site all along.
+    let stop = Arc::new(AtomicBool::new(false));
+    let passes = Arc::new(AtomicU64::new(0));
+    let looping = reader(root.clone(), stop.clone(), passes.clone());
+    let restored = c.json(&["restore", &run_id, "--in-place", "--wait"]);
+    assert_eq!(restored["state"], "succeeded", "{restored}");
+    let after = passes.load(Ordering::Relaxed);
+    eventually(
+        "the reader passes over the restored site",
+        scaled(Duration::from_secs(30)),
+        || (passes.load(Ordering::Relaxed) >= after + 3).then_some(()),
+    )
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let seen = looping.join().unwrap();
+    assert!(
+        seen.faults.is_empty(),
+        "{:?}",
+        &seen.faults[..seen.faults.len().min(5)]
+    );
+    assert_eq!(
+        seen.versions,
+        BTreeSet::from(["<?php // good".to_string(), "<?php // hacked".to_string()]),
+        "the reader saw the site before and after ({} passes)",
+        seen.passes
+    );
+    assert_eq!(
+        snapshot_tree(&root, &|_, _| true),
+        good,
+        "the injected files are gone"
+    );
+    assert_eq!(
+        maria.checksums("shop"),
+        good_sums,
+        "the database is the backed-up one"
+    );
+    assert!(leftovers(&www, ".cairn-stage.").is_empty());
+    assert_eq!(leftovers(&www, ".cairn-rollback.").len(), 1);
+
+    // What was there was backed up first.
+    let jobs = c.json(&["jobs", "list", "--domain", "shop.test"]);
+    let safety: Vec<&serde_json::Value> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["trigger"] == "safety")
+        .collect();
+    assert_eq!(safety.len(), 2, "files and database: {jobs}");
+    assert!(safety.iter().all(|j| j["state"] == "succeeded"), "{jobs}");
+    let files_restore = restored["jobs"][0]["id"].as_str().unwrap().to_string();
+    assert!(
+        restored["jobs"][0]["after"].as_array().unwrap().len() == 2,
+        "{restored}"
+    );
+
+    // Rollback brings the hacked state back, files and database.
+    let back = c.json(&["rollback", &files_restore, "--wait"]);
+    assert_eq!(back["state"], "succeeded", "{back}");
+    assert_eq!(snapshot_tree(&root, &|_, _| true), hacked, "byte for byte");
+    assert_eq!(maria.checksums("shop"), hacked_sums);
+    assert!(leftovers(&www, ".cairn-rollback.").is_empty());
+
+    // Once only; and a restore that was not in place has nothing to undo.
+    let again = c.ctl(&["rollback", &files_restore, "--wait", "--json"]);
+    assert_eq!(again.status.code(), Some(1), "{again:?}");
+    let j: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    let err = j["jobs"][0]["error"].as_str().unwrap_or_default();
+    assert!(err.contains("no rollback point"), "{j}");
+    let plain = c.ctl(&["rollback", safety[0]["id"].as_str().unwrap()]);
+    assert!(!plain.status.success(), "{plain:?}");
+    assert!(
+        String::from_utf8_lossy(&plain.stderr).contains("not an in-place restore"),
+        "{plain:?}"
+    );
+}
+
+#[test]
+fn a_killed_agent_leaves_the_site_old_or_new_and_no_stage() {
+    let c = Cluster::start(ClusterOptions::default());
+    let www = c.dir.join("www");
+    let root = www.join("big.test");
+    write_pages(&root, "good", 200_000);
+    let mut agent = c.add_agent("web1", &[("big.test", &root)]);
+    let snap = c.backup("big.test");
+    let snap = snap["snapshot"].as_str().unwrap().to_string();
+    let good = snapshot_tree(&root, &|_, _| true);
+    write_pages(&root, "hacked", 200_000);
+    let hacked = snapshot_tree(&root, &|_, _| true);
+
+    // Kill the agent at spread-out moments of the staged restore.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("kill points seeded with {seed}");
+    let mut outcomes = BTreeSet::new();
+    for round in 0..3u64 {
+        let out = c.ctl(&["restore", &snap, "--in-place", "--json"]);
+        assert!(out.status.success(), "{out:?}");
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let id = j["id"].as_str().unwrap().to_string();
+        eventually("the restore runs", scaled(Duration::from_secs(60)), || {
+            (c.job(&id)["state"] != "queued").then_some(())
+        })
+        .unwrap();
+        let delay = (seed.rotate_left(round as u32 * 17) % 400) * (round + 1);
+        std::thread::sleep(Duration::from_millis(delay));
+        agent.kill9();
+        let now = snapshot_tree(&root, &|_, _| true);
+        assert!(
+            now == good || now == hacked,
+            "round {round}: a mixed site after the kill"
+        );
+        agent.start();
+        c.wait_online("web1", true);
+        let ended = c.wait_job_end(&id);
+        // At start the agent finished or undid the swap before anything else.
+        assert!(
+            leftovers(&www, ".cairn-stage.").is_empty(),
+            "round {round}: {ended}"
+        );
+        let now = snapshot_tree(&root, &|_, _| true);
+        let new = now == good;
+        assert!(
+            new || now == hacked,
+            "round {round}: a mixed site after recovery"
+        );
+        outcomes.insert(new);
+        if new {
+            // Back to the hacked site for the next round.
+            let rolled = c.json(&["rollback", &id, "--wait"]);
+            assert_eq!(rolled["state"], "succeeded", "{rolled}");
+            assert_eq!(snapshot_tree(&root, &|_, _| true), hacked);
+        }
+        eprintln!(
+            "round {round}: killed after {delay} ms; the site is {}",
+            if new { "new" } else { "old" }
+        );
+    }
+    assert!(leftovers(&www, ".cairn-stage.").is_empty());
+}
