@@ -241,29 +241,42 @@ fn a_killed_agent_leaves_the_site_old_or_new_and_no_stage() {
     write_pages(&root, "hacked", 200_000);
     let hacked = snapshot_tree(&root, &|_, _| true);
 
-    // Kill the agent at spread-out moments of the staged restore.
+    // Kill the agent while it stages (the stage has appeared), at a random
+    // moment, and just after the swap (the rollback tree has appeared).
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64;
-    eprintln!("kill points seeded with {seed}");
-    let mut outcomes = BTreeSet::new();
-    for round in 0..3u64 {
+    eprintln!("random kill point seeded with {seed}");
+    for round in ["staging", "random", "swapped"] {
         let out = c.ctl(&["restore", &snap, "--in-place", "--json"]);
         assert!(out.status.success(), "{out:?}");
         let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let id = j["id"].as_str().unwrap().to_string();
-        eventually("the restore runs", scaled(Duration::from_secs(60)), || {
-            (c.job(&id)["state"] != "queued").then_some(())
-        })
-        .unwrap();
-        let delay = (seed.rotate_left(round as u32 * 17) % 400) * (round + 1);
-        std::thread::sleep(Duration::from_millis(delay));
+        let mark = match round {
+            "staging" => ".cairn-stage.",
+            "swapped" => ".cairn-rollback.",
+            _ => "",
+        };
+        if mark.is_empty() {
+            eventually("the restore runs", scaled(Duration::from_secs(60)), || {
+                (c.job(&id)["state"] != "queued").then_some(())
+            })
+            .unwrap();
+            std::thread::sleep(Duration::from_millis(seed % 1500));
+        } else {
+            let mut polls = 0u64;
+            while leftovers(&www, mark).is_empty() {
+                polls += 1;
+                assert!(polls < 20_000_000, "{round}: {mark} never appeared");
+                std::hint::spin_loop();
+            }
+        }
         agent.kill9();
         let now = snapshot_tree(&root, &|_, _| true);
         assert!(
             now == good || now == hacked,
-            "round {round}: a mixed site after the kill"
+            "{round}: a mixed site after the kill"
         );
         agent.start();
         c.wait_online("web1", true);
@@ -271,24 +284,27 @@ fn a_killed_agent_leaves_the_site_old_or_new_and_no_stage() {
         // At start the agent finished or undid the swap before anything else.
         assert!(
             leftovers(&www, ".cairn-stage.").is_empty(),
-            "round {round}: {ended}"
+            "{round}: {ended}"
         );
         let now = snapshot_tree(&root, &|_, _| true);
         let new = now == good;
-        assert!(
-            new || now == hacked,
-            "round {round}: a mixed site after recovery"
-        );
-        outcomes.insert(new);
+        assert!(new || now == hacked, "{round}: a mixed site after recovery");
+        match round {
+            "staging" => assert!(!new, "killed while staging: the site is untouched"),
+            "swapped" => assert!(new, "killed after the swap: the restore stands"),
+            _ => {}
+        }
         if new {
-            // Back to the hacked site for the next round.
+            // Back to the hacked site for the next round (the agent says
+            // whether its swap happened, whatever the job's state).
             let rolled = c.json(&["rollback", &id, "--wait"]);
             assert_eq!(rolled["state"], "succeeded", "{rolled}");
             assert_eq!(snapshot_tree(&root, &|_, _| true), hacked);
         }
         eprintln!(
-            "round {round}: killed after {delay} ms; the site is {}",
-            if new { "new" } else { "old" }
+            "{round}: the site is {} ({})",
+            if new { "new" } else { "old" },
+            ended["state"]
         );
     }
     assert!(leftovers(&www, ".cairn-stage.").is_empty());
