@@ -284,6 +284,9 @@ fn restore(
     snap: &Snapshot,
     state_dir: &Path,
 ) -> anyhow::Result<Done> {
+    if job.test_restore {
+        return test_restore(repo, job, snap, state_dir);
+    }
     let target = Path::new(&job.target);
     if !target.is_absolute() {
         bail!("restore target {:?} is not an absolute path", job.target);
@@ -333,6 +336,46 @@ fn restore(
             stats.bytes,
             target.display()
         )),
+        ..Done::default()
+    })
+}
+
+/// Restores the snapshot into a scratch directory in the agent's state
+/// directory, checks every file against it, measures how long that took
+/// (the site's recovery time) and removes the scratch copy.
+fn test_restore(
+    repo: &Repository,
+    job: &pb::Job,
+    snap: &Snapshot,
+    state_dir: &Path,
+) -> anyhow::Result<Done> {
+    let scratch = state_dir.join("verify").join(&job.job_id);
+    let started = std::time::Instant::now();
+    let checked = (|| -> anyhow::Result<_> {
+        let stats = cairn_repo::restore::restore(repo, &snap.tree, &scratch, &[])?;
+        let verified = stage::verify(repo, &snap.tree, &scratch)?;
+        Ok((stats, verified))
+    })();
+    let seconds = started.elapsed().as_secs_f64();
+    let removed = std::fs::remove_dir_all(&scratch);
+    let (stats, verified) = checked?;
+    removed.with_context(|| format!("removing the scratch copy {}", scratch.display()))?;
+    tracing::info!(
+        files = verified,
+        bytes = stats.bytes,
+        seconds,
+        "test restore verified"
+    );
+    Ok(Done {
+        summary: Some(format!(
+            "test restore verified {verified} files ({} bytes) in {seconds:.1} s (scratch copy removed)",
+            stats.bytes
+        )),
+        report: Some(serde_json::to_string(&serde_json::json!({
+            "verified_files": verified,
+            "bytes": stats.bytes,
+            "seconds": seconds,
+        }))?),
         ..Done::default()
     })
 }

@@ -476,8 +476,8 @@ impl Fleet {
                     msg.content = "database".into();
                     msg.tables = job.spec.tables.clone();
                     msg.into_database = job.spec.into_database.clone();
-                    msg.test_restore = job.spec.test;
                 }
+                msg.test_restore = job.spec.test;
                 let id: Id = job
                     .spec
                     .snapshot_id

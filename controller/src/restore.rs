@@ -85,12 +85,17 @@ pub fn plan<'a>(
     }
     let files = chosen.iter().any(|s| s.content != "database");
     let database = chosen.iter().any(|s| s.content == "database");
-    if !database && (!ask.tables.is_empty() || !ask.into_database.is_empty() || ask.test) {
+    if !database && (!ask.tables.is_empty() || !ask.into_database.is_empty()) {
         return Err(Invalid(
-            "--table, --into-database and --test apply to database snapshots".into(),
+            "--table and --into-database apply to database snapshots".into(),
         ));
     }
-    if files && !ask.target.starts_with('/') {
+    if ask.test && (!ask.target.is_empty() || ask.in_place || ask.dry_run) {
+        return Err(Invalid(
+            "--test restores into a scratch directory and database on the agent and removes them; it takes no --target, --in-place or --dry-run".into(),
+        ));
+    }
+    if files && !ask.test && !ask.target.starts_with('/') {
         return Err(Invalid(if ask.target.is_empty() {
             "restoring files needs --target, an absolute directory on the agent".into()
         } else {
@@ -138,6 +143,7 @@ pub fn plan<'a>(
                     snapshot_id: s.id.clone(),
                     target: ask.target.clone(),
                     paths: ask.paths.clone(),
+                    test: ask.test,
                     in_place: ask.in_place && !ask.dry_run,
                     dry_run: ask.dry_run,
                     ..Default::default()
@@ -359,6 +365,11 @@ mod tests {
             ..ask("ccc1")
         })
         .contains("apply to database"));
+        assert!(invalid(Ask {
+            test: true,
+            ..ask("ccc1")
+        })
+        .contains("takes no --target"));
         assert!(invalid(ask("ddd1")).contains("takes no --target"));
         assert!(invalid(Ask {
             target: String::new(),

@@ -301,10 +301,12 @@ pub fn queue_due(f: &Fleet, now: i64) -> anyhow::Result<Vec<JobRecord>> {
     Ok(queued)
 }
 
-/// Queues a test restore of each domain's newest database dump when its
-/// `verify_every` has passed since the last one (VER-3): the agent restores
-/// it into a scratch database on the site's server, checks every table's
-/// row count and drops it. A failed check is a failed job. The first
+/// Queues a test restore of each domain's newest file snapshot and database
+/// dump when its `verify_every` has passed since the last one (VER-3): the
+/// agent restores the files into a scratch directory and checks every byte
+/// against the snapshot, and the dump into a scratch database on the site's
+/// server, checking every table's row count; then removes both. A failed
+/// check is a failed job; the duration is the domain's measured RTO. The first
 /// sighting of a domain's cadence starts it; a domain with no dump yet, or
 /// outside its window, waits.
 pub fn queue_verifications(f: &Fleet, now: i64) -> anyhow::Result<Vec<JobRecord>> {
@@ -351,33 +353,48 @@ pub fn queue_verifications(f: &Fleet, now: i64) -> anyhow::Result<Vec<JobRecord>
                 continue;
             }
         }
-        let Some(newest) = f.catalog.with_summaries(|s| {
-            Some(
-                s.get(&d.agent_id, &d.name)?
-                    .newest
-                    .get("database")?
-                    .first()?
-                    .clone(),
-            )
-        }) else {
+        // The newest snapshot of each content: files first, then the dump.
+        let newest: Vec<(String, String)> = f.catalog.with_summaries(|s| {
+            let Some(sum) = s.get(&d.agent_id, &d.name) else {
+                return Vec::new();
+            };
+            ["files", "database"]
+                .into_iter()
+                .filter_map(|c| Some((c.to_string(), sum.newest.get(c)?.first()?.id.clone())))
+                .collect()
+        });
+        if newest.is_empty() {
             continue;
-        };
-        let job = f.catalog.new_job(
-            "restore",
-            &d.name,
-            &d.agent_id,
-            JobSpec {
-                snapshot_id: newest.id.clone(),
-                content: "database".into(),
-                test: true,
-                trigger: "verify".into(),
-                ..Default::default()
-            },
-            now,
-        )?;
-        f.catalog.queue(std::slice::from_ref(&job), &[(key, now)])?;
-        tracing::info!(job = %job.id, domain = %d.name, agent = %d.agent_id, snapshot = %newest.id, "verification queued");
-        queued.push(job);
+        }
+        let mut run = Vec::new();
+        for (content, snapshot_id) in newest {
+            run.push(f.catalog.new_job(
+                "restore",
+                &d.name,
+                &d.agent_id,
+                JobSpec {
+                    snapshot_id,
+                    content: if content == "database" {
+                        content
+                    } else {
+                        String::new()
+                    },
+                    test: true,
+                    trigger: "verify".into(),
+                    ..Default::default()
+                },
+                now,
+            )?);
+        }
+        if run.len() > 1 {
+            let first = run[0].id.clone();
+            for j in &mut run {
+                j.spec.run_id = first.clone();
+            }
+        }
+        f.catalog.queue(&run, &[(key, now)])?;
+        tracing::info!(job = %run[0].id, domain = %d.name, agent = %d.agent_id, jobs = run.len(), "verification queued");
+        queued.extend(run);
     }
     Ok(queued)
 }

@@ -99,9 +99,12 @@ pub enum Command {
         /// of the site's own.
         #[arg(long, value_name = "NAME")]
         into_database: Option<String>,
-        /// Restore the database into a scratch database on the site's server,
-        /// check every table and row count, then drop it.
-        #[arg(long, conflicts_with = "into_database")]
+        /// A test restore: files into a scratch directory on the agent,
+        /// every byte checked against the snapshot; a database into a
+        /// scratch database on the site's server, every table and row count
+        /// checked. Both are removed afterwards; the job's duration is the
+        /// site's measured recovery time.
+        #[arg(long, conflicts_with_all = ["into_database", "target"])]
         test: bool,
         /// Restore over the live site (--target, default: the domain's
         /// directory on the agent): first a backup of what is there now, then

@@ -308,4 +308,25 @@ fn a_killed_agent_leaves_the_site_old_or_new_and_no_stage() {
         );
     }
     assert!(leftovers(&www, ".cairn-stage.").is_empty());
+
+    // A test restore (VER-3) checks every byte in a scratch copy it removes.
+    let t = c.json(&["restore", &snap, "--test", "--wait"]);
+    assert_eq!(t["state"], "succeeded", "{t}");
+    let step = t["step"].as_str().unwrap();
+    assert!(
+        step.starts_with(&format!("test restore verified {PAGES} files")),
+        "{t}"
+    );
+    assert_eq!(t["report"]["verified_files"], PAGES as u64, "{t}");
+    let scratch = agent.state().join("verify");
+    assert!(
+        files_below(&scratch).is_empty(),
+        "scratch copy left in {}",
+        scratch.display()
+    );
+    assert_eq!(
+        snapshot_tree(&root, &|_, _| true),
+        hacked,
+        "the live site is untouched"
+    );
 }

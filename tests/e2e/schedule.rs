@@ -546,26 +546,36 @@ fn a_fleet_protects_itself_for_weeks_on_a_stepped_clock() {
         jobs.iter().all(|j| j["trigger"] == "schedule"),
         "every backup came from the scheduler"
     );
-    // verify_every = 7d: the newest dump of each database site was
-    // test-restored every week, and nothing else ran.
+    // verify_every = 7d: the newest files and dump of each database site
+    // were test-restored every week, and nothing else ran.
     assert!(
         others.iter().all(|j| j["trigger"] == "verify"),
         "only verifications besides backups: {others:?}"
     );
     for &i in &db_sites {
-        let ok: Vec<_> = others
-            .iter()
-            .filter(|j| j["domain"] == names[i].as_str() && j["state"] == "succeeded")
-            .collect();
-        assert!(
-            (3..=5).contains(&ok.len()),
-            "{}: weekly test restores in 30 days: {others:?}",
-            names[i]
-        );
-        assert!(ok.iter().all(|j| j["step"]
-            .as_str()
-            .unwrap()
-            .starts_with("test restore verified 2 tables")));
+        for (database, step) in [
+            (true, "test restore verified 2 tables"),
+            (false, "test restore verified "),
+        ] {
+            let ok: Vec<_> = others
+                .iter()
+                .filter(|j| {
+                    j["domain"] == names[i].as_str()
+                        && j["state"] == "succeeded"
+                        && (j["content"] == "database") == database
+                })
+                .collect();
+            assert!(
+                (3..=5).contains(&ok.len()),
+                "{}: weekly test restores in 30 days: {others:?}",
+                names[i]
+            );
+            assert!(
+                ok.iter()
+                    .all(|j| j["step"].as_str().unwrap().starts_with(step)),
+                "{ok:?}"
+            );
+        }
     }
     // (snapshot, time, kind, content) of every successful run, per domain.
     let mut by_domain: HashMap<String, Vec<(String, i64, String, String)>> = HashMap::new();
