@@ -207,6 +207,18 @@ fn site_backup(
     Ok((files, database, with_database))
 }
 
+/// A repository location without any `user:password@` it may carry.
+fn without_credentials(location: &str) -> String {
+    match location.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            format!("{scheme}://{host}{path}")
+        }
+        None => location.to_string(),
+    }
+}
+
 pub fn state_of(s: JobState) -> pb::JobState {
     match s {
         JobState::Queued => pb::JobState::Queued,
@@ -257,6 +269,8 @@ pub fn job_info(j: &JobRecord) -> pb::JobInfo {
         run_id: j.spec.run_id.clone(),
         report: j.report.clone(),
         after: j.spec.after.clone(),
+        test: j.spec.test,
+        started_at: j.started_at.unwrap_or(0),
     }
 }
 
@@ -640,6 +654,7 @@ impl AdminService for AdminApi {
             changes,
             settings,
             policies,
+            repository: without_credentials(&f.cfg.repository.location),
         }))
     }
 
@@ -1806,5 +1821,20 @@ fn domain_info(
         databases: d.databases,
         root_missing: d.root_missing,
         source: d.source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn repository_locations_lose_their_credentials() {
+        use super::without_credentials as w;
+        assert_eq!(
+            w("s3://key:secret@s3.example.net/bucket/cairn"),
+            "s3://s3.example.net/bucket/cairn"
+        );
+        assert_eq!(w("s3://bucket/cairn"), "s3://bucket/cairn");
+        assert_eq!(w("/srv/cairn/repo"), "/srv/cairn/repo");
+        assert_eq!(w("s3://a@b@host"), "s3://host");
     }
 }

@@ -121,6 +121,17 @@ pub enum Command {
         #[arg(long)]
         wait: bool,
     },
+    /// Print the exact commands that restore a site (same server, a new
+    /// server, or with no controller at all) and its measured recovery time.
+    Runbook {
+        domain: String,
+        /// The agent whose copy of the domain (when several report it).
+        #[arg(long)]
+        agent: Option<String>,
+        /// text for a terminal, md (Markdown) for a wiki.
+        #[arg(long, default_value = "text", value_parser = ["text", "md"])]
+        format: String,
+    },
     /// Undo an in-place restore: the site's tree from before it goes back
     /// in, in one step (the restored tree is removed; it is still in the
     /// repository).

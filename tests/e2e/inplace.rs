@@ -329,4 +329,43 @@ fn a_killed_agent_leaves_the_site_old_or_new_and_no_stage() {
         hacked,
         "the live site is untouched"
     );
+
+    // The runbook (DR-2) names the measured time, and its commands for a
+    // restore without the controller work as printed.
+    let book = c.ok(&["runbook", "big.test", "--format", "md"]);
+    assert!(book.starts_with("# Restore runbook: big.test"), "{book}");
+    assert!(book.contains("Measured recovery time: "), "{book}");
+    let repo = c.dir.join("repo");
+    assert!(
+        book.contains(&format!("export CAIRN_REPO={}", repo.display())),
+        "{book}"
+    );
+    let line = book
+        .lines()
+        .find(|l| l.starts_with("cairnctl repo restore "))
+        .unwrap_or_else(|| panic!("{book}"));
+    let mut args: Vec<String> = line.split_whitespace().skip(2).map(String::from).collect();
+    // The newest copy: the last safety backup, of the site as it stands.
+    let listed = c.json(&["snapshots", "list", "--domain", "big.test"]);
+    let newest = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by_key(|s| s["time"].as_i64())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(newest, snap);
+    assert_eq!(
+        args,
+        ["restore", &newest, "--target", root.to_str().unwrap()],
+        "{line}"
+    );
+    let elsewhere = c.dir.join("dr");
+    args[3] = elsewhere.to_str().unwrap().to_string();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = c.repo_command(&args).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(snapshot_tree(&elsewhere, &|_, _| true), hacked);
 }

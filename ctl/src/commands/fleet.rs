@@ -141,6 +141,11 @@ pub fn run(conn: &Connection, cmd: Command) -> Result<()> {
                 println!("removed agent {agent}: its certificate is refused from now on");
                 Ok(())
             }
+            Command::Runbook {
+                domain,
+                agent,
+                format,
+            } => super::runbook::runbook(&mut c, domain, agent, format == "md").await,
             Command::Domains(DomainsCommand::List { agent }) => {
                 domains::list(&mut c, agent, conn.json).await
             }

@@ -11,6 +11,7 @@ mod gc;
 mod keys;
 mod policy;
 mod restore;
+mod runbook;
 mod snapshots;
 mod users;
 
