@@ -459,6 +459,14 @@ pub enum RepoCommand {
         paths: Vec<String>,
         #[arg(long)]
         domain: Option<String>,
+        /// Over a live directory: restore beside it, check every file, swap
+        /// the two at once; the replaced tree is kept beside it.
+        #[arg(long, conflicts_with_all = ["paths", "dry_run"])]
+        in_place: bool,
+        /// Show what a restore over --target would add, change and remove;
+        /// write nothing.
+        #[arg(long, conflicts_with = "paths")]
+        dry_run: bool,
     },
     /// Write a snapshot (or paths in it) to stdout as a tar stream.
     Export {

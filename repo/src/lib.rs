@@ -37,6 +37,9 @@ pub mod stream;
 pub mod tree;
 pub mod xattr;
 
+#[cfg(test)]
+mod fidelity_tests;
+
 pub use error::{Error, Result};
 pub use id::Id;
 pub use repository::Repository;

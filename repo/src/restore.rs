@@ -180,7 +180,7 @@ struct Plan {
     dirs: Vec<(PathBuf, Node)>,
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
         .unwrap_or(false)

@@ -78,7 +78,18 @@ fn repo(args: RepoArgs) -> Result<()> {
             target,
             paths,
             domain,
-        } => restore::restore(&args, snapshot, target, paths, domain.as_deref()),
+            in_place,
+            dry_run,
+        } => {
+            let domain = domain.as_deref();
+            if *dry_run {
+                restore::preview(&args, snapshot, target, domain)
+            } else if *in_place {
+                restore::in_place(&args, snapshot, target, domain)
+            } else {
+                restore::restore(&args, snapshot, target, paths, domain)
+            }
+        }
         RepoCommand::Export {
             snapshot,
             paths,
