@@ -215,6 +215,10 @@ fn remove_tree(path: &Path) -> Result<()> {
 /// file system cannot (EINVAL), having done nothing.
 fn exchange(a: &Path, b: &Path) -> Result<bool> {
     use rustix::fs::{renameat_with, RenameFlags, CWD};
+    #[cfg(test)]
+    if NO_EXCHANGE.with(|n| *n.borrow()) {
+        return Ok(false);
+    }
     match renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE) {
         Ok(()) => Ok(true),
         Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => Ok(false),
@@ -231,6 +235,12 @@ thread_local! {
     /// Test hook: runs at a named point of a staged restore (a simulated crash
     /// returns an error from there, leaving everything as a kill would).
     pub(crate) static CRASH_AT: std::cell::RefCell<Option<&'static str>> = const { std::cell::RefCell::new(None) };
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Test hook: behave as a file system without RENAME_EXCHANGE.
+    pub(crate) static NO_EXCHANGE: std::cell::RefCell<bool> = const { std::cell::RefCell::new(false) };
 }
 
 fn crash_point(_at: &'static str) -> Result<()> {
@@ -279,6 +289,13 @@ pub fn restore_in_place(
             fs::create_dir(live).map_err(|e| Error::io(live, e))?;
         }
         Err(e) => return Err(Error::io(live, e)),
+    }
+    if let Some(m) = mounts_below(live).first() {
+        return Err(Error::Invalid(format!(
+            "{} is a mount point inside {}: a swap would carry it off with the old tree; restore to another --target instead",
+            m.display(),
+            live.display()
+        )));
     }
     if id_of(&rollback)?.is_some() {
         return Err(Error::Invalid(format!(
@@ -344,6 +361,46 @@ pub fn restore_in_place(
         rollback,
         atomic,
     })
+}
+
+/// Mount points strictly below `dir`, from `/proc/self/mountinfo` (none
+/// where it cannot be read).
+fn mounts_below(dir: &Path) -> Vec<PathBuf> {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    mount_points(&info)
+        .into_iter()
+        .filter(|m| *m != dir && m.starts_with(&dir))
+        .collect()
+}
+
+/// The mount point field of each mountinfo line, its octal escapes decoded.
+fn mount_points(info: &str) -> Vec<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|f| {
+            let b = f.as_bytes();
+            let mut out = Vec::with_capacity(b.len());
+            let mut i = 0;
+            while i < b.len() {
+                let octal = b
+                    .get(i + 1..i + 4)
+                    .and_then(|o| u8::from_str_radix(std::str::from_utf8(o).ok()?, 8).ok());
+                match (b[i], octal) {
+                    (b'\\', Some(c)) => {
+                        out.push(c);
+                        i += 4;
+                    }
+                    (c, _) => {
+                        out.push(c);
+                        i += 1;
+                    }
+                }
+            }
+            PathBuf::from(OsString::from_vec(out))
+        })
+        .collect()
 }
 
 fn is_simulated_crash(_e: &Error) -> bool {
@@ -955,6 +1012,36 @@ mod tests {
     }
 
     #[test]
+    fn without_exchange_two_renames_are_undone_or_kept_whole() {
+        NO_EXCHANGE.with(|n| *n.borrow_mut() = true);
+        for at in ["between-renames", ""] {
+            let dir = tempfile::tempdir().unwrap();
+            let live = site(dir.path());
+            let (repo, snap) = backed_up(dir.path(), &live);
+            let good = contents(&live);
+            hack(&live);
+            let hacked = contents(&live);
+            let journal = Journal::open(&dir.path().join("journal")).unwrap();
+            CRASH_AT.with(|c| *c.borrow_mut() = (!at.is_empty()).then_some(at));
+            let r = restore_in_place(&repo, &snap.tree, &live, &journal, "j5", i64::MAX);
+            CRASH_AT.with(|c| *c.borrow_mut() = None);
+            if at.is_empty() {
+                assert!(!r.unwrap().atomic);
+                assert_eq!(contents(&live), good);
+                rollback(&journal, "j5").unwrap();
+            } else {
+                assert!(r.is_err());
+                assert!(!live.exists(), "the moment without the site");
+                recover(&journal, 0).unwrap();
+            }
+            assert_eq!(contents(&live), hacked, "{at:?}");
+            no_leftovers(&live);
+            assert!(journal.records().unwrap().is_empty());
+        }
+        NO_EXCHANGE.with(|n| *n.borrow_mut() = false);
+    }
+
+    #[test]
     fn a_failed_verification_leaves_the_site_untouched() {
         let dir = tempfile::tempdir().unwrap();
         let live = site(dir.path());
@@ -997,6 +1084,19 @@ mod tests {
         assert!(log[0].contains("expired"), "{log:?}");
         assert!(!s.rollback.exists());
         assert!(journal.records().unwrap().is_empty());
+    }
+
+    #[test]
+    fn mount_points_are_read_with_their_escapes() {
+        let info = "36 35 98:0 / /mnt/with\\040space rw - ext4 /dev/x rw\n\
+                    37 35 98:0 / /var/www/shop/wp-content/uploads rw - nfs srv:/u rw\n";
+        assert_eq!(
+            mount_points(info),
+            [
+                PathBuf::from("/mnt/with space"),
+                PathBuf::from("/var/www/shop/wp-content/uploads")
+            ]
+        );
     }
 
     #[test]
