@@ -450,14 +450,7 @@ fn sweep(journal: &Journal, now: i64, interrupted: bool) -> Result<Vec<String>> 
             continue;
         }
         match r.phase {
-            Phase::Staging => {
-                remove_tree(&r.stage)?;
-                journal.remove(&r.job)?;
-                done.push(format!(
-                    "job {}: restore interrupted before its swap; {live} untouched, stage removed",
-                    r.job
-                ));
-            }
+            Phase::Staging => done.push(abandon(journal, &r)?),
             Phase::Swapping => {
                 let now_live = id_of(&r.live)?;
                 if now_live.is_none() && id_of(&r.rollback)?.is_some() {
@@ -477,12 +470,7 @@ fn sweep(journal: &Journal, now: i64, interrupted: bool) -> Result<Vec<String>> 
                         r.rollback.display()
                     ));
                 } else {
-                    remove_tree(&r.stage)?;
-                    journal.remove(&r.job)?;
-                    done.push(format!(
-                        "job {}: restore interrupted before its swap; {live} untouched, stage removed",
-                        r.job
-                    ));
+                    done.push(abandon(journal, &r)?);
                 }
             }
             Phase::RollingBack => {
@@ -513,6 +501,17 @@ fn sweep(journal: &Journal, now: i64, interrupted: bool) -> Result<Vec<String>> 
         }
     }
     Ok(done)
+}
+
+/// Drops a restore that never swapped: its stage and its record.
+fn abandon(journal: &Journal, r: &Record) -> Result<String> {
+    remove_tree(&r.stage)?;
+    journal.remove(&r.job)?;
+    Ok(format!(
+        "job {}: restore interrupted before its swap; {} untouched, stage removed",
+        r.job,
+        r.live.display()
+    ))
 }
 
 /// Puts the tree an in-place restore replaced back into the site, atomically;
