@@ -424,7 +424,7 @@ fn start_job(
                         step: step.into(),
                         files: progress.files.load(Ordering::Relaxed),
                         bytes: progress.bytes.load(Ordering::Relaxed),
-                        total_bytes: total,
+                        total_bytes: total.max(progress.total.load(Ordering::Relaxed)),
                         ..Default::default()
                     };
                     if tx
@@ -465,7 +465,7 @@ fn start_job(
             step,
             files: progress.files.load(Ordering::Relaxed),
             bytes: progress.bytes.load(Ordering::Relaxed),
-            total_bytes: total,
+            total_bytes: total.max(progress.total.load(Ordering::Relaxed)),
             ..Default::default()
         };
         let _ = tx

@@ -149,7 +149,10 @@ pub fn run(
                     ..Done::default()
                 });
             }
-            restore(&repo, job, &snap, state_dir)
+            progress
+                .total
+                .store(snap.stats.total_bytes, std::sync::atomic::Ordering::Relaxed);
+            restore(&repo, job, &snap, state_dir, progress)
         }
         other => bail!("this agent does not run {other:?} jobs yet"),
     }
@@ -283,9 +286,10 @@ fn restore(
     job: &pb::Job,
     snap: &Snapshot,
     state_dir: &Path,
+    progress: &Progress,
 ) -> anyhow::Result<Done> {
     if job.test_restore {
-        return test_restore(repo, job, snap, state_dir);
+        return test_restore(repo, job, snap, state_dir, progress);
     }
     let target = Path::new(&job.target);
     if !target.is_absolute() {
@@ -313,6 +317,7 @@ fn restore(
             &journal(state_dir)?,
             &job.job_id,
             job.keep_rollback_until,
+            progress,
         )?;
         tracing::info!(files = s.stats.files, bytes = s.stats.bytes, target = %target.display(), rollback = %s.rollback.display(), "restored in place");
         return Ok(Done {
@@ -327,7 +332,7 @@ fn restore(
             ..Done::default()
         });
     }
-    let stats = cairn_repo::restore::restore(repo, &snap.tree, target, &job.paths)?;
+    let stats = cairn_repo::restore::restore_with(repo, &snap.tree, target, &job.paths, progress)?;
     tracing::info!(files = stats.files, bytes = stats.bytes, target = %target.display(), "restored");
     Ok(Done {
         summary: Some(format!(
@@ -348,11 +353,12 @@ fn test_restore(
     job: &pb::Job,
     snap: &Snapshot,
     state_dir: &Path,
+    progress: &Progress,
 ) -> anyhow::Result<Done> {
     let scratch = state_dir.join("verify").join(&job.job_id);
     let started = std::time::Instant::now();
     let checked = (|| -> anyhow::Result<_> {
-        let stats = cairn_repo::restore::restore(repo, &snap.tree, &scratch, &[])?;
+        let stats = cairn_repo::restore::restore_with(repo, &snap.tree, &scratch, &[], progress)?;
         let verified = stage::verify(repo, &snap.tree, &scratch)?;
         Ok((stats, verified))
     })();

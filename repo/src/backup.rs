@@ -56,6 +56,8 @@ pub struct BackupOptions {
 pub struct Progress {
     pub files: AtomicU64,
     pub bytes: AtomicU64,
+    /// The bytes the work will reach when known (a restore's snapshot size); 0 if not.
+    pub total: AtomicU64,
     /// Set by another thread to stop the backup; it fails with [`Error::Cancelled`].
     pub cancel: std::sync::atomic::AtomicBool,
 }

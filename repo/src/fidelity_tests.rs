@@ -207,7 +207,7 @@ proptest! {
         let live = tmp.path().join("www").join("live");
         build(&live, &other);
         let journal = crate::stage::Journal::open(&tmp.path().join("journal")).unwrap();
-        crate::stage::restore_in_place(&repo, &snap.tree, &live, &journal, "p1", i64::MAX).unwrap();
+        crate::stage::restore_in_place(&repo, &snap.tree, &live, &journal, "p1", i64::MAX, &Default::default()).unwrap();
         prop_assert_eq!(describe(&live), want);
     }
 }

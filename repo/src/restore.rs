@@ -54,6 +54,8 @@ struct Ctx<'r> {
     skipped_xattrs: AtomicU64,
     bytes: AtomicU64,
     chown: bool,
+    /// Bytes written so far for whoever watches; its cancel flag stops the restore.
+    progress: &'r crate::backup::Progress,
 }
 
 /// Splits a snapshot path (`a/b/c`, leading `/` allowed) into checked components.
@@ -107,6 +109,24 @@ pub fn restore(
     target: &Path,
     paths: &[String],
 ) -> Result<RestoreStats> {
+    restore_with(
+        repo,
+        root,
+        target,
+        paths,
+        &crate::backup::Progress::default(),
+    )
+}
+
+/// [`restore`], counting files and bytes into `progress` as it goes and
+/// stopping with [`Error::Cancelled`] once its cancel flag is set.
+pub fn restore_with(
+    repo: &Repository,
+    root: &Id,
+    target: &Path,
+    paths: &[String],
+    progress: &crate::backup::Progress,
+) -> Result<RestoreStats> {
     fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
     let ctx = Ctx {
         repo,
@@ -120,6 +140,7 @@ pub fn restore(
         skipped_xattrs: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
         chown: is_root(),
+        progress,
     };
     let mut plan = Plan::default();
     if paths.is_empty() {
@@ -146,6 +167,9 @@ pub fn restore(
             f()
         }
     });
+    progress
+        .files
+        .store(ctx.files.load(Ordering::Relaxed), Ordering::Relaxed);
     write_contents(&ctx, &plan)?;
     for (link, first) in &plan.links {
         remove_non_dir(&ctx, link)?;
@@ -366,6 +390,9 @@ fn write_contents(ctx: &Ctx, plan: &Plan) -> Result<()> {
             let key = crate::pack::key_of(pack);
             let mut i = 0;
             while i < blobs.len() {
+                if ctx.progress.cancel.load(Ordering::Relaxed) {
+                    return Err(Error::Cancelled);
+                }
                 // One range read for a run of blobs with small gaps between them.
                 let start = blobs[i].1.offset as u64;
                 let mut j = i;
@@ -400,6 +427,9 @@ fn write_contents(ctx: &Ctx, plan: &Plan) -> Result<()> {
                         };
                         write_sparse(&f, &plain, *off).map_err(|e| fs_err(ctx, path, e))?;
                         ctx.bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);
+                        ctx.progress
+                            .bytes
+                            .fetch_add(plain.len() as u64, Ordering::Relaxed);
                     }
                 }
                 i = j + 1;

@@ -28,7 +28,9 @@ use crate::beneath::Beneath;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repository::Repository;
-use crate::restore::{restore, RestoreStats};
+#[cfg(test)]
+use crate::restore::restore;
+use crate::restore::RestoreStats;
 use crate::tree::{Node, NodeKind};
 
 const STAGE_MARK: &str = ".cairn-stage.";
@@ -261,6 +263,7 @@ pub fn restore_in_place(
     journal: &Journal,
     job: &str,
     keep_until: i64,
+    progress: &crate::backup::Progress,
 ) -> Result<Swapped> {
     let (parent, stage, rollback) = places(live, job)?;
     let parent_meta = fs::metadata(&parent).map_err(|e| Error::io(&parent, e))?;
@@ -319,7 +322,7 @@ pub fn restore_in_place(
         fs::create_dir(&stage).map_err(|e| Error::io(&stage, e))?;
         fs::set_permissions(&stage, fs::Permissions::from_mode(0o700))
             .map_err(|e| Error::io(&stage, e))?;
-        let stats = restore(repo, root, &stage, &[])?;
+        let stats = crate::restore::restore_with(repo, root, &stage, &[], progress)?;
         crash_point("staged")?;
         let verified = verify(repo, root, &stage)?;
         copy_dir_meta(live, &stage)?;
@@ -944,7 +947,16 @@ mod tests {
         );
         assert_eq!(contents(&live), hacked, "a preview writes nothing");
 
-        let s = restore_in_place(&repo, &snap.tree, &live, &journal, "j1", i64::MAX).unwrap();
+        let s = restore_in_place(
+            &repo,
+            &snap.tree,
+            &live,
+            &journal,
+            "j1",
+            i64::MAX,
+            &Default::default(),
+        )
+        .unwrap();
         assert!(s.atomic);
         assert_eq!(s.verified_files, 3);
         assert_eq!(contents(&live), good);
@@ -960,7 +972,15 @@ mod tests {
             Vec::<String>::new()
         );
 
-        let again = restore_in_place(&repo, &snap.tree, &live, &journal, "j1", i64::MAX);
+        let again = restore_in_place(
+            &repo,
+            &snap.tree,
+            &live,
+            &journal,
+            "j1",
+            i64::MAX,
+            &Default::default(),
+        );
         assert!(
             matches!(again, Err(Error::Invalid(_))),
             "one rollback point per job"
@@ -988,7 +1008,15 @@ mod tests {
             let hacked = contents(&live);
             let journal = Journal::open(&dir.path().join("journal")).unwrap();
             CRASH_AT.with(|c| *c.borrow_mut() = Some(at));
-            let r = restore_in_place(&repo, &snap.tree, &live, &journal, "j2", i64::MAX);
+            let r = restore_in_place(
+                &repo,
+                &snap.tree,
+                &live,
+                &journal,
+                "j2",
+                i64::MAX,
+                &Default::default(),
+            );
             CRASH_AT.with(|c| *c.borrow_mut() = None);
             assert!(r.is_err(), "{at}");
             let seen = contents(&live);
@@ -1022,7 +1050,15 @@ mod tests {
             let hacked = contents(&live);
             let journal = Journal::open(&dir.path().join("journal")).unwrap();
             CRASH_AT.with(|c| *c.borrow_mut() = (!at.is_empty()).then_some(at));
-            let r = restore_in_place(&repo, &snap.tree, &live, &journal, "j5", i64::MAX);
+            let r = restore_in_place(
+                &repo,
+                &snap.tree,
+                &live,
+                &journal,
+                "j5",
+                i64::MAX,
+                &Default::default(),
+            );
             CRASH_AT.with(|c| *c.borrow_mut() = None);
             if at.is_empty() {
                 assert!(!r.unwrap().atomic);
@@ -1060,12 +1096,50 @@ mod tests {
     }
 
     #[test]
+    fn a_cancelled_restore_leaves_the_site_untouched_and_reports_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = site(dir.path());
+        let (repo, snap) = backed_up(dir.path(), &live);
+        hack(&live);
+        let hacked = contents(&live);
+        let journal = Journal::open(&dir.path().join("journal")).unwrap();
+        let progress = crate::backup::Progress::default();
+        progress
+            .cancel
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let r = restore_in_place(&repo, &snap.tree, &live, &journal, "j6", 0, &progress);
+        assert!(matches!(r, Err(Error::Cancelled)), "{r:?}");
+        assert_eq!(contents(&live), hacked);
+        no_leftovers(&live);
+        assert!(journal.records().unwrap().is_empty());
+        let progress = crate::backup::Progress::default();
+        restore_in_place(&repo, &snap.tree, &live, &journal, "j7", 0, &progress).unwrap();
+        let counted =
+            |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(counted(&progress.files), 3);
+        assert!(
+            counted(&progress.bytes) >= 300_000,
+            "{}",
+            counted(&progress.bytes)
+        );
+    }
+
+    #[test]
     fn rollback_points_expire() {
         let dir = tempfile::tempdir().unwrap();
         let live = site(dir.path());
         let (repo, snap) = backed_up(dir.path(), &live);
         let journal = Journal::open(&dir.path().join("journal")).unwrap();
-        let s = restore_in_place(&repo, &snap.tree, &live, &journal, "j3", 1_000).unwrap();
+        let s = restore_in_place(
+            &repo,
+            &snap.tree,
+            &live,
+            &journal,
+            "j3",
+            1_000,
+            &Default::default(),
+        )
+        .unwrap();
         assert!(recover(&journal, 999).unwrap().is_empty());
         let staging = Record {
             job: "j4".into(),
@@ -1111,7 +1185,15 @@ mod tests {
             (Path::new("relative"), "j4"),
             (live.as_path(), "../x"),
         ] {
-            let e = restore_in_place(&repo, &snap.tree, target, &journal, job, 0);
+            let e = restore_in_place(
+                &repo,
+                &snap.tree,
+                target,
+                &journal,
+                job,
+                0,
+                &Default::default(),
+            );
             assert!(
                 matches!(e, Err(Error::Invalid(_))),
                 "{target:?} {job}: {e:?}"

@@ -202,6 +202,11 @@ fn a_hacked_site_is_restored_in_place_atomically_and_rolled_back() {
     assert_eq!(safety.len(), 2, "files and database: {jobs}");
     assert!(safety.iter().all(|j| j["state"] == "succeeded"), "{jobs}");
     let files_restore = restored["jobs"][0]["id"].as_str().unwrap().to_string();
+    let job = &restored["jobs"][0];
+    assert!(
+        job["bytes"].as_u64().unwrap() > 0 && job["total_bytes"] == job["bytes"],
+        "the restore reported its progress against the snapshot's size: {job}"
+    );
     assert!(
         restored["jobs"][0]["after"].as_array().unwrap().len() == 2,
         "{restored}"

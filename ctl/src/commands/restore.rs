@@ -111,15 +111,22 @@ pub fn in_place(args: &RepoArgs, spec: &str, target: &Path, domain: Option<&str>
         std::process::id()
     );
     let started = std::time::Instant::now();
-    let s =
-        cairn_repo::stage::restore_in_place(&repo, &snap.tree, target, &journal, &job, i64::MAX)
-            .with_context(|| {
-                format!(
-                    "in-place restore of snapshot {} over {}",
-                    id.short(),
-                    target.display()
-                )
-            })?;
+    let s = cairn_repo::stage::restore_in_place(
+        &repo,
+        &snap.tree,
+        target,
+        &journal,
+        &job,
+        i64::MAX,
+        &Default::default(),
+    )
+    .with_context(|| {
+        format!(
+            "in-place restore of snapshot {} over {}",
+            id.short(),
+            target.display()
+        )
+    })?;
     if args.json {
         return output::json(&serde_json::json!({"snapshot": id, "target": target, "swapped": s}));
     }
