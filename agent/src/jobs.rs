@@ -428,6 +428,22 @@ fn restore_database(
         "" => conn,
         name => conn.with_database(name),
     };
+    if job.in_place {
+        let r = db::restore_in_place(repo, dump, &target)
+            .with_context(|| format!("restoring in place into {}", target.describe(engine)))?;
+        tracing::info!(database = %target.describe(engine), swapped = r.swapped, "database restored in place");
+        return Ok(match &r.direct_because {
+            None => format!(
+                "restored {} beside it, checked {} tables and swapped them in at once",
+                target.describe(engine),
+                r.tables_checked
+            ),
+            Some(why) => format!(
+                "restored {} table by table (not swapped whole: {why})",
+                target.describe(engine)
+            ),
+        });
+    }
     let r = db::restore(
         repo,
         dump,

@@ -962,7 +962,8 @@ impl AdminService for AdminApi {
                 // An agent that died mid-swap finishes the swap when it
                 // starts again, after its job was failed: whether a rollback
                 // point exists is the agent's to say.
-                let swapped_maybe = j.spec.in_place && j.state == JobState::Failed;
+                let files = j.spec.content != "database";
+                let swapped_maybe = files && j.spec.in_place && j.state == JobState::Failed;
                 if j.state != JobState::Succeeded && !swapped_maybe {
                     return Err(Status::failed_precondition(format!(
                         "job {} did not succeed ({}): nothing of it to roll back",
@@ -970,7 +971,7 @@ impl AdminService for AdminApi {
                         format!("{:?}", j.state).to_lowercase()
                     )));
                 }
-                if j.spec.in_place {
+                if files && j.spec.in_place {
                     specs.push((
                         "rollback",
                         JobSpec {
@@ -979,7 +980,7 @@ impl AdminService for AdminApi {
                             ..Default::default()
                         },
                     ));
-                } else if j.spec.content == "database" {
+                } else if !files {
                     let safety = j
                         .spec
                         .after

@@ -77,6 +77,12 @@ pub fn plan<'a>(
             ));
         }
     }
+    if ask.in_place && !ask.tables.is_empty() {
+        return Err(Invalid(
+            "--in-place swaps whole databases; --table restores into the live database directly"
+                .into(),
+        ));
+    }
     if (ask.in_place || ask.dry_run) && !ask.paths.is_empty() {
         return Err(Invalid(
             "--in-place and --dry-run cover the whole site; restore --path into another --target"
@@ -136,6 +142,7 @@ pub fn plan<'a>(
                     tables: ask.tables.clone(),
                     into_database: ask.into_database.clone(),
                     test: ask.test,
+                    in_place: ask.in_place,
                     ..Default::default()
                 }
             } else {
@@ -311,6 +318,7 @@ mod tests {
         .unwrap();
         assert_eq!(ids(&in_place), ["aaa1", "bbb1"]);
         assert!(in_place[0].1.in_place && !in_place[0].1.dry_run);
+        assert!(in_place[1].1.in_place, "the database is swapped too");
         let preview = plan(
             &s,
             &Ask {

@@ -780,6 +780,120 @@ pub fn test_restore(
     Ok(report)
 }
 
+/// How an in-place database restore went.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct InPlaceReport {
+    /// Restored beside the live database, checked, and renamed in whole.
+    pub swapped: bool,
+    /// Why not: then the dump was loaded straight into the live database.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub direct_because: Option<String>,
+    pub tables_checked: usize,
+    pub restore: RestoreReport,
+}
+
+/// An in-place restore of a whole database (RST-6). MariaDB/MySQL: the dump
+/// is restored into a scratch database (`cairn_verify_*`, the prefix a test
+/// restore already needs rights on), every table checked (row counts, CHECK
+/// TABLE), then all its tables renamed into the live database in one `RENAME
+/// TABLE` (the live ones moved aside and dropped: the caller's safety dump is
+/// the way back), so the site sees all old tables or all new ones, and tables
+/// an attacker added are gone. A failure before the rename leaves the live
+/// database untouched. Where a whole swap is not possible (PostgreSQL,
+/// SQLite; views, triggers or routines, which cannot move between schemas; a
+/// user without rights on `cairn_verify_*`) the dump is loaded into the live
+/// database directly, and the report says why.
+pub fn restore_in_place(
+    repo: &Repository,
+    dump: &StoredDump,
+    conn: &Connection,
+) -> Result<InPlaceReport> {
+    let direct = |why: String| -> Result<InPlaceReport> {
+        let restore = restore(
+            repo,
+            dump,
+            &RestoreRequest {
+                conn,
+                tables: Vec::new(),
+            },
+        )?;
+        Ok(InPlaceReport {
+            direct_because: Some(why),
+            restore,
+            ..InPlaceReport::default()
+        })
+    };
+    if dump.manifest.engine != Engine::Mariadb {
+        return direct(format!(
+            "{} databases are restored table by table",
+            dump.manifest.engine
+        ));
+    }
+    let stage = format!("cairn_verify_{}", random_suffix());
+    let old = format!("{stage}_old");
+    if let Err(cause) = mysql::create_database(conn, &stage) {
+        return direct(format!(
+            "the site's user may not create {stage}: {}",
+            cause.trim()
+        ));
+    }
+    let staged = conn.with_database(&stage);
+    let checked = (|| {
+        let report = restore(
+            repo,
+            dump,
+            &RestoreRequest {
+                conn: &staged,
+                tables: Vec::new(),
+            },
+        )?;
+        let expect: Vec<&Section> = dump.manifest.tables().collect();
+        let problems = mysql::verify(&staged, &expect)?;
+        if !problems.is_empty() {
+            return Err(DbError::Verify {
+                database: dump.manifest.database.clone(),
+                problems,
+            });
+        }
+        Ok((report, expect.len()))
+    })();
+    let (report, tables_checked) = match checked {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = mysql::drop_database(conn, &stage);
+            return Err(e);
+        }
+    };
+    let blockers = mysql::swap_blockers(conn, &[&conn.database, &stage]);
+    let blockers = match blockers {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = mysql::drop_database(conn, &stage);
+            return Err(e);
+        }
+    };
+    if !blockers.is_empty() {
+        mysql::drop_database(conn, &stage)?;
+        return direct(format!(
+            "{} cannot be renamed between databases",
+            blockers.join(", ")
+        ));
+    }
+    let swapped = mysql::swap_in(conn, &conn.database, &stage, &old);
+    let _ = mysql::drop_database(conn, &stage);
+    let _ = mysql::drop_database(conn, &old);
+    swapped?;
+    Ok(InPlaceReport {
+        swapped: true,
+        direct_because: None,
+        tables_checked,
+        restore: RestoreReport {
+            database: conn.database.clone(),
+            ..report
+        },
+    })
+}
+
 fn random_suffix() -> String {
     let mut b = [0u8; 4];
     rand::Rng::fill(&mut rand::thread_rng(), &mut b[..]);

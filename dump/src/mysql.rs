@@ -675,6 +675,107 @@ pub(crate) fn verify(conn: &Connection, tables: &[&Section]) -> Result<Vec<Strin
     Ok(problems)
 }
 
+/// Why a database cannot be swapped whole: views, triggers and routines
+/// belong to their schema and cannot be renamed into another. Empty: it can.
+pub(crate) fn swap_blockers(conn: &Connection, databases: &[&str]) -> Result<Vec<String>> {
+    let list = databases
+        .iter()
+        .map(|d| literal(d))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT CONCAT('view ', TABLE_SCHEMA, '.', TABLE_NAME) FROM information_schema.VIEWS WHERE TABLE_SCHEMA IN ({list}) \
+         UNION ALL SELECT CONCAT('trigger ', TRIGGER_SCHEMA, '.', TRIGGER_NAME) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA IN ({list}) \
+         UNION ALL SELECT CONCAT('routine ', ROUTINE_SCHEMA, '.', ROUTINE_NAME) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA IN ({list})"
+    );
+    let out = Client::new(conn)?
+        .query(None, &sql)
+        .map_err(|cause| DbError::Restore {
+            engine: Engine::Mariadb,
+            database: conn.database.clone(),
+            cause,
+        })?;
+    Ok(out.lines().map(str::to_string).collect())
+}
+
+/// Puts the tables of `stage` in place of those of `live` in one `RENAME
+/// TABLE` (atomic: a reader sees all old tables or all new ones). The old
+/// tables go to `old`, a new database, which the caller drops or keeps.
+pub(crate) fn swap_in(conn: &Connection, live: &str, stage: &str, old: &str) -> Result<()> {
+    for d in [live, stage, old] {
+        check_name("database", d)?;
+    }
+    let client = Client::new(conn)?;
+    let fail = |cause: String| DbError::Restore {
+        engine: Engine::Mariadb,
+        database: live.to_string(),
+        cause,
+    };
+    let tables = |db: &str| -> Result<Vec<String>> {
+        let out = client
+            .query(
+                None,
+                &format!(
+                    "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_TYPE = 'BASE TABLE'",
+                    literal(db)
+                ),
+            )
+            .map_err(fail)?;
+        Ok(out.lines().map(str::to_string).collect())
+    };
+    let (now, new) = (tables(live)?, tables(stage)?);
+    client
+        .query(
+            None,
+            &format!("CREATE DATABASE {} CHARACTER SET utf8mb4", ident(old)),
+        )
+        .map_err(fail)?;
+    let moves: Vec<String> = now
+        .iter()
+        .map(|t| {
+            format!(
+                "{}.{} TO {}.{}",
+                ident(live),
+                ident(t),
+                ident(old),
+                ident(t)
+            )
+        })
+        .chain(new.iter().map(|t| {
+            format!(
+                "{}.{} TO {}.{}",
+                ident(stage),
+                ident(t),
+                ident(live),
+                ident(t)
+            )
+        }))
+        .collect();
+    if !moves.is_empty() {
+        client
+            .query(None, &format!("RENAME TABLE {}", moves.join(", ")))
+            .map_err(fail)?;
+    }
+    Ok(())
+}
+
+/// A SQL string literal.
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// Creates an empty database `name`; the server's refusal as the error.
+pub(crate) fn create_database(conn: &Connection, name: &str) -> Result<(), String> {
+    check_name("database", name).map_err(|e| e.to_string())?;
+    Client::new(conn)
+        .map_err(|e| e.to_string())?
+        .query(
+            None,
+            &format!("CREATE DATABASE {} CHARACTER SET utf8mb4", ident(name)),
+        )
+        .map(drop)
+}
+
 pub(crate) fn drop_database(conn: &Connection, name: &str) -> Result<()> {
     Client::new(conn)?
         .query(None, &format!("DROP DATABASE IF EXISTS {}", ident(name)))

@@ -120,7 +120,8 @@ fn a_hacked_site_is_restored_in_place_atomically_and_rolled_back() {
     maria.sql(
         Some("shop"),
         "INSERT INTO wp_comments (comment_post_ID, comment_content) VALUES (1, 'buy pills'), (2, 'casino'); \
-         UPDATE wp_posts SET post_title = 'pwned' WHERE ID = 1;",
+         UPDATE wp_posts SET post_title = 'pwned' WHERE ID = 1; \
+         CREATE TABLE wp_backdoor (k VARCHAR(20)); INSERT INTO wp_backdoor VALUES ('admin2');",
     );
     let hacked = snapshot_tree(&root, &|_, _| true);
     let hacked_sums = maria.checksums("shop");
@@ -188,6 +189,18 @@ fn a_hacked_site_is_restored_in_place_atomically_and_rolled_back() {
         good_sums,
         "the database is the backed-up one"
     );
+    let tables = maria.sql(Some("shop"), "SHOW TABLES");
+    assert!(
+        !tables.contains("wp_backdoor"),
+        "the injected table is gone: {tables}"
+    );
+    let db_step = restored["jobs"][1]["step"].as_str().unwrap();
+    assert!(db_step.contains("swapped them in at once"), "{restored}");
+    let dbs = maria.sql(None, "SHOW DATABASES");
+    assert!(
+        !dbs.contains("cairn_verify"),
+        "scratch databases left: {dbs}"
+    );
     assert!(leftovers(&www, ".cairn-stage.").is_empty());
     assert_eq!(leftovers(&www, ".cairn-rollback.").len(), 1);
 
@@ -230,6 +243,36 @@ fn a_hacked_site_is_restored_in_place_atomically_and_rolled_back() {
     assert!(
         String::from_utf8_lossy(&plain.stderr).contains("not an in-place restore"),
         "{plain:?}"
+    );
+
+    // A view (the site's own: its user defined it) cannot be renamed
+    // between databases: the database is then loaded table by table, and
+    // the job says so.
+    maria.sql(
+        Some("shop"),
+        "CREATE DEFINER = 'shop_user'@'localhost' VIEW wp_titles AS SELECT post_title FROM wp_posts",
+    );
+    let run = c.json(&["backup", "shop.test", "--wait"]);
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let sums = maria.checksums("shop");
+    maria.sql(Some("shop"), "DELETE FROM wp_comments");
+    let again = c.json(&[
+        "restore",
+        run["run"].as_str().unwrap(),
+        "--in-place",
+        "--wait",
+    ]);
+    assert_eq!(again["state"], "succeeded", "{again}");
+    let step = again["jobs"][1]["step"].as_str().unwrap();
+    assert!(
+        step.contains("table by table") && step.contains("view shop.wp_titles"),
+        "{again}"
+    );
+    assert_eq!(maria.checksums("shop"), sums);
+    let dbs = maria.sql(None, "SHOW DATABASES");
+    assert!(
+        !dbs.contains("cairn_verify"),
+        "scratch databases left: {dbs}"
     );
 }
 
