@@ -23,6 +23,68 @@ pub struct Config {
     pub discovery: Discovery,
     #[serde(default, rename = "domain")]
     pub domains: Vec<DomainConfig>,
+    /// The MariaDB/MySQL server whose binary log is streamed and shipped
+    /// for point-in-time database restores; none: dumps only.
+    #[serde(default)]
+    pub binlog: Option<BinlogConfig>,
+}
+
+/// `[binlog]`: how to reach the server as a user that may read and replay
+/// its binary log (REPLICATION SLAVE, BINLOG MONITOR, BINLOG REPLAY). The
+/// password is read from a file (0600), never written here.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BinlogConfig {
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Log files older than this are removed from the spool (and so, after
+    /// the next shipment, from the newest copy): point in time reaches back
+    /// this far.
+    #[serde(default = "default_binlog_keep")]
+    pub keep: String,
+    /// The replica id the stream uses; unique among the server's replicas.
+    #[serde(default = "default_binlog_server_id")]
+    pub server_id: u32,
+}
+
+fn default_binlog_keep() -> String {
+    "8d".into()
+}
+
+fn default_binlog_server_id() -> u32 {
+    // Replicas rarely use ids this high.
+    4_000_000_000
+}
+
+impl BinlogConfig {
+    /// The connection, with the password read from its file.
+    pub fn connection(&self) -> anyhow::Result<cairn_dump::Connection> {
+        let password = match &self.password_file {
+            None => None,
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .map_err(|e| anyhow::anyhow!("[binlog] password_file {}: {e}", p.display()))?
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string(),
+            ),
+        };
+        Ok(cairn_dump::Connection {
+            host: self.host.clone(),
+            port: self.port,
+            socket: self.socket.clone(),
+            user: self.user.clone(),
+            password,
+            database: String::new(),
+        })
+    }
 }
 
 /// Where domains are looked for (SPEC INT-1), and how often the domains are
@@ -116,6 +178,10 @@ impl Config {
         cfg.discovery
             .interval()
             .map_err(|e| anyhow::anyhow!("{}: [discovery] interval: {e}", path.display()))?;
+        if let Some(b) = &cfg.binlog {
+            parse_duration(&b.keep)
+                .map_err(|e| anyhow::anyhow!("{}: [binlog] keep: {e}", path.display()))?;
+        }
         let mut seen = std::collections::HashSet::new();
         for d in &cfg.domains {
             if !seen.insert(&d.name) {

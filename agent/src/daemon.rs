@@ -145,13 +145,13 @@ pub fn analyze_all(cfg: &Config) -> Vec<Report> {
 
 /// What the agent reports: its domains, their analysis and databases by
 /// engine and name only (never credentials).
-pub fn inventory(reports: &[Report]) -> pb::Inventory {
+pub fn inventory(reports: &[Report], stream: Option<&cairn_dump::Connection>) -> pb::Inventory {
     pb::Inventory {
-        domains: reports.iter().map(domain_message).collect(),
+        domains: reports.iter().map(|r| domain_message(r, stream)).collect(),
     }
 }
 
-fn domain_message(r: &Report) -> pb::Domain {
+fn domain_message(r: &Report, stream: Option<&cairn_dump::Connection>) -> pb::Domain {
     pb::Domain {
         name: r.site.name.clone(),
         path: r.site.root.display().to_string(),
@@ -163,6 +163,8 @@ fn domain_message(r: &Report) -> pb::Domain {
                 engine: db.engine.clone(),
                 name: db.name.clone(),
                 table_prefix: db.table_prefix.clone().unwrap_or_default(),
+                binlog: db.engine == "mariadb"
+                    && stream.is_some_and(|s| crate::binlog::covers(s, &db.connection())),
             })
             .collect(),
         aliases: r.site.aliases.clone(),
@@ -198,7 +200,8 @@ fn domain_message(r: &Report) -> pb::Domain {
 async fn refresh(cfg: &Arc<Config>, sites: &Sites) -> anyhow::Result<pb::Inventory> {
     let c = cfg.clone();
     let reports = tokio::task::spawn_blocking(move || analyze_all(&c)).await?;
-    let inv = inventory(&reports);
+    let stream = cfg.binlog.as_ref().and_then(|b| b.connection().ok());
+    let inv = inventory(&reports, stream.as_ref());
     *sites.write().unwrap() = reports;
     Ok(inv)
 }
@@ -209,6 +212,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let cfg = Arc::new(cfg);
     let running: Running = Arc::new(Mutex::new(HashMap::new()));
     let sites: Sites = Arc::default();
+    let binlog = crate::binlog::start(cfg.binlog.clone(), &cfg.state_dir);
     // Before any job: finish or undo in-place restores a crash interrupted,
     // then drop expired rollback points, hourly.
     sweep_restores(&cfg, true);
@@ -228,7 +232,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     notify("READY=1");
     loop {
         let result = tokio::select! {
-            r = session(&cfg, client.clone(), running.clone(), sites.clone()) => r,
+            r = session(&cfg, client.clone(), running.clone(), sites.clone(), binlog.clone()) => r,
             _ = &mut stop => break,
         };
         match result {
@@ -300,6 +304,7 @@ async fn session(
     client: Client,
     running: Running,
     sites: Sites,
+    mut binlog: tokio::sync::watch::Receiver<pb::BinlogState>,
 ) -> anyhow::Result<bool> {
     let inv = refresh(cfg, &sites).await?;
     let (tx, rx) = mpsc::channel::<pb::AgentMessage>(64);
@@ -310,6 +315,7 @@ async fn session(
             inventory: Some(inv),
             protocol: cairn_proto::PROTOCOL,
             min_protocol: cairn_proto::MIN_PROTOCOL,
+            binlog: Some(binlog.borrow_and_update().clone()),
         })),
     })
     .await?;
@@ -347,6 +353,21 @@ async fn session(
                         }
                     }
                     Err(e) => tracing::warn!(error = %format!("{e:#}"), "analysis failed"),
+                }
+            }
+        }
+    }));
+    // The binary log stream's state, whenever it changes.
+    let _binlog = AbortOnDrop(tokio::spawn({
+        let tx = tx.clone();
+        async move {
+            while binlog.changed().await.is_ok() {
+                let state = binlog.borrow_and_update().clone();
+                let msg = pb::AgentMessage {
+                    body: Some(pb::agent_message::Body::Binlog(state)),
+                };
+                if tx.send(msg).await.is_err() {
+                    return;
                 }
             }
         }
@@ -442,13 +463,12 @@ fn start_job(
         let p = progress.clone();
         let outcome = tokio::task::spawn_blocking(move || {
             jobs::run(
-                &cfg.host_name(),
+                &cfg,
                 site.as_ref().map(|r| &r.site),
                 client,
                 handle,
                 &job,
                 &p,
-                &cfg.state_dir,
             )
         })
         .await;

@@ -10,7 +10,9 @@ use cairn_repo::backup::{BackupOptions, Progress};
 use cairn_repo::exclude::Excludes;
 use cairn_repo::id::Id;
 use cairn_repo::repository::{Access, Repository};
-use cairn_repo::snapshot::{Kind, Snapshot};
+use cairn_repo::snapshot::{Content, Kind, Snapshot};
+
+use crate::config::{BinlogConfig, Config};
 use cairn_repo::stage::{self, Journal};
 use tokio::runtime::Handle;
 
@@ -35,14 +37,16 @@ pub fn journal(state_dir: &Path) -> anyhow::Result<Journal> {
 
 /// Runs one job.
 pub fn run(
-    host: &str,
+    cfg: &Config,
     site: Option<&Site>,
     client: Client,
     handle: Handle,
     job: &pb::Job,
     progress: &Progress,
-    state_dir: &Path,
 ) -> anyhow::Result<Done> {
+    let host = &cfg.host_name();
+    let state_dir = &cfg.state_dir;
+    let binlog = cfg.binlog.as_ref();
     if job.kind() == pb::JobKind::Rollback {
         let r = stage::rollback(&journal(state_dir)?, &job.rollback_of)?;
         tracing::info!(job = %job.rollback_of, live = %r.live.display(), "rolled back");
@@ -108,6 +112,19 @@ pub fn run(
         Some((id, snap))
     };
     match job.kind() {
+        pb::JobKind::Backup if job.content == "binlog" => {
+            ship_binlog(host, &repo, progress, snapshot, state_dir)?;
+            let snapshot_id = storage
+                .committed
+                .lock()
+                .unwrap()
+                .clone()
+                .context("the shipment ended without committing its snapshot")?;
+            Ok(Done {
+                snapshot_id,
+                ..Done::default()
+            })
+        }
         pb::JobKind::Backup => {
             let site = site.with_context(|| {
                 format!("domain {:?} is not among this agent's domains", job.domain)
@@ -145,7 +162,9 @@ pub fn run(
                     )
                 })?;
                 return Ok(Done {
-                    summary: Some(restore_database(site, &repo, job, &snap)?),
+                    summary: Some(restore_database(
+                        site, &repo, job, &snap, state_dir, binlog, progress,
+                    )?),
                     ..Done::default()
                 });
             }
@@ -156,6 +175,35 @@ pub fn run(
         }
         other => bail!("this agent does not run {other:?} jobs yet"),
     }
+}
+
+/// Ships the binary log spool: a backup of the directory the stream
+/// writes, compared with the last shipment (closed files are not read again).
+fn ship_binlog(
+    host: &str,
+    repo: &Repository,
+    progress: &Progress,
+    parent: Option<(Id, Snapshot)>,
+    state_dir: &Path,
+) -> anyhow::Result<()> {
+    let spool = crate::binlog::spool(state_dir);
+    if !spool.is_dir() {
+        bail!(
+            "no binary log stream here ({} is missing): is [binlog] set in agent.toml?",
+            spool.display()
+        );
+    }
+    let opts = BackupOptions {
+        domain: String::new(),
+        kind: Kind::Incremental,
+        excludes: Excludes::new::<&str>(&[])?,
+        host: host.to_string(),
+        tags: Vec::new(),
+        content: Content::Binlog,
+    };
+    let (id, snap) = cairn_repo::backup::run_with_parent(repo, &spool, &opts, progress, parent)?;
+    tracing::debug!(proposed = %id, files = snap.stats.files, bytes_new = snap.stats.bytes_new, "binary log shipped");
+    Ok(())
 }
 
 fn backup(
@@ -174,6 +222,7 @@ fn backup(
     // The agent's own excludes, then the fleet policy's.
     let patterns: Vec<&String> = site.exclude.iter().chain(&job.excludes).collect();
     let opts = BackupOptions {
+        content: Default::default(),
         domain: site.name.clone(),
         kind,
         excludes: Excludes::with_defaults(&patterns)?,
@@ -246,7 +295,7 @@ struct SiteDatabase {
 /// Reads the site's `wp-config.php` or `.env` here, on the agent: the
 /// credentials never leave it.
 fn site_database(site: &Site) -> anyhow::Result<SiteDatabase> {
-    use cairn_dump::{Connection, Engine};
+    use cairn_dump::Engine;
     let (site_type, found) = crate::sitecfg::detect(&site.root);
     let Some(sdb) = found else {
         bail!(
@@ -256,18 +305,10 @@ fn site_database(site: &Site) -> anyhow::Result<SiteDatabase> {
         );
     };
     let engine: Engine = sdb.engine.parse().map_err(anyhow::Error::msg)?;
-    let conn = Connection {
-        host: sdb.host.clone(),
-        port: sdb.port,
-        socket: sdb.socket.as_ref().map(std::path::PathBuf::from),
-        user: (!sdb.user.is_empty()).then(|| sdb.user.clone()),
-        password: (!sdb.password.is_empty()).then(|| sdb.password.clone()),
-        database: if engine == Engine::Sqlite && !sdb.name.starts_with('/') {
-            site.root.join(&sdb.name).display().to_string()
-        } else {
-            sdb.name.clone()
-        },
-    };
+    let mut conn = sdb.connection();
+    if engine == Engine::Sqlite && !sdb.name.starts_with('/') {
+        conn.database = site.root.join(&sdb.name).display().to_string();
+    }
     Ok(SiteDatabase {
         engine,
         conn,
@@ -398,6 +439,9 @@ fn restore_database(
     repo: &Repository,
     job: &pb::Job,
     snap: &Snapshot,
+    state_dir: &Path,
+    binlog: Option<&BinlogConfig>,
+    progress: &Progress,
 ) -> anyhow::Result<String> {
     use cairn_dump as db;
     let dumps = db::stored_dumps(repo, snap)?;
@@ -428,8 +472,96 @@ fn restore_database(
         "" => conn,
         name => conn.with_database(name),
     };
+    // A restore to a moment needs all it replays before it changes anything.
+    let replay = if job.stop_at != 0 {
+        if engine != db::Engine::Mariadb {
+            bail!(
+                "point in time needs a MariaDB/MySQL binary log; this site's database is {engine}"
+            );
+        }
+        if !job.tables.is_empty() {
+            bail!("a restore to a moment restores the whole database, not chosen tables");
+        }
+        let Some(from) = dump.manifest.binlog.clone() else {
+            bail!(
+                "the dump in snapshot {} was taken with the server's binary log off: it cannot be brought forward to a moment",
+                job.snapshot_id
+            );
+        };
+        let Some(stream) = binlog else {
+            bail!(
+                "this agent has no [binlog] section in agent.toml: it cannot replay the binary log"
+            );
+        };
+        Some((from, stream.connection()?))
+    } else {
+        None
+    };
+    let summary = restore_dump(repo, dump, job, engine, &target)?;
+    let Some((from, stream)) = replay else {
+        return Ok(summary);
+    };
+    let (log_id, log) = log_snapshot(repo, job)?;
+    let scratch = state_dir.join("pitr").join(&job.job_id);
+    let replayed = (|| -> anyhow::Result<_> {
+        cairn_repo::restore::restore_with(repo, &log.tree, &scratch, &[], progress)
+            .with_context(|| format!("restoring the binary log of snapshot {log_id}"))?;
+        Ok(db::binlog::replay(
+            &stream.with_database(&target.database),
+            &dump.manifest.database,
+            &scratch,
+            &from,
+            job.stop_at,
+        )?)
+    })();
+    let removed = std::fs::remove_dir_all(&scratch);
+    let r = replayed.with_context(|| {
+        format!(
+            "the dump is restored into {}, but replaying the binary log failed",
+            target.describe(engine)
+        )
+    })?;
+    removed.with_context(|| format!("removing {}", scratch.display()))?;
+    let at = chrono::DateTime::from_timestamp(r.until, 0).unwrap_or_default();
+    tracing::info!(database = %target.describe(engine), from = %r.from, files = r.files, until = %at, "binary log replayed");
+    Ok(format!(
+        "{summary}, then replayed the binary log from {} up to {} ({} log files)",
+        r.from,
+        at.format("%Y-%m-%d %H:%M:%S UTC"),
+        r.files
+    ))
+}
+
+/// The shipped binary log a restore to a moment replays.
+fn log_snapshot(repo: &Repository, job: &pb::Job) -> anyhow::Result<(Id, Snapshot)> {
+    if job.log_snapshot.is_empty() {
+        bail!("a restore to a moment carries the shipped binary log's snapshot");
+    }
+    let id: Id = job
+        .log_snapshot_id
+        .parse()
+        .map_err(|e| anyhow::anyhow!("binary log snapshot id: {e}"))?;
+    let plain = repo
+        .key()
+        .open(&job.log_snapshot, &format_args!("snapshot {id}"))?;
+    let snap: Snapshot = serde_json::from_slice(&plain).context("binary log snapshot")?;
+    if snap.content != Content::Binlog {
+        bail!("snapshot {id} is not a shipped binary log");
+    }
+    Ok((id, snap))
+}
+
+/// Loads a dump into `target`: staged and swapped in place, or directly.
+fn restore_dump(
+    repo: &Repository,
+    dump: &cairn_dump::StoredDump,
+    job: &pb::Job,
+    engine: cairn_dump::Engine,
+    target: &cairn_dump::Connection,
+) -> anyhow::Result<String> {
+    use cairn_dump as db;
     if job.in_place {
-        let r = db::restore_in_place(repo, dump, &target)
+        let r = db::restore_in_place(repo, dump, target)
             .with_context(|| format!("restoring in place into {}", target.describe(engine)))?;
         tracing::info!(database = %target.describe(engine), swapped = r.swapped, "database restored in place");
         return Ok(match &r.direct_because {
@@ -448,7 +580,7 @@ fn restore_database(
         repo,
         dump,
         &db::RestoreRequest {
-            conn: &target,
+            conn: target,
             tables: job.tables.clone(),
         },
     )

@@ -8,6 +8,7 @@
 
 pub mod activity;
 pub mod analysis;
+pub mod binlog;
 pub mod config;
 pub mod daemon;
 pub mod discover;

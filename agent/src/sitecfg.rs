@@ -77,6 +77,20 @@ pub struct SiteDb {
     pub table_prefix: Option<String>,
 }
 
+impl SiteDb {
+    /// How to reach it, credentials included: for the agent's own use.
+    pub fn connection(&self) -> cairn_dump::Connection {
+        cairn_dump::Connection {
+            host: self.host.clone(),
+            port: self.port,
+            socket: self.socket.as_ref().map(std::path::PathBuf::from),
+            user: (!self.user.is_empty()).then(|| self.user.clone()),
+            password: (!self.password.is_empty()).then(|| self.password.clone()),
+            database: self.name.clone(),
+        }
+    }
+}
+
 impl std::fmt::Debug for SiteDb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SiteDb")

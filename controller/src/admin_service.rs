@@ -648,6 +648,9 @@ impl AdminService for AdminApi {
             }
             None => (Vec::new(), Vec::new()),
         };
+        let snaps = f.catalog.snapshots(None).map_err(internal)?;
+        let stream = f.binlog.lock().unwrap().get(&d.agent_id).cloned();
+        let (point_in_time, rpo_seconds) = point_in_time(&d, &snaps, stream.as_ref(), now());
         Ok(Response::new(pb::DomainDetail {
             domain: Some(domain_info(d, plan.as_ref(), &last)),
             history,
@@ -655,6 +658,8 @@ impl AdminService for AdminApi {
             settings,
             policies,
             repository: without_credentials(&f.cfg.repository.location),
+            point_in_time,
+            rpo_seconds,
         }))
     }
 
@@ -823,6 +828,8 @@ impl AdminService for AdminApi {
                 test: r.test,
                 in_place: r.in_place,
                 dry_run: r.dry_run,
+                domain: r.domain,
+                at: r.at,
             };
             let plan = |ask: &crate::restore::Ask| {
                 crate::restore::plan(&snaps, ask).map_err(|e| match e {
@@ -1822,6 +1829,70 @@ fn domain_info(
         databases: d.databases,
         root_missing: d.root_missing,
         source: d.source,
+    }
+}
+
+/// Point in time for a domain's database in words, and its recovery point:
+/// seconds since the binary log was last shipped where it covers the
+/// database, else since the newest copy (-1: none yet).
+fn point_in_time(
+    d: &DomainRecord,
+    snaps: &[SnapshotRecord],
+    stream: Option<&crate::fleet::BinlogStream>,
+    now: i64,
+) -> (String, i64) {
+    let newest = |f: &dyn Fn(&SnapshotRecord) -> bool| {
+        snaps
+            .iter()
+            .filter(|s| s.agent_id == d.agent_id && f(s))
+            .map(|s| s.time)
+            .max()
+    };
+    let copy = newest(&|s| s.domain == d.name);
+    let since = |t: Option<i64>| t.map_or(-1, |t| (now - t).max(0));
+    let engine = d
+        .databases
+        .first()
+        .and_then(|db| db.split_once(':'))
+        .map(|(e, _)| e);
+    let off = |why: String| {
+        (
+            format!("off: {why}; restores reach the newest dump"),
+            since(copy),
+        )
+    };
+    match engine {
+        None => ("no database".into(), since(copy)),
+        Some("postgres") => off(
+            "point in time for PostgreSQL (WAL archiving) is not available in this version".into(),
+        ),
+        Some("sqlite") => off("SQLite has no log to replay".into()),
+        Some(_) => match stream {
+            None => off("the agent has not reported a binary log stream".into()),
+            Some(s) if s.state != "streaming" => off(s.detail.clone()),
+            Some(_) if !d.binlog => off(
+                "the site's database is on another server than the one whose binary log the agent streams".into(),
+            ),
+            Some(s) => {
+                let shipped = newest(&|s| s.content == "binlog" && s.domain.is_empty());
+                let dump = newest(&|s| s.domain == d.name && s.content == "database");
+                let mut text = match shipped {
+                    Some(t) => format!(
+                        "on: binary log shipped up to {} ({} s ago)",
+                        crate::fmt_time(t),
+                        (now - t).max(0)
+                    ),
+                    None => "on: binary log streaming, not shipped yet".into(),
+                };
+                if dump.is_none() {
+                    text += "; no dump yet to replay it onto";
+                }
+                if !s.format.eq_ignore_ascii_case("ROW") {
+                    text += &format!("; binlog_format is {}, ROW is safer", s.format);
+                }
+                (text, since(shipped.or(copy)))
+            }
+        },
     }
 }
 

@@ -122,6 +122,10 @@ fn domain_records(agent: &str, inv: &pb::Inventory) -> Vec<DomainRecord> {
             site_type: d.site_type.clone(),
             source: d.source.clone(),
             root_missing: d.root_missing,
+            binlog: d
+                .databases
+                .iter()
+                .any(|db| db.binlog && db.engine == "mariadb"),
             analysis: d.analysis.as_ref().map(|a| AnalysisRecord {
                 analyzed_at: a.analyzed_at,
                 files: a.files,
@@ -214,7 +218,7 @@ fn checked_report(report: &str) -> Option<String> {
 
 /// Free text from an agent (an error, a step name) as it may be stored and
 /// shown: control characters replaced, at most `max` bytes.
-fn clean_text(s: &str, max: usize) -> String {
+pub(crate) fn clean_text(s: &str, max: usize) -> String {
     let mut out: String = s
         .chars()
         .map(|c| {
@@ -358,6 +362,9 @@ impl AgentService for AgentApi {
         }
         if let Some(inv) = &hello.inventory {
             store_inventory(&fleet, &agent, inv).map_err(internal)?;
+        }
+        if let Some(b) = &hello.binlog {
+            fleet.set_binlog(&agent, b);
         }
         let (tx, rx) = mpsc::channel(64);
         let generation = fleet.generation.fetch_add(1, Ordering::Relaxed);
@@ -721,6 +728,7 @@ async fn run_session(
         use pb::agent_message::Body;
         match msg.body {
             Some(Body::Heartbeat(_)) | Some(Body::Hello(_)) | None => {}
+            Some(Body::Binlog(b)) => fleet.set_binlog(&agent, &b),
             Some(Body::Inventory(inv)) => {
                 if let Err(e) = store_inventory(&fleet, &agent, &inv) {
                     tracing::error!(error = %e, "storing inventory");

@@ -71,6 +71,10 @@ pub struct DomainRecord {
     pub root_missing: bool,
     #[serde(default)]
     pub analysis: Option<AnalysisRecord>,
+    /// Its MariaDB/MySQL database is on the server whose binary log the
+    /// agent streams (point in time possible).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub binlog: bool,
 }
 
 /// What the agent measured (SPEC INT-2, INT-3).
@@ -311,6 +315,12 @@ pub struct JobSpec {
     /// backup of an in-place restore).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub after: Vec<String>,
+    /// Database restores to a moment: the shipped binary log replayed after
+    /// the dump, up to `stop_at` (unix seconds, exclusive).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub log_snapshot_id: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub stop_at: i64,
 }
 
 fn is_zero(n: &i64) -> bool {
@@ -870,6 +880,15 @@ impl Catalog {
         Ok((v, job))
     }
 
+    /// Removes a final job's record (a binary log shipment superseded by
+    /// the next one).
+    pub fn remove_job(&self, id: &str) -> Result<()> {
+        if self.job(id)?.state.is_final() {
+            self.jobs.remove(id.as_bytes())?;
+        }
+        Ok(())
+    }
+
     /// Every job, oldest first.
     pub fn jobs(&self) -> Result<Vec<JobRecord>> {
         all(&self.jobs, b"")
@@ -1089,6 +1108,7 @@ mod tests {
 
     fn domain(agent: &str, name: &str) -> DomainRecord {
         DomainRecord {
+            binlog: false,
             name: name.into(),
             agent_id: agent.into(),
             path: format!("/var/www/{name}"),

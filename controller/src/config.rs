@@ -171,6 +171,10 @@ pub struct SchedulerConfig {
     /// site, for `cairnctl rollback`.
     #[serde(default = "default_keep_rollback")]
     pub keep_rollback: String,
+    /// How often an agent that streams its database server's binary log
+    /// ships it: the recovery point of point-in-time restores.
+    #[serde(default = "default_binlog_ship_every")]
+    pub binlog_ship_every: String,
 }
 
 impl Default for SchedulerConfig {
@@ -185,6 +189,7 @@ impl Default for SchedulerConfig {
             gc_grace: default_gc_grace(),
             ingest_bandwidth: String::new(),
             keep_rollback: default_keep_rollback(),
+            binlog_ship_every: default_binlog_ship_every(),
         }
     }
 }
@@ -198,6 +203,9 @@ fn default_agent_jobs() -> usize {
 }
 fn default_fleet_jobs() -> usize {
     64
+}
+fn default_binlog_ship_every() -> String {
+    "30s".into()
 }
 fn default_keep_rollback() -> String {
     "7d".into()
@@ -224,6 +232,7 @@ impl SchedulerConfig {
         );
         self.offline_give_up()?;
         self.keep_rollback()?;
+        self.binlog_ship_every()?;
         self.gc_grace()?;
         self.maintenance_cron()
             .map_err(|e| anyhow::anyhow!("scheduler.maintenance: {e}"))?;
@@ -235,6 +244,20 @@ impl SchedulerConfig {
             anyhow::anyhow!("scheduler.keep_rollback {:?}: {e}", self.keep_rollback)
         })?;
         Ok(d.as_secs().min(i64::MAX as u64) as i64)
+    }
+
+    pub fn binlog_ship_every(&self) -> anyhow::Result<i64> {
+        let d = humantime::parse_duration(&self.binlog_ship_every).map_err(|e| {
+            anyhow::anyhow!(
+                "scheduler.binlog_ship_every {:?}: {e}",
+                self.binlog_ship_every
+            )
+        })?;
+        anyhow::ensure!(
+            !d.is_zero(),
+            "scheduler.binlog_ship_every must be above zero"
+        );
+        Ok(d.as_secs().clamp(1, i64::MAX as u64) as i64)
     }
 
     pub fn offline_give_up(&self) -> anyhow::Result<i64> {

@@ -134,6 +134,18 @@ pub struct Fleet {
     pub web_token: Option<String>,
     /// Wakes the notifier when alerts changed.
     pub notify_wake: tokio::sync::Notify,
+    /// What each agent last said of its binary log stream (sent again at
+    /// every session's start).
+    pub binlog: Mutex<HashMap<String, BinlogStream>>,
+}
+
+/// An agent's binary log stream as it reported it (bounded, cleaned).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BinlogStream {
+    /// off, unavailable or streaming.
+    pub state: String,
+    pub detail: String,
+    pub format: String,
 }
 
 /// The certificates cairnctl users hold: the bootstrap admin of
@@ -184,6 +196,30 @@ pub fn internal(e: impl std::fmt::Display) -> Status {
 }
 
 impl Fleet {
+    /// Records an agent's binary log state; anything but the three known
+    /// states counts as unavailable.
+    pub fn set_binlog(&self, agent: &str, b: &pb::BinlogState) {
+        let state = match b.state.as_str() {
+            s @ ("off" | "streaming") => s,
+            _ => "unavailable",
+        };
+        let rec = BinlogStream {
+            state: state.into(),
+            detail: crate::agent_service::clean_text(&b.detail, 1024),
+            format: crate::agent_service::clean_text(&b.format, 16),
+        };
+        self.binlog.lock().unwrap().insert(agent.to_string(), rec);
+    }
+
+    /// Whether an agent streams its binary log now.
+    pub fn streams_binlog(&self, agent: &str) -> bool {
+        self.binlog
+            .lock()
+            .unwrap()
+            .get(agent)
+            .is_some_and(|b| b.state == "streaming")
+    }
+
     /// Bytes of blobs the repository's index holds.
     pub fn stored_bytes(&self) -> u64 {
         self.repo
@@ -286,6 +322,13 @@ impl Fleet {
             self.metrics
                 .job_seconds_count
                 .fetch_add(1, Ordering::Relaxed);
+        }
+        if state == JobState::Succeeded && j.spec.content == "binlog" {
+            if let Err(e) = crate::scheduler::after_shipment(self, &j) {
+                tracing::warn!(job = job_id, agent = %j.agent_id, error = %e, "forgetting older binary log shipments");
+            }
+            // Every few seconds per server: the success is not news.
+            return Ok(j);
         }
         match &error {
             Some(e) => {
@@ -426,10 +469,10 @@ impl Fleet {
             agent_id: job.agent_id.clone(),
             domain: job.domain.clone(),
             backup: job.kind == "backup",
-            content: if job.spec.content == "database" {
-                cairn_repo::snapshot::Content::Database
-            } else {
-                cairn_repo::snapshot::Content::Files
+            content: match job.spec.content.as_str() {
+                "database" => cairn_repo::snapshot::Content::Database,
+                "binlog" => cairn_repo::snapshot::Content::Binlog,
+                _ => cairn_repo::snapshot::Content::Files,
             },
             run_id: job.spec.run_id.clone(),
             ranges: HashMap::new(),
@@ -446,6 +489,8 @@ impl Fleet {
                 if job.spec.content == "database" {
                     msg.content = "database".into();
                     msg.cms_profile = job.spec.cms_profile.clone();
+                } else if job.spec.content == "binlog" {
+                    msg.content = "binlog".into();
                 } else {
                     msg.excludes = job.spec.excludes.clone();
                 }
@@ -465,7 +510,7 @@ impl Fleet {
                 parent.map(|(id, stored, snap)| {
                     msg.snapshot_id = id.to_string();
                     msg.snapshot = stored;
-                    (snap.tree, true)
+                    (vec![snap.tree], true)
                 })
             }
             "restore" => {
@@ -488,6 +533,21 @@ impl Fleet {
                 msg.snapshot = stored;
                 msg.in_place = job.spec.in_place;
                 msg.dry_run = job.spec.dry_run;
+                let mut trees = vec![snap.tree];
+                if !job.spec.log_snapshot_id.is_empty() {
+                    let id: Id =
+                        job.spec.log_snapshot_id.parse().map_err(|_| {
+                            format!("bad snapshot id {:?}", job.spec.log_snapshot_id)
+                        })?;
+                    let (stored, log) = self.load_snapshot(&id)?;
+                    if log.content != cairn_repo::snapshot::Content::Binlog {
+                        return Err(format!("snapshot {id} is not a shipped binary log"));
+                    }
+                    msg.log_snapshot_id = id.to_string();
+                    msg.log_snapshot = stored;
+                    msg.stop_at = job.spec.stop_at;
+                    trees.push(log.tree);
+                }
                 if job.spec.in_place {
                     let keep = self
                         .cfg
@@ -497,7 +557,7 @@ impl Fleet {
                     msg.keep_rollback_until = now().saturating_add(keep);
                 }
                 // A preview compares trees with the live site: no file data.
-                Some((snap.tree, job.spec.dry_run))
+                Some((trees, job.spec.dry_run))
             }
             "rollback" => {
                 msg.kind = pb::JobKind::Rollback as i32;
@@ -509,9 +569,9 @@ impl Fleet {
             }
             other => return Err(format!("unknown job kind {other:?}")),
         };
-        if let Some((tree, trees_only)) = readable {
-            grant.roots.push(tree);
-            let (segment, ranges) = self.read_grant(&tree, trees_only)?;
+        if let Some((trees, trees_only)) = readable {
+            grant.roots.extend(&trees);
+            let (segment, ranges) = self.read_grant(&trees, trees_only)?;
             msg.index_segment = segment;
             grant.ranges = ranges;
         }
@@ -530,9 +590,13 @@ impl Fleet {
             .catalog
             .snapshots(Some(&job.domain))
             .map_err(|e| e.to_string())?;
+        let content = match job.spec.content.as_str() {
+            "binlog" => "binlog",
+            _ => "files",
+        };
         let candidates = snaps.iter().rev().filter(|s| {
             s.agent_id == job.agent_id
-                && s.content == "files"
+                && s.content == content
                 && (job.spec.backup_kind != "differential" || s.kind == "full")
         });
         for base in candidates {
@@ -567,8 +631,12 @@ impl Fleet {
 
     /// An index segment of the blobs below `tree` (only its trees, for change
     /// detection) and their byte ranges in the packs: all a job may read.
-    fn read_grant(&self, tree: &Id, trees_only: bool) -> Result<(Vec<u8>, GrantedRanges), String> {
-        let reachable = self.repo.reachable(&[*tree]).map_err(|e| e.to_string())?;
+    fn read_grant(
+        &self,
+        trees: &[Id],
+        trees_only: bool,
+    ) -> Result<(Vec<u8>, GrantedRanges), String> {
+        let reachable = self.repo.reachable(trees).map_err(|e| e.to_string())?;
         let idx = self.repo.index();
         let mut by_pack: HashMap<Id, Vec<cairn_repo::pack::PackEntry>> = HashMap::new();
         for id in &reachable {

@@ -270,6 +270,7 @@ mod tests {
 
     fn domain() -> DomainRecord {
         DomainRecord {
+            binlog: false,
             name: "shop.test".into(),
             agent_id: "a1".into(),
             path: "/srv/shop".into(),

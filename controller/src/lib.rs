@@ -255,6 +255,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         channels,
         web_token,
         notify_wake: Default::default(),
+        binlog: Default::default(),
         cfg: cfg.clone(),
     });
 
@@ -406,4 +407,11 @@ pub fn rebuild_catalog(cfg: &Config) -> anyhow::Result<Rebuilt> {
     }
     catalog.flush()?;
     Ok(r)
+}
+
+/// A unix time for messages: `2026-11-30 14:05:00 UTC`.
+pub fn fmt_time(t: i64) -> String {
+    chrono::DateTime::from_timestamp(t, 0)
+        .map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| t.to_string())
 }

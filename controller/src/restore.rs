@@ -20,6 +20,9 @@ pub struct Ask {
     pub in_place: bool,
     /// Files: only a preview of what a restore over the target would change.
     pub dry_run: bool,
+    /// Instead of `id`: this domain as it was at `at` (unix seconds).
+    pub domain: String,
+    pub at: i64,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -42,10 +45,33 @@ pub fn plan<'a>(
             "--files-only and --db-only exclude each other".into(),
         ));
     }
+    if ask.at != 0 {
+        if !ask.id.is_empty() {
+            return Err(Invalid(
+                "name a snapshot or a run, or a domain and a time, not both".into(),
+            ));
+        }
+        let chosen = at_time(snaps, ask)?;
+        let log = match chosen.iter().find(|s| s.content == "database") {
+            Some(dump) => shipped_log(snaps, &dump.agent_id, ask.at)?,
+            None => None,
+        };
+        let mut planned = checked(chosen, ask)?;
+        for (s, spec) in &mut planned {
+            if let (Some(log), "database") = (log, s.content.as_str()) {
+                spec.log_snapshot_id = log.id.clone();
+                spec.stop_at = ask.at;
+            }
+        }
+        return Ok(planned);
+    }
     if ask.id.is_empty() {
         return Err(Invalid("name a snapshot or a run".into()));
     }
-    let by_id: Vec<&SnapshotRecord> = snaps.iter().filter(|s| s.id.starts_with(&ask.id)).collect();
+    let by_id: Vec<&SnapshotRecord> = snaps
+        .iter()
+        .filter(|s| s.id.starts_with(&ask.id) && s.content != "binlog")
+        .collect();
     let chosen: Vec<&SnapshotRecord> = match by_id.as_slice() {
         [one] => {
             let db = one.content == "database";
@@ -67,6 +93,15 @@ pub fn plan<'a>(
         }
         [] => run_of(snaps, ask)?,
     };
+    checked(chosen, ask)
+}
+
+/// Checks the request against the snapshots chosen and makes their jobs.
+fn checked<'a>(
+    chosen: Vec<&'a SnapshotRecord>,
+    ask: &Ask,
+) -> Result<Vec<(&'a SnapshotRecord, JobSpec)>, PlanError> {
+    use PlanError::*;
     let mut chosen = chosen;
     if ask.dry_run {
         // A preview compares files with a live tree; a database has none.
@@ -161,6 +196,78 @@ pub fn plan<'a>(
         .collect())
 }
 
+/// A domain as it was at `ask.at`: its newest files and newest dump from
+/// then or before (RST-1, RST-2), files first.
+fn at_time<'a>(
+    snaps: &'a [SnapshotRecord],
+    ask: &Ask,
+) -> Result<Vec<&'a SnapshotRecord>, PlanError> {
+    if ask.domain.is_empty() {
+        return Err(PlanError::Invalid(
+            "a restore to a time names the domain".into(),
+        ));
+    }
+    let newest = |database: bool| {
+        snaps
+            .iter()
+            .filter(|s| {
+                s.domain == ask.domain
+                    && s.time <= ask.at
+                    && s.content != "binlog"
+                    && (s.content == "database") == database
+            })
+            .max_by_key(|s| s.time)
+    };
+    let mut out = Vec::new();
+    if !ask.db_only {
+        out.extend(newest(false));
+    }
+    if !ask.files_only {
+        out.extend(newest(true));
+    }
+    if out.is_empty() {
+        return Err(PlanError::NotFound(format!(
+            "domain {:?} has no {}copy from {} or before",
+            ask.domain,
+            if ask.db_only {
+                "database "
+            } else if ask.files_only {
+                "files "
+            } else {
+                ""
+            },
+            crate::fmt_time(ask.at)
+        )));
+    }
+    Ok(out)
+}
+
+/// The shipped binary log of `agent` that reaches `at`: the first shipment
+/// from then or later. None when the agent never shipped one (the dump
+/// alone is restored); an error when the log does not reach `at` yet.
+fn shipped_log<'a>(
+    snaps: &'a [SnapshotRecord],
+    agent: &str,
+    at: i64,
+) -> Result<Option<&'a SnapshotRecord>, PlanError> {
+    let mut logs = snaps
+        .iter()
+        .filter(|s| s.content == "binlog" && s.agent_id == agent)
+        .peekable();
+    if logs.peek().is_none() {
+        return Ok(None);
+    }
+    let logs: Vec<&SnapshotRecord> = logs.collect();
+    match logs.iter().filter(|s| s.time >= at).min_by_key(|s| s.time) {
+        Some(s) => Ok(Some(s)),
+        None => Err(PlanError::Invalid(format!(
+            "the binary log of this server is shipped up to {}: a restore to {} must wait for the next shipment",
+            crate::fmt_time(logs.iter().map(|s| s.time).max().unwrap_or(0)),
+            crate::fmt_time(at)
+        ))),
+    }
+}
+
 /// The snapshots of the one run `ask.id` names, files before database (the
 /// newest of each, should a run hold two).
 fn run_of<'a>(
@@ -169,7 +276,7 @@ fn run_of<'a>(
 ) -> Result<Vec<&'a SnapshotRecord>, PlanError> {
     let mut runs: Vec<&str> = snaps
         .iter()
-        .filter(|s| !s.run_id.is_empty() && s.run_id.starts_with(&ask.id))
+        .filter(|s| !s.run_id.is_empty() && s.run_id.starts_with(&ask.id) && s.content != "binlog")
         .map(|s| s.run_id.as_str())
         .collect();
     runs.sort();

@@ -399,6 +399,117 @@ pub fn queue_verifications(f: &Fleet, now: i64) -> anyhow::Result<Vec<JobRecord>
     Ok(queued)
 }
 
+/// Shipments of the binary log kept per agent: each holds the whole spool,
+/// so the newest few are all a point-in-time restore needs.
+pub const BINLOG_SHIPMENTS_KEPT: usize = 3;
+
+/// Queues a binary log shipment for each connected agent that streams
+/// one, every `binlog_ship_every` (one at a time per agent). A shipment is
+/// a `binlog` backup of the agent's spool: closed log files are not read
+/// again, the growing one deduplicates against its last shipment.
+pub fn queue_shipments(f: &Fleet, now: i64) -> anyhow::Result<usize> {
+    let every = f.cfg.scheduler.binlog_ship_every()?;
+    let streaming: Vec<String> = f
+        .binlog
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, b)| b.state == "streaming")
+        .map(|(a, _)| a.clone())
+        .collect();
+    if streaming.is_empty() {
+        return Ok(0);
+    }
+    let open: HashSet<String> = f
+        .catalog
+        .open_jobs()?
+        .into_iter()
+        .filter(|j| j.spec.content == "binlog")
+        .map(|j| j.agent_id)
+        .collect();
+    let mut queued = 0;
+    for agent in streaming {
+        if open.contains(&agent) || !f.is_online(&agent) {
+            continue;
+        }
+        let key = format!("{agent}\0binlog");
+        if f.catalog
+            .fired(&key)?
+            .is_some_and(|last| now - last < every)
+        {
+            continue;
+        }
+        let mut job = f.catalog.new_job(
+            "backup",
+            "",
+            &agent,
+            JobSpec {
+                backup_kind: "incremental".into(),
+                content: "binlog".into(),
+                trigger: "binlog".into(),
+                ..Default::default()
+            },
+            now,
+        )?;
+        // Small and the recovery point of every database on the server:
+        // ahead of site backups when slots are short.
+        job.priority = 100;
+        f.catalog.queue(&[job], &[(key, now)])?;
+        queued += 1;
+    }
+    Ok(queued)
+}
+
+/// After a shipment succeeded: the agent's older shipments beyond the
+/// newest few are forgotten (unless held or being restored from), and the
+/// previous successful shipment's job record is dropped, so a shipment
+/// every few seconds leaves neither snapshots nor jobs piling up.
+pub fn after_shipment(f: &Fleet, job: &JobRecord) -> anyhow::Result<()> {
+    let agent = &job.agent_id;
+    let in_use: HashSet<String> = f
+        .catalog
+        .open_jobs()?
+        .into_iter()
+        .flat_map(|j| [j.spec.snapshot_id, j.spec.log_snapshot_id])
+        .filter(|s| !s.is_empty())
+        .collect();
+    let holds = f.catalog.holds()?;
+    let mut mine: Vec<SnapshotRecord> = f
+        .catalog
+        .snapshots(Some(""))?
+        .into_iter()
+        .filter(|s| s.content == "binlog" && s.agent_id == *agent)
+        .collect();
+    mine.sort_by_key(|s| std::cmp::Reverse(s.time));
+    let old: Vec<SnapshotRecord> = mine
+        .into_iter()
+        .skip(BINLOG_SHIPMENTS_KEPT)
+        .filter(|s| !in_use.contains(&s.id) && !holds.iter().any(|h| h.covers(s)))
+        .collect();
+    let ids: Vec<cairn_repo::id::Id> = old.iter().filter_map(|s| s.id.parse().ok()).collect();
+    if !ids.is_empty() {
+        f.store.forget(&ids)?;
+        for s in &old {
+            f.catalog.remove_snapshot(s)?;
+        }
+    }
+    let key = format!("{agent}\0binlog-job");
+    if let Some(prev) = f.catalog.fired(&key)? {
+        let prev = format!("j{prev:08}");
+        if prev != job.id
+            && f.catalog
+                .job(&prev)
+                .is_ok_and(|p| p.state == JobState::Succeeded)
+        {
+            f.catalog.remove_job(&prev)?;
+        }
+    }
+    if let Some(seq) = job.id.strip_prefix('j').and_then(|n| n.parse::<i64>().ok()) {
+        f.catalog.set_fired(&key, seq)?;
+    }
+    Ok(())
+}
+
 /// Seconds between two scheduled runs of each (agent, domain): the
 /// shortest of its kinds at `now`.
 pub fn intervals(f: &Fleet, now: i64) -> anyhow::Result<Intervals> {
@@ -618,13 +729,24 @@ pub fn retention_plan(f: &Fleet, only_domain: Option<&str>) -> anyhow::Result<Ve
         .open_jobs()?
         .into_iter()
         .filter(|j| j.state == JobState::Running)
-        .flat_map(|j| [j.spec.snapshot_id, j.snapshot_id.unwrap_or_default()])
+        .flat_map(|j| {
+            [
+                j.spec.snapshot_id,
+                j.spec.log_snapshot_id,
+                j.snapshot_id.unwrap_or_default(),
+            ]
+        })
         .filter(|s| !s.is_empty())
         .collect();
+    let mut shipments: BTreeMap<String, Vec<SnapshotRecord>> = BTreeMap::new();
     let mut groups: BTreeMap<(String, String, String), Vec<SnapshotRecord>> = BTreeMap::new();
     let mut rule_of: HashMap<(String, String, String), (crate::retention::Keep, String, String)> =
         HashMap::new();
     for s in f.catalog.snapshots(only_domain)? {
+        if s.content == "binlog" {
+            shipments.entry(s.agent_id.clone()).or_default().push(s);
+            continue;
+        }
         // A domain no agent reports any more keeps everything: retention
         // needs its policy, and a vanished site's last copies matter most.
         let Some(plan) = rules.get(&(s.agent_id.clone(), s.domain.clone())) else {
@@ -649,6 +771,20 @@ pub fn retention_plan(f: &Fleet, only_domain: Option<&str>) -> anyhow::Result<Ve
         groups.entry(key).or_default().push(s);
     }
     let mut out = Vec::new();
+    for (_, mut snaps) in shipments {
+        snaps.sort_by_key(|s| std::cmp::Reverse(s.time));
+        for s in snaps.into_iter().skip(BINLOG_SHIPMENTS_KEPT) {
+            if in_use.contains(&s.id) || holds.iter().any(|h| h.covers(&s)) {
+                continue;
+            }
+            out.push(Forgettable {
+                snapshot: s,
+                rule: format!(
+                    "binary log: the newest {BINLOG_SHIPMENTS_KEPT} shipments hold all of it"
+                ),
+            });
+        }
+    }
     for (key, snaps) in groups {
         let (keep, why, tz) = &rule_of[&key];
         let tz = parse_tz(tz).map_err(anyhow::Error::msg)?;
@@ -739,7 +875,11 @@ pub async fn run(f: Arc<Fleet>) {
         }
         let g = f.clone();
         if f.cfg.scheduler.run_schedules {
-            let due = move || queue_due(&g, now).and_then(|_| queue_verifications(&g, now));
+            let due = move || {
+                queue_due(&g, now)?;
+                queue_verifications(&g, now)?;
+                queue_shipments(&g, now)
+            };
             match tokio::task::spawn_blocking(due).await {
                 Ok(Err(e)) => tracing::error!(error = %e, "scheduling"),
                 Err(e) => tracing::error!(error = %e, "scheduling"),

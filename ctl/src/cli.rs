@@ -70,13 +70,21 @@ pub enum Command {
         db_only: bool,
     },
     /// Restore a snapshot, or a whole run (a site's files and database at
-    /// one time), through an agent on its server. Files go into --target;
-    /// a database goes back into the database the site's config names
-    /// (credentials stay on the server), or into --into-database.
+    /// one time), or a domain as it was at a moment (--at), through an
+    /// agent on its server. Files go into --target; a database goes back
+    /// into the database the site's config names (credentials stay on the
+    /// server), or into --into-database.
     Restore {
-        /// A snapshot id, or a run id (as `jobs list` and `snapshots list` show).
+        /// A snapshot id, or a run id (as `jobs list` and `snapshots list`
+        /// show); with --at, a domain.
         #[arg(value_name = "SNAPSHOT_OR_RUN")]
         snapshot: String,
+        /// The domain as it was at this moment ("2026-11-30 14:05" in local
+        /// time, or RFC 3339): its newest files and dump from then or
+        /// before, and the database brought forward to that second with the
+        /// server's shipped binary log where there is one (MariaDB/MySQL).
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
         /// The agent that restores (default: the one that made the snapshot).
         #[arg(long)]
         agent: Option<String>,

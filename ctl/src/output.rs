@@ -93,3 +93,57 @@ mod tests {
         assert_eq!(shown, "a\\u{1b}]0;pwned\\u{7}b\\u{a}c");
     }
 }
+
+/// A moment as an operator writes it: `2026-11-30 14:05[:30]` in this
+/// machine's time zone (TZ), RFC 3339 (`2026-11-30T14:05:00Z`), or `@UNIX`.
+pub fn moment(s: &str) -> Result<i64, String> {
+    use chrono::TimeZone;
+    let s = s.trim();
+    if let Some(n) = s.strip_prefix('@') {
+        return n
+            .parse()
+            .map_err(|_| format!("{s:?}: @ takes unix seconds"));
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp());
+    }
+    for f in [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+    ] {
+        if let Ok(naive) = chrono::NaiveDateTime::parse_from_str(s, f) {
+            return match chrono::Local.from_local_datetime(&naive) {
+                chrono::LocalResult::Single(t) => Ok(t.timestamp()),
+                chrono::LocalResult::Ambiguous(..) => Err(format!(
+                    "{s:?} happens twice in this time zone (clocks went back): add an offset, as in 2026-10-25T02:30:00+01:00"
+                )),
+                chrono::LocalResult::None => Err(format!(
+                    "{s:?} does not exist in this time zone (clocks went forward)"
+                )),
+            };
+        }
+    }
+    Err(format!(
+        "{s:?} is not a time: expected \"2026-11-30 14:05\" (local time), 2026-11-30T14:05:00Z or @1764511500"
+    ))
+}
+
+#[cfg(test)]
+mod moment_tests {
+    #[test]
+    fn moments_in_every_accepted_form() {
+        assert_eq!(super::moment("@1764511500"), Ok(1_764_511_500));
+        assert_eq!(super::moment("2025-11-30T14:05:00Z"), Ok(1_764_511_500));
+        assert_eq!(
+            super::moment("2025-11-30T15:05:00+01:00"),
+            Ok(1_764_511_500)
+        );
+        assert!(super::moment("2025-11-30 14:05").is_ok());
+        assert!(super::moment("2025-11-30 14:05:09").is_ok());
+        for bad in ["yesterday", "2025-13-01 00:00", "@x", ""] {
+            assert!(super::moment(bad).is_err(), "{bad}");
+        }
+    }
+}

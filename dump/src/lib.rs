@@ -13,6 +13,7 @@
 //! removed afterwards, never through argv; the manifest, the snapshot and the
 //! logs hold the database's name and engine only.
 
+pub mod binlog;
 mod mysql;
 mod postgres;
 mod sqlite;
@@ -325,6 +326,10 @@ pub struct Manifest {
     /// Rows left out by `skip_rows`, per table.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rows_skipped: Vec<(String, u64)>,
+    /// Where a MariaDB/MySQL dump stands in the server's binary log (taken
+    /// with the log on): a point-in-time restore replays from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binlog: Option<binlog::BinlogPosition>,
 }
 
 impl Manifest {
@@ -442,6 +447,7 @@ pub(crate) struct Dumped {
     pub sections: Vec<Section>,
     pub tool: String,
     pub rows_skipped: Vec<(String, u64)>,
+    pub binlog: Option<binlog::BinlogPosition>,
 }
 
 pub struct BackupRequest<'a> {
@@ -572,6 +578,7 @@ fn commit_dump(
         size: dumped.size,
         sections: dumped.sections,
         rows_skipped: dumped.rows_skipped,
+        binlog: dumped.binlog,
     };
     session.add_file(&file, dumped.content, dumped.size)?;
     let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
@@ -1075,6 +1082,7 @@ mod tests {
             size: 0,
             sections,
             rows_skipped: Vec::new(),
+            binlog: None,
         }
     }
 

@@ -71,6 +71,8 @@ pub struct SqlDumpParser<'s, 'r> {
     skipped: BTreeMap<String, u64>,
     last_line: Vec<u8>,
     tool: String,
+    /// Where the dump stands in the binary log (`--master-data=2`).
+    binlog: Option<crate::binlog::BinlogPosition>,
 }
 
 /// The first `quoted` identifier in a line (`` ` `` doubled inside).
@@ -109,6 +111,7 @@ impl<'s, 'r> SqlDumpParser<'s, 'r> {
             skipped: BTreeMap::new(),
             last_line: Vec::new(),
             tool: String::new(),
+            binlog: None,
         }
     }
 
@@ -147,6 +150,9 @@ impl<'s, 'r> SqlDumpParser<'s, 'r> {
                     self.tool = String::from_utf8_lossy(&line[3..]).trim().to_string();
                 }
             }
+        }
+        if self.phase == Phase::Prelude && self.binlog.is_none() {
+            self.binlog = binlog_position(line);
         }
         if line == b"--\n" && !self.held_dashes {
             self.held_dashes = true;
@@ -423,8 +429,22 @@ impl<'s, 'r> SqlDumpParser<'s, 'r> {
             sections,
             tool: self.tool,
             rows_skipped: self.skipped.into_iter().collect(),
+            binlog: self.binlog,
         })
     }
+}
+
+/// `-- CHANGE MASTER TO MASTER_LOG_FILE='binlog.000003', MASTER_LOG_POS=1234;`
+fn binlog_position(line: &[u8]) -> Option<crate::binlog::BinlogPosition> {
+    let rest = line.strip_prefix(b"-- CHANGE MASTER TO MASTER_LOG_FILE='")?;
+    let rest = std::str::from_utf8(rest).ok()?;
+    let (file, rest) = rest.split_once('\'')?;
+    let pos = rest.strip_prefix(", MASTER_LOG_POS=")?;
+    let pos = pos.trim_end().trim_end_matches(';');
+    Some(crate::binlog::BinlogPosition {
+        file: file.to_string(),
+        position: pos.parse().ok()?,
+    })
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -512,19 +532,19 @@ fn defaults_file(conn: &Connection) -> Result<Option<SecretFile>> {
 
 /// The MariaDB tools logged in as `conn`: one defaults file for every
 /// command made from it, removed when the client is dropped.
-struct Client {
+pub(crate) struct Client {
     defaults: Option<SecretFile>,
 }
 
 impl Client {
-    fn new(conn: &Connection) -> Result<Client> {
+    pub(crate) fn new(conn: &Connection) -> Result<Client> {
         Ok(Client {
             defaults: defaults_file(conn)?,
         })
     }
 
     /// The first of `tools` found, with the defaults file as first argument.
-    fn command(&self, tools: &[&str]) -> Command {
+    pub(crate) fn command(&self, tools: &[&str]) -> Command {
         let mut cmd = Command::new(find_tool(tools));
         if let Some(d) = &self.defaults {
             cmd.arg(format!("--defaults-file={}", d.path.display()));
@@ -533,7 +553,7 @@ impl Client {
     }
 
     /// Runs one statement with the `mariadb` client; tab-separated rows back.
-    fn query(&self, db: Option<&str>, sql: &str) -> Result<String, String> {
+    pub(crate) fn query(&self, db: Option<&str>, sql: &str) -> Result<String, String> {
         let mut cmd = self.command(&["mariadb", "mysql"]);
         cmd.args(["--batch", "--skip-column-names", "-e", sql]);
         if let Some(db) = db {
@@ -543,7 +563,7 @@ impl Client {
     }
 }
 
-fn check_name(what: &str, name: &str) -> Result<()> {
+pub(crate) fn check_name(what: &str, name: &str) -> Result<()> {
     if name.is_empty() || name.starts_with('-') || name.contains('\0') {
         return Err(DbError::Invalid(format!("bad {what} name {name:?}")));
     }
@@ -556,7 +576,19 @@ pub(crate) fn dump(conn: &Connection, opts: &DumpOptions, w: StreamWriter) -> Re
         check_name("table", t)?;
     }
     let client = Client::new(conn)?;
-    let mut cmd = client.command(&["mariadb-dump", "mysqldump"]);
+    let tool = find_tool(&["mariadb-dump", "mysqldump"]);
+    let mut cmd = client.command(&[&tool]);
+    // With the binary log on, the dump records its place in it: the start
+    // of a point-in-time replay. MariaDB's tool takes it from the
+    // transaction's snapshot (no global lock, no extra privilege); MySQL's
+    // would lock every table, so it is asked of mariadb-dump alone.
+    if tool == "mariadb-dump"
+        && client
+            .query(None, "SELECT @@log_bin")
+            .is_ok_and(|v| v.trim() == "1")
+    {
+        cmd.arg("--master-data=2");
+    }
     cmd.args([
         "--single-transaction",
         "--quick",

@@ -283,6 +283,7 @@ pub(crate) fn parse_archive(input: impl Read, mut w: StreamWriter) -> Result<Dum
         sections,
         tool,
         rows_skipped: Vec::new(),
+        binlog: None,
     })
 }
 

@@ -81,6 +81,7 @@ pub(crate) fn dump(conn: &Connection, opts: &DumpOptions, mut w: StreamWriter) -
         sections: out,
         tool: format!("sqlite {} backup API", rusqlite::version()),
         rows_skipped: Vec::new(),
+        binlog: None,
     })
 }
 

@@ -93,6 +93,11 @@ mod tests {
                 hostname: "web-1".into(),
                 protocol: super::PROTOCOL,
                 min_protocol: super::MIN_PROTOCOL,
+                binlog: Some(agent::BinlogState {
+                    state: "streaming".into(),
+                    detail: "streaming from binlog.000001".into(),
+                    format: "ROW".into(),
+                }),
                 inventory: Some(agent::Inventory {
                     domains: vec![agent::Domain {
                         name: "example.test".into(),
@@ -102,6 +107,7 @@ mod tests {
                             engine: "mariadb".into(),
                             name: "wp".into(),
                             table_prefix: "wp_".into(),
+                            binlog: true,
                         }],
                         site_type: "wordpress".into(),
                         analysis: Some(agent::Analysis {

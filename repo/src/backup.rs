@@ -49,6 +49,8 @@ pub struct BackupOptions {
     pub excludes: Excludes,
     pub host: String,
     pub tags: Vec<String>,
+    /// What the tree is: a site's files, or a server's shipped binary log.
+    pub content: Content,
 }
 
 /// Live counters a caller may poll for a progress bar.
@@ -131,7 +133,7 @@ pub fn run(
     let snapshots = repo.snapshots()?;
     let mut mine = snapshots
         .iter()
-        .filter(|(_, s)| s.domain == opts.domain && s.content == Content::Files);
+        .filter(|(_, s)| s.domain == opts.domain && s.content == opts.content);
     let base = match opts.kind {
         Kind::Full => None,
         Kind::Incremental => mine.next_back(),
@@ -228,7 +230,7 @@ fn walk(
         domain: opts.domain.clone(),
         host: opts.host.clone(),
         kind,
-        content: Content::Files,
+        content: opts.content,
         parent: base.map(|(id, _)| id),
         tree,
         source: source.display().to_string(),
@@ -615,6 +617,7 @@ mod race_tests {
         }));
         let repo = crate::repository::test_repository(&tmp.path().join("repo"));
         let opts = BackupOptions {
+            content: Default::default(),
             domain: "d.test".into(),
             kind: Kind::Full,
             excludes: Excludes::new::<&str>(&[]).unwrap(),

@@ -663,6 +663,7 @@ pub(crate) mod tests {
         );
         // The next backup reuses the unchanged file and keeps its attributes.
         let opts = BackupOptions {
+            content: Default::default(),
             domain: "d.test".into(),
             kind: crate::snapshot::Kind::Incremental,
             excludes: crate::exclude::Excludes::new::<&str>(&[]).unwrap(),
@@ -680,6 +681,7 @@ pub(crate) mod tests {
     pub(crate) fn backed_up(dir: &Path, site: &Path) -> (Repository, crate::snapshot::Snapshot) {
         let repo = crate::repository::test_repository(&dir.join("repo"));
         let opts = BackupOptions {
+            content: Default::default(),
             domain: "d.test".into(),
             kind: crate::snapshot::Kind::Full,
             excludes: crate::exclude::Excludes::new::<&str>(&[]).unwrap(),

@@ -53,6 +53,9 @@ pub enum Content {
     Files,
     /// Database dumps under `db/`, each with a manifest beside it.
     Database,
+    /// A server's MariaDB/MySQL binary log files as shipped so far, for
+    /// point-in-time database restores (domain empty: the whole server).
+    Binlog,
 }
 
 impl Content {
@@ -66,6 +69,7 @@ impl std::fmt::Display for Content {
         f.write_str(match self {
             Content::Files => "files",
             Content::Database => "database",
+            Content::Binlog => "binlog",
         })
     }
 }

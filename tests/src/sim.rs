@@ -111,6 +111,7 @@ pub async fn connect(
             inventory: Some(pb::Inventory { domains }),
             protocol: cairn_proto::PROTOCOL,
             min_protocol: cairn_proto::MIN_PROTOCOL,
+            binlog: None,
         })),
     })
     .await?;

@@ -35,6 +35,7 @@ pub fn run(args: &RepoArgs) -> Result<()> {
     let repo = open(args)?;
     let host = output::host_name(host.as_deref());
     let opts = BackupOptions {
+        content: Default::default(),
         domain: domain.clone(),
         kind: *kind,
         excludes,

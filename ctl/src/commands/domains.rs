@@ -146,6 +146,10 @@ struct DetailJson {
     domain: DomainJson,
     history: Vec<DayJson>,
     changes: Vec<ChangeJson>,
+    /// How far point-in-time restores reach, or why they are off.
+    point_in_time: String,
+    /// Seconds of changes a restore now could lose; null without a copy.
+    rpo_seconds: Option<i64>,
     policies: Vec<String>,
     settings: Vec<SettingJson>,
 }
@@ -190,6 +194,8 @@ pub async fn show(c: &mut Client, domain: String, agent: Option<String>, json: b
                 })
                 .collect(),
             domain: DomainJson::from(d),
+            point_in_time: r.point_in_time,
+            rpo_seconds: (r.rpo_seconds >= 0).then_some(r.rpo_seconds),
             policies: r.policies,
             settings: r
                 .settings
@@ -244,6 +250,17 @@ pub async fn show(c: &mut Client, domain: String, agent: Option<String>, json: b
         println!("  {:<14} {}", run.cron, run.kind);
     }
     println!("last backup {}", time(d.last_backup));
+    println!(
+        "recovery pt {}",
+        if r.rpo_seconds < 0 {
+            "no copy yet".to_string()
+        } else {
+            format!("{} s of changes at risk", r.rpo_seconds)
+        }
+    );
+    if !r.point_in_time.is_empty() {
+        println!("point in time {}", output::safe(&r.point_in_time));
+    }
     if !r.settings.is_empty() {
         let policies = if r.policies.is_empty() {
             "none".to_string()

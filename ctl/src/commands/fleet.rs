@@ -233,6 +233,7 @@ pub fn run(conn: &Connection, cmd: Command) -> Result<()> {
             }
             Command::Restore {
                 snapshot,
+                at,
                 agent,
                 target,
                 paths,
@@ -245,9 +246,19 @@ pub fn run(conn: &Connection, cmd: Command) -> Result<()> {
                 dry_run,
                 wait,
             } => {
+                let (snapshot_id, domain, at) = match at {
+                    None => (snapshot, String::new(), 0),
+                    Some(t) => (
+                        String::new(),
+                        snapshot,
+                        crate::output::moment(&t).map_err(|e| crate::usage(format!("--at {e}")))?,
+                    ),
+                };
                 let j = c
                     .start_restore(pb::StartRestoreRequest {
-                        snapshot_id: snapshot,
+                        snapshot_id,
+                        domain,
+                        at,
                         agent_id: agent.unwrap_or_default(),
                         target: target.unwrap_or_default(),
                         paths,

@@ -42,6 +42,7 @@ pub fn list(args: &RepoArgs, domain: Option<&str>) -> Result<()> {
             match s.content {
                 cairn_repo::snapshot::Content::Files => s.kind.to_string(),
                 cairn_repo::snapshot::Content::Database => "database".to_string(),
+                cairn_repo::snapshot::Content::Binlog => "binlog".to_string(),
             },
             s.stats.files,
             output::bytes(s.stats.total_bytes),

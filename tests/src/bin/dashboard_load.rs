@@ -43,6 +43,7 @@ fn main() -> anyhow::Result<()> {
             })?;
             let domains: Vec<DomainRecord> = (0..per_agent)
                 .map(|d| DomainRecord {
+                    binlog: false,
                     name: format!("site{d:02}.web{a:03}.example"),
                     agent_id: id.clone(),
                     path: format!("/var/www/site{d:02}"),
