@@ -832,7 +832,7 @@ impl AdminService for AdminApi {
                 at: r.at,
             };
             let plan = |ask: &crate::restore::Ask| {
-                crate::restore::plan(&snaps, ask).map_err(|e| match e {
+                crate::restore::plan(&snaps, ask, now()).map_err(|e| match e {
                     crate::restore::PlanError::NotFound(m) => Status::not_found(m),
                     crate::restore::PlanError::Invalid(m) => Status::invalid_argument(m),
                 })
@@ -876,6 +876,14 @@ impl AdminService for AdminApi {
             }
             let planned = plan(&ask)?;
             let specs: Vec<JobSpec> = planned.into_iter().map(|(_, spec)| spec).collect();
+            // A shipped binary log holds every database of its server: it
+            // is only ever replayed on the server it came from.
+            if agent != first.agent_id && specs.iter().any(|s| !s.log_snapshot_id.is_empty()) {
+                return Err(Status::invalid_argument(format!(
+                    "a restore to a moment replays the binary log of {}, which holds every database of that server: it runs there only; restore the dump on {agent} with a snapshot id, or move the site first",
+                    f.hostname_of(&first.agent_id)
+                )));
+            }
             if !ask.in_place || ask.dry_run {
                 return self.queue_run("restore", &first.domain, &agent, specs).await;
             }

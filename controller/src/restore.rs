@@ -38,6 +38,7 @@ const MAX_TABLES: usize = 1000;
 pub fn plan<'a>(
     snaps: &'a [SnapshotRecord],
     ask: &Ask,
+    now: i64,
 ) -> Result<Vec<(&'a SnapshotRecord, JobSpec)>, PlanError> {
     use PlanError::*;
     if ask.files_only && ask.db_only {
@@ -50,6 +51,13 @@ pub fn plan<'a>(
             return Err(Invalid(
                 "name a snapshot or a run, or a domain and a time, not both".into(),
             ));
+        }
+        if ask.at > now {
+            return Err(Invalid(format!(
+                "{} is in the future (it is {} here): check the time zone",
+                crate::fmt_time(ask.at),
+                crate::fmt_time(now)
+            )));
         }
         let chosen = at_time(snaps, ask)?;
         let log = match chosen.iter().find(|s| s.content == "database") {
@@ -242,27 +250,25 @@ fn at_time<'a>(
     Ok(out)
 }
 
-/// The shipped binary log of `agent` that reaches `at`: the first shipment
-/// from then or later. None when the agent never shipped one (the dump
-/// alone is restored); an error when the log does not reach `at` yet.
+/// The shipped binary log of `agent` a replay to `at` reads: the newest
+/// shipment (each holds the whole spool; the newest holds the most), which
+/// must have been made after `at`. None when the agent never shipped one
+/// (the dump alone is restored).
 fn shipped_log<'a>(
     snaps: &'a [SnapshotRecord],
     agent: &str,
     at: i64,
 ) -> Result<Option<&'a SnapshotRecord>, PlanError> {
-    let mut logs = snaps
+    let newest = snaps
         .iter()
         .filter(|s| s.content == "binlog" && s.agent_id == agent)
-        .peekable();
-    if logs.peek().is_none() {
-        return Ok(None);
-    }
-    let logs: Vec<&SnapshotRecord> = logs.collect();
-    match logs.iter().filter(|s| s.time >= at).min_by_key(|s| s.time) {
-        Some(s) => Ok(Some(s)),
-        None => Err(PlanError::Invalid(format!(
+        .max_by_key(|s| s.time);
+    match newest {
+        None => Ok(None),
+        Some(s) if s.time > at => Ok(Some(s)),
+        Some(s) => Err(PlanError::Invalid(format!(
             "the binary log of this server is shipped up to {}: a restore to {} must wait for the next shipment",
-            crate::fmt_time(logs.iter().map(|s| s.time).max().unwrap_or(0)),
+            crate::fmt_time(s.time),
             crate::fmt_time(at)
         ))),
     }
@@ -380,9 +386,72 @@ mod tests {
     }
 
     #[test]
+    fn a_moment_takes_the_newest_copies_before_it_and_the_newest_log_after_it() {
+        let log = |id: &str, agent: &str, time| SnapshotRecord {
+            domain: String::new(),
+            agent_id: agent.into(),
+            ..snap(id, "binlog", "", time)
+        };
+        let mut s = fleet();
+        s.extend([
+            log("log1", "a1", 12),
+            log("log2", "a1", 20),
+            log("log9", "a2", 30),
+        ]);
+        let at = |t| Ask {
+            domain: "x.test".into(),
+            at: t,
+            target: "/srv/restore".into(),
+            ..Default::default()
+        };
+        let p = plan(&s, &at(12), 100).unwrap();
+        assert_eq!(ids(&p), ["ccc1", "bbb1"]);
+        assert!(p[0].1.log_snapshot_id.is_empty());
+        assert_eq!(
+            (p[1].1.log_snapshot_id.as_str(), p[1].1.stop_at),
+            ("log2", 12)
+        );
+        let invalid = |s: &[SnapshotRecord], a: Ask| match plan(s, &a, 100) {
+            Err(PlanError::Invalid(m)) | Err(PlanError::NotFound(m)) => m,
+            Ok(p) => panic!("planned {:?}", ids(&p)),
+        };
+        assert!(invalid(&s, at(200)).contains("is in the future"));
+        assert!(invalid(&s, at(5)).contains("no copy from"));
+        assert!(invalid(
+            &s,
+            Ask {
+                id: "aaa1".into(),
+                ..at(12)
+            }
+        )
+        .contains("not both"));
+        s.retain(|x| x.id != "log2");
+        assert!(invalid(&s, at(12)).contains("must wait for the next shipment"));
+        // A server that never shipped its log: the dump alone.
+        s.retain(|x| x.content != "binlog");
+        let p = plan(
+            &s,
+            &Ask {
+                db_only: true,
+                target: String::new(),
+                ..at(13)
+            },
+            100,
+        )
+        .unwrap();
+        assert_eq!(ids(&p), ["ddd1"]);
+        assert!(p[0].1.log_snapshot_id.is_empty() && p[0].1.stop_at == 0);
+        // A shipment is never restored as a snapshot of its own.
+        assert!(matches!(
+            plan(&s, &ask("log"), 100),
+            Err(PlanError::NotFound(_))
+        ));
+    }
+
+    #[test]
     fn a_run_restores_its_files_then_its_database() {
         let s = fleet();
-        let p = plan(&s, &ask("j00000001")).unwrap();
+        let p = plan(&s, &ask("j00000001"), 0).unwrap();
         assert_eq!(ids(&p), ["aaa1", "bbb1"]);
         assert_eq!(p[0].1.target, "/srv/restore");
         assert_eq!(p[1].1.content, "database");
@@ -396,6 +465,7 @@ mod tests {
                 into_database: "copy_db".into(),
                 ..ask("j00000001")
             },
+            0,
         )
         .unwrap();
         assert_eq!(ids(&only_db), ["bbb1"]);
@@ -407,6 +477,7 @@ mod tests {
                 files_only: true,
                 ..ask("j00000001")
             },
+            0,
         )
         .unwrap();
         assert_eq!(ids(&only_files), ["aaa1"]);
@@ -421,6 +492,7 @@ mod tests {
                 in_place: true,
                 ..ask("j00000001")
             },
+            0,
         )
         .unwrap();
         assert_eq!(ids(&in_place), ["aaa1", "bbb1"]);
@@ -433,6 +505,7 @@ mod tests {
                 dry_run: true,
                 ..ask("j00000001")
             },
+            0,
         )
         .unwrap();
         assert_eq!(ids(&preview), ["aaa1"], "a preview leaves the database out");
@@ -440,7 +513,7 @@ mod tests {
             preview[0].1.dry_run && !preview[0].1.in_place,
             "a dry run never swaps"
         );
-        let invalid = |a: Ask| match plan(&s, &a) {
+        let invalid = |a: Ask| match plan(&s, &a, 0) {
             Err(PlanError::Invalid(m)) => m,
             other => panic!("{a:?}: {other:?}"),
         };
@@ -461,7 +534,7 @@ mod tests {
     #[test]
     fn bad_requests_name_their_cause() {
         let s = fleet();
-        let invalid = |a: Ask| match plan(&s, &a) {
+        let invalid = |a: Ask| match plan(&s, &a, 0) {
             Err(PlanError::Invalid(m)) => m,
             other => panic!("{a:?}: {other:?}"),
         };
@@ -513,7 +586,7 @@ mod tests {
         .contains("exclude each other"));
         assert!(invalid(ask("j0000000")).contains("ambiguous"));
         assert_eq!(
-            plan(&s, &ask("zzz")).unwrap_err(),
+            plan(&s, &ask("zzz"), 0).unwrap_err(),
             PlanError::NotFound("no snapshot or run \"zzz\"".into())
         );
     }
@@ -528,6 +601,7 @@ mod tests {
                 test: true,
                 ..ask("ddd")
             },
+            0,
         )
         .unwrap();
         assert_eq!(ids(&p), ["ddd1"]);

@@ -166,7 +166,8 @@ fn check_source(source: &Path, opts: &BackupOptions) -> Result<()> {
             source.display()
         )));
     }
-    if opts.domain.is_empty() {
+    // A server's shipped binary log belongs to no one domain.
+    if opts.domain.is_empty() && opts.content != Content::Binlog {
         return Err(Error::Invalid("a domain name is required".into()));
     }
     Ok(())

@@ -17,6 +17,7 @@ mod install;
 mod intel;
 mod maintenance;
 mod notify;
+mod pitr;
 mod s3;
 mod safety;
 mod schedule;

@@ -78,10 +78,21 @@ pub struct MariaDb {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub server: Option<Daemon>,
+    /// With its binary log on (ROW format), for point-in-time restores.
+    pub binlog: bool,
 }
 
 impl MariaDb {
     pub fn start() -> Result<MariaDb> {
+        MariaDb::start_with(false)
+    }
+
+    /// A server writing a binary log (`binlog.NNNNNN`, ROW format).
+    pub fn start_with_binlog() -> Result<MariaDb> {
+        MariaDb::start_with(true)
+    }
+
+    fn start_with(binlog: bool) -> Result<MariaDb> {
         let dir = tempfile::Builder::new()
             .prefix("cairn-mariadb-")
             .tempdir()?;
@@ -109,6 +120,7 @@ impl MariaDb {
             socket: dir.path().join("mysqld.sock"),
             dir,
             server: None,
+            binlog,
         };
         db.restart()?;
         Ok(db)
@@ -139,8 +151,16 @@ impl MariaDb {
             "--innodb-buffer-pool-size=64M".into(),
             "--innodb-log-file-size=64M".into(),
             "--max-allowed-packet=256M".into(),
-            "--skip-log-bin".into(),
         ]);
+        if self.binlog {
+            cmd.args([
+                format!("--log-bin={}", d.join("data/binlog").display()),
+                "--server-id=1".into(),
+                "--binlog-format=ROW".into(),
+            ]);
+        } else {
+            cmd.arg("--skip-log-bin");
+        }
         if is_root() {
             cmd.arg("--user=root");
         }

@@ -1,0 +1,245 @@
+//! Point in time for databases (DB-4, RST-2, RST-1; issue 13): the agent
+//! streams its MariaDB server's binary log, the controller ships it every
+//! second, and `restore DOMAIN --at T` brings the site's files and database
+//! back as they were at T: rows written a second before T are there, rows a
+//! second after are not, and another site's database on the same server is
+//! not touched.
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use cairn_tests::cluster::{Cluster, ClusterOptions};
+use cairn_tests::dbserver::MariaDb;
+use cairn_tests::*;
+
+use crate::fleet_db::site;
+
+/// The newest time the controller holds a shipment of `agent`'s binary log
+/// made by a job created at or after `since` (so it read the spool after it).
+fn shipped_since(c: &Cluster, since: i64) -> Option<i64> {
+    let jobs = c.json(&["jobs", "list"]);
+    jobs.as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| {
+            j["content"] == "binlog"
+                && j["state"] == "succeeded"
+                && j["created_at"].as_i64().unwrap() >= since
+        })
+        .filter_map(|j| j["finished_at"].as_i64())
+        .max()
+}
+
+/// Polls `f` until it gives a value; on timeout the last thing it said.
+fn wait_for<T>(what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let start = Instant::now();
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(last) if start.elapsed() > Duration::from_secs(90) => {
+                panic!("timed out waiting for {what}; last: {last}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(250)),
+        }
+    }
+}
+
+fn server_now(maria: &MariaDb) -> i64 {
+    maria
+        .sql(None, "SELECT UNIX_TIMESTAMP()")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_database_comes_back_to_the_second_asked_and_no_later() {
+    let maria = MariaDb::start_with_binlog().unwrap();
+    let c = Cluster::start(ClusterOptions {
+        scheduler: Some("run_schedules = true\nbinlog_ship_every = \"1s\"".into()),
+        ..Default::default()
+    });
+    let root = c.dir.join("shop");
+    site(&root, &maria);
+    // Another site's database on the same server.
+    maria.sql(
+        None,
+        "CREATE DATABASE blog; CREATE TABLE blog.notes (id INT PRIMARY KEY AUTO_INCREMENT, body VARCHAR(40)); \
+         INSERT INTO blog.notes (body) VALUES ('blog first');",
+    );
+    let toml = format!(
+        "[discovery]\nenabled = false\n[[domain]]\nname = \"shop.test\"\npath = {:?}\n\
+         [binlog]\nsocket = {:?}\nuser = \"root\"\n",
+        root, maria.socket
+    );
+    let _agent = c.add_agent_toml("web1", &toml);
+    let show = wait_for("the binary log to be shipped", || {
+        let d = c.json(&["domains", "show", "shop.test"]);
+        let p = d["point_in_time"].as_str().unwrap();
+        if p.starts_with("on: binary log shipped") {
+            Ok(d)
+        } else {
+            Err(format!(
+                "{p}\nagent log: {}",
+                fs::read_to_string(_agent.log()).unwrap_or_default()
+            ))
+        }
+    });
+    assert!(show["rpo_seconds"].as_i64().unwrap() >= 0, "{show}");
+
+    let run = c.json(&["backup", "shop.test", "--wait"]);
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let files = snapshot_tree(&root, &|_, _| true);
+    let snaps = c.json(&["snapshots", "list", "--domain", "shop.test"]);
+    let dumped = snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["content"] == "database")
+        .map(|s| s["time"].as_i64().unwrap())
+        .max()
+        .unwrap();
+
+    // After the dump: the events carry chosen times, one second either
+    // side of T, in the site's database and in the other one.
+    let t = dumped.max(server_now(&maria)) + 1;
+    maria.sql(
+        None,
+        &format!(
+            "SET timestamp = {before}; \
+             INSERT INTO shop.wp_comments (comment_post_ID, comment_content) VALUES (1, 'one second before'); \
+             INSERT INTO blog.notes (body) VALUES ('blog before'); \
+             SET timestamp = {after}; \
+             INSERT INTO shop.wp_comments (comment_post_ID, comment_content) VALUES (1, 'one second after'); \
+             UPDATE shop.wp_posts SET post_title = 'too late' WHERE ID = 1; \
+             INSERT INTO blog.notes (body) VALUES ('blog after');",
+            before = t - 1,
+            after = t + 1
+        ),
+    );
+    let written = server_now(&maria);
+    let blog = maria.checksums("blog");
+    // The site is broken after T: the restore must undo it.
+    maria.sql(
+        Some("shop"),
+        "DELETE FROM wp_comments; DROP TABLE wp_posts;",
+    );
+    wait_for("a shipment made after the writes", || {
+        shipped_since(&c, written + 1)
+            .filter(|&s| s > t)
+            .ok_or_else(|| c.ok(&["jobs", "list"]))
+    });
+
+    let target = c.dir.join("restored");
+    let out = c.ok(&[
+        "restore",
+        "shop.test",
+        "--at",
+        &format!("@{t}"),
+        "--target",
+        target.to_str().unwrap(),
+        "--wait",
+    ]);
+    assert!(out.contains("succeeded"), "{out}");
+    let comments = maria.sql(
+        Some("shop"),
+        "SELECT comment_content FROM wp_comments ORDER BY comment_ID",
+    );
+    assert!(comments.contains("one second before"), "{comments}");
+    assert!(!comments.contains("one second after"), "{comments}");
+    assert!(comments.contains("first"), "the dump's rows: {comments}");
+    let title = maria.sql(Some("shop"), "SELECT post_title FROM wp_posts WHERE ID = 1");
+    assert_eq!(title.trim(), "Hello");
+    // The other site's database: every row, before and after T, as it was.
+    assert_eq!(
+        maria.checksums("blog"),
+        blog,
+        "the other database was touched"
+    );
+    let notes = maria.sql(Some("blog"), "SELECT body FROM notes ORDER BY id");
+    assert_eq!(
+        notes.lines().collect::<Vec<_>>(),
+        ["blog first", "blog before", "blog after"]
+    );
+    // The files of the same moment, in one run with the database.
+    assert_eq!(snapshot_tree(&target, &|_, _| true), files);
+    let jobs = c.json(&["jobs", "list", "--domain", "shop.test"]);
+    let db_job = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .rfind(|j| j["kind"] == "restore" && j["content"] == "database")
+        .unwrap();
+    let step = db_job["step"].as_str().unwrap();
+    assert!(step.contains("replayed the binary log"), "{db_job}");
+
+    // A moment still to come (a time zone slip): refused, nothing queued.
+    let future = server_now(&maria) + 3600;
+    let out = c.ctl(&[
+        "restore",
+        "shop.test",
+        "--at",
+        &format!("@{future}"),
+        "--db-only",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is in the future"), "{err}");
+    // Before any copy: named.
+    let out = c.ctl(&[
+        "restore",
+        "shop.test",
+        "--at",
+        "2001-01-01T00:00:00Z",
+        "--db-only",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no database copy from 2001-01-01"), "{err}");
+
+    // Shipments do not pile up: the newest few are kept, and their jobs.
+    let logs = c.json(&["snapshots", "list"]);
+    let shipped = logs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["content"] == "binlog")
+        .count();
+    assert!((1..=4).contains(&shipped), "{shipped} shipments kept");
+}
+
+#[test]
+fn without_a_binary_log_the_domain_says_so_and_restores_the_dump() {
+    let maria = MariaDb::start().unwrap();
+    let c = Cluster::start(ClusterOptions::default());
+    let root = c.dir.join("shop");
+    site(&root, &maria);
+    let toml = format!(
+        "[discovery]\nenabled = false\n[[domain]]\nname = \"shop.test\"\npath = {:?}\n\
+         [binlog]\nsocket = {:?}\nuser = \"root\"\n",
+        root, maria.socket
+    );
+    let _agent = c.add_agent_toml("web1", &toml);
+    let d = wait_for("the agent's binary log state", || {
+        let d = c.json(&["domains", "show", "shop.test"]);
+        let p = d["point_in_time"].as_str().unwrap().to_string();
+        if p.starts_with("off:") && p.contains("binary log is off") {
+            Ok(p)
+        } else {
+            Err(p)
+        }
+    });
+    assert!(d.contains("log_bin"), "says how to turn it on: {d}");
+    let text = c.ok(&["domains", "show", "shop.test"]);
+    assert!(text.contains("point in time off:"), "{text}");
+
+    let run = c.json(&["backup", "shop.test", "--db-only", "--wait"]);
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let sums = maria.checksums("shop");
+    maria.sql(Some("shop"), "DELETE FROM wp_comments");
+    let snaps = c.json(&["snapshots", "list", "--domain", "shop.test"]);
+    let at = snaps[0]["time"].as_i64().unwrap();
+    let out = c.ok(&["restore", "shop.test", "--at", &format!("@{at}"), "--wait"]);
+    assert!(out.contains("succeeded"), "{out}");
+    assert_eq!(maria.checksums("shop"), sums);
+}
