@@ -81,6 +81,14 @@ pub const RULES: &[(&str, &str)] = &[
     ),
     ("verify_failed", "a domain's latest test restore failed"),
     (
+        "log_shipping_failed",
+        "an agent's latest binary log shipment failed: point-in-time restores reach only the last good one",
+    ),
+    (
+        "log_stream_down",
+        "an agent set to stream its database server's binary log ([binlog]) cannot: point-in-time restores stop",
+    ),
+    (
         "backup_overdue",
         "no successful backup within 1.5× the domain's schedule interval",
     ),
@@ -171,6 +179,8 @@ pub struct Inputs<'a> {
     /// The repository's storage now: (bytes used, capacity), when known.
     pub storage: Option<(u64, u64)>,
     pub limits: &'a Limits,
+    /// Agents whose binary log stream is configured but down, with why.
+    pub log_streams_down: &'a [(String, String)],
 }
 
 /// Every finding the rules make now.
@@ -225,16 +235,31 @@ pub fn evaluate(i: &Inputs) -> Vec<Finding> {
                 continue;
             }
             let when = j.finished_at.unwrap_or(j.created_at);
+            let what = if domain.is_empty() {
+                format!("binary log of {agent}")
+            } else {
+                format!("{domain} on {agent}")
+            };
             out.push(Finding {
                 rule,
                 agent_id: agent.clone(),
                 domain: domain.clone(),
                 message: format!(
-                    "{domain} on {agent}: job {} failed {} ago: {}",
+                    "{what}: job {} failed {} ago: {}",
                     j.id,
                     words(i.now - when),
                     j.error.as_deref().unwrap_or("no reason given")
                 ),
+            });
+        }
+    }
+    for (agent, why) in i.log_streams_down {
+        if live.contains(agent.as_str()) {
+            out.push(Finding {
+                rule: "log_stream_down",
+                agent_id: agent.clone(),
+                domain: String::new(),
+                message: format!("binary log of {agent} is not streamed: {why}"),
             });
         }
     }
@@ -533,6 +558,58 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_shipment_and_a_stream_down_are_alerted_on() {
+        let agents = [agent("a1", 1_000), agent("a2", 1_000)];
+        let online = HashSet::from(["a1".to_string(), "a2".to_string()]);
+        // a1's newest shipment failed; a2's failed, then one succeeded.
+        let jobs = [
+            job("j1", "", "binlog", JobState::Failed, 100),
+            JobRecord {
+                agent_id: "a2".into(),
+                ..job("j2", "", "binlog", JobState::Failed, 100)
+            },
+            JobRecord {
+                agent_id: "a2".into(),
+                ..job("j3", "", "binlog", JobState::Succeeded, 200)
+            },
+        ];
+        let (summaries, open) = kept(&[], &jobs);
+        let down = [(
+            "a2".to_string(),
+            "the server's binary log is off".to_string(),
+        )];
+        let i = Inputs {
+            now: 1_000,
+            agents: &agents,
+            online: &online,
+            summaries: &summaries,
+            open: &open,
+            tuning: &HashMap::new(),
+            intervals: &HashMap::new(),
+            certificates: &[],
+            storage: None,
+            limits: &Limits::default(),
+            log_streams_down: &down,
+        };
+        let found = evaluate(&i);
+        let got: Vec<_> = found
+            .iter()
+            .map(|f| (f.rule, f.agent_id.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [("log_shipping_failed", "a1"), ("log_stream_down", "a2")]
+        );
+        assert!(
+            found[0]
+                .message
+                .starts_with("binary log of a1: job j1 failed"),
+            "{found:?}"
+        );
+        assert!(found[1].message.contains("binary log is off"), "{found:?}");
+    }
+
+    #[test]
     fn each_rule_fires_on_its_finding_and_only_then() {
         let agents = [agent("a1", 1_000), agent("a2", 1_000)];
         let online = HashSet::from(["a1".to_string()]);
@@ -569,6 +646,7 @@ mod tests {
                 agent_offline: 900,
                 ..Limits::default()
             },
+            log_streams_down: &[],
         };
         assert_eq!(
             rules(&i),
@@ -632,6 +710,7 @@ mod tests {
             certificates: &[],
             storage: None,
             limits: &Limits::default(),
+            log_streams_down: &[],
         };
         assert_eq!(
             rules(&i),
@@ -730,6 +809,7 @@ mod tests {
             certificates: &certificates,
             storage: Some((90 * MB, 100 * MB)),
             limits: &limits,
+            log_streams_down: &[],
         };
         let found = evaluate(&i);
         let rules: Vec<_> = found

@@ -554,6 +554,14 @@ pub fn refresh_alerts(f: &Fleet, now: i64) -> anyhow::Result<()> {
     let limits = f.cfg.alerts.limits()?;
     let certificates = f.certificates()?;
     let storage = f.storage_use()?;
+    let log_streams_down: Vec<(String, String)> = f
+        .binlog
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, b)| b.state == "unavailable")
+        .map(|(a, b)| (a.clone(), b.detail.clone()))
+        .collect();
     let findings = f.catalog.with_summaries(|summaries| {
         crate::alerts::evaluate(&crate::alerts::Inputs {
             now,
@@ -566,6 +574,7 @@ pub fn refresh_alerts(f: &Fleet, now: i64) -> anyhow::Result<()> {
             certificates: &certificates,
             storage,
             limits: &limits,
+            log_streams_down: &log_streams_down,
         })
     });
     let current = f.catalog.alerts()?;

@@ -64,6 +64,7 @@ pub struct SnapBrief {
 pub fn subject(j: &JobRecord) -> Option<&'static str> {
     match (j.kind.as_str(), j.spec.content.as_str(), j.spec.test) {
         ("backup", "database", _) => Some("dump_failed"),
+        ("backup", "binlog", _) => Some("log_shipping_failed"),
         ("backup", _, _) => Some("backup_failed"),
         ("restore", _, true) => Some("verify_failed"),
         _ => None,
