@@ -101,12 +101,13 @@ fn a_database_comes_back_to_the_second_asked_and_no_later() {
         .unwrap();
 
     // After the dump: the events carry chosen times, one second either
-    // side of T, in the site's database and in the other one.
+    // side of T, in the site's database and in the other one; in the
+    // server's next log file, so the replay spans two.
     let t = dumped.max(server_now(&maria)) + 1;
     maria.sql(
         None,
         &format!(
-            "SET timestamp = {before}; \
+            "FLUSH BINARY LOGS; SET timestamp = {before}; \
              INSERT INTO shop.wp_comments (comment_post_ID, comment_content) VALUES (1, 'one second before'); \
              INSERT INTO blog.notes (body) VALUES ('blog before'); \
              SET timestamp = {after}; \

@@ -8,7 +8,7 @@ use cairn_proto::admin::v1 as pb;
 use super::fleet::{status, time, Client};
 
 /// What a runbook is written from.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Facts {
     pub domain: String,
     pub agent: String,
@@ -18,6 +18,8 @@ pub struct Facts {
     /// `engine:name`, as agents report them.
     pub databases: Vec<String>,
     pub repository: String,
+    /// How far point-in-time restores reach, or why they are off.
+    pub point_in_time: String,
     pub files: Option<pb::SnapshotInfo>,
     pub database: Option<pb::SnapshotInfo>,
     /// The newest test restore run: (job, when it ended, seconds it took).
@@ -102,6 +104,17 @@ fn blocks(f: &Facts) -> Vec<Block> {
         format!("cairnctl restore {what} --in-place --wait"),
         "cairnctl rollback JOB --wait".into(),
     ]));
+    if f.point_in_time.starts_with("on:") {
+        b.push(Text(format!(
+            "Back to the minute before the damage: the newest copies before that moment, the \
+             database brought forward to it with the shipped binary log ({}).",
+            f.point_in_time.trim_start_matches("on: ")
+        )));
+        b.push(Commands(vec![format!(
+            "cairnctl restore {} --at \"YYYY-MM-DD HH:MM\" --in-place --wait",
+            f.domain
+        )]));
+    }
 
     b.push(Heading("On a new server, through the controller".into()));
     b.push(Text(
@@ -267,6 +280,7 @@ pub async fn runbook(
         site_type: d.site_type,
         databases: d.databases,
         repository: detail.repository,
+        point_in_time: detail.point_in_time,
         files: newest(false),
         database: newest(true),
         measured,
@@ -289,6 +303,7 @@ mod tests {
             site_type: "wordpress".into(),
             databases: vec!["mariadb:shop".into()],
             repository: "s3://backups/cairn".into(),
+            point_in_time: "on: binary log shipped up to 2023-11-14 22:15:00 UTC (12 s ago)".into(),
             files: Some(pb::SnapshotInfo {
                 snapshot_id: "f1".into(),
                 run_id: "j7".into(),
@@ -320,6 +335,7 @@ mod tests {
             "cairnctl repo restore f1 --target /var/www/shop",
             "cairnctl repo restore-db d1 --database shop",
             "Measured recovery time: 42 s (test restore j9",
+            "cairnctl restore shop.test --at \"YYYY-MM-DD HH:MM\" --in-place --wait",
             "```sh",
         ] {
             assert!(md.contains(line), "{line}: {md}");
@@ -338,8 +354,15 @@ mod tests {
             measured: None,
             ..facts()
         };
-        let md = render(&f, true);
+        let md = render(
+            &Facts {
+                point_in_time: "off: the server's binary log is off".into(),
+                ..f.clone()
+            },
+            true,
+        );
         assert!(!md.contains("restore-db"), "{md}");
+        assert!(!md.contains("--at"), "point in time is off: {md}");
         assert!(md.contains("cairnctl restore f1 --test --wait"), "{md}");
         let none = render(&Facts { files: None, ..f }, true);
         assert!(none.contains("No file snapshot"), "{none}");
