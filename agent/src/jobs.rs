@@ -497,39 +497,31 @@ fn restore_database(
     } else {
         None
     };
-    let summary = restore_dump(repo, dump, job, engine, &target)?;
     let Some((from, stream)) = replay else {
-        return Ok(summary);
+        return restore_dump(repo, dump, job, engine, &target, None);
     };
     let (log_id, log) = log_snapshot(repo, job)?;
     let scratch = state_dir.join("pitr").join(&job.job_id);
-    let replayed = (|| -> anyhow::Result<_> {
+    let restored = (|| -> anyhow::Result<_> {
         cairn_repo::restore::restore_with(repo, &log.tree, &scratch, &[], progress)
             .with_context(|| format!("restoring the binary log of snapshot {log_id}"))?;
-        Ok(db::binlog::replay(
-            &stream.with_database(&target.database),
-            &dump.manifest.database,
-            &scratch,
-            &from,
-            job.stop_at,
-        )?)
+        // The log must reach back to the dump before anything is changed.
+        db::binlog::replay_files(&scratch, &from)?;
+        let replay_into = |database: &str| {
+            db::binlog::replay(
+                &stream.with_database(database),
+                &dump.manifest.database,
+                &scratch,
+                &from,
+                job.stop_at,
+            )
+        };
+        restore_dump(repo, dump, job, engine, &target, Some(&replay_into))
     })();
     let removed = std::fs::remove_dir_all(&scratch);
-    let r = replayed.with_context(|| {
-        format!(
-            "the dump is restored into {}, but replaying the binary log failed",
-            target.describe(engine)
-        )
-    })?;
+    let summary = restored?;
     removed.with_context(|| format!("removing {}", scratch.display()))?;
-    let at = chrono::DateTime::from_timestamp(r.until, 0).unwrap_or_default();
-    tracing::info!(database = %target.describe(engine), from = %r.from, files = r.files, until = %at, "binary log replayed");
-    Ok(format!(
-        "{summary}, then replayed the binary log from {} up to {} ({} log files)",
-        r.from,
-        at.format("%Y-%m-%d %H:%M:%S UTC"),
-        r.files
-    ))
+    Ok(summary)
 }
 
 /// The shipped binary log a restore to a moment replays.
@@ -552,27 +544,62 @@ fn log_snapshot(repo: &Repository, job: &pb::Job) -> anyhow::Result<(Id, Snapsho
 }
 
 /// Loads a dump into `target`: staged and swapped in place, or directly.
+/// Replays the shipped binary log into the named database (a point in time).
+type Replay<'a> = &'a dyn Fn(&str) -> cairn_dump::Result<cairn_dump::binlog::ReplayReport>;
+
 fn restore_dump(
     repo: &Repository,
     dump: &cairn_dump::StoredDump,
     job: &pb::Job,
     engine: cairn_dump::Engine,
     target: &cairn_dump::Connection,
+    replay: Option<Replay>,
 ) -> anyhow::Result<String> {
     use cairn_dump as db;
+    let replayed = |r: &db::binlog::ReplayReport| {
+        let at = chrono::DateTime::from_timestamp(r.until, 0).unwrap_or_default();
+        tracing::info!(database = %target.describe(engine), from = %r.from, files = r.files, until = %at, "binary log replayed");
+        format!(
+            ", replayed the binary log to {}",
+            at.format("%Y-%m-%d %H:%M:%S UTC")
+        )
+    };
+    let replay_live = || -> anyhow::Result<String> {
+        match replay {
+            None => Ok(String::new()),
+            Some(f) => {
+                let r = f(&target.database).with_context(|| {
+                    format!(
+                        "the dump is restored into {}, but replaying the binary log failed",
+                        target.describe(engine)
+                    )
+                })?;
+                Ok(replayed(&r))
+            }
+        }
+    };
     if job.in_place {
-        let r = db::restore_in_place(repo, dump, target)
-            .with_context(|| format!("restoring in place into {}", target.describe(engine)))?;
+        // A point in time is replayed into the staged copy, before the swap.
+        let mut staged_replay = None;
+        let r = db::restore_in_place_with(repo, dump, target, &mut |staged| {
+            if let Some(f) = replay {
+                staged_replay = Some(f(&staged.database)?);
+            }
+            Ok(())
+        })
+        .with_context(|| format!("restoring in place into {}", target.describe(engine)))?;
         tracing::info!(database = %target.describe(engine), swapped = r.swapped, "database restored in place");
         return Ok(match &r.direct_because {
             None => format!(
-                "restored {} beside it, checked {} tables and swapped them in at once",
+                "restored {} beside it, checked {} tables{} and swapped them in at once",
                 target.describe(engine),
-                r.tables_checked
+                r.tables_checked,
+                staged_replay.as_ref().map(replayed).unwrap_or_default()
             ),
             Some(why) => format!(
-                "restored {} table by table (not swapped whole: {why})",
-                target.describe(engine)
+                "restored {} table by table (not swapped whole: {why}){}",
+                target.describe(engine),
+                replay_live()?
             ),
         });
     }
@@ -587,12 +614,13 @@ fn restore_dump(
     .with_context(|| format!("restoring into {}", target.describe(engine)))?;
     tracing::info!(database = %target.describe(engine), tables = r.tables.len(), bytes = r.dump_bytes, "database restored");
     Ok(format!(
-        "restored {} into {}",
+        "restored {} into {}{}",
         if r.tables.is_empty() {
             "every table".to_string()
         } else {
             format!("{} tables", r.tables.len())
         },
-        target.describe(engine)
+        target.describe(engine),
+        replay_live()?
     ))
 }

@@ -830,6 +830,7 @@ impl AdminService for AdminApi {
                 dry_run: r.dry_run,
                 domain: r.domain,
                 at: r.at,
+                default_target: false,
             };
             let plan = |ask: &crate::restore::Ask| {
                 crate::restore::plan(&snaps, ask, now()).map_err(|e| match e {
@@ -841,6 +842,7 @@ impl AdminService for AdminApi {
             let first = if (ask.in_place || ask.dry_run) && ask.target.is_empty() {
                 let probe = crate::restore::Ask {
                     target: "/".into(),
+                    default_target: true,
                     ..ask.clone()
                 };
                 plan(&probe)?[0].0.clone()
@@ -867,6 +869,7 @@ impl AdminService for AdminApi {
                 None
             };
             if (ask.in_place || ask.dry_run) && ask.target.is_empty() {
+                ask.default_target = true;
                 ask.target = live.as_ref().map(|d| d.path.clone()).ok_or_else(|| {
                     Status::failed_precondition(format!(
                         "agent {agent} reports no domain {:?}: name the live directory with --target",

@@ -23,6 +23,9 @@ pub struct Ask {
     /// Instead of `id`: this domain as it was at `at` (unix seconds).
     pub domain: String,
     pub at: i64,
+    /// `target` is the live site's directory the controller filled in for
+    /// an in-place restore or preview: ignored when only a database restores.
+    pub default_target: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -151,7 +154,7 @@ fn checked<'a>(
             "the target must be an absolute directory on the agent".into()
         }));
     }
-    if !files && !ask.target.is_empty() {
+    if !files && !ask.target.is_empty() && !ask.default_target {
         return Err(Invalid(
             "a database restore takes no --target (use --into-database NAME)".into(),
         ));

@@ -43,7 +43,7 @@ pub struct ServerLog {
 }
 
 /// How an operator turns point-in-time restores on for a MariaDB/MySQL server.
-pub const ENABLE_HINT: &str = "turn the binary log on (log_bin, binlog_format = ROW and server_id in the [mariadbd] section of the server's my.cnf, then restart it) and give the agent a [binlog] section in agent.toml with a user that has REPLICATION SLAVE, BINLOG MONITOR and BINLOG REPLAY";
+pub const ENABLE_HINT: &str = "turn the binary log on (log_bin, binlog_format = ROW and server_id in the [mariadbd] section of the server's my.cnf, then restart it) and give the agent a [binlog] section in agent.toml with a user that has REPLICATION SLAVE, BINLOG MONITOR, BINLOG REPLAY and write rights on the sites' databases";
 
 /// Asks the server whether its binary log is on, in which format, and
 /// where it writes now.

@@ -815,6 +815,20 @@ pub fn restore_in_place(
     dump: &StoredDump,
     conn: &Connection,
 ) -> Result<InPlaceReport> {
+    restore_in_place_with(repo, dump, conn, &mut |_| Ok(()))
+}
+
+/// [`restore_in_place`], with `before_swap` run on the staged database once
+/// it is checked and before it is swapped in (a point-in-time restore
+/// replays the binary log there, so the site never sees the dump's older
+/// state). It is not run when the dump is loaded straight into the live
+/// database (`swapped` false): the caller does that work afterwards.
+pub fn restore_in_place_with(
+    repo: &Repository,
+    dump: &StoredDump,
+    conn: &Connection,
+    before_swap: &mut dyn FnMut(&Connection) -> Result<()>,
+) -> Result<InPlaceReport> {
     let direct = |why: String| -> Result<InPlaceReport> {
         let restore = restore(
             repo,
@@ -864,16 +878,17 @@ pub fn restore_in_place(
         }
         Ok((report, expect.len()))
     })();
-    let (report, tables_checked) = match checked {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = mysql::drop_database(conn, &stage);
-            return Err(e);
+    // Views, triggers and routines keep the staged copy from being swapped:
+    // known before the caller's work on it.
+    let checked = checked.and_then(|c| {
+        let blockers = mysql::swap_blockers(conn, &[&conn.database, &stage])?;
+        if blockers.is_empty() {
+            before_swap(&staged)?;
         }
-    };
-    let blockers = mysql::swap_blockers(conn, &[&conn.database, &stage]);
-    let blockers = match blockers {
-        Ok(b) => b,
+        Ok((c, blockers))
+    });
+    let ((report, tables_checked), blockers) = match checked {
+        Ok(c) => c,
         Err(e) => {
             let _ = mysql::drop_database(conn, &stage);
             return Err(e);

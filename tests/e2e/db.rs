@@ -727,7 +727,11 @@ fn database_password_stays_out_of_argv_and_output() {
         std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     let path = format!("{}:{}", shim_dir.display(), std::env::var("PATH").unwrap());
+    // Its own temp dir: other tests' processes (an agent streaming a binary
+    // log holds its defaults file while it runs) share the machine's.
+    let tmp = tempfile::tempdir().unwrap();
     let ctl = ctl
+        .with_env("TMPDIR", tmp.path().to_str().unwrap())
         .with_env("PATH", &path)
         .with_env("CAIRN_DB_PASSWORD", secret)
         .with_env("CAIRN_LOG", "debug");
@@ -800,7 +804,7 @@ fn database_password_stays_out_of_argv_and_output() {
             .unwrap();
         assert!(!std::path::Path::new(f).exists(), "{f} left behind");
     }
-    let tmp: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+    let tmp: Vec<_> = std::fs::read_dir(tmp.path())
         .unwrap()
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().starts_with("cairn-db-"))

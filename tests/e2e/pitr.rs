@@ -172,7 +172,45 @@ fn a_database_comes_back_to_the_second_asked_and_no_later() {
         .rfind(|j| j["kind"] == "restore" && j["content"] == "database")
         .unwrap();
     let step = db_job["step"].as_str().unwrap();
-    assert!(step.contains("replayed the binary log"), "{db_job}");
+    assert!(step.contains("replayed the binary log to"), "{db_job}");
+
+    // In place: the log is replayed into the staged copy, which is checked
+    // and swapped in whole; the damage done meanwhile is gone.
+    maria.sql(
+        Some("shop"),
+        "DELETE FROM wp_comments; CREATE TABLE wp_backdoor (k INT);",
+    );
+    let out = c.json(&[
+        "restore",
+        "shop.test",
+        "--at",
+        &format!("@{t}"),
+        "--db-only",
+        "--in-place",
+        "--wait",
+    ]);
+    assert_eq!(out["state"], "succeeded", "{out}");
+    let comments = maria.sql(
+        Some("shop"),
+        "SELECT comment_content FROM wp_comments ORDER BY comment_ID",
+    );
+    assert!(comments.contains("one second before"), "{comments}");
+    assert!(!comments.contains("one second after"), "{comments}");
+    let tables = maria.sql(Some("shop"), "SHOW TABLES");
+    assert!(!tables.contains("wp_backdoor"), "{tables}");
+    let jobs = c.json(&["jobs", "list", "--domain", "shop.test"]);
+    let swapped = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .rfind(|j| j["kind"] == "restore" && j["content"] == "database")
+        .unwrap();
+    let step = swapped["step"].as_str().unwrap();
+    assert!(
+        step.contains("replayed the binary log to") && step.contains("swapped them in at once"),
+        "{swapped}"
+    );
+    assert!(!maria.sql(None, "SHOW DATABASES").contains("cairn_verify"));
 
     // A moment still to come (a time zone slip): refused, nothing queued.
     let future = server_now(&maria) + 3600;
