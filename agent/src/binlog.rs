@@ -100,8 +100,13 @@ fn stream_once(
             ))
         }
     };
+    let pid_file = dir.with_extension("pid");
+    stop_orphan(&pid_file, dir);
     let mut streamer =
         Streamer::start(&conn, dir, &from, cfg.server_id).map_err(|e| e.to_string())?;
+    if let Err(e) = std::fs::write(&pid_file, streamer.pid().to_string()) {
+        tracing::warn!(file = %pid_file.display(), error = %e, "recording the stream's pid");
+    }
     let detail = if log.format.eq_ignore_ascii_case("ROW") {
         format!("streaming from {from}")
     } else {
@@ -121,6 +126,43 @@ fn stream_once(
             last_prune = Some(std::time::Instant::now());
         }
         std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Kills a stream an earlier agent process left running (killed outside
+/// systemd, whose stop takes the whole unit): two writers must never share
+/// the spool. Only a `mariadb-binlog`/`mysqlbinlog` writing into `spool` is
+/// touched.
+fn stop_orphan(pid_file: &Path, spool: &Path) {
+    let Some(pid) = std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return;
+    };
+    let raw = pid.as_raw_nonzero().get();
+    let cmdline = std::fs::read(format!("/proc/{raw}/cmdline")).unwrap_or_default();
+    let args: Vec<String> = cmdline
+        .split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let ours = args
+        .first()
+        .is_some_and(|a| a.ends_with("mariadb-binlog") || a.ends_with("mysqlbinlog"))
+        && args
+            .iter()
+            .any(|a| *a == format!("--result-file={}/", spool.display()));
+    if ours {
+        match rustix::process::kill_process(pid, rustix::process::Signal::KILL) {
+            Ok(()) => tracing::warn!(
+                pid = raw,
+                "stopped a binary log stream left by an earlier agent"
+            ),
+            Err(e) => {
+                tracing::warn!(pid = raw, error = %e, "stopping a binary log stream left by an earlier agent")
+            }
+        }
     }
 }
 

@@ -124,6 +124,11 @@ impl Streamer {
         })
     }
 
+    /// The stream's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `Some` once the stream has ended, with why.
     pub fn ended(&mut self) -> Option<String> {
         match self.child.try_wait() {

@@ -72,7 +72,7 @@ fn a_database_comes_back_to_the_second_asked_and_no_later() {
          [binlog]\nsocket = {:?}\nuser = \"root\"\n",
         root, maria.socket
     );
-    let _agent = c.add_agent_toml("web1", &toml);
+    let mut agent = c.add_agent_toml("web1", &toml);
     let show = wait_for("the binary log to be shipped", || {
         let d = c.json(&["domains", "show", "shop.test"]);
         let p = d["point_in_time"].as_str().unwrap();
@@ -81,7 +81,7 @@ fn a_database_comes_back_to_the_second_asked_and_no_later() {
         } else {
             Err(format!(
                 "{p}\nagent log: {}",
-                fs::read_to_string(_agent.log()).unwrap_or_default()
+                fs::read_to_string(agent.log()).unwrap_or_default()
             ))
         }
     });
@@ -245,6 +245,26 @@ fn a_database_comes_back_to_the_second_asked_and_no_later() {
         .filter(|s| s["content"] == "binlog")
         .count();
     assert!((1..=4).contains(&shipped), "{shipped} shipments kept");
+
+    // An agent killed outside systemd leaves its stream running; the next
+    // one stops it before streaming again: one writer in the spool.
+    let marker = format!("--result-file={}/", agent.state().join("binlog").display());
+    let streams = || {
+        fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| fs::read(e.ok()?.path().join("cmdline")).ok())
+            .filter(|c| String::from_utf8_lossy(c).split('\0').any(|a| a == marker))
+            .count()
+    };
+    assert_eq!(streams(), 1);
+    agent.kill9();
+    assert_eq!(streams(), 1, "the killed agent's stream outlives it");
+    let before = server_now(&maria);
+    agent.start();
+    wait_for("a shipment by the restarted agent", || {
+        shipped_since(&c, before + 1).ok_or("none yet".to_string())
+    });
+    assert_eq!(streams(), 1, "two streams write into one spool");
 }
 
 #[test]
