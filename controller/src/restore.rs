@@ -229,13 +229,7 @@ fn at_time<'a>(
             })
             .max_by_key(|s| s.time)
     };
-    let mut out = Vec::new();
-    if !ask.db_only {
-        out.extend(newest(false));
-    }
-    if !ask.files_only {
-        out.extend(newest(true));
-    }
+    let out = files_then_database(ask, newest);
     if out.is_empty() {
         return Err(PlanError::NotFound(format!(
             "domain {:?} has no {}copy from {} or before",
@@ -311,13 +305,7 @@ fn run_of<'a>(
             .filter(|s| s.run_id == run && (s.content == "database") == database)
             .max_by_key(|s| s.time)
     };
-    let mut out = Vec::new();
-    if !ask.db_only {
-        out.extend(newest(false));
-    }
-    if !ask.files_only {
-        out.extend(newest(true));
-    }
+    let out = files_then_database(ask, newest);
     if out.is_empty() {
         return Err(PlanError::Invalid(format!(
             "run {run} has no {} snapshot",
@@ -325,6 +313,22 @@ fn run_of<'a>(
         )));
     }
     Ok(out)
+}
+
+/// The newest files snapshot, then the newest dump (`newest(database)`),
+/// of those the request asks for.
+fn files_then_database<'a>(
+    ask: &Ask,
+    newest: impl Fn(bool) -> Option<&'a SnapshotRecord>,
+) -> Vec<&'a SnapshotRecord> {
+    let mut out = Vec::new();
+    if !ask.db_only {
+        out.extend(newest(false));
+    }
+    if !ask.files_only {
+        out.extend(newest(true));
+    }
+    out
 }
 
 /// A database to restore into: a plain name (MariaDB, PostgreSQL) or an

@@ -44,6 +44,19 @@ fn wait_for<T>(what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
     }
 }
 
+/// What the newest database restore job of shop.test says it did.
+fn last_database_restore_step(c: &Cluster) -> String {
+    let jobs = c.json(&["jobs", "list", "--domain", "shop.test"]);
+    let job = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .rfind(|j| j["kind"] == "restore" && j["content"] == "database")
+        .cloned()
+        .unwrap();
+    job["step"].as_str().unwrap().to_string()
+}
+
 fn server_now(maria: &MariaDb) -> i64 {
     maria
         .sql(None, "SELECT UNIX_TIMESTAMP()")
@@ -164,15 +177,8 @@ fn a_database_comes_back_to_the_second_asked_and_no_later() {
     );
     // The files of the same moment, in one run with the database.
     assert_eq!(snapshot_tree(&target, &|_, _| true), files);
-    let jobs = c.json(&["jobs", "list", "--domain", "shop.test"]);
-    let db_job = jobs
-        .as_array()
-        .unwrap()
-        .iter()
-        .rfind(|j| j["kind"] == "restore" && j["content"] == "database")
-        .unwrap();
-    let step = db_job["step"].as_str().unwrap();
-    assert!(step.contains("replayed the binary log to"), "{db_job}");
+    let step = last_database_restore_step(&c);
+    assert!(step.contains("replayed the binary log to"), "{step}");
 
     // In place: the log is replayed into the staged copy, which is checked
     // and swapped in whole; the damage done meanwhile is gone.
@@ -198,17 +204,10 @@ fn a_database_comes_back_to_the_second_asked_and_no_later() {
     assert!(!comments.contains("one second after"), "{comments}");
     let tables = maria.sql(Some("shop"), "SHOW TABLES");
     assert!(!tables.contains("wp_backdoor"), "{tables}");
-    let jobs = c.json(&["jobs", "list", "--domain", "shop.test"]);
-    let swapped = jobs
-        .as_array()
-        .unwrap()
-        .iter()
-        .rfind(|j| j["kind"] == "restore" && j["content"] == "database")
-        .unwrap();
-    let step = swapped["step"].as_str().unwrap();
+    let step = last_database_restore_step(&c);
     assert!(
         step.contains("replayed the binary log to") && step.contains("swapped them in at once"),
-        "{swapped}"
+        "{step}"
     );
     assert!(!maria.sql(None, "SHOW DATABASES").contains("cairn_verify"));
 
