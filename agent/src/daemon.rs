@@ -215,7 +215,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let binlog = crate::binlog::start(cfg.binlog.clone(), &cfg.state_dir);
     // Before any job: finish or undo in-place restores a crash interrupted,
     // then drop expired rollback points, hourly.
-    sweep_restores(&cfg, true);
+    // What the controller is told once connected: it failed those jobs
+    // when the session broke.
+    let recovered: Recovered = Arc::new(Mutex::new(sweep_restores(&cfg, true)));
     let _expiry = AbortOnDrop(tokio::spawn({
         let cfg = cfg.clone();
         async move {
@@ -232,7 +234,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     notify("READY=1");
     loop {
         let result = tokio::select! {
-            r = session(&cfg, client.clone(), running.clone(), sites.clone(), binlog.clone()) => r,
+            r = session(&cfg, client.clone(), running.clone(), sites.clone(), binlog.clone(), recovered.clone()) => r,
             _ = &mut stop => break,
         };
         match result {
@@ -270,7 +272,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
 /// Recovers interrupted in-place restores (at start) and expires rollback
 /// points; failures are logged, never fatal to the daemon.
-fn sweep_restores(cfg: &Config, at_start: bool) {
+fn sweep_restores(cfg: &Config, at_start: bool) -> Vec<cairn_repo::stage::Swept> {
     let now = chrono::Utc::now().timestamp();
     let done = jobs::journal(&cfg.state_dir).and_then(|j| {
         Ok(if at_start {
@@ -280,16 +282,21 @@ fn sweep_restores(cfg: &Config, at_start: bool) {
         })
     });
     match done {
-        Ok(lines) => {
-            for line in lines {
-                tracing::info!("{line}");
+        Ok(swept) => {
+            for s in &swept {
+                tracing::info!("{}", s.what);
             }
+            swept
         }
-        Err(e) => tracing::error!(error = %format!("{e:#}"), "recovering in-place restores"),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "recovering in-place restores");
+            Vec::new()
+        }
     }
 }
 
 type Running = Arc<Mutex<HashMap<String, Arc<cairn_repo::backup::Progress>>>>;
+type Recovered = Arc<Mutex<Vec<cairn_repo::stage::Swept>>>;
 
 fn cancel_all(running: &Running) {
     for p in running.lock().unwrap().values() {
@@ -305,6 +312,7 @@ async fn session(
     running: Running,
     sites: Sites,
     mut binlog: tokio::sync::watch::Receiver<pb::BinlogState>,
+    recovered: Recovered,
 ) -> anyhow::Result<bool> {
     let inv = refresh(cfg, &sites).await?;
     let (tx, rx) = mpsc::channel::<pb::AgentMessage>(64);
@@ -357,6 +365,18 @@ async fn session(
             }
         }
     }));
+    let told: Vec<_> = recovered.lock().unwrap().drain(..).collect();
+    for s in told {
+        let msg = pb::AgentMessage {
+            body: Some(pb::agent_message::Body::Recovered(pb::RecoveredRestore {
+                job_id: s.job.clone(),
+                what: s.what.clone(),
+            })),
+        };
+        if tx.send(msg).await.is_err() {
+            recovered.lock().unwrap().push(s);
+        }
+    }
     // The binary log stream's state, whenever it changes.
     let _binlog = AbortOnDrop(tokio::spawn({
         let tx = tx.clone();

@@ -729,6 +729,20 @@ async fn run_session(
         match msg.body {
             Some(Body::Heartbeat(_)) | Some(Body::Hello(_)) | None => {}
             Some(Body::Binlog(b)) => fleet.set_binlog(&agent, &b),
+            Some(Body::Recovered(r)) => {
+                // Only a final in-place restore of this agent's own.
+                let job = fleet.catalog.job(&r.job_id).ok().filter(|j| {
+                    j.agent_id == agent
+                        && j.kind == "restore"
+                        && j.spec.in_place
+                        && j.state.is_final()
+                });
+                if let Some(j) = job {
+                    let step = format!("after the agent restarted: {}", clean_text(&r.what, 400));
+                    tracing::info!(job = %j.id, agent = %agent, "{step}");
+                    let _ = fleet.catalog.note_job(&j.id, &step);
+                }
+            }
             Some(Body::Inventory(inv)) => {
                 if let Err(e) = store_inventory(&fleet, &agent, &inv) {
                     tracing::error!(error = %e, "storing inventory");

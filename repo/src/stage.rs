@@ -436,16 +436,32 @@ fn copy_dir_meta(from: &Path, to: &Path) -> Result<()> {
 /// Finishes or undoes what a crash interrupted, and removes rollback trees
 /// past their time. Only at start, while no restore runs. Returns one line
 /// per action, for the log.
-pub fn recover(journal: &Journal, now: i64) -> Result<Vec<String>> {
+pub fn recover(journal: &Journal, now: i64) -> Result<Vec<Swept>> {
     sweep(journal, now, true)
 }
 
 /// Removes rollback trees past their time; safe while restores run.
-pub fn expire(journal: &Journal, now: i64) -> Result<Vec<String>> {
+pub fn expire(journal: &Journal, now: i64) -> Result<Vec<Swept>> {
     sweep(journal, now, false)
 }
 
-fn sweep(journal: &Journal, now: i64, interrupted: bool) -> Result<Vec<String>> {
+/// What a sweep did to one job's restore, in words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Swept {
+    pub job: String,
+    pub what: String,
+}
+
+impl Swept {
+    fn of(r: &Record, what: String) -> Swept {
+        Swept {
+            job: r.job.clone(),
+            what,
+        }
+    }
+}
+
+fn sweep(journal: &Journal, now: i64, interrupted: bool) -> Result<Vec<Swept>> {
     let mut done = Vec::new();
     for mut r in journal.records()? {
         let live = r.live.display();
@@ -453,7 +469,7 @@ fn sweep(journal: &Journal, now: i64, interrupted: bool) -> Result<Vec<String>> 
             continue;
         }
         match r.phase {
-            Phase::Staging => done.push(abandon(journal, &r)?),
+            Phase::Staging => done.push(Swept::of(&r, abandon(journal, &r)?)),
             Phase::Swapping => {
                 let now_live = id_of(&r.live)?;
                 if now_live.is_none() && id_of(&r.rollback)?.is_some() {
@@ -467,37 +483,43 @@ fn sweep(journal: &Journal, now: i64, interrupted: bool) -> Result<Vec<String>> 
                     r.phase = Phase::Swapped;
                     r.expect = None;
                     journal.write(&r)?;
-                    done.push(format!(
+                    done.push(Swept::of(&r, format!(
                         "job {}: restore completed (interrupted after its swap); old tree kept at {}",
                         r.job,
                         r.rollback.display()
-                    ));
+                    )));
                 } else {
-                    done.push(abandon(journal, &r)?);
+                    done.push(Swept::of(&r, abandon(journal, &r)?));
                 }
             }
             Phase::RollingBack => {
                 if id_of(&r.live)?.is_some() && id_of(&r.live)? == r.expect {
                     remove_tree(&r.rollback)?;
                     journal.remove(&r.job)?;
-                    done.push(format!("job {}: rollback of {live} completed", r.job));
+                    done.push(Swept::of(
+                        &r,
+                        format!("job {}: rollback of {live} completed", r.job),
+                    ));
                 } else {
                     r.phase = Phase::Swapped;
                     r.expect = None;
                     journal.write(&r)?;
-                    done.push(format!(
+                    done.push(Swept::of(&r, format!(
                         "job {}: rollback of {live} interrupted before its swap; the restored tree stays",
                         r.job
-                    ));
+                    )));
                 }
             }
             Phase::Swapped if now >= r.keep_until => {
                 remove_tree(&r.rollback)?;
                 journal.remove(&r.job)?;
-                done.push(format!(
-                    "job {}: rollback point of {live} expired; removed {}",
-                    r.job,
-                    r.rollback.display()
+                done.push(Swept::of(
+                    &r,
+                    format!(
+                        "job {}: rollback point of {live} expired; removed {}",
+                        r.job,
+                        r.rollback.display()
+                    ),
                 ));
             }
             Phase::Swapped => {}
@@ -1023,6 +1045,7 @@ mod tests {
             assert!(seen == good || seen == hacked, "{at}: a mixed tree");
             let log = recover(&journal, 0).unwrap();
             assert_eq!(log.len(), 1, "{at}: {log:?}");
+            assert_eq!(log[0].job, "j2", "{at}");
             no_leftovers(&live);
             match at {
                 "swapped" => {
@@ -1154,7 +1177,10 @@ mod tests {
         journal.remove("j4").unwrap();
         assert!(s.rollback.exists());
         let log = recover(&journal, 1_000).unwrap();
-        assert!(log[0].contains("expired"), "{log:?}");
+        assert!(
+            log[0].what.contains("expired") && log[0].job == "j3",
+            "{log:?}"
+        );
         assert!(!s.rollback.exists());
         assert!(journal.records().unwrap().is_empty());
     }

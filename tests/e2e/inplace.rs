@@ -342,6 +342,26 @@ fn a_killed_agent_leaves_the_site_old_or_new_and_no_stage() {
             "swapped" => assert!(new, "killed after the swap: the restore stands"),
             _ => {}
         }
+        // The controller failed the job when the session broke; the agent
+        // tells it what it did at start.
+        let told = match round {
+            "staging" => "restore interrupted before its swap",
+            "swapped" => "restore completed (interrupted after its swap)",
+            _ => "",
+        };
+        if !told.is_empty() {
+            let step = eventually(
+                "the agent's word on the job",
+                Duration::from_secs(30),
+                || {
+                    let step = c.job(&id)["step"].as_str().unwrap_or_default().to_string();
+                    step.starts_with("after the agent restarted:")
+                        .then_some(step)
+                },
+            )
+            .unwrap();
+            assert!(step.contains(told), "{round}: {step}");
+        }
         if new {
             // Back to the hacked site for the next round (the agent says
             // whether its swap happened, whatever the job's state).

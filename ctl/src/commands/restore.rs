@@ -99,8 +99,8 @@ pub fn in_place(args: &RepoArgs, spec: &str, target: &Path, domain: Option<&str>
         .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/state/cairn")))
         .context("set CAIRN_STATE_DIR (no HOME) for the restore journal")?;
     let journal = cairn_repo::stage::Journal::open(&state.join("restores"))?;
-    for line in cairn_repo::stage::recover(&journal, 0)? {
-        eprintln!("{line}");
+    for swept in cairn_repo::stage::recover(&journal, 0)? {
+        eprintln!("{}", swept.what);
     }
     let repo = open(args)?;
     repo.load_index()?;
