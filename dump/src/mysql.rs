@@ -580,12 +580,19 @@ pub(crate) fn dump(conn: &Connection, opts: &DumpOptions, w: StreamWriter) -> Re
     let mut cmd = client.command(&[&tool]);
     // With the binary log on, the dump records its place in it: the start
     // of a point-in-time replay. MariaDB's tool takes it from the
-    // transaction's snapshot (no global lock, no extra privilege); MySQL's
-    // would lock every table, so it is asked of mariadb-dump alone.
+    // transaction's snapshot (no global lock, no extra privilege) where the
+    // server has `binlog_snapshot_position` (MariaDB); elsewhere (MySQL) it
+    // would lock every table and need RELOAD, so it is not asked for.
+    let snapshot_position = || {
+        client
+            .query(None, "SHOW STATUS LIKE 'binlog_snapshot_position'")
+            .is_ok_and(|v| v.starts_with("Binlog_snapshot_position"))
+    };
     if tool == "mariadb-dump"
         && client
             .query(None, "SELECT @@log_bin")
             .is_ok_and(|v| v.trim() == "1")
+        && snapshot_position()
     {
         cmd.arg("--master-data=2");
     }
