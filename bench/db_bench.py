@@ -6,9 +6,16 @@
    restic; after `mutate --day 1` (about 2% of rows changed) both store the new
    dumps again. Bytes added = repository growth. Run for --db-churn uniform
    (changed rows anywhere: the worst case) and hot (80% among the newest rows).
-2. Throughput: the largest dump is loaded into a throwaway MariaDB server, then
+2. A narrow-row shop (bench/shop.py: ~130k rentals of ~88 bytes, payments,
+   customers, films, a trigger and a view): one dump a day for --days days
+   (2% of rentals updated anywhere, 5% of customers touched, 1,000 new
+   rentals and payments), stored by Cairn, by restic and as daily `zstd -3`
+   files: first copy, days 1-7, mean daily growth and the total.
+3. Throughput: the largest dump is loaded into a throwaway MariaDB server, then
    `mariadb-dump … | zstd -3 > /dev/null` is timed against
    `cairnctl repo backup-db` of the same database (first and second run).
+
+`--only fleet|shop|throughput` runs one part.
 """
 import json
 import os
@@ -64,6 +71,52 @@ def dedup(args, work, churn):
             "restic": du(env["RESTIC_REPOSITORY"])}
     shutil.rmtree(fleet)
     return day0, day1
+
+
+def shop_workload(args, work):
+    """The narrow-row shop (bench/shop.py): one dump a day for args.days days,
+    stored by Cairn (`backup-db --from-file`), by restic, and as daily
+    `zstd -3` files. Returns each day's repository sizes."""
+    import shop
+    env = dict(os.environ, CAIRN_PASSPHRASE="bench", RESTIC_PASSWORD="bench",
+               CAIRN_REPO=os.path.join(work, "cairn-shop"),
+               RESTIC_REPOSITORY=os.path.join(work, "restic-shop"))
+    run([args.cairnctl, "repo", "init"], env)
+    run(["restic", "init"], env)
+    dump = os.path.join(work, "shop", "shop.sql")
+    os.makedirs(os.path.dirname(dump))
+    s = shop.Shop()
+    days, zstd_total = [], 0
+    for day in range(args.days):
+        if day:
+            s.mutate()
+        s.write(dump)
+        run([args.cairnctl, "repo", "backup-db", "--domain", "shop.example", "--engine", "mariadb",
+             "--database", "shop", "--from-file", dump], env)
+        run(["restic", "backup", "--compression", "auto", dump], env)
+        zstd_total += len(subprocess.run(["zstd", "-3", "-c", dump], check=True, capture_output=True).stdout)
+        days.append({"dump": os.path.getsize(dump), "zstd": zstd_total,
+                     "cairn": du(env["CAIRN_REPO"]), "restic": du(env["RESTIC_REPOSITORY"])})
+    return days
+
+
+def print_shop(days):
+    mb = 1e6
+    print(f"narrow-row shop (bench/shop.py): {days[0]['dump'] / mb:.1f} MB of SQL, 2% of rentals updated a day")
+    print(f"{'':22} {'cairn MB':>9} {'restic MB':>10} {'zstd files MB':>14} {'cairn/restic':>13} {'cairn/zstd':>11}")
+
+    def line(name, c, r, z):
+        print(f"{name:22} {c / mb:9.2f} {r / mb:10.2f} {z / mb:14.2f} {c / r:13.3f} {c / z:11.3f}")
+
+    d0 = days[0]
+    line("first copy", d0["cairn"], d0["restic"], d0["zstd"])
+    for i in range(1, min(8, len(days))):
+        a, b = days[i - 1], days[i]
+        line(f"day {i} growth", b["cairn"] - a["cairn"], b["restic"] - a["restic"], b["zstd"] - a["zstd"])
+    last = days[-1]
+    growth = lambda k: (last[k] - d0[k]) / max(1, len(days) - 1)
+    line("mean daily growth", growth("cairn"), growth("restic"), growth("zstd"))
+    line(f"{len(days)}-day total", last["cairn"], last["restic"], last["zstd"])
 
 
 class MariaDb:
@@ -132,7 +185,11 @@ def throughput(args, work):
 
 
 def main():
-    args = arg_parser().parse_args()
+    ap = arg_parser()
+    ap.add_argument("--days", type=int, default=int(os.environ.get("BENCH_DAYS", 30)),
+                    help="days of the shop workload (first copy included)")
+    ap.add_argument("--only", choices=["fleet", "shop", "throughput"], help="run one part")
+    args = ap.parse_args()
     args.cairnctl = os.path.abspath(args.cairnctl)
     work = args.work or tempfile.mkdtemp(prefix="cairn-dbbench-")
     os.makedirs(work, exist_ok=True)
@@ -142,13 +199,19 @@ def main():
     print()
     print(f"{'dumps after mutate --day 1':34} {'dumps MB':>9} {'zstd MB':>8} {'restic +MB':>11} {'cairn +MB':>10} {'cairn/restic':>13}"
           f" {'full: restic MB':>16} {'cairn MB':>9}")
-    for churn in ("uniform", "hot"):
+    for churn in ("uniform", "hot") if args.only in (None, "fleet") else ():
         d0, d1 = dedup(args, work, churn)
         raw[churn] = {"day0": d0, "day1": d1}
         r_add, c_add = d1["restic"] - d0["restic"], d1["cairn"] - d0["cairn"]
         print(f"{'churn ' + churn:34} {d1['dumps'] / mb:9.1f} {d1['zstd'] / mb:8.1f} {r_add / mb:11.2f} {c_add / mb:10.2f}"
               f" {c_add / r_add:13.3f} {d0['restic'] / mb:16.1f} {d0['cairn'] / mb:9.1f}")
     print()
+    if args.only in (None, "shop"):
+        raw["shop"] = shop_workload(args, work)
+        print_shop(raw["shop"])
+        print()
+    if args.only not in (None, "throughput"):
+        return finish(args, raw, work)
     tp = throughput(args, work)
     raw["throughput"] = tp
     med = statistics.median
@@ -159,6 +222,10 @@ def main():
           f"  ({med(tp['zstd_s']) / med(tp['cairn_first_s']):.2f}x the pipe's speed)")
     print(f"  cairnctl repo backup-db (unchanged)   {med(tp['cairn_second_s']):6.2f} s  {size / med(tp['cairn_second_s']):6.1f} MB/s")
     print(f"  cairnctl peak RSS                     {max(tp['cairn_rss_mb']):6.0f} MB")
+    finish(args, raw, work)
+
+
+def finish(args, raw, work):
     if args.json:
         with open(args.json, "w") as f:
             json.dump(raw, f, indent=1)

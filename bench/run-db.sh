@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The database benchmark (not a test): Cairn vs restic on gen_fleet's dumps,
-# and dump throughput vs `mariadb-dump | zstd -3`. Installs what is missing.
-#   bash bench/run-db.sh         # BENCH_SITES=8 BENCH_SCALE=0.5 BENCH_RUNS=3
+# The database benchmark (not a test): Cairn vs restic on gen_fleet's dumps
+# and on a narrow-row shop over BENCH_DAYS daily dumps, and dump throughput vs
+# `mariadb-dump | zstd -3`. Installs what is missing.
+#   bash bench/run-db.sh         # BENCH_SITES=8 BENCH_SCALE=0.5 BENCH_RUNS=3 BENCH_DAYS=30
 set -euo pipefail
 cd "$(dirname "$0")/.."
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }

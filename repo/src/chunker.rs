@@ -45,11 +45,18 @@ pub fn for_each_chunk<R: Read, E: From<std::io::Error>>(
 /// row shifts nothing after it. Byte-level FastCDC on a dump with 2% of rows
 /// changed everywhere rewrites nearly every 1 MiB chunk; this rewrites only the
 /// small chunks holding those rows.
+///
+/// With [`RecordCutter::rows`] set, a record end is also a boundary with
+/// probability `1 / rows`: narrow rows (a 70-byte rental) then come `rows` to
+/// a chunk instead of `avg / 70`, so a few updated rows spread over a table
+/// touch few bytes, while wide rows (posts) still fill chunks of ~`avg` bytes.
 #[derive(Clone)]
 pub struct RecordCutter {
     pub min: usize,
     pub avg: usize,
     pub max: usize,
+    /// Average records per chunk where that is fewer bytes than `avg`; 0: off.
+    pub rows: u32,
     key: u64,
 }
 
@@ -60,12 +67,19 @@ impl RecordCutter {
             min,
             avg,
             max,
+            rows: 0,
             key: u64::from_le_bytes(
                 blake3::derive_key("cairn record cutter v1", &seed.to_le_bytes())[..8]
                     .try_into()
                     .unwrap(),
             ),
         }
+    }
+
+    /// Cuts after ~`rows` records when they are narrower than `avg / rows`.
+    pub fn with_rows(mut self, rows: u32) -> RecordCutter {
+        self.rows = rows;
+        self
     }
 
     /// A keyed 64-bit hash of a record: multiply-xorshift over 8-byte words.
@@ -96,9 +110,16 @@ impl RecordCutter {
         if record.len() >= self.avg {
             return true;
         }
-        let h = self.hash(record);
-        // P(cut) = len / avg, so chunks average ~avg bytes whatever the row size.
-        (h as u128) * (self.avg as u128) < (record.len() as u128) << 64
+        let h = self.hash(record) as u128;
+        // P(cut) = len / avg, so chunks average ~avg bytes whatever the row
+        // size; or 1 / rows where that is more. The decision depends on the
+        // record alone: an inserted or changed row moves no other boundary.
+        let by_bytes = ((record.len() as u128) << 64) / self.avg as u128;
+        let by_rows = match self.rows {
+            0 => 0,
+            n => (1u128 << 64) / n as u128,
+        };
+        h < by_bytes.max(by_rows)
     }
 }
 
@@ -136,6 +157,52 @@ mod tests {
         let b = chunks(&b_rows);
         let differ = b.iter().filter(|h| !a.contains(h)).count();
         assert!(differ <= 4, "{differ} of {} chunks changed", b.len());
+    }
+
+    /// With a row target, narrow rows come ~`rows` to a chunk and wide rows
+    /// still fill ~`avg` bytes; a changed row still changes one chunk.
+    #[test]
+    fn row_targets_size_chunks_by_rows() {
+        let cutter = RecordCutter::new(64, 16 << 10, 64 << 10, 7).with_rows(8);
+        let cut = |rows: &[Vec<u8>]| {
+            let (mut out, mut cur, mut n) = (Vec::new(), Vec::new(), Vec::new());
+            let mut in_chunk = 0;
+            for r in rows {
+                cur.extend_from_slice(r);
+                in_chunk += 1;
+                if cutter.is_boundary(cur.len(), r) {
+                    out.push(blake3::hash(&cur));
+                    n.push(in_chunk);
+                    cur.clear();
+                    in_chunk = 0;
+                }
+            }
+            (out, n)
+        };
+        let narrow: Vec<Vec<u8>> = (0..40_000u32)
+            .map(|i| {
+                format!("({i},'2021-03-14 09:23:03',{},{}),", i * 7 % 4581, i % 599).into_bytes()
+            })
+            .collect();
+        let (a, counts) = cut(&narrow);
+        let mean = counts.iter().sum::<usize>() as f64 / counts.len() as f64;
+        assert!((6.0..12.0).contains(&mean), "{mean} narrow rows a chunk");
+        let wide: Vec<Vec<u8>> = (0..2_000u32)
+            .map(|i| {
+                format!("({i},'{}'),", "post body ".repeat(300 + (i % 50) as usize)).into_bytes()
+            })
+            .collect();
+        let (_, wide_counts) = cut(&wide);
+        let wide_bytes = wide.iter().map(Vec::len).sum::<usize>() / wide_counts.len();
+        assert!(
+            (8 << 10..32 << 10).contains(&wide_bytes),
+            "wide chunks of {wide_bytes} bytes"
+        );
+        let mut changed = narrow.clone();
+        changed[20_000] = b"(20000,'2026-12-03 08:00:00',1,1),".to_vec();
+        let (b, _) = cut(&changed);
+        let differ = b.iter().filter(|h| !a.contains(h)).count();
+        assert!(differ <= 2, "{differ} chunks changed for one row");
     }
 
     #[test]
