@@ -70,17 +70,40 @@ class Shop:
         self.payments.append([len(self.payments) + 1, cust, staff, r, amount, stamp(day, at), stamp(day, at)])
 
     def mutate(self):
-        """One day of the shop's life."""
+        """One day of the shop's life. Returns it as SQL statements (for a
+        live server: there, updated rows move in the table's storage)."""
         self.day += 1
         rd, day = self.rd, self.day
+        sql_out = ["BEGIN;"]
         for row in rd.sample(self.rentals, len(self.rentals) * 2 // 100):
             row[4] = stamp(day, rd.randrange(86400))
             row[6] = row[4]
+            sql_out.append(f"UPDATE rental SET return_date = '{row[4]}', last_update = '{row[6]}' WHERE rental_id = {row[0]};")
         for row in rd.sample(self.customers, len(self.customers) * 5 // 100):
             row[6] = rd.randint(0, 1)
             row[8] = stamp(day, rd.randrange(86400))
+            sql_out.append(f"UPDATE customer SET active = {row[6]}, last_update = '{row[8]}' WHERE customer_id = {row[0]};")
+        rentals, payments = len(self.rentals), len(self.payments)
         for _ in range(1000):
             self.add_rental(day)
+        for r in self.rentals[rentals:]:
+            sql_out.append(f"INSERT INTO rental VALUES ({','.join(sql(v) for v in r)});")
+        for p in self.payments[payments:]:
+            sql_out.append(f"INSERT INTO payment VALUES ({','.join(sql(v) for v in p)});")
+        sql_out.append("COMMIT;")
+        return "\n".join(sql_out) + "\n"
+
+    def write_pg(self, path):
+        """The shop as PostgreSQL DDL and COPY data, to load a server once."""
+        with open(path, "w", encoding="utf-8", buffering=1 << 20) as f:
+            f.write(PG_SCHEMA)
+            for name, rows in (("customer", self.customers), ("film", self.films), ("inventory", self.inventory),
+                               ("payment", self.payments), ("rental", self.rentals)):
+                f.write(f"COPY {name} FROM stdin;\n")
+                for row in rows:
+                    f.write("\t".join("\\N" if v is None else str(v) for v in row) + "\n")
+                f.write("\\.\n")
+            f.write(PG_TAIL)
 
     def write(self, path, net_buffer=1 << 20):
         with open(path, "w", encoding="utf-8", buffering=1 << 20) as f:
@@ -190,4 +213,27 @@ VIEW = """
 /*!50001 CREATE ALGORITHM=UNDEFINED */
 /*!50013 DEFINER=`root`@`localhost` SQL SECURITY DEFINER */
 /*!50001 VIEW `customer_list` AS select `cu`.`customer_id` AS `ID`,concat(`cu`.`first_name`,' ',`cu`.`last_name`) AS `name`,`cu`.`active` AS `active` from `customer` `cu` */;
+"""
+
+PG_SCHEMA = """CREATE TYPE mpaa_rating AS ENUM ('G', 'PG', 'PG-13', 'R', 'NC-17');
+CREATE TABLE customer (customer_id serial PRIMARY KEY, store_id smallint NOT NULL, first_name text NOT NULL,
+  last_name text NOT NULL, email text, address_id smallint NOT NULL, active integer NOT NULL DEFAULT 1,
+  create_date timestamp NOT NULL, last_update timestamp DEFAULT now());
+CREATE TABLE film (film_id serial PRIMARY KEY, title text NOT NULL, description text, release_year integer,
+  language_id smallint NOT NULL, rental_duration smallint NOT NULL DEFAULT 3, rental_rate numeric(4,2) NOT NULL,
+  length smallint, replacement_cost numeric(5,2) NOT NULL, rating mpaa_rating, special_features text,
+  last_update timestamp NOT NULL DEFAULT now());
+CREATE TABLE inventory (inventory_id serial PRIMARY KEY, film_id smallint NOT NULL, store_id smallint NOT NULL);
+CREATE TABLE payment (payment_id serial PRIMARY KEY, customer_id smallint NOT NULL, staff_id smallint NOT NULL,
+  rental_id integer, amount numeric(5,2) NOT NULL, payment_date timestamp NOT NULL, last_update timestamp);
+CREATE TABLE rental (rental_id serial PRIMARY KEY, rental_date timestamp NOT NULL, inventory_id integer NOT NULL,
+  customer_id smallint NOT NULL, return_date timestamp, staff_id smallint NOT NULL,
+  last_update timestamp NOT NULL DEFAULT now());
+"""
+PG_TAIL = """CREATE INDEX idx_last_name ON customer (last_name);
+CREATE INDEX fk_payment_rental ON payment (rental_id);
+CREATE UNIQUE INDEX rental_date ON rental (rental_date, inventory_id, customer_id);
+CREATE FUNCTION last_updated() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.last_update = now(); RETURN NEW; END $$;
+CREATE TRIGGER rental_date BEFORE INSERT ON rental FOR EACH ROW EXECUTE FUNCTION last_updated();
+CREATE VIEW customer_list AS SELECT customer_id AS id, first_name || ' ' || last_name AS name, active FROM customer;
 """
