@@ -268,8 +268,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let grpc_addr = grpc.local_addr()?;
     let web_addr = web.local_addr()?;
     // Port 0 picks a free port; tools and tests read the real ones here.
-    std::fs::write(cfg.state_dir.join("grpc.addr"), grpc_addr.to_string())?;
-    std::fs::write(cfg.state_dir.join("web.addr"), web_addr.to_string())?;
+    // grpc.addr is the readiness mark, so it comes last, and each file
+    // appears whole (a reader never sees an empty or a previous run's port).
+    publish_addr(&cfg.state_dir.join("web.addr"), web_addr)?;
+    publish_addr(&cfg.state_dir.join("grpc.addr"), grpc_addr)?;
     tracing::info!(grpc = %grpc_addr, web = %format!("http://{web_addr}/"), repo = %fleet.repo.storage().location(), data_path = ?cfg.repository.data_path, "controller listening");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -414,4 +416,11 @@ pub fn fmt_time(t: i64) -> String {
     chrono::DateTime::from_timestamp(t, 0)
         .map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string())
         .unwrap_or_else(|| t.to_string())
+}
+
+/// Writes `addr` to `path` through a rename, so the file is whole when it appears.
+fn publish_addr(path: &std::path::Path, addr: std::net::SocketAddr) -> std::io::Result<()> {
+    let tmp = path.with_extension("addr.tmp");
+    std::fs::write(&tmp, addr.to_string())?;
+    std::fs::rename(&tmp, path)
 }

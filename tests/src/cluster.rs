@@ -156,7 +156,9 @@ impl Cluster {
     }
 
     pub fn start_controller(&mut self) {
+        // A previous run's addresses must not be read as this one's.
         let _ = fs::remove_file(self.state.join("grpc.addr"));
+        let _ = fs::remove_file(self.state.join("web.addr"));
         let log = self.controller_log();
         let out = fs::OpenOptions::new()
             .create(true)
@@ -184,7 +186,7 @@ impl Cluster {
         eventually(
             "controller listening",
             scaled(Duration::from_secs(30)),
-            || addr.exists().then_some(()),
+            || (addr.exists() && self.state.join("web.addr").exists()).then_some(()),
         )
         .unwrap();
     }
