@@ -101,7 +101,10 @@ fn stream_once(
         }
     };
     let pid_file = dir.with_extension("pid");
-    stop_orphan(&pid_file, dir);
+    stop_orphan(&pid_file, &["mariadb-binlog", "mysqlbinlog"], &|args| {
+        args.iter()
+            .any(|a| *a == format!("--result-file={}/", dir.display()))
+    });
     let mut streamer =
         Streamer::start(&conn, dir, &from, cfg.server_id).map_err(|e| e.to_string())?;
     if let Err(e) = std::fs::write(&pid_file, streamer.pid().to_string()) {
@@ -131,9 +134,8 @@ fn stream_once(
 
 /// Kills a stream an earlier agent process left running (killed outside
 /// systemd, whose stop takes the whole unit): two writers must never share
-/// the spool. Only a `mariadb-binlog`/`mysqlbinlog` writing into `spool` is
-/// touched.
-fn stop_orphan(pid_file: &Path, spool: &Path) {
+/// a spool. Only one of `tools` whose arguments `writes_here` is touched.
+pub fn stop_orphan(pid_file: &Path, tools: &[&str], writes_here: &dyn Fn(&[String]) -> bool) {
     let Some(pid) = std::fs::read_to_string(pid_file)
         .ok()
         .and_then(|s| s.trim().parse::<i32>().ok())
@@ -149,18 +151,13 @@ fn stop_orphan(pid_file: &Path, spool: &Path) {
         .collect();
     let ours = args
         .first()
-        .is_some_and(|a| a.ends_with("mariadb-binlog") || a.ends_with("mysqlbinlog"))
-        && args
-            .iter()
-            .any(|a| *a == format!("--result-file={}/", spool.display()));
+        .is_some_and(|a| tools.iter().any(|t| a.ends_with(t)))
+        && writes_here(&args);
     if ours {
         match rustix::process::kill_process(pid, rustix::process::Signal::KILL) {
-            Ok(()) => tracing::warn!(
-                pid = raw,
-                "stopped a binary log stream left by an earlier agent"
-            ),
+            Ok(()) => tracing::warn!(pid = raw, "stopped a log stream left by an earlier agent"),
             Err(e) => {
-                tracing::warn!(pid = raw, error = %e, "stopping a binary log stream left by an earlier agent")
+                tracing::warn!(pid = raw, error = %e, "stopping a log stream left by an earlier agent")
             }
         }
     }
@@ -186,8 +183,9 @@ fn prune(dir: &Path, keep: Duration) {
     }
 }
 
-/// Whether a site's database is on the server the stream reads.
-pub fn covers(stream: &Connection, site: &Connection) -> bool {
+/// Whether a site's database is on the server the stream reads
+/// (`default_port`: the engine's, 3306 or 5432).
+pub fn covers(stream: &Connection, site: &Connection, default_port: u16) -> bool {
     let local = |c: &Connection| {
         c.host
             .as_deref()
@@ -203,9 +201,12 @@ pub fn covers(stream: &Connection, site: &Connection) -> bool {
             // A socket on one side: "localhost" reaches the default socket.
             stream.socket.is_some()
                 || site.socket.is_some()
-                || stream.port.unwrap_or(3306) == site.port.unwrap_or(3306)
+                || stream.port.unwrap_or(default_port) == site.port.unwrap_or(default_port)
         }
-        _ => stream.host == site.host && stream.port.unwrap_or(3306) == site.port.unwrap_or(3306),
+        _ => {
+            stream.host == site.host
+                && stream.port.unwrap_or(default_port) == site.port.unwrap_or(default_port)
+        }
     }
 }
 
@@ -225,21 +226,35 @@ mod tests {
     #[test]
     fn a_site_is_covered_only_on_the_streamed_server() {
         let sock = conn(None, None, Some("/run/mysqld/mysqld.sock"));
-        assert!(covers(&sock, &conn(Some("localhost"), None, None)));
+        assert!(covers(&sock, &conn(Some("localhost"), None, None), 3306));
         assert!(covers(
             &sock,
-            &conn(None, None, Some("/run/mysqld/mysqld.sock"))
+            &conn(None, None, Some("/run/mysqld/mysqld.sock")),
+            3306
         ));
-        assert!(!covers(&sock, &conn(None, None, Some("/run/other.sock"))));
-        assert!(!covers(&sock, &conn(Some("db.example.net"), None, None)));
+        assert!(!covers(
+            &sock,
+            &conn(None, None, Some("/run/other.sock")),
+            3306
+        ));
+        assert!(!covers(
+            &sock,
+            &conn(Some("db.example.net"), None, None),
+            3306
+        ));
         let tcp = conn(Some("127.0.0.1"), Some(3307), None);
-        assert!(covers(&tcp, &conn(Some("localhost"), Some(3307), None)));
-        assert!(!covers(&tcp, &conn(Some("localhost"), None, None)));
+        assert!(covers(
+            &tcp,
+            &conn(Some("localhost"), Some(3307), None),
+            3306
+        ));
+        assert!(!covers(&tcp, &conn(Some("localhost"), None, None), 3306));
         let remote = conn(Some("db.example.net"), None, None);
         assert!(covers(
             &remote,
-            &conn(Some("db.example.net"), Some(3306), None)
+            &conn(Some("db.example.net"), Some(3306), None),
+            3306
         ));
-        assert!(!covers(&remote, &conn(Some("localhost"), None, None)));
+        assert!(!covers(&remote, &conn(Some("localhost"), None, None), 3306));
     }
 }

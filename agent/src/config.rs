@@ -27,6 +27,75 @@ pub struct Config {
     /// for point-in-time database restores; none: dumps only.
     #[serde(default)]
     pub binlog: Option<BinlogConfig>,
+    /// The PostgreSQL server whose write-ahead log is streamed and shipped,
+    /// with a daily base backup, for point-in-time restores; none: dumps only.
+    #[serde(default)]
+    pub wal: Option<WalConfig>,
+}
+
+/// `[wal]`: how to reach the PostgreSQL server as a user with the
+/// REPLICATION attribute. The password is read from a file (0600).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WalConfig {
+    /// The socket directory (as PGHOST takes it), or host and port.
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// The replication slot the stream holds on the server.
+    #[serde(default = "default_wal_slot")]
+    pub slot: String,
+    /// How often a new base backup of the whole cluster is taken.
+    #[serde(default = "default_wal_base_every")]
+    pub base_every: String,
+    /// Base backups (and the WAL after them) kept this long in the spool:
+    /// point in time reaches back this far. Each one is a copy of the
+    /// cluster on this server's disk.
+    #[serde(default = "default_wal_keep")]
+    pub keep: String,
+}
+
+fn default_wal_slot() -> String {
+    "cairn".into()
+}
+
+fn default_wal_base_every() -> String {
+    "1d".into()
+}
+
+fn default_wal_keep() -> String {
+    "2d".into()
+}
+
+impl WalConfig {
+    /// The connection, with the password read from its file.
+    pub fn connection(&self) -> anyhow::Result<cairn_dump::Connection> {
+        Ok(cairn_dump::Connection {
+            host: self.host.clone(),
+            port: self.port,
+            socket: self.socket.clone(),
+            user: self.user.clone(),
+            password: read_password("wal", self.password_file.as_deref())?,
+            database: String::new(),
+        })
+    }
+}
+
+fn read_password(section: &str, file: Option<&Path>) -> anyhow::Result<Option<String>> {
+    file.map(|p| {
+        Ok(std::fs::read_to_string(p)
+            .map_err(|e| anyhow::anyhow!("[{section}] password_file {}: {e}", p.display()))?
+            .trim_end_matches(['\n', '\r'])
+            .to_string())
+    })
+    .transpose()
 }
 
 /// `[binlog]`: how to reach the server as a user that may read and replay
@@ -67,21 +136,12 @@ fn default_binlog_server_id() -> u32 {
 impl BinlogConfig {
     /// The connection, with the password read from its file.
     pub fn connection(&self) -> anyhow::Result<cairn_dump::Connection> {
-        let password = match &self.password_file {
-            None => None,
-            Some(p) => Some(
-                std::fs::read_to_string(p)
-                    .map_err(|e| anyhow::anyhow!("[binlog] password_file {}: {e}", p.display()))?
-                    .trim_end_matches(['\n', '\r'])
-                    .to_string(),
-            ),
-        };
         Ok(cairn_dump::Connection {
             host: self.host.clone(),
             port: self.port,
             socket: self.socket.clone(),
             user: self.user.clone(),
-            password,
+            password: read_password("binlog", self.password_file.as_deref())?,
             database: String::new(),
         })
     }
@@ -181,6 +241,12 @@ impl Config {
         if let Some(b) = &cfg.binlog {
             parse_duration(&b.keep)
                 .map_err(|e| anyhow::anyhow!("{}: [binlog] keep: {e}", path.display()))?;
+        }
+        if let Some(w) = &cfg.wal {
+            for (what, v) in [("keep", &w.keep), ("base_every", &w.base_every)] {
+                parse_duration(v)
+                    .map_err(|e| anyhow::anyhow!("{}: [wal] {what}: {e}", path.display()))?;
+            }
         }
         let mut seen = std::collections::HashSet::new();
         for d in &cfg.domains {

@@ -145,13 +145,20 @@ pub fn analyze_all(cfg: &Config) -> Vec<Report> {
 
 /// What the agent reports: its domains, their analysis and databases by
 /// engine and name only (never credentials).
-pub fn inventory(reports: &[Report], stream: Option<&cairn_dump::Connection>) -> pb::Inventory {
+pub fn inventory(reports: &[Report], streams: &Streams) -> pb::Inventory {
     pb::Inventory {
-        domains: reports.iter().map(|r| domain_message(r, stream)).collect(),
+        domains: reports.iter().map(|r| domain_message(r, streams)).collect(),
     }
 }
 
-fn domain_message(r: &Report, stream: Option<&cairn_dump::Connection>) -> pb::Domain {
+/// The servers whose logs this agent streams.
+#[derive(Default)]
+pub struct Streams {
+    pub binlog: Option<cairn_dump::Connection>,
+    pub wal: Option<cairn_dump::Connection>,
+}
+
+fn domain_message(r: &Report, streams: &Streams) -> pb::Domain {
     pb::Domain {
         name: r.site.name.clone(),
         path: r.site.root.display().to_string(),
@@ -163,8 +170,17 @@ fn domain_message(r: &Report, stream: Option<&cairn_dump::Connection>) -> pb::Do
                 engine: db.engine.clone(),
                 name: db.name.clone(),
                 table_prefix: db.table_prefix.clone().unwrap_or_default(),
-                binlog: db.engine == "mariadb"
-                    && stream.is_some_and(|s| crate::binlog::covers(s, &db.connection())),
+                binlog: match db.engine.as_str() {
+                    "mariadb" => streams
+                        .binlog
+                        .as_ref()
+                        .is_some_and(|s| crate::binlog::covers(s, &db.connection(), 3306)),
+                    "postgres" => streams
+                        .wal
+                        .as_ref()
+                        .is_some_and(|s| crate::binlog::covers(s, &db.connection(), 5432)),
+                    _ => false,
+                },
             })
             .collect(),
         aliases: r.site.aliases.clone(),
@@ -200,8 +216,11 @@ fn domain_message(r: &Report, stream: Option<&cairn_dump::Connection>) -> pb::Do
 async fn refresh(cfg: &Arc<Config>, sites: &Sites) -> anyhow::Result<pb::Inventory> {
     let c = cfg.clone();
     let reports = tokio::task::spawn_blocking(move || analyze_all(&c)).await?;
-    let stream = cfg.binlog.as_ref().and_then(|b| b.connection().ok());
-    let inv = inventory(&reports, stream.as_ref());
+    let streams = Streams {
+        binlog: cfg.binlog.as_ref().and_then(|b| b.connection().ok()),
+        wal: cfg.wal.as_ref().and_then(|w| w.connection().ok()),
+    };
+    let inv = inventory(&reports, &streams);
     *sites.write().unwrap() = reports;
     Ok(inv)
 }
@@ -212,7 +231,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let cfg = Arc::new(cfg);
     let running: Running = Arc::new(Mutex::new(HashMap::new()));
     let sites: Sites = Arc::default();
-    let binlog = crate::binlog::start(cfg.binlog.clone(), &cfg.state_dir);
+    let logs = LogStates {
+        binlog: crate::binlog::start(cfg.binlog.clone(), &cfg.state_dir),
+        wal: crate::wal::start(cfg.wal.clone(), &cfg.state_dir),
+    };
     // Before any job: finish or undo in-place restores a crash interrupted,
     // then drop expired rollback points, hourly.
     // What the controller is told once connected: it failed those jobs
@@ -234,7 +256,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     notify("READY=1");
     loop {
         let result = tokio::select! {
-            r = session(&cfg, client.clone(), running.clone(), sites.clone(), binlog.clone(), recovered.clone()) => r,
+            r = session(&cfg, client.clone(), running.clone(), sites.clone(), logs.clone(), recovered.clone()) => r,
             _ = &mut stop => break,
         };
         match result {
@@ -311,10 +333,11 @@ async fn session(
     client: Client,
     running: Running,
     sites: Sites,
-    mut binlog: tokio::sync::watch::Receiver<pb::BinlogState>,
+    logs: LogStates,
     recovered: Recovered,
 ) -> anyhow::Result<bool> {
     let inv = refresh(cfg, &sites).await?;
+    let (mut binlog, mut wal) = (logs.binlog.clone(), logs.wal.clone());
     let (tx, rx) = mpsc::channel::<pb::AgentMessage>(64);
     tx.send(pb::AgentMessage {
         body: Some(pb::agent_message::Body::Hello(pb::Hello {
@@ -324,6 +347,7 @@ async fn session(
             protocol: cairn_proto::PROTOCOL,
             min_protocol: cairn_proto::MIN_PROTOCOL,
             binlog: Some(binlog.borrow_and_update().clone()),
+            wal: Some(wal.borrow_and_update().clone()),
         })),
     })
     .await?;
@@ -377,21 +401,17 @@ async fn session(
             recovered.lock().unwrap().push(s);
         }
     }
-    // The binary log stream's state, whenever it changes.
-    let _binlog = AbortOnDrop(tokio::spawn({
-        let tx = tx.clone();
-        async move {
-            while binlog.changed().await.is_ok() {
-                let state = binlog.borrow_and_update().clone();
-                let msg = pb::AgentMessage {
-                    body: Some(pb::agent_message::Body::Binlog(state)),
-                };
-                if tx.send(msg).await.is_err() {
-                    return;
-                }
-            }
-        }
-    }));
+    // Each log stream's state, whenever it changes.
+    let _binlog = AbortOnDrop(tokio::spawn(send_changes(
+        binlog,
+        tx.clone(),
+        pb::agent_message::Body::Binlog,
+    )));
+    let _wal = AbortOnDrop(tokio::spawn(send_changes(
+        wal,
+        tx.clone(),
+        pb::agent_message::Body::Wal,
+    )));
     let mut seq = 0;
     loop {
         tokio::select! {
@@ -584,5 +604,29 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// The log streams' states (binary log, WAL), as their threads publish them.
+#[derive(Clone)]
+struct LogStates {
+    binlog: tokio::sync::watch::Receiver<pb::BinlogState>,
+    wal: tokio::sync::watch::Receiver<pb::BinlogState>,
+}
+
+/// Sends a stream's state to the controller each time it changes.
+async fn send_changes(
+    mut state: tokio::sync::watch::Receiver<pb::BinlogState>,
+    tx: mpsc::Sender<pb::AgentMessage>,
+    body: fn(pb::BinlogState) -> pb::agent_message::Body,
+) {
+    while state.changed().await.is_ok() {
+        let now = state.borrow_and_update().clone();
+        let msg = pb::AgentMessage {
+            body: Some(body(now)),
+        };
+        if tx.send(msg).await.is_err() {
+            return;
+        }
     }
 }

@@ -472,15 +472,18 @@ fn restore_database(
         "" => conn,
         name => conn.with_database(name),
     };
+    if job.stop_at != 0 && !job.tables.is_empty() {
+        bail!("a restore to a moment restores the whole database, not chosen tables");
+    }
+    if job.stop_at != 0 && engine == db::Engine::Postgres {
+        return restore_postgres_to_moment(repo, dump, job, &target, progress);
+    }
     // A restore to a moment needs all it replays before it changes anything.
     let replay = if job.stop_at != 0 {
         if engine != db::Engine::Mariadb {
             bail!(
-                "point in time needs a MariaDB/MySQL binary log; this site's database is {engine}"
+                "point in time needs a MariaDB/MySQL binary log or a PostgreSQL WAL; this site's database is {engine}"
             );
-        }
-        if !job.tables.is_empty() {
-            bail!("a restore to a moment restores the whole database, not chosen tables");
         }
         let Some(from) = dump.manifest.binlog.clone() else {
             bail!(
@@ -522,6 +525,111 @@ fn restore_database(
     let summary = restored?;
     removed.with_context(|| format!("removing {}", scratch.display()))?;
     Ok(summary)
+}
+
+/// A PostgreSQL database as it was at `job.stop_at`: the newest shipped
+/// base backup before then, recovered by a throwaway server up to that
+/// moment, and the site's database dumped from it into `target`. Nothing
+/// live changes before the recovery has reached the moment.
+fn restore_postgres_to_moment(
+    repo: &Repository,
+    dump: &cairn_dump::StoredDump,
+    job: &pb::Job,
+    target: &cairn_dump::Connection,
+    progress: &Progress,
+) -> anyhow::Result<String> {
+    use cairn_dump::wal;
+    let (log_id, log) = log_snapshot(repo, job)?;
+    let bases: Vec<i64> = tree_children(repo, &log.tree, &["postgres", "base"])?
+        .iter()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let Some(base) = bases.iter().filter(|t| **t <= job.stop_at).max() else {
+        bail!(
+            "the shipped WAL (snapshot {log_id}) has no base backup that ended by {}: {}",
+            fmt_unix(job.stop_at),
+            match bases.iter().min() {
+                Some(t) => format!("the oldest ended at {}", fmt_unix(*t)),
+                None => "the agent has shipped none yet".into(),
+            }
+        );
+    };
+    // Outside the agent's private state directory: the postgres account
+    // runs the recovery server in it.
+    let tmp = std::path::Path::new("/var/tmp");
+    let scratch = tempfile::Builder::new()
+        .prefix("cairn-pitr-")
+        .tempdir_in(if tmp.is_dir() {
+            tmp.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        })
+        .context("a scratch directory for the recovery")?;
+    let work = scratch.path();
+    let paths = [
+        format!("postgres/base/{base}"),
+        "postgres/wal".to_string(),
+        "postgres/streaming-at".to_string(),
+    ];
+    cairn_repo::restore::restore_with(repo, &log.tree, work, &paths, progress)
+        .with_context(|| format!("restoring the shipped WAL of snapshot {log_id}"))?;
+    let spool = work.join("postgres");
+    let alive_at = std::fs::read_to_string(wal::alive_file(&spool))
+        .ok()
+        .and_then(|t| t.trim().parse().ok());
+    let recovered = wal::recover(
+        work,
+        &wal::base_dir(&spool).join(base.to_string()),
+        &wal::wal_dir(&spool),
+        job.stop_at,
+        alive_at,
+    )
+    .context("recovering the cluster to the moment")?;
+    let database = &dump.manifest.database;
+    recovered.copy_database(database, target).with_context(|| {
+        format!(
+            "loading the recovered {database:?} into {}",
+            target.describe(cairn_dump::Engine::Postgres)
+        )
+    })?;
+    let r = recovered.report.clone();
+    drop(recovered);
+    tracing::info!(database = %target.describe(cairn_dump::Engine::Postgres), base = r.base, until = r.until, to_end = r.to_end, "database recovered to a moment");
+    Ok(format!(
+        "recovered {} to {} from the base backup of {} and the shipped WAL{}",
+        target.describe(cairn_dump::Engine::Postgres),
+        fmt_unix(r.until),
+        fmt_unix(r.base),
+        if r.to_end {
+            " (no later commit had been shipped: all of it replayed)"
+        } else {
+            ""
+        }
+    ))
+}
+
+fn fmt_unix(t: i64) -> String {
+    chrono::DateTime::from_timestamp(t, 0)
+        .map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| t.to_string())
+}
+
+/// The names in the directory `path` of a snapshot's tree (none when it
+/// is missing).
+fn tree_children(repo: &Repository, root: &Id, path: &[&str]) -> anyhow::Result<Vec<String>> {
+    let mut tree = repo.load_tree(root)?;
+    for part in path {
+        let Some(sub) = tree
+            .nodes
+            .iter()
+            .find(|n| n.name == *part)
+            .and_then(|n| n.subtree)
+        else {
+            return Ok(Vec::new());
+        };
+        tree = repo.load_tree(&sub)?;
+    }
+    Ok(tree.nodes.iter().map(|n| n.name.clone()).collect())
 }
 
 /// The shipped binary log a restore to a moment replays.

@@ -16,3 +16,4 @@ pub mod jobs;
 pub mod remote;
 pub mod sitecfg;
 pub mod traffic;
+pub mod wal;

@@ -649,8 +649,8 @@ impl AdminService for AdminApi {
             None => (Vec::new(), Vec::new()),
         };
         let snaps = f.catalog.snapshots(None).map_err(internal)?;
-        let stream = f.binlog.lock().unwrap().get(&d.agent_id).cloned();
-        let (point_in_time, rpo_seconds) = point_in_time(&d, &snaps, stream.as_ref(), now());
+        let streams = [&f.binlog, &f.wal].map(|m| m.lock().unwrap().get(&d.agent_id).cloned());
+        let (point_in_time, rpo_seconds) = point_in_time(&d, &snaps, &streams, now());
         Ok(Response::new(pb::DomainDetail {
             domain: Some(domain_info(d, plan.as_ref(), &last)),
             history,
@@ -1849,9 +1849,10 @@ fn domain_info(
 fn point_in_time(
     d: &DomainRecord,
     snaps: &[SnapshotRecord],
-    stream: Option<&crate::fleet::BinlogStream>,
+    streams: &[Option<crate::fleet::BinlogStream>; 2],
     now: i64,
 ) -> (String, i64) {
+    let [binlog, wal] = streams;
     let newest = |f: &dyn Fn(&SnapshotRecord) -> bool| {
         snaps
             .iter()
@@ -1872,38 +1873,37 @@ fn point_in_time(
             since(copy),
         )
     };
-    match engine {
-        None => ("no database".into(), since(copy)),
-        Some("postgres") => off(
-            "point in time for PostgreSQL (WAL archiving) is not available in this version".into(),
-        ),
-        Some("sqlite") => off("SQLite has no log to replay".into()),
-        Some(_) => match stream {
-            None => off("the agent has not reported a binary log stream".into()),
-            Some(s) if s.state != "streaming" => off(s.detail.clone()),
-            Some(_) if !d.binlog => off(
-                "the site's database is on another server than the one whose binary log the agent streams".into(),
-            ),
-            Some(s) => {
-                let shipped = newest(&|s| s.content == "binlog" && s.domain.is_empty());
-                let dump = newest(&|s| s.domain == d.name && s.content == "database");
-                let mut text = match shipped {
-                    Some(t) => format!(
-                        "on: binary log shipped up to {} ({} s ago)",
-                        crate::fmt_time(t),
-                        (now - t).max(0)
-                    ),
-                    None => "on: binary log streaming, not shipped yet".into(),
-                };
-                if dump.is_none() {
-                    text += "; no dump yet to replay it onto";
-                }
-                if !s.format.eq_ignore_ascii_case("ROW") {
-                    text += &format!("; binlog_format is {}, ROW is safer", s.format);
-                }
-                (text, since(shipped.or(copy)))
+    let (stream, log) = match engine {
+        None => return ("no database".into(), since(copy)),
+        Some("sqlite") => return off("SQLite has no log to replay".into()),
+        Some("postgres") => (wal.as_ref(), "WAL"),
+        Some(_) => (binlog.as_ref(), "binary log"),
+    };
+    match stream {
+        None => off(format!("the agent has not reported a {log} stream")),
+        Some(s) if s.state != "streaming" => off(s.detail.clone()),
+        Some(_) if !d.binlog => off(format!(
+            "the site's database is on another server than the one whose {log} the agent streams"
+        )),
+        Some(s) => {
+            let shipped = newest(&|s| s.content == "binlog" && s.domain.is_empty());
+            let dump = newest(&|s| s.domain == d.name && s.content == "database");
+            let mut text = match shipped {
+                Some(t) => format!(
+                    "on: {log} shipped up to {} ({} s ago)",
+                    crate::fmt_time(t),
+                    (now - t).max(0)
+                ),
+                None => format!("on: {log} streaming, not shipped yet"),
+            };
+            if dump.is_none() {
+                text += "; no dump yet to restore from";
             }
-        },
+            if log == "binary log" && !s.format.eq_ignore_ascii_case("ROW") {
+                text += &format!("; binlog_format is {}, ROW is safer", s.format);
+            }
+            (text, since(shipped.or(copy)))
+        }
     }
 }
 

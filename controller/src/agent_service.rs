@@ -125,7 +125,7 @@ fn domain_records(agent: &str, inv: &pb::Inventory) -> Vec<DomainRecord> {
             binlog: d
                 .databases
                 .iter()
-                .any(|db| db.binlog && db.engine == "mariadb"),
+                .any(|db| db.binlog && matches!(db.engine.as_str(), "mariadb" | "postgres")),
             analysis: d.analysis.as_ref().map(|a| AnalysisRecord {
                 analyzed_at: a.analyzed_at,
                 files: a.files,
@@ -365,6 +365,9 @@ impl AgentService for AgentApi {
         }
         if let Some(b) = &hello.binlog {
             fleet.set_binlog(&agent, b);
+        }
+        if let Some(w) = &hello.wal {
+            fleet.set_wal(&agent, w);
         }
         let (tx, rx) = mpsc::channel(64);
         let generation = fleet.generation.fetch_add(1, Ordering::Relaxed);
@@ -729,6 +732,7 @@ async fn run_session(
         match msg.body {
             Some(Body::Heartbeat(_)) | Some(Body::Hello(_)) | None => {}
             Some(Body::Binlog(b)) => fleet.set_binlog(&agent, &b),
+            Some(Body::Wal(w)) => fleet.set_wal(&agent, &w),
             Some(Body::Recovered(r)) => {
                 // Only a final in-place restore of this agent's own.
                 let job = fleet.catalog.job(&r.job_id).ok().filter(|j| {

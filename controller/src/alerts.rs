@@ -82,11 +82,11 @@ pub const RULES: &[(&str, &str)] = &[
     ("verify_failed", "a domain's latest test restore failed"),
     (
         "log_shipping_failed",
-        "an agent's latest binary log shipment failed: point-in-time restores reach only the last good one",
+        "an agent's latest shipment of its binary log or WAL failed: point-in-time restores reach only the last good one",
     ),
     (
         "log_stream_down",
-        "an agent set to stream its database server's binary log ([binlog]) cannot: point-in-time restores stop",
+        "an agent set to stream its database server's binary log ([binlog]) or WAL ([wal]) cannot: point-in-time restores stop",
     ),
     (
         "backup_overdue",

@@ -137,6 +137,8 @@ pub struct Fleet {
     /// What each agent last said of its binary log stream (sent again at
     /// every session's start).
     pub binlog: Mutex<HashMap<String, BinlogStream>>,
+    /// The same for each agent's PostgreSQL WAL stream.
+    pub wal: Mutex<HashMap<String, BinlogStream>>,
 }
 
 /// An agent's binary log stream as it reported it (bounded, cleaned).
@@ -199,6 +201,15 @@ impl Fleet {
     /// Records an agent's binary log state; anything but the three known
     /// states counts as unavailable.
     pub fn set_binlog(&self, agent: &str, b: &pb::BinlogState) {
+        Self::record_stream(&self.binlog, agent, b);
+    }
+
+    /// Records an agent's WAL stream state, as [`Fleet::set_binlog`].
+    pub fn set_wal(&self, agent: &str, b: &pb::BinlogState) {
+        Self::record_stream(&self.wal, agent, b);
+    }
+
+    fn record_stream(map: &Mutex<HashMap<String, BinlogStream>>, agent: &str, b: &pb::BinlogState) {
         let state = match b.state.as_str() {
             s @ ("off" | "streaming") => s,
             _ => "unavailable",
@@ -208,16 +219,36 @@ impl Fleet {
             detail: crate::agent_service::clean_text(&b.detail, 1024),
             format: crate::agent_service::clean_text(&b.format, 16),
         };
-        self.binlog.lock().unwrap().insert(agent.to_string(), rec);
+        map.lock().unwrap().insert(agent.to_string(), rec);
     }
 
-    /// Whether an agent streams its binary log now.
+    /// Whether an agent streams its binary log or its WAL now.
     pub fn streams_binlog(&self, agent: &str) -> bool {
-        self.binlog
-            .lock()
-            .unwrap()
-            .get(agent)
-            .is_some_and(|b| b.state == "streaming")
+        [&self.binlog, &self.wal].iter().any(|m| {
+            m.lock()
+                .unwrap()
+                .get(agent)
+                .is_some_and(|b| b.state == "streaming")
+        })
+    }
+
+    /// The agents whose binary log or WAL stream is in `state`, with its
+    /// detail (a WAL stream's prefixed so).
+    pub fn log_streams_in(&self, state: &str) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for (map, prefix) in [(&self.binlog, ""), (&self.wal, "PostgreSQL WAL: ")] {
+            for (a, b) in map.lock().unwrap().iter() {
+                if b.state != state {
+                    continue;
+                }
+                match out.iter_mut().find(|(x, _)| x == a) {
+                    Some((_, d)) => *d = format!("{d}; {prefix}{}", b.detail),
+                    None => out.push((a.clone(), format!("{prefix}{}", b.detail))),
+                }
+            }
+        }
+        out.sort();
+        out
     }
 
     /// Bytes of blobs the repository's index holds.

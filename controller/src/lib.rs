@@ -256,6 +256,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         web_token,
         notify_wake: Default::default(),
         binlog: Default::default(),
+        wal: Default::default(),
         cfg: cfg.clone(),
     });
 

@@ -410,12 +410,9 @@ pub const BINLOG_SHIPMENTS_KEPT: usize = 3;
 pub fn queue_shipments(f: &Fleet, now: i64) -> anyhow::Result<usize> {
     let every = f.cfg.scheduler.binlog_ship_every()?;
     let streaming: Vec<String> = f
-        .binlog
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(_, b)| b.state == "streaming")
-        .map(|(a, _)| a.clone())
+        .log_streams_in("streaming")
+        .into_iter()
+        .map(|(a, _)| a)
         .collect();
     if streaming.is_empty() {
         return Ok(0);
@@ -554,14 +551,7 @@ pub fn refresh_alerts(f: &Fleet, now: i64) -> anyhow::Result<()> {
     let limits = f.cfg.alerts.limits()?;
     let certificates = f.certificates()?;
     let storage = f.storage_use()?;
-    let log_streams_down: Vec<(String, String)> = f
-        .binlog
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(_, b)| b.state == "unavailable")
-        .map(|(a, b)| (a.clone(), b.detail.clone()))
-        .collect();
+    let log_streams_down = f.log_streams_in("unavailable");
     let findings = f.catalog.with_summaries(|summaries| {
         crate::alerts::evaluate(&crate::alerts::Inputs {
             now,

@@ -17,6 +17,7 @@ pub mod binlog;
 mod mysql;
 mod postgres;
 mod sqlite;
+pub mod wal;
 
 use std::fmt;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -715,7 +716,9 @@ pub fn restore(
     let engine = dump.manifest.engine;
     match engine {
         Engine::Mariadb => mysql::restore(req.conn, &mut reader)?,
-        Engine::Postgres => postgres::restore(req.conn, &req.tables, &dump.manifest, &mut reader)?,
+        Engine::Postgres => {
+            postgres::restore(req.conn, &req.tables, &dump.manifest.sections, &mut reader)?
+        }
         Engine::Sqlite => sqlite::restore(req.conn, &req.tables, &mut reader)?,
     }
     Ok(RestoreReport {

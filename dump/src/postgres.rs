@@ -17,7 +17,7 @@ use cairn_repo::stream::StreamWriter;
 
 use crate::{
     finish_child, run_capture, run_with_input, Connection, DbError, DumpOptions, Dumped, Engine,
-    Manifest, Mode, Result, SecretFile, Section, SectionKind, Sections, StderrTail,
+    Mode, Result, SecretFile, Section, SectionKind, Sections, StderrTail,
 };
 
 const BLK_DATA: u8 = 1;
@@ -309,13 +309,13 @@ fn chunks<S: Source>(a: &mut Archive<S>, sections: &mut Sections) -> Result<(), 
 
 /// The libpq tools logged in as `conn`: the password goes in one 0600
 /// passfile for every command made from it, removed on drop.
-struct Libpq<'a> {
-    conn: &'a Connection,
+pub(crate) struct Libpq<'a> {
+    pub(crate) conn: &'a Connection,
     pass: Option<SecretFile>,
 }
 
 impl<'a> Libpq<'a> {
-    fn new(conn: &'a Connection) -> Result<Libpq<'a>> {
+    pub(crate) fn new(conn: &'a Connection) -> Result<Libpq<'a>> {
         let pass = match &conn.password {
             None => None,
             Some(pw) => {
@@ -327,7 +327,7 @@ impl<'a> Libpq<'a> {
     }
 
     /// `tool` with the connection in its environment, for `database`.
-    fn command(&self, tool: &str, database: &str) -> Command {
+    pub(crate) fn command(&self, tool: &str, database: &str) -> Command {
         let c = self.conn;
         let mut cmd = Command::new(tool);
         if let Some(h) = &c.host {
@@ -350,7 +350,12 @@ impl<'a> Libpq<'a> {
         cmd
     }
 
-    fn psql(&self, database: &str, sql: &str) -> Result<String, String> {
+    /// The passfile, kept by a caller whose command outlives this value.
+    pub(crate) fn into_passfile(self) -> Option<SecretFile> {
+        self.pass
+    }
+
+    pub(crate) fn psql(&self, database: &str, sql: &str) -> Result<String, String> {
         let mut cmd = self.command("psql", database);
         cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql]);
         run_capture(cmd, "psql")
@@ -485,7 +490,7 @@ fn ensure_database(pg: &Libpq) -> Result<(), String> {
 pub(crate) fn restore(
     conn: &Connection,
     tables: &[String],
-    manifest: &Manifest,
+    sections: &[Section],
     input: &mut dyn Read,
 ) -> Result<()> {
     let fail = |cause: String| DbError::Restore {
@@ -507,8 +512,7 @@ pub(crate) fn restore(
     let mut list_file = None;
     let mut input: Box<dyn Read + '_> = Box::new(input);
     if !tables.is_empty() {
-        let prelude = manifest
-            .sections
+        let prelude = sections
             .iter()
             .find(|s| s.kind == SectionKind::Prelude)
             .ok_or_else(|| fail("the manifest has no prelude".into()))?;

@@ -98,6 +98,10 @@ mod tests {
                     detail: "streaming from binlog.000001".into(),
                     format: "ROW".into(),
                 }),
+                wal: Some(agent::BinlogState {
+                    state: "off".into(),
+                    ..Default::default()
+                }),
                 inventory: Some(agent::Inventory {
                     domains: vec![agent::Domain {
                         name: "example.test".into(),

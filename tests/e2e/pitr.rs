@@ -3,13 +3,13 @@
 //! second, and `restore DOMAIN --at T` brings the site's files and database
 //! back as they were at T: rows written a second before T are there, rows a
 //! second after are not, and another site's database on the same server is
-//! not touched.
+//! not touched. PostgreSQL the same way, from a base backup and the WAL.
 
 use std::fs;
 use std::time::{Duration, Instant};
 
 use cairn_tests::cluster::{Cluster, ClusterOptions};
-use cairn_tests::dbserver::MariaDb;
+use cairn_tests::dbserver::{MariaDb, Postgres};
 use cairn_tests::*;
 
 use crate::fleet_db::site;
@@ -300,4 +300,148 @@ fn without_a_binary_log_the_domain_says_so_and_restores_the_dump() {
     let out = c.ok(&["restore", "shop.test", "--at", &format!("@{at}"), "--wait"]);
     assert!(out.contains("succeeded"), "{out}");
     assert_eq!(maria.checksums("shop"), sums);
+}
+
+fn pg_now(pg: &Postgres) -> f64 {
+    pg.sql("postgres", "SELECT extract(epoch FROM clock_timestamp())")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Waits (on the server's clock, at most a few seconds) until it reads `t`.
+fn pg_wait_until(pg: &Postgres, t: f64) {
+    while pg_now(pg) < t {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_postgres_database_comes_back_to_the_second_asked_from_the_wal() {
+    let pg = Postgres::start().unwrap();
+    for db in ["shop", "blog"] {
+        pg.sql("postgres", &format!("CREATE DATABASE {db}"));
+        pg.sql(
+            db,
+            "CREATE TABLE notes (id serial PRIMARY KEY, body text); \
+             INSERT INTO notes (body) VALUES ('first'), ('second');",
+        );
+    }
+    let c = Cluster::start(ClusterOptions {
+        scheduler: Some("run_schedules = true\nbinlog_ship_every = \"1s\"".into()),
+        ..Default::default()
+    });
+    let root = c.dir.join("shop");
+    fs::create_dir_all(&root).unwrap();
+    fs::write(root.join("artisan"), "#!/usr/bin/env php\n").unwrap();
+    fs::write(
+        root.join(".env"),
+        format!(
+            "DB_CONNECTION=pgsql\nDB_HOST=127.0.0.1\nDB_PORT={}\nDB_DATABASE=shop\nDB_USERNAME=postgres\n",
+            pg.port
+        ),
+    )
+    .unwrap();
+    let toml = format!(
+        "[discovery]\nenabled = false\n[[domain]]\nname = \"shop.test\"\npath = {root:?}\n\
+         [wal]\nhost = \"127.0.0.1\"\nport = {}\nuser = \"postgres\"\n",
+        pg.port
+    );
+    let agent = c.add_agent_toml("web1", &toml);
+    let bases = agent.state().join("binlog/postgres/base");
+    wait_for("the WAL shipped and a base backup taken", || {
+        let d = c.json(&["domains", "show", "shop.test"]);
+        let p = d["point_in_time"].as_str().unwrap().to_string();
+        let based = fs::read_dir(&bases).is_ok_and(|mut d| d.next().is_some());
+        if p.starts_with("on: WAL shipped") && based {
+            Ok(())
+        } else {
+            Err(format!(
+                "{p}\nagent log: {}",
+                fs::read_to_string(agent.log()).unwrap_or_default()
+            ))
+        }
+    });
+    let run = c.json(&["backup", "shop.test", "--db-only", "--wait"]);
+    assert_eq!(run["state"], "succeeded", "{run}");
+
+    // Commit times are the server's own: T falls within a second after the
+    // first writes, the later ones wait for T + 1 on its clock.
+    pg.sql(
+        "shop",
+        "INSERT INTO notes (body) VALUES ('one second before')",
+    );
+    pg.sql("blog", "INSERT INTO notes (body) VALUES ('blog before')");
+    let t = pg_now(&pg).floor() as i64 + 1;
+    pg_wait_until(&pg, (t + 1) as f64);
+    pg.sql("shop", "INSERT INTO notes (body) VALUES ('one second after'); UPDATE notes SET body = 'too late' WHERE id = 1");
+    pg.sql("blog", "INSERT INTO notes (body) VALUES ('blog after')");
+    // The site is broken after T: the restore must undo it.
+    pg.sql("shop", "DELETE FROM notes");
+    let written = pg_now(&pg).ceil() as i64;
+    let blog = pg.row_hashes("blog");
+    wait_for("a shipment made after the writes", || {
+        shipped_since(&c, written + 1)
+            .filter(|&s| s > t)
+            .ok_or_else(|| c.ok(&["jobs", "list"]))
+    });
+
+    let out = c.json(&[
+        "restore",
+        "shop.test",
+        "--at",
+        &format!("@{t}"),
+        "--db-only",
+        "--in-place",
+        "--wait",
+    ]);
+    assert_eq!(out["state"], "succeeded", "{out}");
+    let rows = pg.sql("shop", "SELECT body FROM notes ORDER BY id");
+    assert_eq!(
+        rows.lines().collect::<Vec<_>>(),
+        ["first", "second", "one second before"],
+        "the rows of T - 1 s, none of T + 1 s"
+    );
+    assert_eq!(
+        pg.row_hashes("blog"),
+        blog,
+        "the other database was touched"
+    );
+    let step = last_database_restore_step(&c);
+    assert!(
+        step.contains("recovered") && step.contains("base backup"),
+        "{step}"
+    );
+    let left: Vec<_> = fs::read_dir("/var/tmp")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("cairn-pitr-"))
+        .collect();
+    assert!(left.is_empty(), "scratch left behind: {left:?}");
+
+    // A moment after the last commit: the WAL runs out first, and all of it
+    // is the moment (the stream was running then).
+    let quiet = pg_now(&pg).ceil() as i64 + 1;
+    pg_wait_until(&pg, quiet as f64);
+    wait_for("a shipment made after the quiet moment", || {
+        shipped_since(&c, quiet + 1)
+            .filter(|&s| s > quiet)
+            .ok_or_else(|| c.ok(&["jobs", "list"]))
+    });
+    pg.sql("shop", "INSERT INTO notes (body) VALUES ('much later')");
+    let out = c.json(&[
+        "restore",
+        "shop.test",
+        "--at",
+        &format!("@{quiet}"),
+        "--db-only",
+        "--wait",
+    ]);
+    assert_eq!(out["state"], "succeeded", "{out}");
+    let rows = pg.sql("shop", "SELECT body FROM notes ORDER BY id");
+    assert_eq!(
+        rows.lines().collect::<Vec<_>>(),
+        ["first", "second", "one second before"],
+        "the moment after the restore above and before 'much later'"
+    );
 }

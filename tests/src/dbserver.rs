@@ -288,7 +288,7 @@ impl Postgres {
         // Other roles log in with a password, so the password path is exercised.
         fs::write(
             data.join("pg_hba.conf"),
-            "local all postgres trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n",
+            "local all postgres trust\nhost all postgres 127.0.0.1/32 trust\nhost replication postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n",
         )?;
         let mut pg = Postgres {
             port: free_port(),

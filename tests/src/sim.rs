@@ -112,6 +112,7 @@ pub async fn connect(
             protocol: cairn_proto::PROTOCOL,
             min_protocol: cairn_proto::MIN_PROTOCOL,
             binlog: None,
+            wal: None,
         })),
     })
     .await?;

@@ -1,0 +1,249 @@
+//! The PostgreSQL write-ahead log stream (DB-4): with `[wal]` in agent.toml,
+//! a thread keeps `pg_receivewal` streaming into `spool/wal`, takes a base
+//! backup into `spool/base/<end>` every `base_every`, and removes base
+//! backups older than `keep` with the WAL only they needed. The spool lies
+//! inside the binary log spool, so one shipment carries both.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use cairn_dump::wal::{self, Receiver};
+use cairn_proto::agent::v1 as pb;
+use tokio::sync::watch;
+
+use crate::config::{parse_duration, WalConfig};
+
+/// Where the stream writes: inside the shipped binary log spool.
+pub fn spool(state_dir: &Path) -> PathBuf {
+    crate::binlog::spool(state_dir).join("postgres")
+}
+
+pub fn off() -> pb::BinlogState {
+    pb::BinlogState {
+        state: "off".into(),
+        detail: format!(
+            "the agent streams no PostgreSQL WAL (no [wal] section in agent.toml): {}",
+            wal::ENABLE_HINT
+        ),
+        format: String::new(),
+    }
+}
+
+/// Starts the stream's thread; its state is published on the returned channel.
+pub fn start(cfg: Option<WalConfig>, state_dir: &Path) -> watch::Receiver<pb::BinlogState> {
+    let (tx, rx) = watch::channel(off());
+    if let Some(cfg) = cfg {
+        let state_dir = state_dir.to_path_buf();
+        std::thread::Builder::new()
+            .name("wal".into())
+            .spawn(move || run(&cfg, &state_dir, &tx))
+            .expect("spawning the wal thread");
+    }
+    rx
+}
+
+fn set(tx: &watch::Sender<pb::BinlogState>, state: &str, detail: String) {
+    let next = pb::BinlogState {
+        state: state.into(),
+        detail,
+        format: String::new(),
+    };
+    if *tx.borrow() != next {
+        match state {
+            "streaming" => tracing::info!(detail = %next.detail, "WAL streaming"),
+            _ => tracing::warn!(detail = %next.detail, "WAL not streaming"),
+        }
+        tx.send_replace(next);
+    }
+}
+
+fn run(cfg: &WalConfig, state_dir: &Path, tx: &watch::Sender<pb::BinlogState>) {
+    let mut backoff = Duration::from_secs(2);
+    loop {
+        match stream_once(cfg, state_dir, tx) {
+            Ok(()) => backoff = Duration::from_secs(2),
+            Err(why) => set(tx, "unavailable", format!("{why}; {}", wal::ENABLE_HINT)),
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_secs(60));
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// One stream, until `pg_receivewal` exits.
+fn stream_once(
+    cfg: &WalConfig,
+    state_dir: &Path,
+    tx: &watch::Sender<pb::BinlogState>,
+) -> Result<(), String> {
+    let conn = cfg.connection().map_err(|e| e.to_string())?;
+    let keep = parse_duration(&cfg.keep).map_err(|e| e.to_string())?;
+    let base_every = parse_duration(&cfg.base_every).map_err(|e| e.to_string())?;
+    let spool = spool(state_dir);
+    let wal_dir = wal::wal_dir(&spool);
+    let pid_file = state_dir.join("wal.pid");
+    crate::binlog::stop_orphan(&pid_file, &["pg_receivewal"], &|args| {
+        args.windows(2)
+            .any(|w| w[0] == "--directory" && Path::new(&w[1]) == wal_dir)
+    });
+    let mut receiver = Receiver::start(&conn, &wal_dir, &cfg.slot).map_err(|e| e.to_string())?;
+    if let Err(e) = std::fs::write(&pid_file, receiver.pid().to_string()) {
+        tracing::warn!(file = %pid_file.display(), error = %e, "recording the stream's pid");
+    }
+    set(
+        tx,
+        "streaming",
+        format!("streaming WAL through replication slot {}", cfg.slot),
+    );
+    let mut base: Option<std::thread::JoinHandle<Result<i64, String>>> = None;
+    let mut last_alive = None::<Instant>;
+    let mut last_prune = None::<Instant>;
+    loop {
+        if let Some(why) = receiver.ended() {
+            return Err(why);
+        }
+        if last_alive.is_none_or(|t| t.elapsed() >= Duration::from_secs(2)) {
+            mark_alive(&spool);
+            last_alive = Some(Instant::now());
+        }
+        match base.take() {
+            Some(h) if h.is_finished() => match h.join() {
+                Ok(Ok(end)) => tracing::info!(end, "base backup taken"),
+                Ok(Err(why)) => {
+                    set(tx, "unavailable", format!("the base backup failed: {why}"));
+                    return Err(format!("the base backup failed: {why}"));
+                }
+                Err(_) => return Err("the base backup thread panicked".into()),
+            },
+            Some(h) => base = Some(h),
+            None => {
+                let newest = wal::bases(&wal::base_dir(&spool))
+                    .ok()
+                    .and_then(|b| b.last().map(|(t, _)| *t));
+                if newest.is_none_or(|t| unix_now() - t >= base_every.as_secs() as i64) {
+                    let (conn, spool, tmp) =
+                        (conn.clone(), spool.clone(), state_dir.join("pgbase.tmp"));
+                    base = Some(std::thread::spawn(move || take_base(&conn, &spool, &tmp)));
+                }
+            }
+        }
+        if base.is_none() && last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(600)) {
+            prune(&spool, keep);
+            last_prune = Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Records that the stream runs now (whole file, through a rename).
+fn mark_alive(spool: &Path) {
+    let file = wal::alive_file(spool);
+    let tmp = file.with_extension("tmp");
+    let done =
+        std::fs::write(&tmp, unix_now().to_string()).and_then(|_| std::fs::rename(&tmp, &file));
+    if let Err(e) = done {
+        tracing::warn!(file = %file.display(), error = %e, "recording the stream's progress");
+    }
+}
+
+/// A base backup, taken beside the spool and moved in once complete, so a
+/// shipment never carries half of one. Returns its end time.
+fn take_base(conn: &cairn_dump::Connection, spool: &Path, tmp: &Path) -> Result<i64, String> {
+    if tmp.exists() {
+        std::fs::remove_dir_all(tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    }
+    wal::base_backup(conn, tmp).map_err(|e| e.to_string())?;
+    let end = unix_now();
+    let dir = wal::base_dir(spool);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let into = dir.join(end.to_string());
+    std::fs::rename(tmp, &into).map_err(|e| format!("{}: {e}", into.display()))?;
+    Ok(end)
+}
+
+/// Removes base backups that ended more than `keep` ago (the newest older
+/// one stays: it reaches back to `keep`), then the WAL no kept base needs.
+fn prune(spool: &Path, keep: Duration) {
+    let dir = wal::base_dir(spool);
+    let Ok(all) = wal::bases(&dir) else { return };
+    let cutoff = unix_now() - keep.as_secs() as i64;
+    // The newest base at or before the cutoff, and all after it, stay.
+    let first_kept = all.iter().rposition(|(t, _)| *t <= cutoff).unwrap_or(0);
+    for (t, p) in &all[..first_kept] {
+        match std::fs::remove_dir_all(p) {
+            Ok(()) => tracing::info!(base = t, "old base backup removed from the spool"),
+            Err(e) => tracing::warn!(base = t, error = %e, "removing an old base backup"),
+        }
+    }
+    let Some(start) = all
+        .get(first_kept)
+        .and_then(|(_, p)| wal::base_start_segment(p))
+    else {
+        return;
+    };
+    let wal_dir = wal::wal_dir(spool);
+    let Ok(segments) = wal::segments(&wal_dir) else {
+        return;
+    };
+    // Names order by timeline first; the log and segment numbers decide.
+    for s in segments {
+        if s[8..24] < start[8..] {
+            if let Err(e) = std::fs::remove_file(wal_dir.join(&s)) {
+                tracing::warn!(segment = %s, error = %e, "removing an old WAL segment");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pruning_keeps_what_reaches_back_to_keep() {
+        let d = tempfile::tempdir().unwrap();
+        let spool = d.path();
+        let now = unix_now();
+        let day = 86_400;
+        let base = wal::base_dir(spool);
+        for (age, seg) in [(5 * day, 2), (3 * day, 5), (day, 9), (0, 12)] {
+            let p = base.join((now - age).to_string());
+            std::fs::create_dir_all(&p).unwrap();
+            std::fs::write(
+                p.join("backup_label"),
+                format!(
+                    "START WAL LOCATION: 0/0 (file {:024X})\n",
+                    (1u128 << 64) | seg
+                ),
+            )
+            .unwrap();
+        }
+        let wal_dir = wal::wal_dir(spool);
+        std::fs::create_dir_all(&wal_dir).unwrap();
+        for seg in 1..=13u128 {
+            let name = format!("{:024X}", (1u128 << 64) | seg);
+            let name = if seg == 13 {
+                format!("{name}.partial")
+            } else {
+                name
+            };
+            std::fs::write(wal_dir.join(name), b"").unwrap();
+        }
+        prune(spool, Duration::from_secs(2 * day as u64));
+        let left: Vec<i64> = wal::bases(&base)
+            .unwrap()
+            .iter()
+            .map(|(t, _)| now - t)
+            .collect();
+        assert_eq!(left, [3 * day, day, 0], "the base older than keep stays");
+        let segs = wal::segments(&wal_dir).unwrap();
+        assert_eq!(segs.first().unwrap(), "000000010000000000000005");
+        assert_eq!(segs.len(), 9);
+    }
+}
