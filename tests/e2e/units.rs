@@ -54,7 +54,10 @@ fn units_verify_clean_and_are_hardened_to_their_job() {
                 "CAP_CHOWN",
                 "CAP_FOWNER",
                 "CAP_FSETID",
-                "CAP_MKNOD"
+                "CAP_MKNOD",
+                // The PostgreSQL recovery server runs as the postgres account.
+                "CAP_SETUID",
+                "CAP_SETGID"
             ]
             .contains(&c),
             "{c}: not needed to read or restore sites"
