@@ -144,11 +144,7 @@ pub fn stop_orphan(pid_file: &Path, tools: &[&str], writes_here: &dyn Fn(&[Strin
         return;
     };
     let raw = pid.as_raw_nonzero().get();
-    let cmdline = std::fs::read(format!("/proc/{raw}/cmdline")).unwrap_or_default();
-    let args: Vec<String> = cmdline
-        .split(|&b| b == 0)
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
+    let args = process_args(raw as u32);
     let ours = args
         .first()
         .is_some_and(|a| tools.iter().any(|t| a.ends_with(t)))
@@ -161,6 +157,15 @@ pub fn stop_orphan(pid_file: &Path, tools: &[&str], writes_here: &dyn Fn(&[Strin
             }
         }
     }
+}
+
+/// A process's arguments (none once it has exited).
+pub fn process_args(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
 }
 
 /// Removes log files last written more than `keep` ago; the newest two stay.

@@ -187,6 +187,7 @@ fn ship_binlog(
     state_dir: &Path,
 ) -> anyhow::Result<()> {
     let spool = crate::binlog::spool(state_dir);
+    crate::wal::settle(state_dir);
     if !spool.is_dir() {
         bail!(
             "no binary log stream here ({} is missing): is [binlog] set in agent.toml?",

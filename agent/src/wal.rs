@@ -87,12 +87,13 @@ fn stream_once(
     let base_every = parse_duration(&cfg.base_every).map_err(|e| e.to_string())?;
     let spool = spool(state_dir);
     let wal_dir = wal::wal_dir(&spool);
+    let incoming = incoming(state_dir);
     let pid_file = state_dir.join("wal.pid");
     crate::binlog::stop_orphan(&pid_file, &["pg_receivewal"], &|args| {
         args.windows(2)
-            .any(|w| w[0] == "--directory" && Path::new(&w[1]) == wal_dir)
+            .any(|w| w[0] == "--directory" && Path::new(&w[1]) == incoming)
     });
-    let mut receiver = Receiver::start(&conn, &wal_dir, &cfg.slot).map_err(|e| e.to_string())?;
+    let mut receiver = Receiver::start(&conn, &incoming, &cfg.slot).map_err(|e| e.to_string())?;
     if let Err(e) = std::fs::write(&pid_file, receiver.pid().to_string()) {
         tracing::warn!(file = %pid_file.display(), error = %e, "recording the stream's pid");
     }
@@ -101,18 +102,21 @@ fn stream_once(
         "streaming",
         format!("streaming WAL through replication slot {}", cfg.slot),
     );
-    let mut base: Option<std::thread::JoinHandle<Result<i64, String>>> = None;
+    let mut base = BaseRun(None);
     let mut last_alive = None::<Instant>;
     let mut last_prune = None::<Instant>;
     loop {
         if let Some(why) = receiver.ended() {
             return Err(why);
         }
+        if let Err(e) = mirror(&incoming, &wal_dir) {
+            return Err(format!("linking WAL into {}: {e}", wal_dir.display()));
+        }
         if last_alive.is_none_or(|t| t.elapsed() >= Duration::from_secs(2)) {
             mark_alive(&spool);
             last_alive = Some(Instant::now());
         }
-        match base.take() {
+        match base.0.take() {
             Some(h) if h.is_finished() => match h.join() {
                 Ok(Ok(end)) => tracing::info!(end, "base backup taken"),
                 Ok(Err(why)) => {
@@ -121,23 +125,112 @@ fn stream_once(
                 }
                 Err(_) => return Err("the base backup thread panicked".into()),
             },
-            Some(h) => base = Some(h),
+            Some(h) => base.0 = Some(h),
             None => {
                 let newest = wal::bases(&wal::base_dir(&spool))
                     .ok()
                     .and_then(|b| b.last().map(|(t, _)| *t));
                 if newest.is_none_or(|t| unix_now() - t >= base_every.as_secs() as i64) {
-                    let (conn, spool, tmp) =
-                        (conn.clone(), spool.clone(), state_dir.join("pgbase.tmp"));
-                    base = Some(std::thread::spawn(move || take_base(&conn, &spool, &tmp)));
+                    let (conn, state_dir) = (conn.clone(), state_dir.to_path_buf());
+                    base.0 = Some(std::thread::spawn(move || take_base(&conn, &state_dir)));
                 }
             }
         }
-        if base.is_none() && last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(600)) {
-            prune(&spool, keep);
+        if base.0.is_none() && last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(600)) {
+            prune(&spool, &incoming, keep);
             last_prune = Some(Instant::now());
         }
         std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Where `pg_receivewal` writes. It renames a segment's `.partial` file
+/// when the segment is complete, which a shipment listing the directory at
+/// that moment would miss under both names; so it writes here, and the
+/// shipped `wal/` gets hard links that are only ever added or replaced whole
+/// (a `.partial` link is dropped only before a shipment, by [`settle`]).
+fn incoming(state_dir: &Path) -> PathBuf {
+    state_dir.join("wal-incoming")
+}
+
+/// Links every segment (and timeline history) of `incoming` into `wal`.
+fn mirror(incoming: &Path, wal: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::create_dir_all(wal)?;
+    for e in std::fs::read_dir(incoming)? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let wanted = wal::segments_named(&name) || name.ends_with(".history");
+        if !wanted {
+            continue;
+        }
+        let Ok(src) = e.metadata() else { continue };
+        let dst = wal.join(&name);
+        match std::fs::metadata(&dst) {
+            Ok(m) if m.ino() == src.ino() => continue,
+            Ok(_) | Err(_) => {
+                // Replaced whole: a reader sees the old link or the new one.
+                let tmp = wal.join(format!(".{name}.link"));
+                let _ = std::fs::remove_file(&tmp);
+                match std::fs::hard_link(e.path(), &tmp) {
+                    Ok(()) => std::fs::rename(&tmp, &dst)?,
+                    // Renamed by pg_receivewal meanwhile: next round.
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(err) => return Err(err),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Before a shipment lists the spool: drops each `.partial` link whose
+/// segment is complete, so no listing can miss a segment, and records that
+/// the stream runs now if it does (what this shipment holds reaches now).
+pub fn settle(state_dir: &Path) {
+    let spool = spool(state_dir);
+    if receiving(state_dir) {
+        mark_alive(&spool);
+    }
+    let wal_dir = wal::wal_dir(&spool);
+    let Ok(segments) = wal::segments(&wal_dir) else {
+        return;
+    };
+    for s in &segments {
+        if let Some(full) = s.strip_suffix(".partial") {
+            if segments.iter().any(|o| o == full) {
+                let _ = std::fs::remove_file(wal_dir.join(s));
+            }
+        }
+    }
+}
+
+/// Whether this agent's `pg_receivewal` runs (its pid file names a live
+/// one writing into the incoming directory).
+fn receiving(state_dir: &Path) -> bool {
+    let Some(pid) = std::fs::read_to_string(state_dir.join("wal.pid"))
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok())
+    else {
+        return false;
+    };
+    let args = crate::binlog::process_args(pid);
+    let dir = incoming(state_dir);
+    args.first().is_some_and(|a| a.ends_with("pg_receivewal"))
+        && args
+            .windows(2)
+            .any(|w| w[0] == "--directory" && Path::new(&w[1]) == dir)
+}
+
+/// A base backup in progress; a stream that ends waits for it, so two
+/// never write the same temporary directory.
+struct BaseRun(Option<std::thread::JoinHandle<Result<i64, String>>>);
+
+impl Drop for BaseRun {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            let _ = h.join();
+        }
     }
 }
 
@@ -154,12 +247,43 @@ fn mark_alive(spool: &Path) {
 
 /// A base backup, taken beside the spool and moved in once complete, so a
 /// shipment never carries half of one. Returns its end time.
-fn take_base(conn: &cairn_dump::Connection, spool: &Path, tmp: &Path) -> Result<i64, String> {
+fn take_base(conn: &cairn_dump::Connection, state_dir: &Path) -> Result<i64, String> {
+    let (spool, tmp) = (&spool(state_dir), &state_dir.join("pgbase.tmp"));
     if tmp.exists() {
         std::fs::remove_dir_all(tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
     }
     wal::base_backup(conn, tmp).map_err(|e| e.to_string())?;
     let end = unix_now();
+    // Usable only with the WAL from its start on: the stream must have it.
+    let first = wal::base_start_segment(tmp)
+        .ok_or_else(|| format!("{}: no readable backup_label", tmp.display()))?;
+    let incoming = incoming(state_dir);
+    // By log and segment number (a name's last 16 digits).
+    let numbers = || -> Vec<String> {
+        wal::segments(&incoming)
+            .unwrap_or_default()
+            .iter()
+            .map(|s| s.trim_end_matches(".partial")[8..].to_string())
+            .collect()
+    };
+    let first_number = &first[8..];
+    let received = || numbers().iter().any(|n| n.as_str() >= first_number);
+    let since = Instant::now();
+    while !received() {
+        if since.elapsed() > Duration::from_secs(60) {
+            let _ = std::fs::remove_dir_all(tmp);
+            return Err(format!(
+                "the stream has not received WAL segment {first}, where the base backup starts, within 60 s"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    if !numbers().iter().any(|n| n.as_str() <= first_number) {
+        let _ = std::fs::remove_dir_all(tmp);
+        return Err(format!(
+            "the stream began after WAL segment {first}, where the base backup starts: the next one will be usable"
+        ));
+    }
     let dir = wal::base_dir(spool);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let into = dir.join(end.to_string());
@@ -169,7 +293,7 @@ fn take_base(conn: &cairn_dump::Connection, spool: &Path, tmp: &Path) -> Result<
 
 /// Removes base backups that ended more than `keep` ago (the newest older
 /// one stays: it reaches back to `keep`), then the WAL no kept base needs.
-fn prune(spool: &Path, keep: Duration) {
+fn prune(spool: &Path, incoming: &Path, keep: Duration) {
     let dir = wal::base_dir(spool);
     let Ok(all) = wal::bases(&dir) else { return };
     let cutoff = unix_now() - keep.as_secs() as i64;
@@ -187,15 +311,16 @@ fn prune(spool: &Path, keep: Duration) {
     else {
         return;
     };
-    let wal_dir = wal::wal_dir(spool);
-    let Ok(segments) = wal::segments(&wal_dir) else {
-        return;
-    };
-    // Names order by timeline first; the log and segment numbers decide.
-    for s in segments {
-        if s[8..24] < start[8..] {
-            if let Err(e) = std::fs::remove_file(wal_dir.join(&s)) {
-                tracing::warn!(segment = %s, error = %e, "removing an old WAL segment");
+    for dir in [wal::wal_dir(spool), incoming.to_path_buf()] {
+        let Ok(segments) = wal::segments(&dir) else {
+            continue;
+        };
+        // Names order by timeline first; the log and segment numbers decide.
+        for s in segments {
+            if s[8..24] < start[8..] {
+                if let Err(e) = std::fs::remove_file(dir.join(&s)) {
+                    tracing::warn!(segment = %s, error = %e, "removing an old WAL segment");
+                }
             }
         }
     }
@@ -235,7 +360,11 @@ mod tests {
             };
             std::fs::write(wal_dir.join(name), b"").unwrap();
         }
-        prune(spool, Duration::from_secs(2 * day as u64));
+        prune(
+            spool,
+            &d.path().join("none"),
+            Duration::from_secs(2 * day as u64),
+        );
         let left: Vec<i64> = wal::bases(&base)
             .unwrap()
             .iter()
@@ -245,5 +374,37 @@ mod tests {
         let segs = wal::segments(&wal_dir).unwrap();
         assert_eq!(segs.first().unwrap(), "000000010000000000000005");
         assert_eq!(segs.len(), 9);
+    }
+
+    #[test]
+    fn the_shipped_wal_never_loses_a_segment_to_a_rename() {
+        let d = tempfile::tempdir().unwrap();
+        let incoming = incoming(d.path());
+        let wal_dir = wal::wal_dir(&spool(d.path()));
+        std::fs::create_dir_all(&incoming).unwrap();
+        let seg = "000000010000000000000007";
+        let partial = format!("{seg}.partial");
+        std::fs::write(incoming.join(&partial), b"half").unwrap();
+        mirror(&incoming, &wal_dir).unwrap();
+        assert_eq!(wal::segments(&wal_dir).unwrap(), [partial.clone()]);
+        // pg_receivewal completes the segment: the shipped name stays until
+        // a shipment settles, and the complete one is added beside it.
+        std::fs::rename(incoming.join(&partial), incoming.join(seg)).unwrap();
+        assert_eq!(wal::segments(&wal_dir).unwrap(), [partial.clone()]);
+        mirror(&incoming, &wal_dir).unwrap();
+        assert_eq!(
+            wal::segments(&wal_dir).unwrap(),
+            [seg.to_string(), partial.clone()]
+        );
+        settle(d.path());
+        assert_eq!(wal::segments(&wal_dir).unwrap(), [seg]);
+        // A partial file written anew replaces its link whole.
+        let next = "000000010000000000000008.partial";
+        std::fs::write(incoming.join(next), b"a").unwrap();
+        mirror(&incoming, &wal_dir).unwrap();
+        std::fs::remove_file(incoming.join(next)).unwrap();
+        std::fs::write(incoming.join(next), b"b").unwrap();
+        mirror(&incoming, &wal_dir).unwrap();
+        assert_eq!(std::fs::read(wal_dir.join(next)).unwrap(), b"b");
     }
 }

@@ -75,13 +75,29 @@ impl Receiver {
         check_slot(slot)?;
         std::fs::create_dir_all(wal).map_err(|e| DbError::io(wal.display().to_string(), e))?;
         let pg = Libpq::new(conn)?;
-        let mut create = pg.command("pg_receivewal", "");
+        // Reserved now (`pg_receivewal --create-slot` reserves nothing until
+        // it first streams, and then starts at the server's position: a base
+        // backup begun before that would miss its first segment).
+        let mut create = pg.command("psql", "");
         create
-            .args(["--create-slot", "--if-not-exists", "--no-password"])
-            .arg(format!("--slot={slot}"))
-            .arg("--directory")
-            .arg(wal);
-        run_capture(create, "pg_receivewal --create-slot").map_err(fail)?;
+            .args([
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "--no-password",
+                "-d",
+                "replication=true",
+            ])
+            .arg("-c")
+            .arg(format!(
+                "CREATE_REPLICATION_SLOT \"{slot}\" PHYSICAL RESERVE_WAL"
+            ));
+        match run_capture(create, "psql (creating the replication slot)") {
+            Ok(_) => {}
+            Err(e) if e.contains("already exists") => {}
+            Err(e) => return Err(fail(e)),
+        }
         let mut cmd = pg.command("pg_receivewal", "");
         cmd.args(["--no-loop", "--synchronous", "--no-password"])
             .arg(format!("--slot={slot}"))
@@ -176,6 +192,11 @@ pub fn base_start_segment(base: &Path) -> Option<String> {
 /// A WAL segment's name: 24 hex digits (timeline, log, segment).
 fn is_segment(name: &str) -> bool {
     name.len() == 24 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Whether `name` is a WAL segment's file (complete or `.partial`).
+pub fn segments_named(name: &str) -> bool {
+    is_segment(name.trim_end_matches(".partial"))
 }
 
 /// The WAL segments in `dir` (a trailing `.partial` kept), by name.
@@ -325,7 +346,11 @@ pub fn recover(
     // The stream's newest segment is still growing: the server reads it whole.
     for seg in segments(wal).map_err(|e| io(wal, e))? {
         if let Some(full) = seg.strip_suffix(".partial") {
-            std::fs::rename(wal.join(&seg), wal.join(full)).map_err(|e| io(wal, e))?;
+            if wal.join(full).exists() {
+                std::fs::remove_file(wal.join(&seg)).map_err(|e| io(wal, e))?;
+            } else {
+                std::fs::rename(wal.join(&seg), wal.join(full)).map_err(|e| io(wal, e))?;
+            }
         }
     }
     for stale in ["postmaster.pid", "postmaster.opts", "standby.signal"] {
@@ -437,8 +462,13 @@ pub fn recover(
             }
             let tail: Vec<&str> = text.lines().rev().take(12).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
+            let shipped = segments(wal).unwrap_or_default();
             return Err(restore_fail(format!(
-                "the recovery server stopped ({status}): {}",
+                "the recovery server stopped ({status}); the shipped WAL holds {}: {}",
+                match (shipped.first(), shipped.last()) {
+                    (Some(a), Some(b)) => format!("{} segments, {a} to {b}", shipped.len()),
+                    _ => "no segment".into(),
+                },
                 tail.join("\n")
             )));
         }

@@ -14,20 +14,29 @@ use cairn_tests::*;
 
 use crate::fleet_db::site;
 
-/// The newest time the controller holds a shipment of `agent`'s binary log
-/// made by a job created at or after `since` (so it read the spool after it).
+/// The newest shipment of the binary log (or WAL) the controller holds that
+/// began at or after `since`: it read the spool after then. A restore to a
+/// moment takes the newest shipment, which must have begun after it.
 fn shipped_since(c: &Cluster, since: i64) -> Option<i64> {
-    let jobs = c.json(&["jobs", "list"]);
-    jobs.as_array()
+    let snaps = c.json(&["snapshots", "list"]);
+    snaps
+        .as_array()
         .unwrap()
         .iter()
-        .filter(|j| {
-            j["content"] == "binlog"
-                && j["state"] == "succeeded"
-                && j["created_at"].as_i64().unwrap() >= since
-        })
-        .filter_map(|j| j["finished_at"].as_i64())
+        .filter(|s| s["content"] == "binlog")
+        .filter_map(|s| s["time"].as_i64())
+        .filter(|&t| t >= since)
         .max()
+}
+
+/// `domains show shop.test --json`, or why not (the agent's first
+/// inventory may not have reached the controller yet).
+fn show_shop(c: &Cluster) -> Result<serde_json::Value, String> {
+    let out = c.ctl(&["domains", "show", "shop.test", "--json"]);
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
 }
 
 /// Polls `f` until it gives a value; on timeout the last thing it said.
@@ -87,7 +96,7 @@ fn a_database_comes_back_to_the_second_asked_and_no_later() {
     );
     let mut agent = c.add_agent_toml("web1", &toml);
     let show = wait_for("the binary log to be shipped", || {
-        let d = c.json(&["domains", "show", "shop.test"]);
+        let d = show_shop(&c)?;
         let p = d["point_in_time"].as_str().unwrap();
         if p.starts_with("on: binary log shipped") {
             Ok(d)
@@ -131,6 +140,17 @@ fn a_database_comes_back_to_the_second_asked_and_no_later() {
             after = t + 1
         ),
     );
+    // The stream has the writes before a shipment made after now can.
+    let head = maria.sql(None, "SHOW MASTER STATUS");
+    let mut f = head.split_whitespace();
+    let (file, pos): (String, u64) = (f.next().unwrap().into(), f.next().unwrap().parse().unwrap());
+    let streamed = agent.state().join("binlog").join(&file);
+    wait_for("the stream to receive the writes", || {
+        let len = fs::metadata(&streamed).map(|m| m.len()).unwrap_or(0);
+        (len >= pos)
+            .then_some(())
+            .ok_or(format!("{len} of {pos} bytes of {file}"))
+    });
     let written = server_now(&maria);
     let blog = maria.checksums("blog");
     // The site is broken after T: the restore must undo it.
@@ -279,7 +299,7 @@ fn without_a_binary_log_the_domain_says_so_and_restores_the_dump() {
     );
     let _agent = c.add_agent_toml("web1", &toml);
     let d = wait_for("the agent's binary log state", || {
-        let d = c.json(&["domains", "show", "shop.test"]);
+        let d = show_shop(&c)?;
         let p = d["point_in_time"].as_str().unwrap().to_string();
         if p.starts_with("off:") && p.contains("binary log is off") {
             Ok(p)
@@ -307,6 +327,20 @@ fn pg_now(pg: &Postgres) -> f64 {
         .trim()
         .parse()
         .unwrap()
+}
+
+/// Waits until the agent's stream has received all WAL written so far (its
+/// slot's position is what pg_receivewal reported flushed).
+fn pg_wait_received(pg: &Postgres) {
+    let lsn = pg.sql("postgres", "SELECT pg_current_wal_lsn()");
+    let sql = format!(
+        "SELECT restart_lsn >= '{}'::pg_lsn FROM pg_replication_slots WHERE slot_name = 'cairn'",
+        lsn.trim()
+    );
+    wait_for("the stream to receive the WAL", || {
+        let done = pg.sql("postgres", &sql);
+        (done.trim() == "t").then_some(()).ok_or(done)
+    });
 }
 
 /// Waits (on the server's clock, at most a few seconds) until it reads `t`.
@@ -350,7 +384,7 @@ fn a_postgres_database_comes_back_to_the_second_asked_from_the_wal() {
     let agent = c.add_agent_toml("web1", &toml);
     let bases = agent.state().join("binlog/postgres/base");
     wait_for("the WAL shipped and a base backup taken", || {
-        let d = c.json(&["domains", "show", "shop.test"]);
+        let d = show_shop(&c)?;
         let p = d["point_in_time"].as_str().unwrap().to_string();
         let based = fs::read_dir(&bases).is_ok_and(|mut d| d.next().is_some());
         if p.starts_with("on: WAL shipped") && based {
@@ -378,6 +412,7 @@ fn a_postgres_database_comes_back_to_the_second_asked_from_the_wal() {
     pg.sql("blog", "INSERT INTO notes (body) VALUES ('blog after')");
     // The site is broken after T: the restore must undo it.
     pg.sql("shop", "DELETE FROM notes");
+    pg_wait_received(&pg);
     let written = pg_now(&pg).ceil() as i64;
     let blog = pg.row_hashes("blog");
     wait_for("a shipment made after the writes", || {
@@ -421,6 +456,7 @@ fn a_postgres_database_comes_back_to_the_second_asked_from_the_wal() {
 
     // A moment after the last commit: the WAL runs out first, and all of it
     // is the moment (the stream was running then).
+    pg_wait_received(&pg);
     let quiet = pg_now(&pg).ceil() as i64 + 1;
     pg_wait_until(&pg, quiet as f64);
     wait_for("a shipment made after the quiet moment", || {
