@@ -386,11 +386,17 @@ mod tests {
         let partial = format!("{seg}.partial");
         std::fs::write(incoming.join(&partial), b"half").unwrap();
         mirror(&incoming, &wal_dir).unwrap();
-        assert_eq!(wal::segments(&wal_dir).unwrap(), [partial.clone()]);
+        assert_eq!(
+            wal::segments(&wal_dir).unwrap(),
+            std::slice::from_ref(&partial)
+        );
         // pg_receivewal completes the segment: the shipped name stays until
         // a shipment settles, and the complete one is added beside it.
         std::fs::rename(incoming.join(&partial), incoming.join(seg)).unwrap();
-        assert_eq!(wal::segments(&wal_dir).unwrap(), [partial.clone()]);
+        assert_eq!(
+            wal::segments(&wal_dir).unwrap(),
+            std::slice::from_ref(&partial)
+        );
         mirror(&incoming, &wal_dir).unwrap();
         assert_eq!(
             wal::segments(&wal_dir).unwrap(),

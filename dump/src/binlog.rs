@@ -11,12 +11,12 @@
 //! own database.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 
 use serde::{Deserialize, Serialize};
 
 use crate::mysql::Client;
-use crate::{finish_child, Connection, DbError, Engine, Result, StderrTail};
+use crate::{finish_child, Connection, DbError, Engine, Result, Running, StderrTail};
 
 /// A place in a server's binary log: the file and the byte offset of the
 /// next event.
@@ -83,8 +83,7 @@ pub fn server_log(conn: &Connection) -> Result<ServerLog> {
 /// `mariadb-binlog` streaming a server's binary log into a directory, one
 /// file per server log file, until it is stopped or the server goes away.
 pub struct Streamer {
-    child: Child,
-    stderr: Option<StderrTail>,
+    child: Running,
     _client: Client,
 }
 
@@ -109,43 +108,22 @@ impl Streamer {
         ])
         // The output prefix: a directory, so the files keep the server's names.
         .arg(format!("--result-file={}/", spool.display()))
-        .arg(from_file)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|e| {
-            DbError::Invalid(format!("cannot run mariadb-binlog or mysqlbinlog: {e}"))
-        })?;
-        let stderr = StderrTail::collect(child.stderr.take().expect("piped"));
+        .arg(from_file);
+        let child = Running::spawn(cmd, "mariadb-binlog").map_err(DbError::Invalid)?;
         Ok(Streamer {
             child,
-            stderr: Some(stderr),
             _client: client,
         })
     }
 
     /// The stream's process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.pid()
     }
 
     /// `Some` once the stream has ended, with why.
     pub fn ended(&mut self) -> Option<String> {
-        match self.child.try_wait() {
-            Ok(None) => None,
-            Ok(Some(status)) => {
-                let err = self.stderr.take().map(|s| s.join()).unwrap_or_default();
-                Some(format!("mariadb-binlog ended ({status}): {}", err.trim()))
-            }
-            Err(e) => Some(format!("waiting for mariadb-binlog: {e}")),
-        }
-    }
-}
-
-impl Drop for Streamer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.ended()
     }
 }
 

@@ -958,6 +958,55 @@ impl StderrTail {
     }
 }
 
+/// A tool that runs until stopped (a log stream): killed on drop.
+pub(crate) struct Running {
+    tool: &'static str,
+    child: Child,
+    stderr: Option<StderrTail>,
+}
+
+impl Running {
+    /// Spawns `cmd` with its stderr collected (stdin and stdout closed).
+    pub(crate) fn spawn(mut cmd: Command, tool: &'static str) -> Result<Running, String> {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run {tool}: {e}"))?;
+        let stderr = StderrTail::collect(child.stderr.take().expect("piped"));
+        Ok(Running {
+            tool,
+            child,
+            stderr: Some(stderr),
+        })
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `Some` once the tool has ended, with why.
+    pub(crate) fn ended(&mut self) -> Option<String> {
+        let tool = self.tool;
+        match self.child.try_wait() {
+            Ok(None) => None,
+            Ok(Some(status)) => {
+                let err = self.stderr.take().map(|s| s.join()).unwrap_or_default();
+                Some(format!("{tool} ended ({status}): {}", err.trim()))
+            }
+            Err(e) => Some(format!("waiting for {tool}: {e}")),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Waits for a tool and turns a failure into a readable cause.
 pub(crate) fn finish_child(mut child: Child, stderr: StderrTail, tool: &str) -> Result<(), String> {
     let status = child

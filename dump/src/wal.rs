@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::postgres::Libpq;
-use crate::{run_capture, Connection, DbError, Engine, Result, SecretFile, StderrTail};
+use crate::{run_capture, Connection, DbError, Engine, Result, Running, SecretFile, StderrTail};
 
 /// How an operator turns point-in-time restores on for a PostgreSQL server.
 pub const ENABLE_HINT: &str = "give the agent a [wal] section in agent.toml with a user that has the REPLICATION attribute (CREATE ROLE cairn_wal LOGIN REPLICATION PASSWORD '…'), allow it a replication connection in pg_hba.conf (host replication cairn_wal 127.0.0.1/32 scram-sha-256) and keep wal_level at replica or logical";
@@ -63,8 +63,7 @@ fn check_slot(slot: &str) -> Result<()> {
 /// `pg_receivewal` streaming a server's WAL into a directory until it is
 /// stopped or the connection ends.
 pub struct Receiver {
-    child: Child,
-    stderr: Option<StderrTail>,
+    child: Running,
     _pass: Option<SecretFile>,
 }
 
@@ -102,42 +101,20 @@ impl Receiver {
         cmd.args(["--no-loop", "--synchronous", "--no-password"])
             .arg(format!("--slot={slot}"))
             .arg("--directory")
-            .arg(wal)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| fail(format!("cannot run pg_receivewal: {e}")))?;
-        let stderr = StderrTail::collect(child.stderr.take().expect("piped"));
+            .arg(wal);
         Ok(Receiver {
-            child,
-            stderr: Some(stderr),
+            child: Running::spawn(cmd, "pg_receivewal").map_err(fail)?,
             _pass: pg.into_passfile(),
         })
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.pid()
     }
 
     /// `Some` once the stream has ended, with why.
     pub fn ended(&mut self) -> Option<String> {
-        match self.child.try_wait() {
-            Ok(None) => None,
-            Ok(Some(status)) => {
-                let err = self.stderr.take().map(|s| s.join()).unwrap_or_default();
-                Some(format!("pg_receivewal ended ({status}): {}", err.trim()))
-            }
-            Err(e) => Some(format!("waiting for pg_receivewal: {e}")),
-        }
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.ended()
     }
 }
 
