@@ -688,6 +688,7 @@ impl Fleet {
                     offset: loc.offset,
                     length: loc.length,
                     raw_length: loc.raw_length,
+                    grouped: loc.grouped,
                 });
         }
         let ranges = by_pack

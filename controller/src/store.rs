@@ -208,7 +208,11 @@ impl Store {
         let mut st = self.state.lock().unwrap();
         let answer: Vec<bool> = {
             let idx = self.repo.index();
-            ids.iter().map(|i| idx.contains(i)).collect()
+            // A grouped blob is never offered: a restore of a snapshot naming
+            // it would be granted the whole group, other sites' blobs too.
+            ids.iter()
+                .map(|i| idx.get(i).is_some_and(|l| !l.grouped))
+                .collect()
         };
         let present = || {
             ids.iter()
@@ -415,18 +419,29 @@ impl Store {
         snap.job = Some(job.job_id.to_string());
         snap.run = (!job.run_id.is_empty()).then(|| job.run_id.to_string());
         let mut st = self.state.lock().unwrap();
-        {
-            let idx = self.repo.index();
-            if let Some(missing) = reachable.iter().find(|b| !idx.contains(b)) {
-                return Err(StoreError::NotReady(format!(
-                    "blob {missing} of the snapshot is not stored"
-                )));
-            }
-        }
         let state = st
             .jobs
             .get_mut(job.job_id)
             .ok_or_else(|| StoreError::Denied(format!("job {} is not running", job.job_id)))?;
+        {
+            let idx = self.repo.index();
+            for b in &reachable {
+                match idx.get(b) {
+                    None => {
+                        return Err(StoreError::NotReady(format!(
+                            "blob {b} of the snapshot is not stored"
+                        )))
+                    }
+                    // Its group's other members would be granted with it.
+                    Some(l) if l.grouped && !state.packs.contains(&l.pack) => {
+                        return Err(StoreError::Refused(format!(
+                            "blob {b} of the snapshot is in a group this job did not write"
+                        )))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
         if state.committed.is_some() {
             return Err(already(job.job_id));
         }

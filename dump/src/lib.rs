@@ -470,6 +470,17 @@ pub struct BackupRequest<'a> {
     pub progress: &'a AtomicU64,
 }
 
+/// A session for one dump. Its small chunks are grouped per host and domain
+/// where no controller is involved; a controller does not take groups from
+/// agents yet, as its read grants would hand a whole group to a restore.
+fn begin_session<'r>(repo: &'r Repository, req: &BackupRequest) -> Result<StreamBackup<'r>> {
+    let mut session = StreamBackup::begin(repo)?;
+    if repo.known_blobs().is_none() {
+        session.group_small_blobs(&format!("{}\n{}", req.host, req.domain));
+    }
+    Ok(session)
+}
+
 /// A writer for one dump: dump-sized chunks, progress counted into the request.
 fn dump_writer<'s, 'r>(
     session: &'s StreamBackup<'r>,
@@ -523,7 +534,7 @@ pub fn backup(repo: &Repository, req: BackupRequest) -> Result<(Id, Snapshot, Ma
     }
     let mut options = req.options.clone();
     options.apply_profile();
-    let session = StreamBackup::begin(repo)?;
+    let session = begin_session(repo, &req)?;
     let writer = dump_writer(&session, &req);
     let dumped = match req.engine {
         Engine::Mariadb => mysql::dump(req.conn, &options, writer)?,
@@ -543,7 +554,7 @@ pub fn backup_stream(
     req: BackupRequest,
 ) -> Result<(Id, Snapshot, Manifest)> {
     let (engine, database) = (req.engine, req.conn.database.as_str());
-    let session = StreamBackup::begin(repo)?;
+    let session = begin_session(repo, &req)?;
     let writer = dump_writer(&session, &req);
     let options = DumpOptions::default();
     let fail = |cause: String| DbError::Dump {

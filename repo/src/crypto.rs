@@ -15,7 +15,9 @@
 //!
 //! The plaintext of an envelope starts with one byte naming its encoding:
 //! `0x00` raw, `0x01` a zstd frame. Compression is skipped when it saves less
-//! than 3% (already-compressed images and archives).
+//! than 3% (already-compressed images and archives). Format v1.1 adds `0x02`:
+//! a group of small blobs in one zstd frame (see `group`), which only blob
+//! reads accept.
 //!
 //! A blob's id is BLAKE3 keyed with the repository's id key over the blob's
 //! uncompressed plaintext, so a storage operator cannot confirm a guessed file.
@@ -35,6 +37,7 @@ pub const ENVELOPE_OVERHEAD: usize = ENVELOPE_HEADER + TAG_LEN + 1;
 
 const ENC_RAW: u8 = 0;
 const ENC_ZSTD: u8 = 1;
+pub(crate) const ENC_GROUP: u8 = 2;
 const MIN_COMPRESS: usize = 64;
 
 /// The largest plaintext any envelope may open to. Blobs are far smaller
@@ -165,6 +168,11 @@ impl MasterKey {
         what: &dyn std::fmt::Display,
         max: usize,
     ) -> Result<Vec<u8>> {
+        single(self.decrypt(envelope, what)?, what, max)
+    }
+
+    /// Verifies the tag and decrypts one envelope: its encoding byte, then its body.
+    pub(crate) fn decrypt(&self, envelope: &[u8], what: &dyn std::fmt::Display) -> Result<Vec<u8>> {
         if envelope.len() < ENVELOPE_HEADER + TAG_LEN + 1 {
             return Err(Error::corrupt(what.to_string(), "envelope too short"));
         }
@@ -192,26 +200,10 @@ impl MasterKey {
                 },
             )
             .map_err(|_| Error::corrupt(what.to_string(), "authentication tag mismatch"))?;
-        let too_big = || Error::corrupt(what.to_string(), format!("plaintext exceeds {max} bytes"));
-        match body.first() {
-            Some(&ENC_RAW) if body.len() - 1 > max => Err(too_big()),
-            Some(&ENC_RAW) => Ok(body[1..].to_vec()),
-            Some(&ENC_ZSTD) => {
-                use std::io::Read;
-                let zerr =
-                    |e: std::io::Error| Error::corrupt(what.to_string(), format!("zstd: {e}"));
-                let dec = zstd::stream::read::Decoder::with_buffer(&body[1..]).map_err(zerr)?;
-                let mut out = Vec::new();
-                dec.take(max as u64 + 1)
-                    .read_to_end(&mut out)
-                    .map_err(zerr)?;
-                if out.len() > max {
-                    return Err(too_big());
-                }
-                Ok(out)
-            }
-            _ => Err(Error::corrupt(what.to_string(), "unknown encoding byte")),
+        if body.is_empty() {
+            return Err(Error::corrupt(what.to_string(), "unknown encoding byte"));
         }
+        Ok(body)
     }
 
     /// Opens a blob envelope and checks that its plaintext hashes to `id`.
@@ -221,15 +213,100 @@ impl MasterKey {
 
     /// Like [`MasterKey::open_blob`], with the plaintext bounded by `max`.
     pub fn open_blob_bounded(&self, id: &Id, envelope: &[u8], max: usize) -> Result<Vec<u8>> {
-        let plain = self.open_bounded(envelope, &format_args!("blob {id}"), max)?;
+        Ok(self.open_blob_scoped(id, envelope, max)?.0)
+    }
+
+    /// Opens a blob that may be a member of a group (then the group's scope
+    /// comes with it). Members of one group read one after the other are
+    /// decrypted and decompressed once.
+    pub fn open_blob_scoped(
+        &self,
+        id: &Id,
+        envelope: &[u8],
+        max: usize,
+    ) -> Result<(Vec<u8>, Option<Id>)> {
+        if let Some(found) = crate::group::cached_member(id, envelope, max) {
+            return found;
+        }
+        let what = format_args!("blob {id}");
+        let body = self.decrypt(envelope, &what)?;
+        if body[0] == ENC_GROUP {
+            let group = crate::group::decode(self, &body[1..], &what)?;
+            return crate::group::cache_and_take(group, id, envelope, max);
+        }
+        let plain = single(body, &what, max)?;
         if self.blob_id(&plain) != *id {
             return Err(Error::corrupt(
                 format!("blob {id}"),
                 "content does not match its id",
             ));
         }
-        Ok(plain)
+        Ok((plain, None))
     }
+
+    /// The key that ids the members of groups of `scope`: keyed by the id key,
+    /// so it is as secret as blob ids are, and separate from single blobs' ids.
+    pub(crate) fn member_key(&self, scope: &Id) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_keyed(&self.id_key);
+        h.update(b"cairn group member key v1\0");
+        h.update(&scope.0);
+        *h.finalize().as_bytes()
+    }
+
+    /// The scope a writer named `name` (a host and domain) groups blobs under.
+    pub fn group_scope(&self, name: &str) -> Id {
+        let mut h = blake3::Hasher::new_keyed(&self.id_key);
+        h.update(b"cairn group scope v1\0");
+        h.update(name.as_bytes());
+        Id(*h.finalize().as_bytes())
+    }
+
+    /// Compresses `plain` (a group's table and members) and encrypts it as a group.
+    pub(crate) fn seal_group_body(&self, plain: &[u8], zstd_level: i32) -> Vec<u8> {
+        let c = compress(plain, zstd_level.max(1)).expect("zstd compresses a buffer in memory");
+        let mut body = Vec::with_capacity(c.len() + 1);
+        body.push(ENC_GROUP);
+        body.extend_from_slice(&c);
+        self.encrypt(&body)
+    }
+}
+
+/// The plaintext of a decrypted body that holds one object.
+fn single(mut body: Vec<u8>, what: &dyn std::fmt::Display, max: usize) -> Result<Vec<u8>> {
+    match body[0] {
+        ENC_RAW if body.len() - 1 > max => Err(Error::corrupt(
+            what.to_string(),
+            format!("plaintext exceeds {max} bytes"),
+        )),
+        ENC_RAW => {
+            body.remove(0);
+            Ok(body)
+        }
+        ENC_ZSTD => inflate(&body[1..], what, max),
+        ENC_GROUP => Err(Error::corrupt(
+            what.to_string(),
+            "a group of blobs where one object was expected",
+        )),
+        _ => Err(Error::corrupt(what.to_string(), "unknown encoding byte")),
+    }
+}
+
+/// Decompresses one zstd frame, failing once it would exceed `max` bytes.
+pub(crate) fn inflate(frame: &[u8], what: &dyn std::fmt::Display, max: usize) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let zerr = |e: std::io::Error| Error::corrupt(what.to_string(), format!("zstd: {e}"));
+    let dec = zstd::stream::read::Decoder::with_buffer(frame).map_err(zerr)?;
+    let mut out = Vec::new();
+    dec.take(max as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(zerr)?;
+    if out.len() > max {
+        return Err(Error::corrupt(
+            what.to_string(),
+            format!("plaintext exceeds {max} bytes"),
+        ));
+    }
+    Ok(out)
 }
 
 thread_local! {

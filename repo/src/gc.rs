@@ -154,8 +154,11 @@ pub fn gc(repo: &Repository, opts: GcOptions) -> Result<GcReport> {
             let bytes = repo.storage().get(&pack::key_of(p))?;
             for e in live_entries {
                 let env = &bytes[e.offset as usize..(e.offset + e.length) as usize];
-                let plain = repo.key().open_blob(&e.id, env)?;
-                saver.save_with_id(e.kind, e.id, &plain)?;
+                // A group's live members go into a new group of the same scope.
+                let (plain, scope) =
+                    repo.key()
+                        .open_blob_scoped(&e.id, env, crate::crypto::MAX_PLAIN)?;
+                saver.save_scoped(e.kind, e.id, &plain, scope)?;
             }
             r.bytes_freed += sizes.get(p).copied().unwrap_or(0);
         }

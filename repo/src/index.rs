@@ -78,6 +78,8 @@ pub struct Location {
     pub offset: u32,
     pub length: u32,
     pub raw_length: u32,
+    /// A member of a group (see `group`): its envelope holds other blobs too.
+    pub grouped: bool,
 }
 
 /// The in-memory index: blob id → location, and pack id → its blobs.
@@ -98,6 +100,7 @@ impl Index {
                 offset: e.offset,
                 length: e.length,
                 raw_length: e.raw_length,
+                grouped: e.grouped,
             });
         }
         self.packs.insert(pack, entries);
@@ -171,6 +174,7 @@ mod tests {
             offset: i as u32 * 10,
             length: 10,
             raw_length: 20,
+            grouped: false,
         };
         let packs = vec![(Id([1; 32]), vec![e(1), e(2)]), (Id([2; 32]), vec![e(3)])];
         let seg = encode_segment(&k, &packs);

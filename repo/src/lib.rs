@@ -21,6 +21,7 @@ pub mod error;
 pub mod exclude;
 pub mod export;
 pub mod gc;
+pub mod group;
 pub mod id;
 pub mod index;
 pub mod keys;

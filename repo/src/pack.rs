@@ -13,6 +13,11 @@
 //! count × { u8 blob type (0 data, 1 tree) | 32 B blob id | u32 LE offset | u32 LE envelope length | u32 LE plaintext length }
 //! ```
 //!
+//! Format v1.1: a type byte with `0x80` set marks a member of a group (see
+//! `group`); its offset and envelope length are the group's, shared by every
+//! member. Pack headers are sealed with zstd since v1.1 (the envelope's
+//! encoding byte says so; v1 readers open both).
+//!
 //! A pack is stored at `data/<first two hex digits>/<pack id>`, where the pack id
 //! is the unkeyed BLAKE3 of the whole object, so storage-level corruption is
 //! detectable without the key. Packs never exceed 4 GiB (offsets are u32).
@@ -25,6 +30,8 @@ use crate::storage::Storage;
 pub const MAGIC: &[u8; 8] = b"CAIRNPK1";
 pub const TRAILER: usize = 4 + MAGIC.len();
 pub const ENTRY_LEN: usize = 1 + 32 + 4 + 4 + 4;
+/// Type-byte flag of a group member (format v1.1).
+const GROUPED: u8 = 0x80;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -51,6 +58,8 @@ pub struct PackEntry {
     pub offset: u32,
     pub length: u32,
     pub raw_length: u32,
+    /// A member of the group envelope at `offset`.
+    pub grouped: bool,
 }
 
 pub fn key_of(pack: &Id) -> String {
@@ -65,7 +74,7 @@ pub fn id_of_key(key: &str) -> Option<Id> {
 
 pub(crate) fn encode_entries(entries: &[PackEntry], out: &mut Vec<u8>) {
     for e in entries {
-        out.push(e.kind as u8);
+        out.push(e.kind as u8 | if e.grouped { GROUPED } else { 0 });
         out.extend_from_slice(&e.id.0);
         out.extend_from_slice(&e.offset.to_le_bytes());
         out.extend_from_slice(&e.length.to_le_bytes());
@@ -82,12 +91,13 @@ pub(crate) fn decode_entries(b: &[u8], count: usize, what: &str) -> Result<Vec<P
             let e = &b[i * ENTRY_LEN..(i + 1) * ENTRY_LEN];
             let u32_at = |o: usize| u32::from_le_bytes(e[o..o + 4].try_into().unwrap());
             Ok(PackEntry {
-                kind: BlobType::from_u8(e[0])
+                kind: BlobType::from_u8(e[0] & !GROUPED)
                     .ok_or_else(|| Error::corrupt(what, format!("bad blob type {}", e[0])))?,
                 id: Id::from_slice(&e[1..33]).unwrap(),
                 offset: u32_at(33),
                 length: u32_at(37),
                 raw_length: u32_at(41),
+                grouped: e[0] & GROUPED != 0,
             })
         })
         .collect()
@@ -200,7 +210,29 @@ impl PackWriter {
             offset: self.len as u32,
             length: envelope.len() as u32,
             raw_length: raw_length as u32,
+            grouped: false,
         });
+        self.write(envelope)
+    }
+
+    /// Adds a group envelope (see `group`) with one entry per member:
+    /// its id and plaintext length.
+    pub fn add_group(
+        &mut self,
+        kind: BlobType,
+        envelope: &[u8],
+        members: &[(Id, usize)],
+    ) -> std::io::Result<()> {
+        for (id, raw_length) in members {
+            self.entries.push(PackEntry {
+                kind,
+                id: *id,
+                offset: self.len as u32,
+                length: envelope.len() as u32,
+                raw_length: *raw_length as u32,
+                grouped: true,
+            });
+        }
         self.write(envelope)
     }
 
@@ -216,7 +248,7 @@ impl PackWriter {
         let mut header = Vec::with_capacity(4 + self.entries.len() * ENTRY_LEN);
         header.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
         encode_entries(&self.entries, &mut header);
-        let env = key.seal(&header, 0);
+        let env = key.seal(&header, 3);
         self.write(&env)?;
         self.write(&(env.len() as u32).to_le_bytes())?;
         self.write(MAGIC)?;
@@ -299,12 +331,31 @@ pub fn verify(key: &MasterKey, id: &Id, data: &[u8]) -> Result<Vec<PackEntry>> {
     by_offset.sort_by_key(|e| e.offset);
     let mut end = 0u64;
     let mut seen = std::collections::HashSet::with_capacity(entries.len());
+    // Group members (envelope offset → its entries) are checked a group at a time.
+    let mut groups: Vec<Vec<&PackEntry>> = Vec::new();
+    let mut singles: Vec<&PackEntry> = Vec::new();
     for e in &by_offset {
-        if (e.offset as u64) < end {
+        if e.grouped && e.kind == BlobType::Tree {
+            return Err(Error::corrupt(
+                &what,
+                format!("tree {} is in a group", e.id),
+            ));
+        }
+        let same_group = e.grouped
+            && groups
+                .last()
+                .is_some_and(|g| g[0].offset == e.offset && g[0].length == e.length);
+        if same_group {
+            groups.last_mut().expect("checked").push(e);
+        } else if (e.offset as u64) < end {
             return Err(Error::corrupt(
                 &what,
                 format!("blob {} overlaps another", e.id),
             ));
+        } else if e.grouped {
+            groups.push(vec![e]);
+        } else {
+            singles.push(e);
         }
         end = e.offset as u64 + e.length as u64;
         if !seen.insert(e.id) {
@@ -320,7 +371,31 @@ pub fn verify(key: &MasterKey, id: &Id, data: &[u8]) -> Result<Vec<PackEntry>> {
             ));
         }
     }
-    entries.par_iter().try_for_each(|e| {
+    groups.par_iter().try_for_each(|members| {
+        let e = members[0];
+        let env = &data[e.offset as usize..e.offset as usize + e.length as usize];
+        let group = crate::group::open(key, env, &format_args!("group at {}", e.offset))
+            .map_err(|err| Error::corrupt(&what, err.to_string()))?;
+        for e in members {
+            match group.get(&e.id) {
+                Some(m) if m.len() == e.raw_length as usize => {}
+                Some(m) => {
+                    return Err(Error::corrupt(
+                        &what,
+                        format!("blob {} is {} bytes, not {}", e.id, m.len(), e.raw_length),
+                    ))
+                }
+                None => {
+                    return Err(Error::corrupt(
+                        &what,
+                        format!("blob {} is not in the group its entry names", e.id),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    })?;
+    singles.par_iter().try_for_each(|e| {
         let env = &data[e.offset as usize..e.offset as usize + e.length as usize];
         let plain = key
             .open_blob_bounded(&e.id, env, e.raw_length as usize)
@@ -519,5 +594,53 @@ mod tests {
         assert!(parse_header(&k, &p.id, short, p.bytes.len() as u64)
             .unwrap()
             .is_err());
+    }
+
+    /// What a controller checks of a group from an agent: every member its
+    /// entries name is in it with the stated length, and nothing else passes.
+    #[test]
+    fn verify_checks_every_member_of_a_group() {
+        let k = MasterKey::generate();
+        let scope = k.group_scope("web1\nshop.test");
+        let (a, b) = (&b"first row"[..], &b"second row"[..]);
+        let env = crate::group::seal(&k, &scope, &[a, b], 3);
+        let (ia, ib) = (
+            crate::group::member_id(&k, &scope, a),
+            crate::group::member_id(&k, &scope, b),
+        );
+        let build = |members: &[(Id, usize)], kind: BlobType| {
+            let mut w = PackWriter::in_memory();
+            w.add_group(kind, &env, members).unwrap();
+            let p = w.finish(&k).unwrap();
+            let PackBody::Memory(bytes) = p.body else {
+                panic!("in memory")
+            };
+            (p.id, bytes)
+        };
+        let (id, bytes) = build(&[(ia, a.len()), (ib, b.len())], BlobType::Data);
+        let entries = verify(&k, &id, &bytes).unwrap();
+        assert!(entries
+            .iter()
+            .all(|e| e.grouped && e.offset == entries[0].offset));
+        let refused = [
+            build(&[(ia, a.len()), (ib, b.len() + 1)], BlobType::Data),
+            build(&[(ia, a.len()), (k.blob_id(b), b.len())], BlobType::Data),
+            build(&[(ia, a.len()), (ia, a.len())], BlobType::Data),
+            build(&[(ia, a.len())], BlobType::Tree),
+        ];
+        for (id, bytes) in refused {
+            assert!(verify(&k, &id, &bytes).is_err());
+        }
+        // A single blob's envelope marked as grouped is refused too.
+        let mut w = PackWriter::in_memory();
+        let single = k.seal(a, 3);
+        w.add_group(BlobType::Data, &single, &[(k.blob_id(a), a.len())])
+            .unwrap();
+        let p = w.finish(&k).unwrap();
+        let PackBody::Memory(bytes) = p.body else {
+            panic!("in memory")
+        };
+        let err = verify(&k, &p.id, &bytes).unwrap_err();
+        assert!(err.to_string().contains("not in a group"), "{err}");
     }
 }

@@ -27,9 +27,20 @@ const UPLOADERS: usize = 2;
 const ASK_BYTES: usize = 4 << 20;
 const ASK_BLOBS: usize = 1024;
 
+/// A blob waiting to be stored: its type, id, bytes, and the scope of the
+/// group it goes into (None: sealed alone).
+type Waiting = (BlobType, Id, Vec<u8>, Option<Id>);
+
 #[derive(Default)]
 struct Batch {
-    blobs: Vec<(BlobType, Id, Vec<u8>)>,
+    blobs: Vec<Waiting>,
+    bytes: usize,
+}
+
+/// Members of one scope's next group.
+#[derive(Default)]
+struct OpenGroup {
+    members: Vec<(Id, Vec<u8>)>,
     bytes: usize,
 }
 
@@ -67,6 +78,7 @@ pub struct BlobSaver<'r> {
     repo: &'r Repository,
     known: Mutex<HashSet<Id>>,
     batch: Mutex<Batch>,
+    groups: Mutex<std::collections::HashMap<Id, OpenGroup>>,
     open: [Mutex<Option<PackWriter>>; 2],
     tx: Option<Sender<FinishedPack>>,
     /// Taken (and joined) by `finish`, by a send that finds them all gone,
@@ -123,6 +135,7 @@ impl<'r> BlobSaver<'r> {
             repo,
             known: Mutex::new(known),
             batch: Mutex::new(Batch::default()),
+            groups: Mutex::new(Default::default()),
             open: [Mutex::new(None), Mutex::new(None)],
             tx: Some(tx),
             uploaders: Mutex::new(uploaders),
@@ -140,16 +153,38 @@ impl<'r> BlobSaver<'r> {
         Ok(id)
     }
 
+    /// Stores a data blob as a member of a group of `scope` (see `group`),
+    /// or alone when it is too large for one. Returns its id.
+    pub fn save_grouped(&self, scope: &Id, plain: &[u8]) -> Result<Id> {
+        if plain.len() > crate::group::MAX_MEMBER {
+            return self.save(BlobType::Data, plain);
+        }
+        let id = crate::group::member_id(self.repo.key(), scope, plain);
+        self.save_scoped(BlobType::Data, id, plain, Some(*scope))?;
+        Ok(id)
+    }
+
     /// Like `save` for a blob whose id is already known. Returns whether it
     /// was new to this saver (the oracle may still find it in the repository).
     pub fn save_with_id(&self, kind: BlobType, id: Id, plain: &[u8]) -> Result<bool> {
+        self.save_scoped(kind, id, plain, None)
+    }
+
+    /// `save_with_id` for a blob alone (`scope` None) or in a group of `scope`.
+    pub fn save_scoped(
+        &self,
+        kind: BlobType,
+        id: Id,
+        plain: &[u8],
+        scope: Option<Id>,
+    ) -> Result<bool> {
         if !self.known.lock().unwrap().insert(id) {
             return Ok(false);
         }
         if self.repo.known_blobs().is_some() {
             let full = {
                 let mut b = self.batch.lock().unwrap();
-                b.blobs.push((kind, id, plain.to_vec()));
+                b.blobs.push((kind, id, plain.to_vec(), scope));
                 b.bytes += plain.len();
                 if b.bytes >= ASK_BYTES || b.blobs.len() >= ASK_BLOBS {
                     std::mem::take(&mut *b).blobs
@@ -160,19 +195,19 @@ impl<'r> BlobSaver<'r> {
             self.ask_and_store(full)?;
             return Ok(true);
         }
-        self.store(kind, id, plain)?;
+        self.store(kind, id, plain, scope)?;
         Ok(true)
     }
 
     /// Asks the oracle about a batch and stores the blobs the repository lacks.
-    fn ask_and_store(&self, batch: Vec<(BlobType, Id, Vec<u8>)>) -> Result<()> {
+    fn ask_and_store(&self, batch: Vec<Waiting>) -> Result<()> {
         let Some(oracle) = self.repo.known_blobs() else {
             return Ok(());
         };
         if batch.is_empty() {
             return Ok(());
         }
-        let ids: Vec<Id> = batch.iter().map(|(_, id, _)| *id).collect();
+        let ids: Vec<Id> = batch.iter().map(|(_, id, _, _)| *id).collect();
         let have = oracle.have(&ids)?;
         if have.len() != ids.len() {
             return Err(Error::Other(format!(
@@ -181,19 +216,55 @@ impl<'r> BlobSaver<'r> {
                 ids.len()
             )));
         }
-        for ((kind, id, plain), had) in batch.into_iter().zip(have) {
+        for ((kind, id, plain, scope), had) in batch.into_iter().zip(have) {
             if !had {
-                self.store(kind, id, &plain)?;
+                self.store(kind, id, &plain, scope)?;
             }
         }
         Ok(())
     }
 
-    fn store(&self, kind: BlobType, id: Id, plain: &[u8]) -> Result<()> {
-        let env = self.repo.key().seal(plain, self.repo.config().zstd_level);
+    fn store(&self, kind: BlobType, id: Id, plain: &[u8], scope: Option<Id>) -> Result<()> {
         self.blobs_new.fetch_add(1, Ordering::Relaxed);
         self.bytes_new
             .fetch_add(plain.len() as u64, Ordering::Relaxed);
+        let Some(scope) = scope else {
+            let env = self.repo.key().seal(plain, self.repo.config().zstd_level);
+            return self.append(kind, &env, &[(id, plain.len())], false);
+        };
+        let full = {
+            let mut groups = self.groups.lock().unwrap();
+            let g = groups.entry(scope).or_default();
+            g.members.push((id, plain.to_vec()));
+            g.bytes += plain.len();
+            if g.bytes >= crate::group::GROUP_TARGET {
+                groups.remove(&scope)
+            } else {
+                None
+            }
+        };
+        match full {
+            // Sealed by the thread that filled it, outside the lock.
+            Some(g) => self.seal_group(&scope, g),
+            None => Ok(()),
+        }
+    }
+
+    fn seal_group(&self, scope: &Id, g: OpenGroup) -> Result<()> {
+        let members: Vec<&[u8]> = g.members.iter().map(|(_, m)| m.as_slice()).collect();
+        let env = crate::group::seal(
+            self.repo.key(),
+            scope,
+            &members,
+            self.repo.config().zstd_level.max(crate::group::GROUP_LEVEL),
+        );
+        let list: Vec<(Id, usize)> = g.members.iter().map(|(id, m)| (*id, m.len())).collect();
+        self.append(BlobType::Data, &env, &list, true)
+    }
+
+    /// Appends one envelope (a blob, or a group of `blobs`) to the open pack
+    /// of its type, and sends the pack once full.
+    fn append(&self, kind: BlobType, env: &[u8], blobs: &[(Id, usize)], group: bool) -> Result<()> {
         self.stored_bytes
             .fetch_add(env.len() as u64, Ordering::Relaxed);
         let full = {
@@ -202,8 +273,12 @@ impl<'r> BlobSaver<'r> {
                 *slot = Some(self.new_writer()?);
             }
             let w = slot.as_mut().expect("just opened");
-            w.add(kind, id, &env, plain.len())
-                .map_err(|e| Error::io("pack staging file", e))?;
+            let added = if group {
+                w.add_group(kind, env, blobs)
+            } else {
+                w.add(kind, blobs[0].0, env, blobs[0].1)
+            };
+            added.map_err(|e| Error::io("pack staging file", e))?;
             if w.len() >= self.repo.config().pack_size as usize {
                 slot.take()
             } else {
@@ -228,8 +303,12 @@ impl<'r> BlobSaver<'r> {
             .finish(self.repo.key())
             .map_err(|e| Error::io("pack staging file", e))?;
         self.packs.fetch_add(1, Ordering::Relaxed);
+        // Envelopes were counted as they were added: this is the header.
+        let mut envelopes: Vec<(u32, u32)> =
+            p.entries.iter().map(|e| (e.offset, e.length)).collect();
+        envelopes.dedup();
         self.stored_bytes.fetch_add(
-            (p.len - p.entries.iter().map(|e| e.length as usize).sum::<usize>()) as u64,
+            (p.len - envelopes.iter().map(|(_, l)| *l as usize).sum::<usize>()) as u64,
             Ordering::Relaxed,
         );
         if self
@@ -263,6 +342,12 @@ impl<'r> BlobSaver<'r> {
     pub fn finish(mut self) -> Result<SaverStats> {
         let last = std::mem::take(&mut *self.batch.lock().unwrap()).blobs;
         let mut first_err = self.ask_and_store(last).err();
+        let groups = std::mem::take(&mut *self.groups.lock().unwrap());
+        for (scope, g) in groups {
+            if first_err.is_none() {
+                first_err = self.seal_group(&scope, g).err();
+            }
+        }
         for slot in &self.open {
             let w = slot.lock().unwrap().take();
             if let Some(w) = w.filter(|w| !w.is_empty()) {

@@ -327,6 +327,7 @@ fn a_hostile_agent_is_contained() {
                 offset: 0,
                 length: 100,
                 raw_length: 10,
+                grouped: false,
             }],
         )],
     );
