@@ -532,8 +532,10 @@ impl Fleet {
                         presigned: self.presigns,
                     });
                 }
-                // A dump has no parent: it dedups through HaveBlobs alone.
+                // A dump has no parent: it dedups through HaveBlobs alone, and
+                // may reuse grouped blobs only of its base (see `dump_base`).
                 let parent = if job.spec.content == "database" {
+                    grant.roots.extend(self.dump_base(job)?);
                     None
                 } else {
                     self.parent_of(job)?
@@ -643,6 +645,26 @@ impl Fleet {
             }
         }
         Ok(None)
+    }
+
+    /// The tree of the newest dump of the same domain by the same agent.
+    /// Its grouped blobs (see `cairn_repo::group`) are the only ones a dump
+    /// may name besides those it uploads: a group holds one site's blobs,
+    /// and a restore is granted whole groups.
+    fn dump_base(&self, job: &JobRecord) -> Result<Option<Id>, String> {
+        let snaps = self
+            .catalog
+            .snapshots(Some(&job.domain))
+            .map_err(|e| e.to_string())?;
+        let newest = snaps
+            .iter()
+            .rev()
+            .filter(|s| s.agent_id == job.agent_id && s.content == "database")
+            .find_map(|s| {
+                let id = s.id.parse::<Id>().ok()?;
+                self.load_snapshot(&id).ok()
+            });
+        Ok(newest.map(|(_, snap)| snap.tree))
     }
 
     pub fn load_snapshot(&self, id: &Id) -> Result<(Vec<u8>, Snapshot), String> {

@@ -95,6 +95,9 @@ struct JobState {
     pins: HashSet<Id>,
     /// Packs the job uploaded.
     packs: HashSet<Id>,
+    /// Blobs below `roots`, walked the first time a grouped blob is asked
+    /// about: the only grouped blobs the job may name besides its own.
+    below_roots: Option<Arc<HashSet<Id>>>,
     committed: Option<Id>,
 }
 
@@ -204,14 +207,52 @@ impl Store {
     }
 
     /// Which of `ids` the repository has. Those it has stay until the job ends.
+    /// The blobs below a running job's roots (empty for an unknown job).
+    fn below_roots(&self, job_id: &str) -> Arc<HashSet<Id>> {
+        let roots = {
+            let st = self.state.lock().unwrap();
+            match st.jobs.get(job_id) {
+                Some(j) if j.below_roots.is_some() => {
+                    return j.below_roots.clone().expect("checked")
+                }
+                Some(j) => j.roots.clone(),
+                None => return Arc::default(),
+            }
+        };
+        // Trees are read outside the lock; a root that cannot be walked
+        // offers nothing.
+        let below = Arc::new(self.repo.reachable(&roots).unwrap_or_default());
+        if let Some(j) = self.state.lock().unwrap().jobs.get_mut(job_id) {
+            j.below_roots = Some(below.clone());
+        }
+        below
+    }
+
     pub fn have(&self, agent: &str, job_id: &str, ids: &[Id]) -> Vec<bool> {
+        let grouped = {
+            let idx = self.repo.index();
+            ids.iter().any(|i| idx.get(i).is_some_and(|l| l.grouped))
+        };
+        let below = if grouped {
+            self.below_roots(job_id)
+        } else {
+            Arc::default()
+        };
         let mut st = self.state.lock().unwrap();
         let answer: Vec<bool> = {
             let idx = self.repo.index();
-            // A grouped blob is never offered: a restore of a snapshot naming
-            // it would be granted the whole group, other sites' blobs too.
+            let own = st.jobs.get(job_id).filter(|j| j.agent == agent);
+            // A grouped blob is offered only from the job's own base or
+            // uploads: a restore naming it is granted its whole group, and
+            // a group holds one site's blobs.
             ids.iter()
-                .map(|i| idx.get(i).is_some_and(|l| !l.grouped))
+                .map(|i| {
+                    idx.get(i).is_some_and(|l| {
+                        !l.grouped
+                            || below.contains(i)
+                            || own.is_some_and(|j| j.packs.contains(&l.pack))
+                    })
+                })
                 .collect()
         };
         let present = || {
@@ -418,6 +459,17 @@ impl Store {
         snap.agent = Some(job.agent_id.to_string());
         snap.job = Some(job.job_id.to_string());
         snap.run = (!job.run_id.is_empty()).then(|| job.run_id.to_string());
+        let grouped = {
+            let idx = self.repo.index();
+            reachable
+                .iter()
+                .any(|b| idx.get(b).is_some_and(|l| l.grouped))
+        };
+        let below = if grouped {
+            self.below_roots(job.job_id)
+        } else {
+            Arc::default()
+        };
         let mut st = self.state.lock().unwrap();
         let state = st
             .jobs
@@ -433,9 +485,11 @@ impl Store {
                         )))
                     }
                     // Its group's other members would be granted with it.
-                    Some(l) if l.grouped && !state.packs.contains(&l.pack) => {
+                    Some(l)
+                        if l.grouped && !state.packs.contains(&l.pack) && !below.contains(b) =>
+                    {
                         return Err(StoreError::Refused(format!(
-                            "blob {b} of the snapshot is in a group this job did not write"
+                            "blob {b} of the snapshot is in a group of another site"
                         )))
                     }
                     Some(_) => {}

@@ -470,14 +470,10 @@ pub struct BackupRequest<'a> {
     pub progress: &'a AtomicU64,
 }
 
-/// A session for one dump. Its small chunks are grouped per host and domain
-/// where no controller is involved; a controller does not take groups from
-/// agents yet, as its read grants would hand a whole group to a restore.
+/// A session for one dump, its small chunks grouped per host and domain.
 fn begin_session<'r>(repo: &'r Repository, req: &BackupRequest) -> Result<StreamBackup<'r>> {
     let mut session = StreamBackup::begin(repo)?;
-    if repo.known_blobs().is_none() {
-        session.group_small_blobs(&format!("{}\n{}", req.host, req.domain));
-    }
+    session.group_small_blobs(&format!("{}\n{}", req.host, req.domain));
     Ok(session)
 }
 

@@ -6,7 +6,7 @@
 use std::fs;
 use std::path::Path;
 
-use cairn_tests::cluster::{Cluster, ClusterOptions};
+use cairn_tests::cluster::{Cluster, ClusterOptions, PASSPHRASE};
 use cairn_tests::dbserver::MariaDb;
 use cairn_tests::*;
 
@@ -83,6 +83,32 @@ fn a_site_backs_up_and_restores_as_one_run() {
         assert!(at > 0.0, "{content}: {at}");
     }
     assert_eq!(c.metric("cairn_agent_online{agent=\"web1\"}"), 1.0);
+
+    // The dump's small chunks are stored in groups; the next dump of the
+    // same site finds them through the controller and sends none again.
+    let known = c.metric("cairn_blobs_known_total");
+    let again = c.json(&["backup", "shop.test", "--wait"]);
+    assert_eq!(again["state"], "succeeded", "{again}");
+    let db_snap = |run: &serde_json::Value| {
+        let jobs = run["jobs"].as_array().unwrap();
+        let job = jobs.iter().find(|j| j["content"] == "database").unwrap();
+        job["snapshot"].as_str().unwrap().to_string()
+    };
+    let repo = Ctl::new(c.dir.join("repo").to_str().unwrap(), PASSPHRASE);
+    let stats = |snap: &str| {
+        let all = repo.json(&["snapshots"]);
+        let s = all.as_array().unwrap().iter().find(|s| s["id"] == snap).cloned();
+        s.expect("the dump's snapshot")["stats"].clone()
+    };
+    let (first_db, second_db) = (stats(&db_snap(&run)), stats(&db_snap(&again)));
+    assert!(
+        c.metric("cairn_blobs_known_total") > known,
+        "the second dump found nothing stored"
+    );
+    assert!(
+        second_db["blobs_new"].as_u64().unwrap() < first_db["blobs_new"].as_u64().unwrap(),
+        "first {first_db}, second {second_db}"
+    );
 
     // The site is defaced and its database vandalised.
     fs::write(root.join("index.php"), "<?php // hacked").unwrap();

@@ -374,6 +374,27 @@ fn a_hostile_agent_is_contained() {
     let (pid, pbytes, tree_id, tree) = one_file_pack(k, data);
     put(pieces(&job_id, pid, &pbytes, false)).unwrap();
     assert!(have(k.blob_id(data)));
+    // A group (small blobs sealed together, as dumps store theirs): its
+    // members are offered to the job that wrote it.
+    let scope = k.group_scope("evil-host\nvictim.test");
+    let members: [&[u8]; 2] = [b"row one of a grouped dump", b"row two of a grouped dump"];
+    let member = cairn_repo::group::member_id(k, &scope, members[0]);
+    let (gid, gbytes) = {
+        let env = cairn_repo::group::seal(k, &scope, &members, 3);
+        let list: Vec<(Id, usize)> = members
+            .iter()
+            .map(|m| (cairn_repo::group::member_id(k, &scope, m), m.len()))
+            .collect();
+        let mut w = PackWriter::in_memory();
+        w.add_group(BlobType::Data, &env, &list).unwrap();
+        let p = w.finish(k).unwrap();
+        let PackBody::Memory(bytes) = p.body else {
+            unreachable!("in-memory writer")
+        };
+        (p.id, bytes)
+    };
+    put(pieces(&job_id, gid, &gbytes, false)).unwrap();
+    assert!(have(member), "a job's own grouped blob");
     let commit = |snapshot: Vec<u8>| {
         let mut cl = client.clone();
         rt.block_on(cl.commit_snapshot(pb::CommitSnapshotRequest {
@@ -434,6 +455,41 @@ fn a_hostile_agent_is_contained() {
         whole[..tree_at.start].iter().all(|b| *b == 0)
             && whole[tree_at.end..].iter().all(|b| *b == 0),
         "bytes outside the granted blobs were served"
+    );
+
+    // No other job may name that group's members: a restore naming one
+    // would be granted the whole group.
+    let mut cl = client.clone();
+    let asked = rt
+        .block_on(cl.have_blobs(pb::HaveBlobsRequest {
+            ids: vec![member.0.to_vec()],
+            job_id: next.job_id.clone(),
+        }))
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        asked.have[0] & 1,
+        0,
+        "a grouped blob offered to another job"
+    );
+    let mut node = Node::new(std::ffi::OsStr::new("g"), NodeKind::File);
+    node.content = vec![member];
+    node.size = members[0].len() as u64;
+    let gtree = Tree { nodes: vec![node] }.to_bytes();
+    let (tid, tbytes) = pack(
+        k,
+        &[(BlobType::Tree, k.blob_id(&gtree), &gtree, gtree.len())],
+    );
+    put(pieces(&next.job_id, tid, &tbytes, false)).unwrap();
+    let err = rt
+        .block_on(cl.commit_snapshot(pb::CommitSnapshotRequest {
+            job_id: next.job_id.clone(),
+            snapshot: proposed(k, "victim.test", k.blob_id(&gtree)),
+        }))
+        .unwrap_err();
+    assert!(
+        err.message().contains("in a group of another site"),
+        "{err:?}"
     );
 
     let ctl = Ctl::new(c.dir.join("repo").to_str().unwrap(), PASSPHRASE);
