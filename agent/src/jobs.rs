@@ -137,7 +137,7 @@ pub fn run(
                 );
             }
             if job.content == "database" {
-                backup_database(host, site, &repo, job, progress)?;
+                backup_database(host, state_dir, site, &repo, job, progress)?;
             } else {
                 backup(host, site, &repo, job, progress, snapshot)?;
             }
@@ -247,6 +247,7 @@ fn backup(
 /// agent; a dump that fails leaves no snapshot and names the tool's error.
 fn backup_database(
     host: &str,
+    state_dir: &std::path::Path,
     site: &Site,
     repo: &Repository,
     job: &pb::Job,
@@ -268,6 +269,11 @@ fn backup_database(
         table_prefix,
         ..Default::default()
     };
+    // The fleet's name for this agent, unique where host names may not be:
+    // dumps share groups only with dumps of the same agent and domain.
+    let id_file = state_dir.join("agent-id");
+    let agent_id = std::fs::read_to_string(&id_file)
+        .with_context(|| format!("reading this agent's id from {}", id_file.display()))?;
     let (id, snap, _) = db::backup(
         repo,
         db::BackupRequest {
@@ -276,6 +282,7 @@ fn backup_database(
             options,
             domain: &site.name,
             host,
+            writer: agent_id.trim(),
             tags: &[],
             progress: &progress.bytes,
         },

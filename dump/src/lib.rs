@@ -465,6 +465,9 @@ pub struct BackupRequest<'a> {
     pub options: DumpOptions,
     pub domain: &'a str,
     pub host: &'a str,
+    /// Who writes (an agent's id, a host): only dumps of one writer and
+    /// domain share groups of small chunks (see `cairn_repo::group`).
+    pub writer: &'a str,
     pub tags: &'a [String],
     /// Dump stream bytes stored so far, for a progress display.
     pub progress: &'a AtomicU64,
@@ -473,7 +476,7 @@ pub struct BackupRequest<'a> {
 /// A session for one dump, its small chunks grouped per host and domain.
 fn begin_session<'r>(repo: &'r Repository, req: &BackupRequest) -> Result<StreamBackup<'r>> {
     let mut session = StreamBackup::begin(repo)?;
-    session.group_small_blobs(&format!("{}\n{}", req.host, req.domain));
+    session.group_small_blobs(&format!("{}\n{}", req.writer, req.domain));
     Ok(session)
 }
 

@@ -150,11 +150,18 @@ pub fn gc(repo: &Repository, opts: GcOptions) -> Result<GcReport> {
     let before: HashSet<Id> = repo.index().packs().keys().copied().collect();
     if !repack.is_empty() {
         let saver = BlobSaver::new(repo, in_kept);
+        let mut group_at = None;
         for (p, live_entries) in &repack {
             let bytes = repo.storage().get(&pack::key_of(p))?;
             for e in live_entries {
                 let env = &bytes[e.offset as usize..(e.offset + e.length) as usize];
-                // A group's live members go into a new group of the same scope.
+                // A group's live members go into a new group of their own:
+                // groups are never merged, so a group never holds blobs
+                // of two writers, even ones that claimed one scope.
+                if e.grouped && group_at != Some((*p, e.offset)) {
+                    saver.seal_groups()?;
+                    group_at = Some((*p, e.offset));
+                }
                 let (plain, scope) =
                     repo.key()
                         .open_blob_scoped(&e.id, env, crate::crypto::MAX_PLAIN)?;

@@ -250,6 +250,15 @@ impl<'r> BlobSaver<'r> {
         }
     }
 
+    /// Seals every group still open, however small.
+    pub fn seal_groups(&self) -> Result<()> {
+        let groups = std::mem::take(&mut *self.groups.lock().unwrap());
+        for (scope, g) in groups {
+            self.seal_group(&scope, g)?;
+        }
+        Ok(())
+    }
+
     fn seal_group(&self, scope: &Id, g: OpenGroup) -> Result<()> {
         let members: Vec<&[u8]> = g.members.iter().map(|(_, m)| m.as_slice()).collect();
         let env = crate::group::seal(
@@ -342,11 +351,8 @@ impl<'r> BlobSaver<'r> {
     pub fn finish(mut self) -> Result<SaverStats> {
         let last = std::mem::take(&mut *self.batch.lock().unwrap()).blobs;
         let mut first_err = self.ask_and_store(last).err();
-        let groups = std::mem::take(&mut *self.groups.lock().unwrap());
-        for (scope, g) in groups {
-            if first_err.is_none() {
-                first_err = self.seal_group(&scope, g).err();
-            }
+        if first_err.is_none() {
+            first_err = self.seal_groups().err();
         }
         for slot in &self.open {
             let w = slot.lock().unwrap().take();

@@ -465,6 +465,12 @@ mod tests {
             "a day with 2% of rows changed adds few blobs: {new_blobs} of {idx_len}"
         );
         // Forget the first day: its groups are part dead, gc repacks them.
+        let group_of: std::collections::HashMap<Id, (Id, u32)> = repo
+            .index()
+            .packs()
+            .iter()
+            .flat_map(|(p, es)| es.iter().map(move |e| (e.id, (*p, e.offset))))
+            .collect();
         crate::gc::forget(&repo, &[first]).unwrap();
         let report = crate::gc::gc(
             &repo,
@@ -477,6 +483,18 @@ mod tests {
         .unwrap();
         assert!(!report.packs_repacked.is_empty(), "{report:?}");
         assert_eq!(read_back(&repo, &second), bytes1);
+        // Repacking never merges groups: each new group's members all came
+        // from one old group.
+        for (p, entries) in repo.index().packs() {
+            let mut sources: std::collections::HashMap<u32, HashSet<(Id, u32)>> =
+                Default::default();
+            for e in entries.iter().filter(|e| e.grouped) {
+                sources.entry(e.offset).or_default().insert(group_of[&e.id]);
+            }
+            for (offset, from) in sources {
+                assert_eq!(from.len(), 1, "group at {offset} of {p} merges {from:?}");
+            }
+        }
         let checked = crate::check::check(
             &repo,
             crate::check::CheckOptions {

@@ -97,7 +97,12 @@ fn a_site_backs_up_and_restores_as_one_run() {
     let repo = Ctl::new(c.dir.join("repo").to_str().unwrap(), PASSPHRASE);
     let stats = |snap: &str| {
         let all = repo.json(&["snapshots"]);
-        let s = all.as_array().unwrap().iter().find(|s| s["id"] == snap).cloned();
+        let s = all
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == snap)
+            .cloned();
         s.expect("the dump's snapshot")["stats"].clone()
     };
     let (first_db, second_db) = (stats(&db_snap(&run)), stats(&db_snap(&again)));
