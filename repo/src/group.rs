@@ -41,10 +41,6 @@ use crate::id::Id;
 pub const MAX_GROUP_PLAIN: usize = 16 << 20;
 /// Writers seal a group once its members reach this many bytes.
 pub const GROUP_TARGET: usize = 128 << 10;
-/// The least zstd level groups are sealed at: a group is large and sealed
-/// by whichever thread filled it, so the better ratio costs little time
-/// (level 3 → 6 took a narrow-row shop's first copy from 5.51 to 5.13 MB).
-pub const GROUP_LEVEL: i32 = 6;
 /// Blobs larger than this are stored alone.
 pub const MAX_MEMBER: usize = 16 << 10;
 

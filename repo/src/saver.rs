@@ -265,7 +265,7 @@ impl<'r> BlobSaver<'r> {
             self.repo.key(),
             scope,
             &members,
-            self.repo.config().zstd_level.max(crate::group::GROUP_LEVEL),
+            self.repo.config().zstd_level,
         );
         let list: Vec<(Id, usize)> = g.members.iter().map(|(id, m)| (*id, m.len())).collect();
         self.append(BlobType::Data, &env, &list, true)
