@@ -261,8 +261,9 @@ impl MasterKey {
         Id(*h.finalize().as_bytes())
     }
 
-    /// Compresses `plain` (a group's table and members) and encrypts it as a group.
-    pub(crate) fn seal_group_body(&self, plain: &[u8], zstd_level: i32) -> Vec<u8> {
+    /// Compresses `plain`, a group's table and members laid out as `group`
+    /// describes, and encrypts it as a group (writers use `group::seal`).
+    pub fn seal_group_body(&self, plain: &[u8], zstd_level: i32) -> Vec<u8> {
         let c = compress(plain, zstd_level.max(1)).expect("zstd compresses a buffer in memory");
         let mut body = Vec::with_capacity(c.len() + 1);
         body.push(ENC_GROUP);
