@@ -431,7 +431,7 @@ async fn session(
                 match msg.body {
                     Some(pb::controller_message::Body::Job(job)) => {
                         let site = sites.read().unwrap().iter().find(|r| r.site.name == job.domain).cloned();
-                        start_job(cfg.clone(), client.clone(), tx.clone(), running.clone(), job, site);
+                        start_job(cfg.clone(), client.clone(), tx.clone(), running.clone(), job, site, protocol);
                     }
                     Some(pb::controller_message::Body::Cancel(c)) => {
                         if let Some(p) = running.lock().unwrap().get(&c.job_id) {
@@ -453,6 +453,7 @@ fn start_job(
     running: Running,
     job: pb::Job,
     site: Option<Report>,
+    protocol: u32,
 ) {
     let progress = Arc::new(cairn_repo::backup::Progress::default());
     running
@@ -509,6 +510,7 @@ fn start_job(
                 handle,
                 &job,
                 &p,
+                protocol,
             )
         })
         .await;

@@ -36,6 +36,7 @@ pub fn journal(state_dir: &Path) -> anyhow::Result<Journal> {
 }
 
 /// Runs one job.
+/// `protocol` is the session's (see `cairn_proto::negotiate`).
 pub fn run(
     cfg: &Config,
     site: Option<&Site>,
@@ -43,6 +44,7 @@ pub fn run(
     handle: Handle,
     job: &pb::Job,
     progress: &Progress,
+    protocol: u32,
 ) -> anyhow::Result<Done> {
     let host = &cfg.host_name();
     let state_dir = &cfg.state_dir;
@@ -137,7 +139,15 @@ pub fn run(
                 );
             }
             if job.content == "database" {
-                backup_database(host, state_dir, site, &repo, job, progress)?;
+                let groups = protocol >= cairn_proto::GROUPS;
+                backup_database(
+                    host,
+                    groups.then_some(state_dir),
+                    site,
+                    &repo,
+                    job,
+                    progress,
+                )?;
             } else {
                 backup(host, site, &repo, job, progress, snapshot)?;
             }
@@ -245,9 +255,11 @@ fn backup(
 /// Dumps the database the site's own config names (`wp-config.php`, `.env`)
 /// into one snapshot. The credentials are read here and never leave the
 /// agent; a dump that fails leaves no snapshot and names the tool's error.
+/// With `state_dir` (a controller that takes groups), small chunks are grouped
+/// under this agent's fleet id.
 fn backup_database(
     host: &str,
-    state_dir: &std::path::Path,
+    state_dir: Option<&std::path::Path>,
     site: &Site,
     repo: &Repository,
     job: &pb::Job,
@@ -271,9 +283,15 @@ fn backup_database(
     };
     // The fleet's name for this agent, unique where host names may not be:
     // dumps share groups only with dumps of the same agent and domain.
-    let id_file = state_dir.join("agent-id");
-    let agent_id = std::fs::read_to_string(&id_file)
-        .with_context(|| format!("reading this agent's id from {}", id_file.display()))?;
+    let agent_id = match state_dir {
+        Some(dir) => {
+            let id_file = dir.join("agent-id");
+            let id = std::fs::read_to_string(&id_file)
+                .with_context(|| format!("reading this agent's id from {}", id_file.display()))?;
+            Some(id.trim().to_string())
+        }
+        None => None,
+    };
     let (id, snap, _) = db::backup(
         repo,
         db::BackupRequest {
@@ -282,7 +300,7 @@ fn backup_database(
             options,
             domain: &site.name,
             host,
-            writer: agent_id.trim(),
+            writer: agent_id.as_deref(),
             tags: &[],
             progress: &progress.bytes,
         },

@@ -466,17 +466,20 @@ pub struct BackupRequest<'a> {
     pub domain: &'a str,
     pub host: &'a str,
     /// Who writes (an agent's id, a host): only dumps of one writer and
-    /// domain share groups of small chunks (see `cairn_repo::group`).
-    pub writer: &'a str,
+    /// domain share groups of small chunks (see `cairn_repo::group`). None
+    /// stores every chunk alone, for a controller that takes no groups.
+    pub writer: Option<&'a str>,
     pub tags: &'a [String],
     /// Dump stream bytes stored so far, for a progress display.
     pub progress: &'a AtomicU64,
 }
 
-/// A session for one dump, its small chunks grouped per host and domain.
+/// A session for one dump, its small chunks grouped per writer and domain.
 fn begin_session<'r>(repo: &'r Repository, req: &BackupRequest) -> Result<StreamBackup<'r>> {
     let mut session = StreamBackup::begin(repo)?;
-    session.group_small_blobs(&format!("{}\n{}", req.writer, req.domain));
+    if let Some(writer) = req.writer {
+        session.group_small_blobs(&format!("{writer}\n{}", req.domain));
+    }
     Ok(session)
 }
 

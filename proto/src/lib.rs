@@ -5,8 +5,11 @@
 //! ([`negotiate`]). Packages are versioned (`v1`); a field number is never
 //! reused.
 
-/// The agent session protocol this build speaks, newest.
-pub const PROTOCOL: u32 = 2;
+/// The agent session protocol this build speaks, newest. 3: the controller
+/// takes packs holding groups of small blobs (repository format v1.1).
+pub const PROTOCOL: u32 = 3;
+/// The first protocol whose controller takes grouped packs.
+pub const GROUPS: u32 = 3;
 /// The oldest it still speaks: agents and controllers one release apart
 /// work together.
 pub const MIN_PROTOCOL: u32 = 1;

@@ -55,7 +55,7 @@ pub fn backup(args: &RepoArgs, a: &BackupDbArgs) -> Result<()> {
         options,
         domain: &a.domain,
         host: &host,
-        writer: &host,
+        writer: Some(&host),
         tags: &a.tags,
         progress: &progress,
     };
