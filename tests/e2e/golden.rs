@@ -1,18 +1,19 @@
-//! Format stability: a repository written by format v1 must always read back.
+//! Format stability: a repository written by format v1 (and v1.1) must always read back.
 //! `tests/fixtures/golden-v1/` holds that repository (passphrase `golden`) and
 //! `source.tar`, the tree it was made from. A format change that breaks this
 //! test breaks every user's backups.
 
+use std::path::PathBuf;
 use std::process::Command;
 
 use cairn_repo::exclude::Excludes;
 use cairn_tests::*;
 
-#[test]
-fn golden_v1_repository_restores_and_checks() {
-    let fixture = workspace_root().join("tests/fixtures/golden-v1");
+/// The fixture's directory, and a copy of its repository in a temp dir:
+/// nothing may touch the fixture.
+fn copy_of(name: &str) -> (PathBuf, tempfile::TempDir, PathBuf) {
+    let fixture = workspace_root().join("tests/fixtures").join(name);
     let tmp = tempfile::tempdir().unwrap();
-    // Work on a copy: nothing may touch the fixture.
     let repo = tmp.path().join("repo");
     assert!(Command::new("cp")
         .arg("-r")
@@ -21,6 +22,12 @@ fn golden_v1_repository_restores_and_checks() {
         .status()
         .unwrap()
         .success());
+    (fixture, tmp, repo)
+}
+
+#[test]
+fn golden_v1_repository_restores_and_checks() {
+    let (fixture, tmp, repo) = copy_of("golden-v1");
     let source = tmp.path().join("source");
     std::fs::create_dir_all(&source).unwrap();
     assert!(Command::new("tar")
@@ -61,16 +68,7 @@ fn golden_v1_repository_restores_and_checks() {
 /// backup-db`, its small chunks in groups. It must read back byte for byte.
 #[test]
 fn golden_v1_1_grouped_dump_restores_and_checks() {
-    let fixture = workspace_root().join("tests/fixtures/golden-v1.1");
-    let tmp = tempfile::tempdir().unwrap();
-    let repo = tmp.path().join("repo");
-    assert!(Command::new("cp")
-        .arg("-r")
-        .arg(fixture.join("repo"))
-        .arg(&repo)
-        .status()
-        .unwrap()
-        .success());
+    let (fixture, tmp, repo) = copy_of("golden-v1.1");
     let ctl = Ctl::new(repo.to_str().unwrap(), "golden");
     let snaps = ctl.json(&["snapshots"]);
     let s = &snaps.as_array().unwrap()[0];
