@@ -231,7 +231,8 @@ impl MasterKey {
         let what = format_args!("blob {id}");
         let body = self.decrypt(envelope, &what)?;
         if body[0] == ENC_GROUP {
-            let group = crate::group::decode(self, &body[1..], &what)?;
+            let group =
+                crate::group::decode(self, &body[1..], &what, crate::group::MAX_GROUP_PLAIN)?;
             return crate::group::cache_and_take(group, id, envelope, max);
         }
         let plain = single(body, &what, max)?;

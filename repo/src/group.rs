@@ -81,8 +81,7 @@ pub fn member_id(key: &MasterKey, scope: &Id, plain: &[u8]) -> Id {
 
 /// Seals members into one group envelope.
 pub fn seal(key: &MasterKey, scope: &Id, members: &[&[u8]], zstd_level: i32) -> Vec<u8> {
-    let data: usize = members.iter().map(|m| m.len()).sum();
-    let mut plain = Vec::with_capacity(36 + 4 * members.len() + data);
+    let mut plain = Vec::with_capacity(plain_len(members.iter().map(|m| m.len())));
     plain.extend_from_slice(&scope.0);
     plain.extend_from_slice(&(members.len() as u32).to_le_bytes());
     for m in members {
@@ -94,8 +93,19 @@ pub fn seal(key: &MasterKey, scope: &Id, members: &[&[u8]], zstd_level: i32) -> 
     key.seal_group_body(&plain, zstd_level)
 }
 
-/// Opens a group envelope without the cache (a pack's verification).
+/// Opens a group envelope without the cache.
 pub fn open(key: &MasterKey, envelope: &[u8], what: &dyn std::fmt::Display) -> Result<Group> {
+    open_bounded(key, envelope, what, MAX_GROUP_PLAIN)
+}
+
+/// Like [`open`], failing once the group's plaintext would exceed `max`
+/// bytes: a pack's verification bounds it by what its entries claim.
+pub fn open_bounded(
+    key: &MasterKey,
+    envelope: &[u8],
+    what: &dyn std::fmt::Display,
+    max: usize,
+) -> Result<Group> {
     let body = key.decrypt(envelope, what)?;
     if body[0] != crate::crypto::ENC_GROUP {
         return Err(Error::corrupt(
@@ -103,12 +113,23 @@ pub fn open(key: &MasterKey, envelope: &[u8], what: &dyn std::fmt::Display) -> R
             "a blob marked as grouped is not in a group",
         ));
     }
-    decode(key, &body[1..], what)
+    decode(key, &body[1..], what, max.min(MAX_GROUP_PLAIN))
 }
 
-/// Decompresses and parses a group's frame, hashing every member.
-pub(crate) fn decode(key: &MasterKey, frame: &[u8], what: &dyn std::fmt::Display) -> Result<Group> {
-    let plain = crate::crypto::inflate(frame, what, MAX_GROUP_PLAIN)?;
+/// The plaintext size of a group of members of these lengths.
+pub fn plain_len(lengths: impl ExactSizeIterator<Item = usize>) -> usize {
+    36 + 4 * lengths.len() + lengths.sum::<usize>()
+}
+
+/// Decompresses (at most `max` bytes) and parses a group's frame, hashing
+/// every member.
+pub(crate) fn decode(
+    key: &MasterKey,
+    frame: &[u8],
+    what: &dyn std::fmt::Display,
+    max: usize,
+) -> Result<Group> {
+    let plain = crate::crypto::inflate(frame, what, max)?;
     let bad = |why: &str| Error::corrupt(what.to_string(), format!("group: {why}"));
     if plain.len() < 36 {
         return Err(bad("shorter than its table"));

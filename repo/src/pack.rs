@@ -374,8 +374,23 @@ pub fn verify(key: &MasterKey, id: &Id, data: &[u8]) -> Result<Vec<PackEntry>> {
     groups.par_iter().try_for_each(|members| {
         let e = members[0];
         let env = &data[e.offset as usize..e.offset as usize + e.length as usize];
-        let group = crate::group::open(key, env, &format_args!("group at {}", e.offset))
-            .map_err(|err| Error::corrupt(&what, err.to_string()))?;
+        // Its entries claim every member: the group opens to no more than
+        // they add up to, and holds nothing they do not name.
+        let claimed = crate::group::plain_len(members.iter().map(|e| e.raw_length as usize));
+        let group =
+            crate::group::open_bounded(key, env, &format_args!("group at {}", e.offset), claimed)
+                .map_err(|err| Error::corrupt(&what, err.to_string()))?;
+        if group.len() != members.len() {
+            return Err(Error::corrupt(
+                &what,
+                format!(
+                    "the group at {} holds {} blobs, its entries name {}",
+                    e.offset,
+                    group.len(),
+                    members.len()
+                ),
+            ));
+        }
         for e in members {
             match group.get(&e.id) {
                 Some(m) if m.len() == e.raw_length as usize => {}
@@ -627,6 +642,8 @@ mod tests {
             build(&[(ia, a.len()), (k.blob_id(b), b.len())], BlobType::Data),
             build(&[(ia, a.len()), (ia, a.len())], BlobType::Data),
             build(&[(ia, a.len())], BlobType::Tree),
+            // A member no entry names.
+            build(&[(ia, a.len())], BlobType::Data),
         ];
         for (id, bytes) in refused {
             assert!(verify(&k, &id, &bytes).is_err());
