@@ -95,6 +95,8 @@ struct JobState {
     pins: HashSet<Id>,
     /// Packs the job uploaded.
     packs: HashSet<Id>,
+    /// Grouped blobs the job uploaded (each in its own scope, checked).
+    grouped: HashSet<Id>,
     /// Blobs below `roots`, walked the first time a grouped blob is asked
     /// about: the only grouped blobs the job may name besides its own.
     below_roots: Option<Arc<HashSet<Id>>>,
@@ -250,7 +252,7 @@ impl Store {
                     idx.get(i).is_some_and(|l| {
                         !l.grouped
                             || below.contains(i)
-                            || own.is_some_and(|j| j.packs.contains(&l.pack))
+                            || own.is_some_and(|j| j.grouped.contains(i))
                     })
                 })
                 .collect()
@@ -290,7 +292,7 @@ impl Store {
                 "pack {id} is larger than {MAX_OBJECT} bytes"
             )));
         }
-        let entries = pack::verify(self.repo.key(), &id, data)
+        let entries = pack::verify_scoped(self.repo.key(), &id, data, Some(&self.scope(job)))
             .map_err(|e| StoreError::Refused(e.to_string()))?;
         let n = entries.len();
         if !self.repo.index().packs().contains_key(&id) {
@@ -298,6 +300,14 @@ impl Store {
         }
         self.index_pack(job, id, entries)?;
         Ok(n)
+    }
+
+    /// The only scope a job's groups may have: its agent's and domain's, as
+    /// the agent names them (`cairn_dump::BackupRequest::writer`).
+    fn scope(&self, job: &JobCtx) -> Id {
+        self.repo
+            .key()
+            .group_scope(&format!("{}\n{}", job.agent_id, job.domain))
     }
 
     /// Writes a verified, durable pack's index segment, then makes it known.
@@ -310,6 +320,8 @@ impl Store {
         self.repo.add_written_segment(seg_id, &packs);
         if let Some(j) = st.jobs.get_mut(job.job_id) {
             j.packs.insert(id);
+            let grouped = packs[0].1.iter().filter(|e| e.grouped);
+            j.grouped.extend(grouped.map(|e| e.id));
         }
         Ok(())
     }
@@ -390,7 +402,8 @@ impl Store {
             )));
         }
         let data = self.repo.storage().get(&key)?;
-        let entries = match pack::verify(self.repo.key(), &id, &data) {
+        let entries = match pack::verify_scoped(self.repo.key(), &id, &data, Some(&self.scope(job)))
+        {
             Ok(e) => e,
             Err(e) => {
                 if let Err(d) = self.repo.storage().delete(&key) {
@@ -485,9 +498,9 @@ impl Store {
                         )))
                     }
                     // Its group's other members would be granted with it.
-                    Some(l)
-                        if l.grouped && !state.packs.contains(&l.pack) && !below.contains(b) =>
-                    {
+                    // A blob this job uploaded is in its own scope: every
+                    // copy of it is in a group of this site's.
+                    Some(l) if l.grouped && !state.grouped.contains(b) && !below.contains(b) => {
                         return Err(StoreError::Refused(format!(
                             "blob {b} of the snapshot is in a group of another site"
                         )))

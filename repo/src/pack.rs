@@ -320,6 +320,18 @@ pub fn parse_header(
 /// holds the key can write a pack that decrypts, so decrypting proves
 /// nothing: this is what a controller runs on every pack an agent sends.
 pub fn verify(key: &MasterKey, id: &Id, data: &[u8]) -> Result<Vec<PackEntry>> {
+    verify_scoped(key, id, data, None)
+}
+
+/// [`verify`], and every group's scope (see `group`) must be `scope` when
+/// given: a controller takes an agent's groups only in that agent's scope
+/// for the job's domain.
+pub fn verify_scoped(
+    key: &MasterKey,
+    id: &Id,
+    data: &[u8],
+    scope: Option<&Id>,
+) -> Result<Vec<PackEntry>> {
     use rayon::prelude::*;
     let what = format!("pack {id}");
     if Id::of_stored(data) != *id {
@@ -380,6 +392,12 @@ pub fn verify(key: &MasterKey, id: &Id, data: &[u8]) -> Result<Vec<PackEntry>> {
         let group =
             crate::group::open_bounded(key, env, &format_args!("group at {}", e.offset), claimed)
                 .map_err(|err| Error::corrupt(&what, err.to_string()))?;
+        if scope.is_some_and(|s| *s != group.scope) {
+            return Err(Error::corrupt(
+                &what,
+                format!("the group at {} is in another writer's scope", e.offset),
+            ));
+        }
         if group.len() != members.len() {
             return Err(Error::corrupt(
                 &what,

@@ -376,14 +376,12 @@ fn a_hostile_agent_is_contained() {
     assert!(have(k.blob_id(data)));
     // A group (small blobs sealed together, as dumps store theirs): its
     // members are offered to the job that wrote it.
-    let scope = k.group_scope("evil-host\nvictim.test");
     let members: [&[u8]; 2] = [b"row one of a grouped dump", b"row two of a grouped dump"];
-    let member = cairn_repo::group::member_id(k, &scope, members[0]);
-    let (gid, gbytes) = {
-        let env = cairn_repo::group::seal(k, &scope, &members, 3);
+    let group_pack = |scope: &Id| {
+        let env = cairn_repo::group::seal(k, scope, &members, 3);
         let list: Vec<(Id, usize)> = members
             .iter()
-            .map(|m| (cairn_repo::group::member_id(k, &scope, m), m.len()))
+            .map(|m| (cairn_repo::group::member_id(k, scope, m), m.len()))
             .collect();
         let mut w = PackWriter::in_memory();
         w.add_group(BlobType::Data, &env, &list).unwrap();
@@ -393,6 +391,14 @@ fn a_hostile_agent_is_contained() {
         };
         (p.id, bytes)
     };
+    // Only in its own scope (its agent id and the job's domain): groups in
+    // the victim's are refused, so no group of the victim's holds its blobs.
+    let (vid, vbytes) = group_pack(&k.group_scope("victim\nvictim.test"));
+    let err = put(pieces(&job_id, vid, &vbytes, false)).unwrap_err();
+    assert!(err.message().contains("another writer's scope"), "{err:?}");
+    let scope = k.group_scope("evil\nvictim.test");
+    let member = cairn_repo::group::member_id(k, &scope, members[0]);
+    let (gid, gbytes) = group_pack(&scope);
     put(pieces(&job_id, gid, &gbytes, false)).unwrap();
     assert!(have(member), "a job's own grouped blob");
     let commit = |snapshot: Vec<u8>| {
