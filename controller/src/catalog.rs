@@ -410,23 +410,31 @@ fn all<T: DeserializeOwned>(tree: &sled::Tree, prefix: &[u8]) -> Result<Vec<T>> 
 /// catalog's file (and its lock) is released only when sled's background
 /// threads (the flusher, the pool writing out log buffers) drop their last
 /// reference, a moment after the drop (spacejam/sled#1234), so an immediate
-/// reopen in the same process can find it still held. On a machine busy
-/// with a parallel build and test suite that moment passed two seconds once
-/// (the catalog restart unit test). Another process holding it is reported
-/// after the wait.
+/// reopen in the same process can find it still held. Another process
+/// holding it is reported after the wait.
 fn open_db(dir: &Path) -> Result<sled::Db> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    open_db_waiting(dir, std::time::Duration::from_secs(10))
+}
+
+fn open_db_waiting(dir: &Path, wait: std::time::Duration) -> Result<sled::Db> {
+    let deadline = std::time::Instant::now() + wait;
     loop {
         match sled::open(dir) {
-            Err(sled::Error::Io(e))
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    && std::time::Instant::now() < deadline =>
-            {
+            Err(sled::Error::Io(e)) if lock_held(&e) && std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             r => return Ok(r?),
         }
     }
+}
+
+/// sled 0.34 reports a held lock as `ErrorKind::Other` with the flock error
+/// only in its message ("could not acquire lock on …: … WouldBlock …"), so
+/// the kind alone never matches (the restart test failed in CI on exactly
+/// that error, with the wait in place).
+fn lock_held(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock
+        || e.to_string().starts_with("could not acquire lock")
 }
 
 fn outbox_key(channel: &str, seq: u64) -> Vec<u8> {
@@ -1219,6 +1227,21 @@ mod tests {
         .unwrap();
         c.revoke_agent("a1").unwrap();
         assert!(c.plan("a1", "x.test").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_reopen_waits_for_the_lock_of_a_catalog_still_closing() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = Catalog::open(dir.path()).unwrap();
+        let err = open_db_waiting(dir.path(), std::time::Duration::from_millis(50)).unwrap_err();
+        assert!(err.to_string().contains("could not acquire lock"), "{err}");
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            drop(held);
+        });
+        let c = Catalog::open(dir.path()).unwrap();
+        closer.join().unwrap();
+        assert!(c.agents().unwrap().is_empty());
     }
 
     #[test]
