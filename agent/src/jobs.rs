@@ -146,6 +146,7 @@ pub fn run(
                     site,
                     &repo,
                     job,
+                    snapshot.map(|(_, s)| s.tree),
                     progress,
                 )?;
             } else {
@@ -256,13 +257,15 @@ fn backup(
 /// into one snapshot. The credentials are read here and never leave the
 /// agent; a dump that fails leaves no snapshot and names the tool's error.
 /// With `state_dir` (a controller that takes groups), small chunks are grouped
-/// under this agent's fleet id.
+/// under this agent's fleet id. `base` is the tree of the dump the
+/// controller let this one stand on: its blob lists are edits of the base's.
 fn backup_database(
     host: &str,
     state_dir: Option<&std::path::Path>,
     site: &Site,
     repo: &Repository,
     job: &pb::Job,
+    base: Option<Id>,
     progress: &Progress,
 ) -> anyhow::Result<()> {
     use cairn_dump::{self as db, DumpOptions, Profile};
@@ -301,6 +304,7 @@ fn backup_database(
             domain: &site.name,
             host,
             writer: agent_id.as_deref(),
+            base,
             tags: &[],
             progress: &progress.bytes,
         },

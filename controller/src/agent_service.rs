@@ -734,12 +734,14 @@ async fn run_session(
             Some(Body::Binlog(b)) => fleet.set_binlog(&agent, &b),
             Some(Body::Wal(w)) => fleet.set_wal(&agent, &w),
             Some(Body::Recovered(r)) => {
-                // Only a final in-place restore of this agent's own.
+                // Only a failed or cancelled in-place restore of this
+                // agent's own: one that succeeded needs no word.
                 let job = fleet.catalog.job(&r.job_id).ok().filter(|j| {
                     j.agent_id == agent
                         && j.kind == "restore"
                         && j.spec.in_place
                         && j.state.is_final()
+                        && j.state != JobState::Succeeded
                 });
                 if let Some(j) = job {
                     let step = format!("after the agent restarted: {}", clean_text(&r.what, 400));

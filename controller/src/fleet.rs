@@ -532,11 +532,12 @@ impl Fleet {
                         presigned: self.presigns,
                     });
                 }
-                // A dump has no parent: it dedups through HaveBlobs alone, and
-                // may reuse grouped blobs only of its base (see `dump_base`).
+                // A dump's parent is its base (see `dump_base`): it dedups
+                // through HaveBlobs, reuses grouped blobs only of the base,
+                // and reads the base's trees to store its blob lists as
+                // edits of the base's.
                 let parent = if job.spec.content == "database" {
-                    grant.roots.extend(self.dump_base(job)?);
-                    None
+                    self.dump_base(job)?
                 } else {
                     self.parent_of(job)?
                 };
@@ -651,7 +652,7 @@ impl Fleet {
     /// Its grouped blobs (see `cairn_repo::group`) are the only ones a dump
     /// may name besides those it uploads: a group holds one site's blobs,
     /// and a restore is granted whole groups.
-    fn dump_base(&self, job: &JobRecord) -> Result<Option<Id>, String> {
+    fn dump_base(&self, job: &JobRecord) -> Result<Option<(Id, Vec<u8>, Snapshot)>, String> {
         let snaps = self
             .catalog
             .snapshots(Some(&job.domain))
@@ -662,9 +663,10 @@ impl Fleet {
             .filter(|s| s.agent_id == job.agent_id && s.content == "database")
             .find_map(|s| {
                 let id = s.id.parse::<Id>().ok()?;
-                self.load_snapshot(&id).ok()
+                let (stored, snap) = self.load_snapshot(&id).ok()?;
+                Some((id, stored, snap))
             });
-        Ok(newest.map(|(_, snap)| snap.tree))
+        Ok(newest)
     }
 
     pub fn load_snapshot(&self, id: &Id) -> Result<(Vec<u8>, Snapshot), String> {

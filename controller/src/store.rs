@@ -461,7 +461,7 @@ impl Store {
         }
         // The walk reads trees and may be slow: outside the lock. What it
         // found is checked against the index again under the lock.
-        let reachable = self.repo.reachable(&[snap.tree]).map_err(|e| match e {
+        let reach = self.repo.reach(&[snap.tree]).map_err(|e| match e {
             cairn_repo::Error::BlobNotFound { id } => {
                 StoreError::NotReady(format!("tree {id} of the snapshot is not stored"))
             }
@@ -472,17 +472,27 @@ impl Store {
         snap.agent = Some(job.agent_id.to_string());
         snap.job = Some(job.job_id.to_string());
         snap.run = (!job.run_id.is_empty()).then(|| job.run_id.to_string());
+        let mut reachable = reach.blobs;
         let grouped = {
             let idx = self.repo.index();
             reachable
                 .iter()
                 .any(|b| idx.get(b).is_some_and(|l| l.grouped))
         };
-        let below = if grouped {
+        let below = if grouped || !reach.bases.is_empty() {
             self.below_roots(job.job_id)
         } else {
             Arc::default()
         };
+        // A list edited from a tree reaches what that tree lists: only the
+        // trees of the dump this job stands on (its own site's) may serve.
+        if let Some(b) = reach.bases.iter().find(|b| !below.contains(*b)) {
+            return Err(StoreError::Refused(format!(
+                "the snapshot's blob list is edited from tree {b}, which is not of the dump the \
+                 job stands on"
+            )));
+        }
+        reachable.extend(reach.bases);
         let mut st = self.state.lock().unwrap();
         let state = st
             .jobs

@@ -27,7 +27,7 @@ use std::sync::atomic::AtomicU64;
 use std::thread::JoinHandle;
 
 use cairn_repo::chunker::RecordCutter;
-use cairn_repo::snapshot::Snapshot;
+use cairn_repo::snapshot::{Content, Snapshot};
 use cairn_repo::stream::{ContentReader, Position, StreamBackup, StreamWriter};
 use cairn_repo::{Id, Repository};
 use serde::{Deserialize, Serialize};
@@ -469,6 +469,11 @@ pub struct BackupRequest<'a> {
     /// domain share groups of small chunks (see `cairn_repo::group`). None
     /// stores every chunk alone, for a controller that takes no groups.
     pub writer: Option<&'a str>,
+    /// The root tree of an earlier dump of this database (a fleet job's
+    /// base, its trees granted): the new dump's blob lists are stored as
+    /// edits of its lists (see `cairn_repo::content_edit`). Unset, a local
+    /// repository's newest dump by this host and domain serves.
+    pub base: Option<Id>,
     pub tags: &'a [String],
     /// Dump stream bytes stored so far, for a progress display.
     pub progress: &'a AtomicU64,
@@ -480,7 +485,37 @@ fn begin_session<'r>(repo: &'r Repository, req: &BackupRequest) -> Result<Stream
     if let Some(writer) = req.writer {
         session.group_small_blobs(&format!("{writer}\n{}", req.domain));
     }
+    if let Some(base) = list_base(repo, req) {
+        session.edit_lists_from(base);
+    }
     Ok(session)
+}
+
+/// The `db` tree whose blob lists the new dump's are stored as edits of:
+/// the request's base, or in a local repository the newest dump of this
+/// database by this host and domain. None when it holds no such dump.
+fn list_base(repo: &Repository, req: &BackupRequest) -> Option<Id> {
+    let file = dump_file_name(req.engine, &req.conn.database);
+    let db_tree = |root: &Id| {
+        let db = repo.load_tree(root).ok()?.find(b"db")?.subtree?;
+        repo.load_tree(&db).ok()?.find(file.as_bytes())?;
+        Some(db)
+    };
+    if let Some(root) = &req.base {
+        return db_tree(root);
+    }
+    if repo.known_blobs().is_some() {
+        return None;
+    }
+    let snaps = repo.snapshots().ok()?;
+    snaps
+        .iter()
+        .rev()
+        .filter(|(_, s)| {
+            s.content == Content::Database && s.domain == req.domain && s.host == req.host
+        })
+        .take(8)
+        .find_map(|(_, s)| db_tree(&s.tree))
 }
 
 /// A writer for one dump: dump-sized chunks, progress counted into the request.

@@ -15,6 +15,7 @@ pub mod beneath;
 pub mod check;
 pub mod chunker;
 pub mod config;
+pub mod content_edit;
 pub mod crypto;
 pub mod diff;
 pub mod error;

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use rayon::prelude::*;
 
 use crate::config::RepoConfig;
+use crate::content_edit;
 use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
 use crate::id::Id;
@@ -14,7 +15,7 @@ use crate::keys::{self, KdfParams};
 use crate::pack::{self, BlobType};
 use crate::snapshot::{Content, Snapshot};
 use crate::storage::{Storage, StorageError};
-use crate::tree::Tree;
+use crate::tree::{NodeKind, Tree};
 
 /// Answers "which of these blobs does the repository have?" for a repository
 /// whose index is not loaded here (an agent asks its controller, DESIGN §3).
@@ -370,7 +371,49 @@ impl Repository {
         self.key.open_blob(id, &env)
     }
 
+    /// A tree with every edited blob list resolved (see `content_edit`).
     pub fn load_tree(&self, id: &Id) -> Result<Tree> {
+        self.resolved_tree(id, 0)
+    }
+
+    fn resolved_tree(&self, id: &Id, depth: usize) -> Result<Tree> {
+        let mut tree = self.parsed_tree(id)?;
+        for n in &mut tree.nodes {
+            let Some(edit) = n.content_edit.take() else {
+                continue;
+            };
+            let what = format!("tree {id}, file {:?}", n.name);
+            if depth >= content_edit::MAX_CHAIN {
+                return Err(Error::corrupt(
+                    what,
+                    format!(
+                        "its blob list is edited from a chain of more than {} trees",
+                        content_edit::MAX_CHAIN
+                    ),
+                ));
+            }
+            let base = self.resolved_tree(&edit.base, depth + 1)?;
+            let from = base
+                .find(std::os::unix::ffi::OsStrExt::as_bytes(
+                    n.name_os()?.as_os_str(),
+                ))
+                .filter(|b| b.kind == NodeKind::File)
+                .ok_or_else(|| {
+                    Error::corrupt(
+                        what.clone(),
+                        format!("its base tree {} has no file of that name", edit.base),
+                    )
+                })?;
+            n.content = content_edit::apply(&from.content, &edit.edits, &what)?;
+            n.bases = std::iter::once(edit.base)
+                .chain(from.bases.iter().copied())
+                .collect();
+        }
+        Ok(tree)
+    }
+
+    /// A tree as stored: edited blob lists unresolved.
+    pub(crate) fn parsed_tree(&self, id: &Id) -> Result<Tree> {
         if let Some(b) = self.trees.lock().unwrap().get(id).cloned() {
             return Tree::from_bytes(id, &b);
         }
@@ -487,24 +530,45 @@ impl Repository {
         }
     }
 
-    /// Every blob reachable from the given root trees (trees and data).
+    /// Every blob reachable from the given root trees (trees and data,
+    /// and the trees edited blob lists are read from).
     pub fn reachable(&self, roots: &[Id]) -> Result<HashSet<Id>> {
-        let mut seen = HashSet::new();
+        let reach = self.reach(roots)?;
+        let mut all = reach.blobs;
+        all.extend(reach.bases);
+        Ok(all)
+    }
+
+    /// Like `reachable`, with the trees only read for their blob lists
+    /// apart: what they list is not reached through them.
+    pub fn reach(&self, roots: &[Id]) -> Result<Reach> {
+        let mut reach = Reach::default();
         let mut stack: Vec<Id> = roots.to_vec();
         while let Some(t) = stack.pop() {
-            if !seen.insert(t) {
+            if !reach.blobs.insert(t) {
                 continue;
             }
             let tree = self.load_tree(&t)?;
             for n in tree.nodes {
-                seen.extend(n.content);
+                reach.blobs.extend(n.content);
+                reach.bases.extend(n.bases);
                 if let Some(s) = n.subtree {
                     stack.push(s);
                 }
             }
         }
-        Ok(seen)
+        Ok(reach)
     }
+}
+
+/// What a walk of trees reached.
+#[derive(Debug, Default)]
+pub struct Reach {
+    /// Trees walked and the blobs their files list.
+    pub blobs: HashSet<Id>,
+    /// Trees read only for the blob lists edited from them (possibly also
+    /// in `blobs`, when a root reaches them too).
+    pub bases: HashSet<Id>,
 }
 
 /// A new local repository under `dir` with a cheap key derivation, for tests.

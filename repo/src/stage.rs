@@ -522,6 +522,16 @@ fn sweep(journal: &Journal, now: i64, interrupted: bool) -> Result<Vec<Swept>> {
                     ),
                 ));
             }
+            // The swap was done before the restart, maybe before the
+            // controller heard of it: say the restore stands.
+            Phase::Swapped if interrupted => done.push(Swept::of(
+                &r,
+                format!(
+                    "job {}: restore completed; old tree kept at {}",
+                    r.job,
+                    r.rollback.display()
+                ),
+            )),
             Phase::Swapped => {}
         }
     }
@@ -1163,7 +1173,12 @@ mod tests {
             &Default::default(),
         )
         .unwrap();
-        assert!(recover(&journal, 999).unwrap().is_empty());
+        // A finished restore is only told of at start (the controller may
+        // have lost the session before it heard).
+        let told = recover(&journal, 999).unwrap();
+        assert_eq!(told.len(), 1, "{told:?}");
+        assert!(told[0].what.contains("restore completed"), "{told:?}");
+        assert!(s.rollback.exists());
         let staging = Record {
             job: "j4".into(),
             phase: Phase::Staging,

@@ -18,6 +18,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 
 use crate::chunker::RecordCutter;
+use crate::content_edit::{self, ContentEdit};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::lock::Lock;
@@ -39,6 +40,9 @@ pub struct StreamBackup<'r> {
     total: u64,
     /// Small blobs go into groups of this scope (see `group`).
     scope: Option<Id>,
+    /// A tree of an earlier snapshot of the same streams: lists are stored
+    /// as edits of its same-named lists (see `content_edit`).
+    list_base: Option<Id>,
 }
 
 /// Where a section starts in a stream: its byte offset and its first blob.
@@ -61,6 +65,7 @@ impl<'r> StreamBackup<'r> {
                 files: Vec::new(),
                 total: 0,
                 scope: None,
+                list_base: None,
             });
         }
         let lock = Lock::acquire_waiting(repo.storage().clone(), false, crate::lock::BACKUP_WAIT)?;
@@ -75,6 +80,7 @@ impl<'r> StreamBackup<'r> {
             files: Vec::new(),
             total: 0,
             scope: None,
+            list_base: None,
         })
     }
 
@@ -83,6 +89,13 @@ impl<'r> StreamBackup<'r> {
     /// of the same name share them.
     pub fn group_small_blobs(&mut self, name: &str) {
         self.scope = Some(self.repo.key().group_scope(name));
+    }
+
+    /// Stores each stream's blob list as edits of the same-named stream's
+    /// list in `tree` (the `db` tree of an earlier snapshot of these streams,
+    /// which must stay readable as long as this one), where that is smaller.
+    pub fn edit_lists_from(&mut self, tree: Id) {
+        self.list_base = Some(tree);
     }
 
     pub fn writer(&self, cutter: RecordCutter) -> StreamWriter<'_, 'r> {
@@ -149,6 +162,9 @@ impl<'r> StreamBackup<'r> {
             return Err(Error::Invalid("a domain name is required".into()));
         }
         self.files.sort_by(|a, b| a.name.cmp(&b.name));
+        if let Some(base) = self.list_base {
+            self.edit_lists(base)?;
+        }
         let files = self.files.len() as u64;
         let db = Tree {
             nodes: std::mem::take(&mut self.files),
@@ -187,6 +203,28 @@ impl<'r> StreamBackup<'r> {
         };
         let id = self.repo.save_snapshot(&snap)?;
         Ok((id, snap))
+    }
+}
+
+impl StreamBackup<'_> {
+    fn edit_lists(&mut self, base_id: Id) -> Result<()> {
+        let base = self.repo.load_tree(&base_id)?;
+        for n in &mut self.files {
+            let Some(from) = base.find(n.name.as_bytes()).filter(|b| {
+                b.kind == NodeKind::File && b.bases.len() + 1 < content_edit::WRITE_CHAIN
+            }) else {
+                continue;
+            };
+            let edits = content_edit::diff(&from.content, &n.content);
+            if content_edit::encoded_len(&edits) < content_edit::whole_len(n.content.len()) {
+                n.content.clear();
+                n.content_edit = Some(ContentEdit {
+                    base: base_id,
+                    edits,
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -405,8 +443,21 @@ mod tests {
     }
 
     fn dump(repo: &Repository, day: u32) -> (Id, Vec<u8>) {
+        dump_on(repo, day, None)
+    }
+
+    /// The `db` tree of a snapshot.
+    fn db_tree(repo: &Repository, snap: &Id) -> Id {
+        let (_, s) = repo.find_snapshot(&snap.to_hex(), None).unwrap();
+        repo.load_tree(&s.tree).unwrap().nodes[0].subtree.unwrap()
+    }
+
+    fn dump_on(repo: &Repository, day: u32, base: Option<Id>) -> (Id, Vec<u8>) {
         let mut session = StreamBackup::begin(repo).unwrap();
         session.group_small_blobs("web1\nshop.test");
+        if let Some(b) = base {
+            session.edit_lists_from(b);
+        }
         let mut w = session.writer(RecordCutter::new(256, 1024, 64 << 10, 7).with_rows(8));
         let mut all = Vec::new();
         for r in rows(day) {
@@ -504,5 +555,138 @@ mod tests {
         )
         .unwrap();
         assert!(checked.errors.is_empty(), "{:?}", checked.errors);
+    }
+
+    /// A day's blob list stored as edits of the day before: it resolves to
+    /// the same bytes, costs a fraction of the whole list, keeps its base
+    /// trees (not their data) through forget and gc, and chains no deeper
+    /// than a writer may.
+    #[test]
+    fn edited_lists_resolve_keep_their_base_and_stay_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = crate::repository::test_repository(dir.path());
+        let (first, _) = dump(&repo, 1);
+        let mut snaps = vec![first];
+        let mut depths = Vec::new();
+        for day in 2..=20 {
+            let base = db_tree(&repo, snaps.last().unwrap());
+            let (snap, bytes) = dump_on(&repo, day % 50, Some(base));
+            assert_eq!(read_back(&repo, &snap), bytes, "day {day}");
+            let db = db_tree(&repo, &snap);
+            let stored = repo.parsed_tree(&db).unwrap();
+            let resolved = repo.load_tree(&db).unwrap();
+            let node = &resolved.nodes[0];
+            depths.push(node.bases.len());
+            if !node.bases.is_empty() {
+                assert_eq!(node.bases[0], base);
+                assert!(stored.nodes[0].content.is_empty());
+                let whole = serde_json::to_vec(&node.content).unwrap().len();
+                let edits = serde_json::to_vec(&stored.nodes[0].content_edit)
+                    .unwrap()
+                    .len();
+                assert!(
+                    edits * 2 < whole,
+                    "day {day}: edits {edits} B, list {whole} B"
+                );
+            }
+            snaps.push(snap);
+        }
+        assert_eq!(depths[..3], [1, 2, 3]);
+        assert!(
+            depths.iter().all(|&d| d < content_edit::WRITE_CHAIN),
+            "{depths:?}"
+        );
+        assert!(
+            depths.contains(&0),
+            "a chain too long starts over: {depths:?}"
+        );
+
+        // Forget all but the last day: its chain of base trees stays, the
+        // data only earlier days listed goes.
+        let last = *snaps.last().unwrap();
+        let last_db = db_tree(&repo, &last);
+        let kept = repo.load_tree(&last_db).unwrap().nodes[0].clone();
+        let day1: HashSet<Id> = repo.load_tree(&db_tree(&repo, &first)).unwrap().nodes[0]
+            .content
+            .iter()
+            .copied()
+            .collect();
+        let gone: Vec<Id> = day1
+            .iter()
+            .filter(|b| !kept.content.contains(b))
+            .copied()
+            .collect();
+        assert!(!gone.is_empty());
+        crate::gc::forget(&repo, &snaps[..snaps.len() - 1]).unwrap();
+        crate::gc::gc(
+            &repo,
+            crate::gc::GcOptions {
+                grace: std::time::Duration::ZERO,
+                repack_threshold: 0.01,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(read_back(&repo, &last), rows(20).concat());
+        for b in &kept.bases {
+            assert!(repo.index().contains(b), "base tree {b} kept");
+        }
+        assert!(gone.iter().all(|b| !repo.index().contains(b)));
+        let checked = crate::check::check(
+            &repo,
+            crate::check::CheckOptions {
+                read_data: true,
+                subset: 1.0,
+            },
+        )
+        .unwrap();
+        assert!(checked.errors.is_empty(), "{:?}", checked.errors);
+    }
+
+    /// A reader follows no chain of edited lists deeper than `MAX_CHAIN`
+    /// and refuses an edit whose base has no file of its name.
+    #[test]
+    fn hostile_chains_of_edited_lists_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = crate::repository::test_repository(dir.path());
+        repo.load_index().unwrap();
+        let saver = BlobSaver::new(&repo, HashSet::new());
+        let data = saver.save(BlobType::Data, b"row").unwrap();
+        let file = |content: Vec<Id>, edit: Option<ContentEdit>| {
+            let mut n = Node::new(OsStr::new("s.sql"), NodeKind::File);
+            n.content = content;
+            n.content_edit = edit;
+            Tree { nodes: vec![n] }
+        };
+        let mut tree = saver
+            .save(BlobType::Tree, &file(vec![data], None).to_bytes())
+            .unwrap();
+        let mut chain = vec![tree];
+        for _ in 0..=content_edit::MAX_CHAIN {
+            let edit = ContentEdit {
+                base: tree,
+                edits: vec![content_edit::Edit::Copy(0, 1)],
+            };
+            tree = saver
+                .save(BlobType::Tree, &file(Vec::new(), Some(edit)).to_bytes())
+                .unwrap();
+            chain.push(tree);
+        }
+        let mut other = Node::new(OsStr::new("t.sql"), NodeKind::File);
+        other.content_edit = Some(ContentEdit {
+            base: chain[0],
+            edits: vec![content_edit::Edit::Copy(0, 1)],
+        });
+        let renamed = saver
+            .save(BlobType::Tree, &Tree { nodes: vec![other] }.to_bytes())
+            .unwrap();
+        saver.finish().unwrap();
+        let deepest = repo.load_tree(&chain[content_edit::MAX_CHAIN]).unwrap();
+        assert_eq!(deepest.nodes[0].content, [data]);
+        assert_eq!(deepest.nodes[0].bases.len(), content_edit::MAX_CHAIN);
+        let err = repo.load_tree(&tree).unwrap_err().to_string();
+        assert!(err.contains("chain of more than"), "{err}");
+        let err = repo.load_tree(&renamed).unwrap_err().to_string();
+        assert!(err.contains("no file of that name"), "{err}");
     }
 }

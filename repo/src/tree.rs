@@ -5,6 +5,8 @@
 //! bytes and names unique. Node fields are below; optional ones are omitted when
 //! empty. Names and symlink targets that are not UTF-8 are carried in
 //! `name_b64`/`target_b64` (base64 of the raw bytes), with a lossy `name` beside.
+//! Format v1.1 adds `content_edit` (see `content_edit`), which a v1 reader
+//! refuses as an unknown field.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -54,6 +56,14 @@ pub struct Node {
     pub size: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub content: Vec<Id>,
+    /// `content` stored as edits of an earlier tree's list (a file node
+    /// with empty `content`); `Repository::load_tree` resolves it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_edit: Option<crate::content_edit::ContentEdit>,
+    /// The trees a resolved `content` was read from, nearest first: they
+    /// stay as long as this node does. Never stored.
+    #[serde(skip)]
+    pub bases: Vec<Id>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subtree: Option<Id>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -98,6 +108,8 @@ impl Node {
             links: 1,
             size: 0,
             content: Vec::new(),
+            content_edit: None,
+            bases: Vec::new(),
             subtree: None,
             target: None,
             target_b64: None,
@@ -185,6 +197,11 @@ impl Tree {
             } else {
                 None
             };
+            let bad = bad.or(match &n.content_edit {
+                Some(_) if n.kind != NodeKind::File => Some("edited blob list on a non-file"),
+                Some(_) if !n.content.is_empty() => Some("both a blob list and edits of one"),
+                _ => None,
+            });
             if let Some(reason) = bad {
                 return Err(Error::HostileEntry {
                     dir: format!("tree {id}"),

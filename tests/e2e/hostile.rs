@@ -498,8 +498,42 @@ fn a_hostile_agent_is_contained() {
         "{err:?}"
     );
 
+    // Nor may it store a blob list as edits of a tree the job does not
+    // stand on: the list would reach what that tree lists (the victim's).
     let ctl = Ctl::new(c.dir.join("repo").to_str().unwrap(), PASSPHRASE);
     let snaps = ctl.json(&["snapshots"]);
+    let victim_tree: Id = snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == first["snapshot"])
+        .expect("the victim's snapshot")["tree"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut node = Node::new(std::ffi::OsStr::new("index.php"), NodeKind::File);
+    node.content_edit = Some(cairn_repo::content_edit::ContentEdit {
+        base: victim_tree,
+        edits: vec![cairn_repo::content_edit::Edit::Copy(0, 1)],
+    });
+    let etree = Tree { nodes: vec![node] }.to_bytes();
+    let (eid, ebytes) = pack(
+        k,
+        &[(BlobType::Tree, k.blob_id(&etree), &etree, etree.len())],
+    );
+    put(pieces(&next.job_id, eid, &ebytes, false)).unwrap();
+    let err = rt
+        .block_on(cl.commit_snapshot(pb::CommitSnapshotRequest {
+            job_id: next.job_id.clone(),
+            snapshot: proposed(k, "victim.test", k.blob_id(&etree)),
+        }))
+        .unwrap_err();
+    assert!(
+        err.message().contains("not of the dump the job stands on"),
+        "{err:?}"
+    );
+
     let forged = snaps
         .as_array()
         .unwrap()

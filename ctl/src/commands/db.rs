@@ -56,6 +56,7 @@ pub fn backup(args: &RepoArgs, a: &BackupDbArgs) -> Result<()> {
         domain: &a.domain,
         host: &host,
         writer: Some(&host),
+        base: None,
         tags: &a.tags,
         progress: &progress,
     };
