@@ -114,6 +114,28 @@ fn a_site_backs_up_and_restores_as_one_run() {
         second_db["blobs_new"].as_u64().unwrap() < first_db["blobs_new"].as_u64().unwrap(),
         "first {first_db}, second {second_db}"
     );
+    // Its blob list is stored as edits of the first dump's; the restores
+    // below are of this second run, so they read through that edit.
+    let store = cairn_repo::Repository::open(
+        std::sync::Arc::new(cairn_repo::storage::LocalStorage::new(&c.dir.join("repo"))),
+        PASSPHRASE.as_bytes(),
+    )
+    .unwrap();
+    store.load_index().unwrap();
+    let db_tree = |snap: &str| {
+        let (_, s) = store
+            .find_snapshot_of(snap, None, cairn_repo::snapshot::Content::Database)
+            .unwrap();
+        store.load_tree(&s.tree).unwrap().nodes[0].subtree.unwrap()
+    };
+    let dump = store.load_tree(&db_tree(&db_snap(&again))).unwrap();
+    let edited = dump
+        .nodes
+        .iter()
+        .find(|n| n.name.ends_with(".sql"))
+        .unwrap();
+    assert_eq!(edited.bases, [db_tree(&db_snap(&run))], "{edited:?}");
+    let run_id = again["run"].as_str().unwrap().to_string();
 
     // The site is defaced and its database vandalised.
     fs::write(root.join("index.php"), "<?php // hacked").unwrap();
