@@ -64,26 +64,45 @@ fn golden_v1_repository_restores_and_checks() {
 }
 
 /// Format v1.1: `tests/fixtures/golden-v1.1/` holds a repository (passphrase
-/// `golden`) with one MariaDB dump of `shop.sql` stored by `cairnctl repo
-/// backup-db`, its small chunks in groups. It must read back byte for byte.
+/// `golden`) with two MariaDB dumps stored by `cairnctl repo backup-db
+/// --from-file` (host `fixture`, domain `golden.example`): `shop.sql`, its
+/// small chunks in groups, then `shop-2.sql` (16 rental rows changed, one
+/// added), whose blob list is stored as edits of the first dump's. Both must
+/// read back byte for byte, the second also once the first is forgotten.
 #[test]
-fn golden_v1_1_grouped_dump_restores_and_checks() {
+fn golden_v1_1_grouped_and_edited_dumps_restore_and_check() {
     let (fixture, tmp, repo) = copy_of("golden-v1.1");
     let ctl = Ctl::new(repo.to_str().unwrap(), "golden");
     let snaps = ctl.json(&["snapshots"]);
-    let s = &snaps.as_array().unwrap()[0];
+    let ids: Vec<&str> = snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
     assert_eq!(
-        s["id"],
-        "2cf2ea51c5fae62abfdcea7ebbd7ef5215b56ba861e2f6184fc2ce76836cd379"
+        ids,
+        [
+            "2cf2ea51c5fae62abfdcea7ebbd7ef5215b56ba861e2f6184fc2ce76836cd379",
+            "675c088a9e7b9a3451447da5f19d43f3758e2f878435a1e7f4b25c4647852cb1"
+        ]
     );
-    assert_eq!(s["content"], "database");
-    assert_eq!(s["stats"]["blobs_new"], 183);
+    assert_eq!(snaps[0]["content"], "database");
+    assert_eq!(snaps[0]["stats"]["blobs_new"], 183);
+    assert_eq!(snaps[1]["stats"]["blobs_new"], 24);
     let out = ctl.ok(&["check", "--read-data"]);
     assert!(out.contains("no errors found"), "{out}");
-    let r = tmp.path().join("restored");
-    ctl.ok(&["restore", "2cf2ea51", "--target", r.to_str().unwrap()]);
-    assert_eq!(
-        std::fs::read(r.join("db/shop.sql")).unwrap(),
-        std::fs::read(fixture.join("shop.sql")).unwrap()
-    );
+    let restored = |snap: &str, dir: &str| {
+        let r = tmp.path().join(dir);
+        ctl.ok(&["restore", snap, "--target", r.to_str().unwrap()]);
+        std::fs::read(r.join("db/shop.sql")).unwrap()
+    };
+    let sql = |name: &str| std::fs::read(fixture.join(name)).unwrap();
+    assert_eq!(restored("2cf2ea51", "first"), sql("shop.sql"));
+    assert_eq!(restored("675c088a", "second"), sql("shop-2.sql"));
+    ctl.ok(&["forget", "2cf2ea51"]);
+    ctl.ok(&["gc"]);
+    let out = ctl.ok(&["check", "--read-data"]);
+    assert!(out.contains("no errors found"), "{out}");
+    assert_eq!(restored("675c088a", "after-gc"), sql("shop-2.sql"));
 }
