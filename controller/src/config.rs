@@ -145,7 +145,7 @@ pub struct SchedulerConfig {
     /// with cairnctl run (a freeze, or a controller kept for restores).
     #[serde(default = "yes")]
     pub run_schedules: bool,
-    /// Jobs one agent runs at once (SPEC BKP-5).
+    /// Jobs one agent runs at once.
     #[serde(default = "default_agent_jobs")]
     pub agent_jobs: usize,
     /// Jobs the whole fleet runs at once.

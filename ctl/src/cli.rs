@@ -19,7 +19,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Work on a repository directly, without a controller (DR-3).
+    /// Work on a repository directly, without a controller.
     Repo(Box<RepoArgs>),
     /// Enrolled agents.
     #[command(subcommand)]
@@ -553,7 +553,7 @@ pub struct BackupDbArgs {
     #[command(flatten)]
     pub conn: DbConnArgs,
     /// What the application may lose: wordpress skips transients and cache
-    /// tables, laravel skips sessions, cache, jobs and failed_jobs (DB-2).
+    /// tables, laravel skips sessions, cache, jobs and failed_jobs.
     #[arg(long, default_value = "none")]
     pub profile: cairn_dump::Profile,
     /// WordPress table prefix (wp-config.php's $table_prefix).
@@ -593,7 +593,7 @@ pub struct RestoreDbArgs {
     #[arg(long = "table")]
     pub tables: Vec<String>,
     /// Restore into a scratch database, check tables, row counts and the
-    /// engine's own checks, then drop it (RST-7, VER-3).
+    /// engine's own checks, then drop it.
     #[arg(long, conflicts_with = "database")]
     pub test: bool,
     /// Which dump of the snapshot (its database name), when it holds several.

@@ -43,13 +43,14 @@ pub const DUMP_CHUNK_MIN: usize = 512;
 pub const DUMP_CHUNK_AVG: usize = 2 << 10;
 pub const DUMP_CHUNK_MAX: usize = 64 << 10;
 /// Past the minimum, narrow rows get a cut every ~this many rows instead of
-/// every ~2 KiB: a shop's 88-byte rentals come ~14 to a chunk, not ~29, so
-/// 2% of them updated touch ~25% of the chunks, not ~45%. Measured on
-/// bench/shop.py over 30 days: 13% less stored than byte-sized cuts (12
-/// rows: 10%, 16: 6%; 4 rows with a 64-byte minimum: 26% more, each tiny
-/// blob compressed alone), and gen_fleet's day 1 went from 0.36× to 0.32×
-/// restic's (BENCHMARKS.md, "Databases").
-pub const DUMP_CHUNK_ROWS: u32 = 8;
+/// every ~2 KiB: a shop's 88-byte rentals come ~12 to a chunk, not ~29, so
+/// 2% of them updated touch ~20% of the chunks, not ~45%. Measured on
+/// bench/shop.py (7 days, first copy / mean day, MB), with blob lists
+/// stored as edits: 8 rows 5.50 / 1.42, 6 rows 5.74 / 1.31, 6 rows from
+/// 384 B 5.99 / 1.25, 5 from 256 B 6.70 / 1.12, 4 from 256 B 7.10 / 1.03.
+/// Smaller chunks trade a larger first copy (more ids, less context) for
+/// smaller days; 6 costs the first copy 4% and saves 8% a day.
+pub const DUMP_CHUNK_ROWS: u32 = 6;
 
 pub type Result<T, E = DbError> = std::result::Result<T, E>;
 
