@@ -117,7 +117,7 @@ fn a_site_backs_up_and_restores_as_one_run() {
     // Its blob list is stored as edits of the first dump's; the restores
     // below are of this second run, so they read through that edit.
     let store = cairn_repo::Repository::open(
-        std::sync::Arc::new(cairn_repo::storage::LocalStorage::new(&c.dir.join("repo"))),
+        std::sync::Arc::new(cairn_repo::storage::LocalStorage::new(c.dir.join("repo"))),
         PASSPHRASE.as_bytes(),
     )
     .unwrap();
