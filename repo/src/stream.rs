@@ -482,6 +482,31 @@ mod tests {
         out
     }
 
+    /// gc with no grace, repacking any pack with a dead blob.
+    fn gc_now(repo: &Repository) -> crate::gc::GcReport {
+        crate::gc::gc(
+            repo,
+            crate::gc::GcOptions {
+                grace: std::time::Duration::ZERO,
+                repack_threshold: 0.01,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    }
+
+    fn check_every_byte(repo: &Repository) {
+        let checked = crate::check::check(
+            repo,
+            crate::check::CheckOptions {
+                read_data: true,
+                subset: 1.0,
+            },
+        )
+        .unwrap();
+        assert!(checked.errors.is_empty(), "{:?}", checked.errors);
+    }
+
     /// Small dump chunks go into groups: they read back byte for byte, every
     /// pack passes the checks a controller runs on an agent's, an unchanged
     /// day stores no data, and gc's repack keeps the live members readable.
@@ -523,15 +548,7 @@ mod tests {
             .flat_map(|(p, es)| es.iter().map(move |e| (e.id, (*p, e.offset))))
             .collect();
         crate::gc::forget(&repo, &[first]).unwrap();
-        let report = crate::gc::gc(
-            &repo,
-            crate::gc::GcOptions {
-                grace: std::time::Duration::ZERO,
-                repack_threshold: 0.01,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let report = gc_now(&repo);
         assert!(!report.packs_repacked.is_empty(), "{report:?}");
         assert_eq!(read_back(&repo, &second), bytes1);
         // Repacking never merges groups: each new group's members all came
@@ -546,15 +563,7 @@ mod tests {
                 assert_eq!(from.len(), 1, "group at {offset} of {p} merges {from:?}");
             }
         }
-        let checked = crate::check::check(
-            &repo,
-            crate::check::CheckOptions {
-                read_data: true,
-                subset: 1.0,
-            },
-        )
-        .unwrap();
-        assert!(checked.errors.is_empty(), "{:?}", checked.errors);
+        check_every_byte(&repo);
     }
 
     /// A day's blob list stored as edits of the day before: it resolves to
@@ -618,29 +627,13 @@ mod tests {
             .collect();
         assert!(!gone.is_empty());
         crate::gc::forget(&repo, &snaps[..snaps.len() - 1]).unwrap();
-        crate::gc::gc(
-            &repo,
-            crate::gc::GcOptions {
-                grace: std::time::Duration::ZERO,
-                repack_threshold: 0.01,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        gc_now(&repo);
         assert_eq!(read_back(&repo, &last), rows(20).concat());
         for b in &kept.bases {
             assert!(repo.index().contains(b), "base tree {b} kept");
         }
         assert!(gone.iter().all(|b| !repo.index().contains(b)));
-        let checked = crate::check::check(
-            &repo,
-            crate::check::CheckOptions {
-                read_data: true,
-                subset: 1.0,
-            },
-        )
-        .unwrap();
-        assert!(checked.errors.is_empty(), "{:?}", checked.errors);
+        check_every_byte(&repo);
     }
 
     /// A reader follows no chain of edited lists deeper than `MAX_CHAIN`

@@ -66,8 +66,8 @@ fn golden_v1_repository_restores_and_checks() {
 /// Format v1.1: `tests/fixtures/golden-v1.1/` holds a repository (passphrase
 /// `golden`) with two MariaDB dumps stored by `cairnctl repo backup-db
 /// --from-file` (host `fixture`, domain `golden.example`): `shop.sql`, its
-/// small chunks in groups, then `shop-2.sql` (16 rental rows changed, one
-/// added), whose blob list is stored as edits of the first dump's. Both must
+/// small chunks in groups, then the next day's (`next_day`: 16 rental rows
+/// changed, one added), whose blob list is stored as edits of the first dump's. Both must
 /// read back byte for byte, the second also once the first is forgotten.
 #[test]
 fn golden_v1_1_grouped_and_edited_dumps_restore_and_check() {
@@ -97,9 +97,10 @@ fn golden_v1_1_grouped_and_edited_dumps_restore_and_check() {
         ctl.ok(&["restore", snap, "--target", r.to_str().unwrap()]);
         std::fs::read(r.join("db/shop.sql")).unwrap()
     };
-    let sql = |name: &str| std::fs::read(fixture.join(name)).unwrap();
-    assert_eq!(restored("2cf2ea51", "first"), sql("shop.sql"));
-    assert_eq!(restored("675c088a", "second"), sql("shop-2.sql"));
+    let shop = std::fs::read_to_string(fixture.join("shop.sql")).unwrap();
+    let second = next_day(&shop).into_bytes();
+    assert_eq!(restored("2cf2ea51", "first"), shop.as_bytes());
+    assert_eq!(restored("675c088a", "second"), second);
     ctl.ok(&["forget", "2cf2ea51"]);
     let gc = ctl.json(&["gc", "--grace", "0s"]);
     // The chunks only the first dump listed are dead (too few to repack
@@ -110,5 +111,32 @@ fn golden_v1_1_grouped_and_edited_dumps_restore_and_check() {
     );
     let out = ctl.ok(&["check", "--read-data"]);
     assert!(out.contains("no errors found"), "{out}");
-    assert_eq!(restored("675c088a", "after-gc"), sql("shop-2.sql"));
+    assert_eq!(restored("675c088a", "after-gc"), second);
+}
+
+/// The v1.1 fixture's second dump: `shop.sql` with every 97th rental from
+/// the 6th moved from 2021 to 2022, and one rental added.
+fn next_day(shop: &str) -> String {
+    let rentals = |l: &str| {
+        l.strip_prefix("INSERT INTO `rental` VALUES (")?
+            .strip_suffix(");")
+            .map(str::to_string)
+    };
+    let lines: Vec<String> = shop
+        .split('\n')
+        .map(|l| match rentals(l) {
+            Some(rows) => {
+                let mut rows: Vec<String> = rows.split("),(").map(str::to_string).collect();
+                for r in rows.iter_mut().skip(5).step_by(97) {
+                    *r = r.replacen("'2021-", "'2022-", 1);
+                }
+                let (id, rest) = rows.last().unwrap().split_once(',').unwrap();
+                let added = format!("{id}0,{rest}");
+                rows.push(added);
+                format!("INSERT INTO `rental` VALUES ({});", rows.join("),("))
+            }
+            None => l.to_string(),
+        })
+        .collect();
+    lines.join("\n")
 }
