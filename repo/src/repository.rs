@@ -33,6 +33,9 @@ pub struct Repository {
     /// Decrypted, verified tree blobs; whole tree packs are fetched at once, so
     /// walking a snapshot costs one request per tree pack, not per directory.
     trees: Mutex<HashMap<Id, Arc<Vec<u8>>>>,
+    /// Resolved trees that served as bases of edited blob lists: a walk of a
+    /// site's dumps resolves each day's list from the day before's.
+    bases: Mutex<HashMap<Id, Arc<Tree>>>,
 }
 
 /// Key material and tuning of a repository, for [`Repository::with_access`].
@@ -50,6 +53,8 @@ impl std::fmt::Debug for Access {
 
 /// Past this many cached tree bytes the cache starts over (bounded memory).
 const TREE_CACHE_BYTES: usize = 256 << 20;
+/// Past this many ids in cached base trees that cache starts over (64 MB).
+const BASE_CACHE_IDS: usize = 2 << 20;
 
 impl Repository {
     /// Creates a repository: config and a first key file. Refuses a location
@@ -95,6 +100,7 @@ impl Repository {
             config,
             index: RwLock::new(Index::default()),
             trees: Mutex::new(HashMap::new()),
+            bases: Mutex::new(HashMap::new()),
         }
     }
 
@@ -373,26 +379,49 @@ impl Repository {
 
     /// A tree with every edited blob list resolved (see `content_edit`).
     pub fn load_tree(&self, id: &Id) -> Result<Tree> {
-        self.resolved_tree(id, 0)
+        self.resolved_tree(id, 0, &mut HashMap::new())
     }
 
-    fn resolved_tree(&self, id: &Id, depth: usize) -> Result<Tree> {
+    /// `bases` holds the base trees this load resolved: each is read once,
+    /// however many files of however many trees name it.
+    fn resolved_tree(
+        &self,
+        id: &Id,
+        depth: usize,
+        bases: &mut HashMap<Id, Arc<Tree>>,
+    ) -> Result<Tree> {
         let mut tree = self.parsed_tree(id)?;
         for n in &mut tree.nodes {
             let Some(edit) = n.content_edit.take() else {
                 continue;
             };
             let what = format!("tree {id}, file {:?}", n.name);
-            if depth >= content_edit::MAX_CHAIN {
-                return Err(Error::corrupt(
-                    what,
+            let too_deep = || {
+                Error::corrupt(
+                    what.clone(),
                     format!(
                         "its blob list is edited from a chain of more than {} trees",
                         content_edit::MAX_CHAIN
                     ),
-                ));
-            }
-            let base = self.resolved_tree(&edit.base, depth + 1)?;
+                )
+            };
+            let base = match bases.get(&edit.base) {
+                Some(b) => b.clone(),
+                None if depth >= content_edit::MAX_CHAIN => return Err(too_deep()),
+                None => {
+                    let cached = self.bases.lock().unwrap().get(&edit.base).cloned();
+                    let b = match cached {
+                        Some(b) => b,
+                        None => {
+                            let b = Arc::new(self.resolved_tree(&edit.base, depth + 1, bases)?);
+                            self.cache_base(edit.base, &b);
+                            b
+                        }
+                    };
+                    bases.insert(edit.base, b.clone());
+                    b
+                }
+            };
             let from = base
                 .find(std::os::unix::ffi::OsStrExt::as_bytes(
                     n.name_os()?.as_os_str(),
@@ -404,12 +433,24 @@ impl Repository {
                         format!("its base tree {} has no file of that name", edit.base),
                     )
                 })?;
+            if from.bases.len() >= content_edit::MAX_CHAIN {
+                return Err(too_deep());
+            }
             n.content = content_edit::apply(&from.content, &edit.edits, &what)?;
             n.bases = std::iter::once(edit.base)
                 .chain(from.bases.iter().copied())
                 .collect();
         }
         Ok(tree)
+    }
+
+    fn cache_base(&self, id: Id, tree: &Arc<Tree>) {
+        let mut cache = self.bases.lock().unwrap();
+        let ids = |t: &Tree| t.nodes.iter().map(|n| n.content.len()).sum::<usize>();
+        if cache.values().map(|t| ids(t)).sum::<usize>() + ids(tree) > BASE_CACHE_IDS {
+            cache.clear();
+        }
+        cache.insert(id, tree.clone());
     }
 
     /// A tree as stored: edited blob lists unresolved.
