@@ -8,15 +8,17 @@
 //! the snapshots and files that need it; everything else stays restorable.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::os::unix::ffi::OsStrExt;
 
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::content_edit;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::pack;
 use crate::repository::Repository;
-use crate::tree::NodeKind;
+use crate::tree::{Node, NodeKind};
 
 #[derive(Debug, Clone, Copy)]
 pub struct CheckOptions {
@@ -199,6 +201,21 @@ fn read_pack(repo: &Repository, p: &Id, size: u64) -> std::result::Result<(), St
     Ok(())
 }
 
+/// The bad pack holding a tree that the blob list of `node` (as stored) is
+/// edited from, directly or down its chain.
+fn bad_base(repo: &Repository, node: &Node, blob_pack: &HashMap<Id, Id>) -> Option<Id> {
+    let name = node.name_os().ok()?;
+    let mut edit = node.content_edit.clone()?;
+    for _ in 0..content_edit::MAX_CHAIN {
+        if let Some(p) = blob_pack.get(&edit.base) {
+            return Some(*p);
+        }
+        let base = repo.parsed_tree(&edit.base).ok()?;
+        edit = base.find(name.as_bytes())?.content_edit.clone()?;
+    }
+    None
+}
+
 /// Which snapshots and files need the blobs of the bad packs.
 fn affected_by(
     repo: &Repository,
@@ -229,6 +246,23 @@ fn affected_by(
                 continue;
             }
             let Ok(tree) = repo.load_tree(&t) else {
+                // A list edited from a tree in a bad pack cannot resolve:
+                // follow the stored edits to name its file.
+                for n in repo.parsed_tree(&t).map(|t| t.nodes).unwrap_or_default() {
+                    if let Some(p) = bad_base(repo, &n, &blob_pack) {
+                        let path = if prefix.is_empty() {
+                            n.name.clone()
+                        } else {
+                            format!("{prefix}/{}", n.name)
+                        };
+                        affected
+                            .entry(p)
+                            .or_default()
+                            .entry(*sid)
+                            .or_default()
+                            .push(format!("/{path}"));
+                    }
+                }
                 continue;
             };
             for n in tree.nodes {
@@ -237,7 +271,8 @@ fn affected_by(
                 } else {
                     format!("{prefix}/{}", n.name)
                 };
-                if let Some(p) = n.content.iter().find_map(|b| blob_pack.get(b)) {
+                let needs = n.content.iter().chain(&n.bases);
+                if let Some(p) = needs.into_iter().find_map(|b| blob_pack.get(b)) {
                     affected
                         .entry(*p)
                         .or_default()

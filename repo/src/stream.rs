@@ -682,4 +682,47 @@ mod tests {
         let err = repo.load_tree(&renamed).unwrap_err().to_string();
         assert!(err.contains("no file of that name"), "{err}");
     }
+
+    /// A bad pack under a tree that lists are edited from is reported
+    /// against every dump whose list reads it, not only the tree's own.
+    #[test]
+    fn check_names_the_dumps_a_bad_base_tree_breaks() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = crate::repository::test_repository(dir.path());
+        let (first, _) = dump(&repo, 1);
+        let base = db_tree(&repo, &first);
+        let (second, _) = dump_on(&repo, 2, Some(base));
+        let loc = *repo.index().get(&base).unwrap();
+        let file = dir.path().join(pack::key_of(&loc.pack));
+        let mut data = std::fs::read(&file).unwrap();
+        data[loc.offset as usize + loc.length as usize / 2] ^= 0xff;
+        let mut perms = std::fs::metadata(&file).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
+        std::fs::set_permissions(&file, perms).unwrap();
+        std::fs::write(&file, &data).unwrap();
+        // A fresh handle: nothing of the base tree cached.
+        let repo = Repository::open(
+            std::sync::Arc::new(crate::storage::LocalStorage::new(dir.path())),
+            b"pw",
+        )
+        .unwrap();
+        let r = crate::check::check(
+            &repo,
+            crate::check::CheckOptions {
+                read_data: true,
+                subset: 1.0,
+            },
+        )
+        .unwrap();
+        let bad = r.bad_packs.iter().find(|b| b.pack == loc.pack).unwrap();
+        let of = |snap: &Id| {
+            bad.affected
+                .iter()
+                .find(|(s, _)| s == snap)
+                .map(|(_, files)| files.clone())
+                .unwrap_or_default()
+        };
+        assert!(!of(&first).is_empty(), "{bad:?}");
+        assert_eq!(of(&second), ["/db/shop.sql"], "{bad:?}");
+    }
 }
