@@ -105,7 +105,7 @@ pub fn check(repo: &Repository, opts: CheckOptions) -> Result<CheckReport> {
             }
             let tree = match repo.load_tree(&t) {
                 Ok(tree) => tree,
-                Err(Error::BlobNotFound { .. }) => {
+                Err(Error::BlobNotFound { id }) if id == t => {
                     r.errors.push(format!(
                         "snapshot {}: tree {t} at /{prefix} is not in the index",
                         sid.short()

@@ -33,9 +33,9 @@ pub struct Repository {
     /// Decrypted, verified tree blobs; whole tree packs are fetched at once, so
     /// walking a snapshot costs one request per tree pack, not per directory.
     trees: Mutex<HashMap<Id, Arc<Vec<u8>>>>,
-    /// Resolved trees that served as bases of edited blob lists: a walk of a
+    /// Resolved files that served as bases of edited blob lists: a walk of a
     /// site's dumps resolves each day's list from the day before's.
-    bases: Mutex<HashMap<Id, Arc<Tree>>>,
+    bases: Mutex<ResolvedFiles>,
 }
 
 /// Key material and tuning of a repository, for [`Repository::with_access`].
@@ -53,7 +53,10 @@ impl std::fmt::Debug for Access {
 
 /// Past this many cached tree bytes the cache starts over (bounded memory).
 const TREE_CACHE_BYTES: usize = 256 << 20;
-/// Past this many ids in cached base trees that cache starts over (64 MB).
+/// Resolved files by tree and name (see `Repository::resolved_file`).
+type ResolvedFiles = HashMap<(Id, Vec<u8>), Arc<crate::tree::Node>>;
+
+/// Past this many ids in cached base files that cache starts over (64 MB).
 const BASE_CACHE_IDS: usize = 2 << 20;
 
 impl Repository {
@@ -379,78 +382,69 @@ impl Repository {
 
     /// A tree with every edited blob list resolved (see `content_edit`).
     pub fn load_tree(&self, id: &Id) -> Result<Tree> {
-        self.resolved_tree(id, 0, &mut HashMap::new())
-    }
-
-    /// `bases` holds the base trees this load resolved: each is read once,
-    /// however many files of however many trees name it.
-    fn resolved_tree(
-        &self,
-        id: &Id,
-        depth: usize,
-        bases: &mut HashMap<Id, Arc<Tree>>,
-    ) -> Result<Tree> {
         let mut tree = self.parsed_tree(id)?;
+        let mut seen = HashMap::new();
         for n in &mut tree.nodes {
-            let Some(edit) = n.content_edit.take() else {
-                continue;
-            };
-            let what = format!("tree {id}, file {:?}", n.name);
-            let too_deep = || {
-                Error::corrupt(
-                    what.clone(),
-                    format!(
-                        "its blob list is edited from a chain of more than {} trees",
-                        content_edit::MAX_CHAIN
-                    ),
-                )
-            };
-            let base = match bases.get(&edit.base) {
-                Some(b) => b.clone(),
-                None if depth >= content_edit::MAX_CHAIN => return Err(too_deep()),
-                None => {
-                    let cached = self.bases.lock().unwrap().get(&edit.base).cloned();
-                    let b = match cached {
-                        Some(b) => b,
-                        None => {
-                            let b = Arc::new(self.resolved_tree(&edit.base, depth + 1, bases)?);
-                            self.cache_base(edit.base, &b);
-                            b
-                        }
-                    };
-                    bases.insert(edit.base, b.clone());
-                    b
-                }
-            };
-            let from = base
-                .find(std::os::unix::ffi::OsStrExt::as_bytes(
-                    n.name_os()?.as_os_str(),
-                ))
-                .filter(|b| b.kind == NodeKind::File)
-                .ok_or_else(|| {
-                    Error::corrupt(
-                        what.clone(),
-                        format!("its base tree {} has no file of that name", edit.base),
-                    )
-                })?;
-            if from.bases.len() >= content_edit::MAX_CHAIN {
-                return Err(too_deep());
+            if n.content_edit.is_some() {
+                let what = format!("tree {id}, file {:?}", n.name);
+                resolve_into(self, n, 1, &mut seen, &what)?;
             }
-            n.content = content_edit::apply(&from.content, &edit.edits, &what)?;
-            n.bases = std::iter::once(edit.base)
-                .chain(from.bases.iter().copied())
-                .collect();
         }
         Ok(tree)
     }
 
-    fn cache_base(&self, id: Id, tree: &Arc<Tree>) {
+    /// File `name` of tree `id` with its blob list resolved (only that
+    /// file's: another file of a base tree may be edited from trees gc has
+    /// dropped, since nothing reads them through this one). `seen` holds
+    /// what this load resolved: each base file is read once, however many
+    /// trees name it.
+    fn resolved_file(
+        &self,
+        id: &Id,
+        name: &[u8],
+        depth: usize,
+        seen: &mut ResolvedFiles,
+        what: &str,
+    ) -> Result<Arc<crate::tree::Node>> {
+        let key = (*id, name.to_vec());
+        if let Some(n) = seen.get(&key) {
+            return Ok(n.clone());
+        }
+        if let Some(n) = self.bases.lock().unwrap().get(&key).cloned() {
+            seen.insert(key, n.clone());
+            return Ok(n);
+        }
+        if depth > content_edit::MAX_CHAIN {
+            return Err(too_deep(what));
+        }
+        let tree = self.parsed_tree(id)?;
+        let mut node = tree
+            .find(name)
+            .filter(|b| b.kind == NodeKind::File)
+            .cloned()
+            .ok_or_else(|| {
+                Error::corrupt(
+                    what.to_string(),
+                    format!("its base tree {id} has no file of that name"),
+                )
+            })?;
+        if node.content_edit.is_some() {
+            resolve_into(self, &mut node, depth + 1, seen, what)?;
+        }
+        let node = Arc::new(node);
+        self.cache_base(key.clone(), &node);
+        seen.insert(key, node.clone());
+        Ok(node)
+    }
+
+    fn cache_base(&self, key: (Id, Vec<u8>), node: &Arc<crate::tree::Node>) {
         let mut cache = self.bases.lock().unwrap();
-        let ids = |t: &Tree| t.nodes.iter().map(|n| n.content.len()).sum::<usize>();
-        if cache.values().map(|t| ids(t)).sum::<usize>() + ids(tree) > BASE_CACHE_IDS {
+        if cache.values().map(|n| n.content.len()).sum::<usize>() + node.content.len()
+            > BASE_CACHE_IDS
+        {
             cache.clear();
         }
-        cache.insert(id, tree.clone());
+        cache.insert(key, node.clone());
     }
 
     /// A tree as stored: edited blob lists unresolved.
@@ -600,6 +594,39 @@ impl Repository {
         }
         Ok(reach)
     }
+}
+
+/// Resolves `node`'s edited blob list from its base file, `depth` trees down.
+fn resolve_into(
+    repo: &Repository,
+    node: &mut crate::tree::Node,
+    depth: usize,
+    seen: &mut ResolvedFiles,
+    what: &str,
+) -> Result<()> {
+    let Some(edit) = node.content_edit.take() else {
+        return Ok(());
+    };
+    let name = std::os::unix::ffi::OsStrExt::as_bytes(node.name_os()?.as_os_str()).to_vec();
+    let from = repo.resolved_file(&edit.base, &name, depth, seen, what)?;
+    if from.bases.len() >= content_edit::MAX_CHAIN {
+        return Err(too_deep(what));
+    }
+    node.content = content_edit::apply(&from.content, &edit.edits, what)?;
+    node.bases = std::iter::once(edit.base)
+        .chain(from.bases.iter().copied())
+        .collect();
+    Ok(())
+}
+
+fn too_deep(what: &str) -> Error {
+    Error::corrupt(
+        what.to_string(),
+        format!(
+            "its blob list is edited from a chain of more than {} trees",
+            content_edit::MAX_CHAIN
+        ),
+    )
 }
 
 /// What a walk of trees reached.

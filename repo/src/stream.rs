@@ -208,7 +208,10 @@ impl<'r> StreamBackup<'r> {
 
 impl StreamBackup<'_> {
     fn edit_lists(&mut self, base_id: Id) -> Result<()> {
-        let base = self.repo.load_tree(&base_id)?;
+        // A base that cannot be read costs whole lists, never the backup.
+        let Ok(base) = self.repo.load_tree(&base_id) else {
+            return Ok(());
+        };
         for n in &mut self.files {
             let Some(from) = base.find(n.name.as_bytes()).filter(|b| {
                 b.kind == NodeKind::File && b.bases.len() + 1 < content_edit::WRITE_CHAIN
@@ -724,5 +727,57 @@ mod tests {
         };
         assert!(!of(&first).is_empty(), "{bad:?}");
         assert_eq!(of(&second), ["/db/shop.sql"], "{bad:?}");
+    }
+
+    /// A base tree's other files may be edited from trees gc dropped (no
+    /// live list reads them): resolving one file reads only its own chain.
+    #[test]
+    fn a_list_resolves_although_its_base_trees_other_files_lost_their_bases() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = crate::repository::test_repository(dir.path());
+        let day = |n: u32, rows: &[Vec<u8>], note: &[u8], base: Option<Id>| {
+            let mut session = StreamBackup::begin(&repo).unwrap();
+            if let Some(b) = base {
+                session.edit_lists_from(b);
+            }
+            let mut w = session.writer(RecordCutter::new(256, 1024, 64 << 10, 7).with_rows(8));
+            for r in rows {
+                w.write(r).unwrap();
+                w.end_record().unwrap();
+            }
+            let (content, size) = w.finish().unwrap();
+            session.add_file("a.sql", content, size).unwrap();
+            session.add_small_file("b.json", note).unwrap();
+            let (id, _) = session.commit("shop.test", "web1", "test", &[]).unwrap();
+            let _ = n;
+            id
+        };
+        let other: Vec<Vec<u8>> = (0..4000u32)
+            .map(|i| format!("({i},'something else entirely {i}'),\n").into_bytes())
+            .collect();
+        let d1 = day(1, &rows(1), b"x", None);
+        // Day 2: a.sql edited from day 1, b.json whole (it changed).
+        let d2 = day(2, &rows(2), b"y", Some(db_tree(&repo, &d1)));
+        // Day 3: a.sql whole (all new), b.json edited from day 2.
+        let d3 = day(3, &other, b"y", Some(db_tree(&repo, &d2)));
+        let stored = repo.parsed_tree(&db_tree(&repo, &d3)).unwrap();
+        assert!(stored.nodes[0].content_edit.is_none() && stored.nodes[1].content_edit.is_some());
+        let d1_db = db_tree(&repo, &d1);
+        crate::gc::forget(&repo, &[d1, d2]).unwrap();
+        gc_now(&repo);
+        assert!(!repo.index().contains(&d1_db), "day 1's tree went");
+        let fresh = Repository::open(
+            std::sync::Arc::new(crate::storage::LocalStorage::new(dir.path())),
+            b"pw",
+        )
+        .unwrap();
+        fresh.load_index().unwrap();
+        let db = fresh.load_tree(&db_tree(&fresh, &d3)).unwrap();
+        let mut b = Vec::new();
+        ContentReader::new(&fresh, db.nodes[1].content.clone())
+            .read_to_end(&mut b)
+            .unwrap();
+        assert_eq!(b, b"y");
+        check_every_byte(&fresh);
     }
 }
