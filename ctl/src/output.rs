@@ -34,17 +34,26 @@ pub fn safe(s: &str) -> std::borrow::Cow<'_, str> {
         .into()
 }
 
+const TICK: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Runs `work` on a thread while a spinner on stderr shows `msg()`.
 pub fn with_spinner<T: Send>(msg: impl Fn() -> String, work: impl FnOnce() -> T + Send) -> T {
     use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    use std::sync::mpsc::RecvTimeoutError;
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     bar.set_style(ProgressStyle::with_template("{spinner} {elapsed} {msg}").unwrap());
     let result = std::thread::scope(|s| {
-        let work = s.spawn(work);
-        while !work.is_finished() {
+        let (done, finished) = std::sync::mpsc::channel();
+        let work = s.spawn(move || {
+            let result = work();
+            let _ = done.send(());
+            result
+        });
+        // Wakes at once when the work ends (a sleep between ticks would add
+        // up to a tick's length to every command).
+        while let Err(RecvTimeoutError::Timeout) = finished.recv_timeout(TICK) {
             bar.set_message(msg());
             bar.tick();
-            std::thread::sleep(std::time::Duration::from_millis(100));
         }
         work.join().expect("worker thread panicked")
     });

@@ -519,11 +519,13 @@ fn list_base(repo: &Repository, req: &BackupRequest) -> Option<Id> {
         .find_map(|(_, s)| db_tree(&s.tree))
 }
 
-/// A writer for one dump: dump-sized chunks, progress counted into the request.
-fn dump_writer<'s, 'r>(
-    session: &'s StreamBackup<'r>,
-    req: &BackupRequest<'s>,
-) -> StreamWriter<'s, 'r> {
+/// Runs `write` with a writer for one dump: dump-sized chunks, progress
+/// counted into the request.
+fn write_dump<'p, T>(
+    session: &StreamBackup,
+    req: &BackupRequest<'p>,
+    write: impl FnOnce(StreamWriter<'p>) -> T,
+) -> T {
     let cutter = RecordCutter::new(
         DUMP_CHUNK_MIN,
         DUMP_CHUNK_AVG,
@@ -531,7 +533,7 @@ fn dump_writer<'s, 'r>(
         session.chunker_seed(),
     )
     .with_rows(DUMP_CHUNK_ROWS);
-    session.writer(cutter).with_progress(req.progress)
+    session.write_stream(cutter, |w| write(w.with_progress(req.progress)))
 }
 
 fn dump_file_name(engine: Engine, database: &str) -> String {
@@ -573,12 +575,11 @@ pub fn backup(repo: &Repository, req: BackupRequest) -> Result<(Id, Snapshot, Ma
     let mut options = req.options.clone();
     options.apply_profile();
     let session = begin_session(repo, &req)?;
-    let writer = dump_writer(&session, &req);
-    let dumped = match req.engine {
-        Engine::Mariadb => mysql::dump(req.conn, &options, writer)?,
-        Engine::Postgres => postgres::dump(req.conn, &options, writer)?,
-        Engine::Sqlite => sqlite::dump(req.conn, &options, writer)?,
-    };
+    let dumped = write_dump(&session, &req, |writer| match req.engine {
+        Engine::Mariadb => mysql::dump(req.conn, &options, writer),
+        Engine::Postgres => postgres::dump(req.conn, &options, writer),
+        Engine::Sqlite => sqlite::dump(req.conn, &options, writer),
+    })?;
     let source = req.conn.describe(req.engine);
     commit_dump(session, &req, options, dumped, &source)
 }
@@ -593,27 +594,26 @@ pub fn backup_stream(
 ) -> Result<(Id, Snapshot, Manifest)> {
     let (engine, database) = (req.engine, req.conn.database.as_str());
     let session = begin_session(repo, &req)?;
-    let writer = dump_writer(&session, &req);
     let options = DumpOptions::default();
     let fail = |cause: String| DbError::Dump {
         engine,
         database: database.to_string(),
         cause,
     };
-    let dumped = match engine {
-        Engine::Mariadb => {
+    if engine == Engine::Sqlite {
+        return Err(DbError::Invalid(
+            "an SQLite database is backed up from its file, not a stream".into(),
+        ));
+    }
+    let dumped = write_dump(&session, &req, |writer| match engine {
+        Engine::Postgres => postgres::parse_archive(input, writer).map_err(fail),
+        _ => {
             let mut p = SqlDumpParser::new(writer, &options);
             p.feed(BufReader::with_capacity(1 << 20, input))
                 .map_err(|e| fail(e.to_string()))?;
-            p.finish().map_err(fail)?
+            p.finish().map_err(fail)
         }
-        Engine::Postgres => postgres::parse_archive(input, writer).map_err(fail)?,
-        Engine::Sqlite => {
-            return Err(DbError::Invalid(
-                "an SQLite database is backed up from its file, not a stream".into(),
-            ))
-        }
-    };
+    })?;
     let source = format!("{engine}://{database}");
     commit_dump(session, &req, options, dumped, &source)
 }

@@ -58,8 +58,8 @@ struct Insert {
     after_row: bool,
 }
 
-pub struct SqlDumpParser<'s, 'r> {
-    w: StreamWriter<'s, 'r>,
+pub struct SqlDumpParser<'s> {
+    w: StreamWriter<'s>,
     sections: Sections,
     opts: DumpOptions,
     phase: Phase,
@@ -97,8 +97,8 @@ fn backquoted(line: &[u8]) -> String {
     String::from_utf8_lossy(&name).into_owned()
 }
 
-impl<'s, 'r> SqlDumpParser<'s, 'r> {
-    pub fn new(w: StreamWriter<'s, 'r>, opts: &DumpOptions) -> SqlDumpParser<'s, 'r> {
+impl<'s> SqlDumpParser<'s> {
+    pub fn new(w: StreamWriter<'s>, opts: &DumpOptions) -> SqlDumpParser<'s> {
         SqlDumpParser {
             sections: Sections::new(&w),
             w,

@@ -60,12 +60,12 @@ impl Source for &[u8] {
     }
 }
 
-struct Streamed<'a, 's, 'r, R> {
+struct Streamed<'a, 's, R> {
     input: R,
-    w: &'a mut StreamWriter<'s, 'r>,
+    w: &'a mut StreamWriter<'s>,
 }
 
-impl<R: Read> Source for Streamed<'_, '_, '_, R> {
+impl<R: Read> Source for Streamed<'_, '_, R> {
     fn take(&mut self, n: usize) -> Result<Option<Vec<u8>>, String> {
         let mut b = vec![0; n];
         let mut got = 0;

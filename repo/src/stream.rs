@@ -15,6 +15,8 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+
 use rayon::prelude::*;
 
 use crate::chunker::RecordCutter;
@@ -98,19 +100,46 @@ impl<'r> StreamBackup<'r> {
         self.list_base = Some(tree);
     }
 
-    pub fn writer(&self, cutter: RecordCutter) -> StreamWriter<'_, 'r> {
-        StreamWriter {
-            saver: &self.saver,
-            scope: self.scope,
-            cutter,
-            buf: Vec::new(),
-            rec_start: 0,
-            content: Vec::new(),
-            pending: Vec::new(),
-            pending_bytes: 0,
-            size: 0,
-            progress: None,
-        }
+    /// Runs `write` with a writer for one stream. Cut chunks are saved
+    /// (hashed, grouped, compressed, encrypted, packed) on a thread of their
+    /// own, a batch at a time, so cutting the next batch overlaps with
+    /// storing this one: a dump is read at the speed of the slower of the two.
+    pub fn write_stream<'p, T>(
+        &self,
+        cutter: RecordCutter,
+        write: impl FnOnce(StreamWriter<'p>) -> T,
+    ) -> T {
+        let (saver, scope) = (&self.saver, self.scope);
+        std::thread::scope(|threads| {
+            // One batch queued while one is saved and the next one is cut.
+            let (batches, queued) = bounded::<Vec<Vec<u8>>>(1);
+            let (results, saved) = unbounded::<Result<Saved>>();
+            std::thread::Builder::new()
+                .name("stream-saver".into())
+                .spawn_scoped(threads, move || {
+                    for batch in queued {
+                        let result = save_batch(saver, scope.as_ref(), &batch);
+                        let failed = result.is_err();
+                        if results.send(result).is_err() || failed {
+                            break;
+                        }
+                    }
+                })
+                .expect("spawn the stream saver");
+            write(StreamWriter {
+                cutter,
+                buf: Vec::new(),
+                rec_start: 0,
+                content: Vec::new(),
+                pending: Vec::new(),
+                pending_bytes: 0,
+                cut_blobs: 0,
+                size: 0,
+                progress: None,
+                batches: Some(batches),
+                saved,
+            })
+        })
     }
 
     /// The seed record cutters of this repository must use.
@@ -231,25 +260,45 @@ impl StreamBackup<'_> {
     }
 }
 
+/// A saved batch: its chunks' ids in order, and their bytes.
+type Saved = (Vec<Id>, usize);
+
+/// Saves one batch of chunks on every core; ids come back in order.
+fn save_batch(saver: &BlobSaver, scope: Option<&Id>, batch: &[Vec<u8>]) -> Result<Saved> {
+    let ids = batch
+        .par_iter()
+        .map(|c| match scope {
+            Some(s) => saver.save_grouped(s, c),
+            None => saver.save(BlobType::Data, c),
+        })
+        .collect::<Result<_>>()?;
+    Ok((ids, batch.iter().map(Vec::len).sum()))
+}
+
 /// Writes one stream: bytes go in record by record, blobs come out.
-pub struct StreamWriter<'s, 'r> {
-    saver: &'s BlobSaver<'r>,
-    scope: Option<Id>,
+/// Made by [`StreamBackup::write_stream`].
+pub struct StreamWriter<'s> {
     cutter: RecordCutter,
     buf: Vec<u8>,
     rec_start: usize,
+    /// Ids of the chunks saved so far, in order.
     content: Vec<Id>,
-    /// Chunks cut but not yet saved: saved a batch at a time on every core.
+    /// Chunks cut but not yet sent to the saver thread.
     pending: Vec<Vec<u8>>,
     pending_bytes: usize,
+    /// Chunks cut so far (saved, in flight or pending).
+    cut_blobs: usize,
     size: u64,
     progress: Option<&'s AtomicU64>,
+    /// Batches to the saver thread; None once the stream is finished.
+    batches: Option<Sender<Vec<Vec<u8>>>>,
+    saved: Receiver<Result<Saved>>,
 }
 
 /// Bytes of cut chunks saved together (compressed and encrypted in parallel).
 const BATCH_BYTES: usize = 1 << 20;
 
-impl<'s> StreamWriter<'s, '_> {
+impl<'s> StreamWriter<'s> {
     /// Counts stream bytes into `counter` as they are stored.
     pub fn with_progress(mut self, counter: &'s AtomicU64) -> Self {
         self.progress = Some(counter);
@@ -296,7 +345,7 @@ impl<'s> StreamWriter<'s, '_> {
     pub fn position(&self) -> Position {
         Position {
             offset: self.size + self.buf.len() as u64,
-            blob: self.content.len() + self.pending.len(),
+            blob: self.cut_blobs,
         }
     }
 
@@ -304,35 +353,63 @@ impl<'s> StreamWriter<'s, '_> {
         self.size += chunk.len() as u64;
         self.pending_bytes += chunk.len();
         self.pending.push(chunk);
+        self.cut_blobs += 1;
         if self.pending_bytes >= BATCH_BYTES {
-            self.save_pending()?;
+            self.send_pending()?;
+            // Take what is saved already, so an error stops the dump early.
+            while let Ok(saved) = self.saved.try_recv() {
+                self.take(saved)?;
+            }
         }
         Ok(())
     }
 
-    fn save_pending(&mut self) -> Result<()> {
-        let (saver, scope) = (self.saver, self.scope);
-        let ids: Vec<Id> = self
-            .pending
-            .par_iter()
-            .map(|c| match &scope {
-                Some(s) => saver.save_grouped(s, c),
-                None => saver.save(BlobType::Data, c),
-            })
-            .collect::<Result<_>>()?;
+    fn send_pending(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        let sent = match &self.batches {
+            Some(b) => b.send(batch).is_ok(),
+            None => false,
+        };
+        if sent {
+            return Ok(());
+        }
+        // The saver stopped: its error is waiting.
+        while let Ok(saved) = self.saved.recv() {
+            self.take(saved)?;
+        }
+        Err(Error::Other("the stream saver stopped".into()))
+    }
+
+    fn take(&mut self, saved: Result<Saved>) -> Result<()> {
+        let (ids, bytes) = saved?;
         self.content.extend(ids);
         if let Some(p) = self.progress {
-            p.fetch_add(self.pending_bytes as u64, Ordering::Relaxed);
+            p.fetch_add(bytes as u64, Ordering::Relaxed);
         }
-        self.pending.clear();
-        self.pending_bytes = 0;
         Ok(())
     }
 
-    /// Flushes the last blob. Returns the blob list and the stream's size.
+    /// Flushes the last blob and waits for every batch to be saved. Returns
+    /// the blob list and the stream's size.
     pub fn finish(mut self) -> Result<(Vec<Id>, u64)> {
         self.cut()?;
-        self.save_pending()?;
+        self.send_pending()?;
+        // The saver thread ends once its queue is closed and empty.
+        self.batches = None;
+        while let Ok(saved) = self.saved.recv() {
+            self.take(saved)?;
+        }
+        if self.content.len() != self.cut_blobs {
+            return Err(Error::Other(format!(
+                "the stream saver returned {} of {} blob ids",
+                self.content.len(),
+                self.cut_blobs
+            )));
+        }
         Ok((self.content, self.size))
     }
 }
@@ -461,14 +538,16 @@ mod tests {
         if let Some(b) = base {
             session.edit_lists_from(b);
         }
-        let mut w = session.writer(RecordCutter::new(256, 1024, 64 << 10, 7).with_rows(8));
         let mut all = Vec::new();
-        for r in rows(day) {
-            w.write(&r).unwrap();
-            w.end_record().unwrap();
-            all.extend_from_slice(&r);
-        }
-        let (content, size) = w.finish().unwrap();
+        let cutter = RecordCutter::new(256, 1024, 64 << 10, 7).with_rows(8);
+        let (content, size) = session.write_stream(cutter, |mut w| {
+            for r in rows(day) {
+                w.write(&r).unwrap();
+                w.end_record().unwrap();
+                all.extend_from_slice(&r);
+            }
+            w.finish().unwrap()
+        });
         session.add_file("shop.sql", content, size).unwrap();
         let (id, _) = session.commit("shop.test", "web1", "test", &[]).unwrap();
         (id, all)
@@ -508,6 +587,51 @@ mod tests {
         )
         .unwrap();
         assert!(checked.errors.is_empty(), "{:?}", checked.errors);
+    }
+
+    /// Chunks are saved on a thread of their own: when saving fails, the
+    /// stream's writer returns that error (never a short list, never a hang),
+    /// and the batches saved before the failure came back in order.
+    #[test]
+    fn a_failing_saver_fails_the_stream_with_its_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = crate::repository::test_repository(dir.path());
+        // A stream of many batches is saved in order, whole.
+        let mut session = StreamBackup::begin(&repo).unwrap();
+        let cutter = RecordCutter::new(256, 1024, 64 << 10, 7).with_rows(8);
+        let mut all = Vec::new();
+        let (content, size) = session.write_stream(cutter.clone(), |mut w| {
+            for day in 0..40 {
+                for r in rows(day) {
+                    w.write(&r).unwrap();
+                    w.end_record().unwrap();
+                    all.extend_from_slice(&r);
+                }
+            }
+            w.finish().unwrap()
+        });
+        assert!(size > 5 * BATCH_BYTES as u64, "{size}");
+        session.add_file("a.sql", content, size).unwrap();
+        let (snap, _) = session.commit("shop.test", "web1", "test", &[]).unwrap();
+        assert!(
+            read_back(&repo, &snap) == all,
+            "the stream reads back as written"
+        );
+
+        // Packs are staged in data/: a file in its place fails every save.
+        let session = StreamBackup::begin(&repo).unwrap();
+        std::fs::remove_dir_all(dir.path().join("data")).unwrap();
+        std::fs::write(dir.path().join("data"), b"").unwrap();
+        let err = session.write_stream(cutter, |mut w| {
+            for r in rows(99).iter().cycle().take(40_000) {
+                w.write(r)?;
+                w.end_record()?;
+            }
+            w.finish()
+        });
+        let err = err.expect_err("the save failed").to_string();
+        let staging = dir.path().join("data").display().to_string();
+        assert!(err.contains(&staging), "{err}");
     }
 
     /// Small dump chunks go into groups: they read back byte for byte, every
@@ -740,12 +864,14 @@ mod tests {
             if let Some(b) = base {
                 session.edit_lists_from(b);
             }
-            let mut w = session.writer(RecordCutter::new(256, 1024, 64 << 10, 7).with_rows(8));
-            for r in rows {
-                w.write(r).unwrap();
-                w.end_record().unwrap();
-            }
-            let (content, size) = w.finish().unwrap();
+            let cutter = RecordCutter::new(256, 1024, 64 << 10, 7).with_rows(8);
+            let (content, size) = session.write_stream(cutter, |mut w| {
+                for r in rows {
+                    w.write(r).unwrap();
+                    w.end_record().unwrap();
+                }
+                w.finish().unwrap()
+            });
             session.add_file("a.sql", content, size).unwrap();
             session.add_small_file("b.json", note).unwrap();
             let (id, _) = session.commit("shop.test", "web1", "test", &[]).unwrap();
