@@ -348,6 +348,8 @@ fn write_sparse(f: &fs::File, data: &[u8], off: u64) -> std::io::Result<()> {
 
 /// Largest gap between two needed blobs of a pack still read in one request.
 const MAX_GAP: u64 = 256 * 1024;
+/// Files a restore thread keeps open while it writes one pack's blobs.
+const OPEN_FILES: usize = 64;
 /// Largest single range read: bounds restore memory to this per worker.
 const MAX_RANGE: u64 = 4 << 20;
 
@@ -388,6 +390,9 @@ fn write_contents(ctx: &Ctx, plan: &Plan) -> Result<()> {
             let mut blobs = blobs.clone();
             blobs.sort_by_key(|(_, l)| l.offset);
             let key = crate::pack::key_of(pack);
+            // Files of many blobs (a dump has thousands) stay open while
+            // this pack's blobs are written into them.
+            let mut open: HashMap<usize, std::fs::File> = HashMap::new();
             let mut i = 0;
             while i < blobs.len() {
                 if ctx.progress.cancel.load(Ordering::Relaxed) {
@@ -417,15 +422,24 @@ fn write_contents(ctx: &Ctx, plan: &Plan) -> Result<()> {
                         })?;
                     for (fi, off) in &wanted[id] {
                         let (path, node) = &plan.files[*fi];
+                        let created;
                         let f = if node.content.len() == 1 {
-                            let f = create_file(ctx, path)?;
-                            f.set_len(plain.len() as u64)
+                            created = create_file(ctx, path)?;
+                            created
+                                .set_len(plain.len() as u64)
                                 .map_err(|e| fs_err(ctx, path, e))?;
-                            f
+                            &created
                         } else {
-                            ctx.fs.open_file(path).map_err(|e| fs_err(ctx, path, e))?
+                            if !open.contains_key(fi) {
+                                if open.len() == OPEN_FILES {
+                                    open.clear();
+                                }
+                                let f = ctx.fs.open_file(path).map_err(|e| fs_err(ctx, path, e))?;
+                                open.insert(*fi, f);
+                            }
+                            &open[fi]
                         };
-                        write_sparse(&f, &plain, *off).map_err(|e| fs_err(ctx, path, e))?;
+                        write_sparse(f, &plain, *off).map_err(|e| fs_err(ctx, path, e))?;
                         ctx.bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);
                         ctx.progress
                             .bytes

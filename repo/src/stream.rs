@@ -22,7 +22,9 @@ use rayon::prelude::*;
 use crate::chunker::RecordCutter;
 use crate::content_edit::{self, ContentEdit};
 use crate::error::{Error, Result};
+use crate::group::Group;
 use crate::id::Id;
+use crate::index::Location;
 use crate::lock::Lock;
 use crate::pack::{self, BlobType};
 use crate::repository::Repository;
@@ -417,6 +419,11 @@ impl<'s> StreamWriter<'s> {
 /// Largest single range read of a [`ContentReader`].
 const MAX_RANGE: u64 = 4 << 20;
 
+/// Groups a [`ContentReader`] keeps open. A dump's list walks its first
+/// day's groups in order with each later day's changed chunks in between,
+/// so about one group per day of the list's history is in use at once.
+const GROUPS_KEPT: usize = 64;
+
 /// Reads blobs in order as one byte stream, verifying each; consecutive blobs
 /// in one pack come in one range read (a dump's blobs are written in order, so
 /// a table is usually a few reads).
@@ -426,6 +433,9 @@ pub struct ContentReader<'r> {
     ready: VecDeque<Vec<u8>>,
     pos: usize,
     stored_read: u64,
+    /// Groups opened, by (pack, offset), most recently used last: a member of
+    /// one is served without reading or decrypting again.
+    groups: VecDeque<((Id, u32), Group)>,
 }
 
 impl<'r> ContentReader<'r> {
@@ -436,7 +446,31 @@ impl<'r> ContentReader<'r> {
             ready: VecDeque::new(),
             pos: 0,
             stored_read: 0,
+            groups: VecDeque::new(),
         }
+    }
+
+    /// The member `id` of the group at `loc` if that group is open.
+    fn open_member(&mut self, id: &Id, loc: &Location) -> Option<Result<Vec<u8>>> {
+        let at = self
+            .groups
+            .iter()
+            .position(|(k, _)| *k == (loc.pack, loc.offset))?;
+        let entry = self.groups.remove(at).expect("found above");
+        let member = member_of(&entry.1, id);
+        self.groups.push_back(entry);
+        Some(member)
+    }
+
+    /// Opens the group `envelope` (at `loc`), keeps it, and takes `id` from it.
+    fn open_group(&mut self, id: &Id, loc: &Location, envelope: &[u8]) -> Result<Vec<u8>> {
+        let group = crate::group::open(self.repo.key(), envelope, &format_args!("blob {id}"))?;
+        let member = member_of(&group, id);
+        if self.groups.len() == GROUPS_KEPT {
+            self.groups.pop_front();
+        }
+        self.groups.push_back(((loc.pack, loc.offset), group));
+        member
     }
 
     /// Stored (encrypted, compressed) bytes fetched from storage so far.
@@ -445,6 +479,25 @@ impl<'r> ContentReader<'r> {
     }
 
     fn fetch(&mut self) -> Result<()> {
+        // Members of open groups need no read.
+        while let Some(id) = self.ids.front().copied() {
+            let loc = *self
+                .repo
+                .index()
+                .get(&id)
+                .ok_or(Error::BlobNotFound { id })?;
+            if !loc.grouped {
+                break;
+            }
+            let Some(member) = self.open_member(&id, &loc) else {
+                break;
+            };
+            self.ready.push_back(member?);
+            self.ids.pop_front();
+        }
+        if !self.ready.is_empty() {
+            return Ok(());
+        }
         let Some(first) = self.ids.pop_front() else {
             return Ok(());
         };
@@ -477,14 +530,24 @@ impl<'r> ContentReader<'r> {
         self.stored_read += buf.len() as u64;
         for (id, l) in run {
             let o = (l.offset as u64 - start) as usize;
-            let plain = self
-                .repo
-                .key()
-                .open_blob(&id, &buf[o..o + l.length as usize])?;
+            let envelope = &buf[o..o + l.length as usize];
+            let plain = match self.open_member(&id, &l) {
+                Some(member) => member?,
+                None if l.grouped => self.open_group(&id, &l, envelope)?,
+                None => self.repo.key().open_blob(&id, envelope)?,
+            };
             self.ready.push_back(plain);
         }
         Ok(())
     }
+}
+
+/// A verified group's member `id` (its bytes hashed to it when opened).
+fn member_of(group: &Group, id: &Id) -> Result<Vec<u8>> {
+    group
+        .get(id)
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| Error::corrupt(format!("blob {id}"), "not in the group its pack names"))
 }
 
 impl Read for ContentReader<'_> {
@@ -737,9 +800,28 @@ mod tests {
             "a chain too long starts over: {depths:?}"
         );
 
+        // The last day's list walks the groups of every earlier day at once
+        // (each day's changed chunks sit between the first day's): each
+        // group is fetched once, not again after every other day's chunk.
+        let last = *snaps.last().unwrap();
+        let list = repo.load_tree(&db_tree(&repo, &last)).unwrap().nodes[0]
+            .content
+            .clone();
+        let mut reader = ContentReader::new(&repo, list);
+        std::io::copy(&mut reader, &mut std::io::sink()).unwrap();
+        let packs: u64 = std::fs::read_dir(dir.path().join("data"))
+            .unwrap()
+            .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+            .map(|f| f.unwrap().metadata().unwrap().len())
+            .sum();
+        assert!(
+            reader.stored_bytes_read() <= packs,
+            "read {} B of {packs} B of packs",
+            reader.stored_bytes_read()
+        );
+
         // Forget all but the last day: its chain of base trees stays, the
         // data only earlier days listed goes.
-        let last = *snaps.last().unwrap();
         let last_db = db_tree(&repo, &last);
         let kept = repo.load_tree(&last_db).unwrap().nodes[0].clone();
         let day1: HashSet<Id> = repo.load_tree(&db_tree(&repo, &first)).unwrap().nodes[0]
