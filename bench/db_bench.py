@@ -97,7 +97,37 @@ def shop_workload(args, work):
         zstd_total += len(subprocess.run(["zstd", "-3", "-c", dump], check=True, capture_output=True).stdout)
         days.append({"dump": os.path.getsize(dump), "zstd": zstd_total,
                      "cairn": du(env["CAIRN_REPO"]), "restic": du(env["RESTIC_REPOSITORY"])})
-    return days
+    return days, restore_times(args, env, work, dump)
+
+
+def restore_times(args, env, work, dump):
+    """Restores the newest shop dump (its list edited from earlier days', its
+    chunks in groups of every day) into a live MariaDB: whole, and its
+    largest table alone, against feeding the same dump from a `zstd -3` file
+    to the client. Medians of args.runs."""
+    snap = json.loads(subprocess.run([args.cairnctl, "repo", "snapshots", "--json"], env=env, check=True,
+                                     capture_output=True).stdout)[-1]["id"]
+    packed = dump + ".zst"
+    run(["zstd", "-3", "-q", "-f", dump, "-o", packed])
+    srv = MariaDb(os.path.join(work, "restore-srv"))
+    conn = ["--db-socket", srv.sock, "--db-user", "root"]
+    times = {"zstd_client_s": [], "restore_db_s": [], "restore_table_s": []}
+
+    def timed(key, cmd, **kw):
+        t = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True, **kw)
+        times[key].append(time.perf_counter() - t)
+    try:
+        for i in range(args.runs):
+            run(srv.client(["-e", f"CREATE DATABASE plain{i}"]))
+            timed("zstd_client_s", f"zstd -dc {packed} | {' '.join(srv.client([f'plain{i}']))}", shell=True)
+            timed("restore_db_s", [args.cairnctl, "repo", "restore-db", snap, "--database", f"whole{i}"] + conn,
+                  env=env)
+            timed("restore_table_s", [args.cairnctl, "repo", "restore-db", snap, "--table", "rental",
+                                      "--database", f"table{i}"] + conn, env=env)
+    finally:
+        srv.stop()
+    return times
 
 
 class Postgres:
@@ -287,8 +317,14 @@ def main():
               f" {c_add / r_add:13.3f} {d0['restic'] / mb:16.1f} {d0['cairn'] / mb:9.1f}")
     print()
     if args.only in (None, "shop"):
-        raw["shop"] = shop_workload(args, work)
+        raw["shop"], raw["shop_restore"] = shop_workload(args, work)
         print_shop(raw["shop"])
+        rt, med = raw["shop_restore"], statistics.median
+        print(f"restore of the newest day into MariaDB, medians of {args.runs}:")
+        print(f"  zstd -dc dump.zst | mariadb              {med(rt['zstd_client_s']):6.2f} s")
+        print(f"  cairnctl repo restore-db                 {med(rt['restore_db_s']):6.2f} s"
+              f"  ({med(rt['zstd_client_s']) / med(rt['restore_db_s']):.2f}x its speed)")
+        print(f"  cairnctl repo restore-db --table rental  {med(rt['restore_table_s']):6.2f} s")
         print()
     if args.only in (None, "pgshop"):
         raw["shop_postgres"] = shop_postgres(args, work)

@@ -761,20 +761,20 @@ pub fn restore(
     req: &RestoreRequest,
 ) -> Result<RestoreReport> {
     let (ids, dump_bytes) = selected_blobs(dump, &req.tables)?;
-    let mut reader = ContentReader::new(repo, ids);
-    let engine = dump.manifest.engine;
-    match engine {
-        Engine::Mariadb => mysql::restore(req.conn, &mut reader)?,
-        Engine::Postgres => {
-            postgres::restore(req.conn, &req.tables, &dump.manifest.sections, &mut reader)?
-        }
-        Engine::Sqlite => sqlite::restore(req.conn, &req.tables, &mut reader)?,
-    }
+    let (restored, stored_bytes_read) =
+        ContentReader::new(repo, ids).read_ahead(|input| match dump.manifest.engine {
+            Engine::Mariadb => mysql::restore(req.conn, input),
+            Engine::Postgres => {
+                postgres::restore(req.conn, &req.tables, &dump.manifest.sections, input)
+            }
+            Engine::Sqlite => sqlite::restore(req.conn, &req.tables, input),
+        });
+    restored?;
     Ok(RestoreReport {
         database: req.conn.database.clone(),
         tables: req.tables.clone(),
         dump_bytes,
-        stored_bytes_read: reader.stored_bytes_read(),
+        stored_bytes_read,
     })
 }
 

@@ -571,6 +571,88 @@ impl Read for ContentReader<'_> {
     }
 }
 
+impl ContentReader<'_> {
+    /// Runs `consume` on this stream while a thread of its own reads,
+    /// verifies and decompresses ahead (a few MiB), so a restore's reading
+    /// overlaps with the client that takes it. Returns what `consume`
+    /// returned and the stored bytes fetched.
+    pub fn read_ahead<T>(mut self, consume: impl FnOnce(&mut dyn Read) -> T) -> (T, u64) {
+        std::thread::scope(|threads| {
+            let (ready, taken) = bounded::<std::io::Result<Vec<u8>>>(READ_AHEAD);
+            let reader = std::thread::Builder::new()
+                .name("stream-reader".into())
+                .spawn_scoped(threads, move || {
+                    loop {
+                        let mut buf = vec![0; AHEAD_BUF];
+                        let read = read_full(&mut self, &mut buf).map(|n| {
+                            buf.truncate(n);
+                            buf
+                        });
+                        let end = matches!(&read, Ok(b) if b.is_empty()) || read.is_err();
+                        // A consumer that stopped drops its end: stop too.
+                        if ready.send(read).is_err() || end {
+                            break;
+                        }
+                    }
+                    self.stored_bytes_read()
+                })
+                .expect("spawn the stream reader");
+            let mut ahead = Ahead {
+                taken,
+                buf: Vec::new(),
+                pos: 0,
+            };
+            let out = consume(&mut ahead);
+            drop(ahead);
+            (out, reader.join().expect("the stream reader panicked"))
+        })
+    }
+}
+
+/// Buffers of `AHEAD_BUF` bytes a [`ContentReader::read_ahead`] keeps ready.
+const READ_AHEAD: usize = 4;
+const AHEAD_BUF: usize = 1 << 20;
+
+/// Reads until `buf` is full or the stream ends.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// The consumer's end of a read-ahead.
+struct Ahead {
+    taken: Receiver<std::io::Result<Vec<u8>>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for Ahead {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos == self.buf.len() {
+            match self.taken.recv() {
+                Ok(next) => {
+                    self.buf = next?;
+                    self.pos = 0;
+                }
+                // The reader ended after the stream's end or its error.
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -650,6 +732,59 @@ mod tests {
         )
         .unwrap();
         assert!(checked.errors.is_empty(), "{:?}", checked.errors);
+    }
+
+    /// A read-ahead yields the stream's bytes in order; a consumer that
+    /// stops early ends it (no hang), and a blob that cannot be read reaches
+    /// the consumer as an error, not as the stream's end.
+    #[test]
+    fn read_ahead_streams_in_order_stops_early_and_passes_errors_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = crate::repository::test_repository(dir.path());
+        let mut session = StreamBackup::begin(&repo).unwrap();
+        session.group_small_blobs("web1\nshop.test");
+        let cutter = RecordCutter::new(256, 1024, 64 << 10, 7).with_rows(8);
+        let mut all = Vec::new();
+        let (content, size) = session.write_stream(cutter, |mut w| {
+            for day in 0..40 {
+                for r in rows(day) {
+                    w.write(&r).unwrap();
+                    w.end_record().unwrap();
+                    all.extend_from_slice(&r);
+                }
+            }
+            w.finish().unwrap()
+        });
+        session.add_file("a.sql", content.clone(), size).unwrap();
+        session.commit("shop.test", "web1", "test", &[]).unwrap();
+        assert!(all.len() > 3 * AHEAD_BUF);
+
+        let (back, stored) = ContentReader::new(&repo, content.clone()).read_ahead(|r| {
+            let mut back = Vec::new();
+            r.read_to_end(&mut back).unwrap();
+            back
+        });
+        assert!(back == all, "the stream reads back as written");
+        let mut plain = ContentReader::new(&repo, content.clone());
+        std::io::copy(&mut plain, &mut std::io::sink()).unwrap();
+        assert_eq!(stored, plain.stored_bytes_read());
+
+        let (head, _) = ContentReader::new(&repo, content.clone()).read_ahead(|r| {
+            let mut head = [0u8; 100];
+            r.read_exact(&mut head).unwrap();
+            head
+        });
+        assert_eq!(head[..], all[..100]);
+
+        // A list naming a blob the repository lacks, past the first buffers.
+        let mut broken = content;
+        let missing = Id([7; 32]);
+        broken.push(missing);
+        let (err, _) = ContentReader::new(&repo, broken).read_ahead(|r| {
+            r.read_to_end(&mut Vec::new())
+                .expect_err("a missing blob fails the read")
+        });
+        assert!(err.to_string().contains(&missing.to_string()), "{err}");
     }
 
     /// Chunks are saved on a thread of their own: when saving fails, the
