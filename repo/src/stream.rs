@@ -698,6 +698,23 @@ mod tests {
         (id, all)
     }
 
+    /// Forty days of `rows` as one stream: its list, size and bytes.
+    fn forty_days(session: &StreamBackup) -> (Vec<Id>, u64, Vec<u8>) {
+        let cutter = RecordCutter::new(256, 1024, 64 << 10, 7).with_rows(8);
+        let mut all = Vec::new();
+        let (content, size) = session.write_stream(cutter, |mut w| {
+            for day in 0..40 {
+                for r in rows(day) {
+                    w.write(&r).unwrap();
+                    w.end_record().unwrap();
+                    all.extend_from_slice(&r);
+                }
+            }
+            w.finish().unwrap()
+        });
+        (content, size, all)
+    }
+
     fn read_back(repo: &Repository, snap: &Id) -> Vec<u8> {
         let (_, s) = repo.find_snapshot(&snap.to_hex(), None).unwrap();
         let root = repo.load_tree(&s.tree).unwrap();
@@ -743,18 +760,7 @@ mod tests {
         let repo = crate::repository::test_repository(dir.path());
         let mut session = StreamBackup::begin(&repo).unwrap();
         session.group_small_blobs("web1\nshop.test");
-        let cutter = RecordCutter::new(256, 1024, 64 << 10, 7).with_rows(8);
-        let mut all = Vec::new();
-        let (content, size) = session.write_stream(cutter, |mut w| {
-            for day in 0..40 {
-                for r in rows(day) {
-                    w.write(&r).unwrap();
-                    w.end_record().unwrap();
-                    all.extend_from_slice(&r);
-                }
-            }
-            w.finish().unwrap()
-        });
+        let (content, size, all) = forty_days(&session);
         session.add_file("a.sql", content.clone(), size).unwrap();
         session.commit("shop.test", "web1", "test", &[]).unwrap();
         assert!(all.len() > 3 * AHEAD_BUF);
@@ -796,18 +802,7 @@ mod tests {
         let repo = crate::repository::test_repository(dir.path());
         // A stream of many batches is saved in order, whole.
         let mut session = StreamBackup::begin(&repo).unwrap();
-        let cutter = RecordCutter::new(256, 1024, 64 << 10, 7).with_rows(8);
-        let mut all = Vec::new();
-        let (content, size) = session.write_stream(cutter.clone(), |mut w| {
-            for day in 0..40 {
-                for r in rows(day) {
-                    w.write(&r).unwrap();
-                    w.end_record().unwrap();
-                    all.extend_from_slice(&r);
-                }
-            }
-            w.finish().unwrap()
-        });
+        let (content, size, all) = forty_days(&session);
         assert!(size > 5 * BATCH_BYTES as u64, "{size}");
         session.add_file("a.sql", content, size).unwrap();
         let (snap, _) = session.commit("shop.test", "web1", "test", &[]).unwrap();
@@ -820,6 +815,7 @@ mod tests {
         let session = StreamBackup::begin(&repo).unwrap();
         std::fs::remove_dir_all(dir.path().join("data")).unwrap();
         std::fs::write(dir.path().join("data"), b"").unwrap();
+        let cutter = RecordCutter::new(256, 1024, 64 << 10, 7).with_rows(8);
         let err = session.write_stream(cutter, |mut w| {
             for r in rows(99).iter().cycle().take(40_000) {
                 w.write(r)?;
