@@ -184,6 +184,7 @@ fn walk(
     known: Option<HashSet<Id>>,
 ) -> Result<(Id, Snapshot)> {
     let started = Instant::now();
+    let began = chrono::Utc::now();
     // SCH-3: with no base to compare against, the first backup is a full one.
     let kind = if base.is_none() {
         Kind::Full
@@ -227,7 +228,14 @@ fn walk(
         ..saved.to_stats(started)
     };
     let snap = Snapshot {
-        time: chrono::Utc::now(),
+        // A shipped log holds what its spool held when reading began, not
+        // what arrived while it was read: "shipped up to" (and a restore to a
+        // moment) must not count on events it may lack. Anything else is
+        // whole as of its end.
+        time: match opts.content {
+            Content::Binlog => began,
+            _ => chrono::Utc::now(),
+        },
         domain: opts.domain.clone(),
         host: opts.host.clone(),
         kind,
@@ -589,12 +597,53 @@ mod race_tests {
     type Hook = Box<dyn Fn(&Path) + Send + Sync>;
     /// Runs after the walk has stat'ed an entry and before it opens it.
     pub static AFTER_STAT: Mutex<Option<Hook>> = Mutex::new(None);
+    /// Held by each test that sets the hook: tests run in parallel.
+    static ONE_HOOK: Mutex<()> = Mutex::new(());
+
+    /// A shipped log's time is when its reading began: an event that reached
+    /// the spool while it was read may be missing from it, so "shipped up
+    /// to" must not count on it. Files and dumps are whole as of their end.
+    #[test]
+    fn a_shipped_log_is_dated_when_its_reading_began() {
+        let _one = ONE_HOOK.lock().unwrap_or_else(|e| e.into_inner());
+        let tmp = tempfile::tempdir().unwrap();
+        let spool = tmp.path().join("spool");
+        fs::create_dir_all(&spool).unwrap();
+        fs::write(spool.join("mariadb-bin.000001"), b"events").unwrap();
+        let repo = crate::repository::test_repository(&tmp.path().join("repo"));
+        for content in [Content::Binlog, Content::Files] {
+            let mid = std::sync::Arc::new(Mutex::new(None));
+            let m = mid.clone();
+            *AFTER_STAT.lock().unwrap() = Some(Box::new(move |_: &Path| {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                *m.lock().unwrap() = Some(chrono::Utc::now());
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }));
+            let opts = BackupOptions {
+                content,
+                domain: "d.test".into(),
+                kind: Kind::Full,
+                excludes: Excludes::new::<&str>(&[]).unwrap(),
+                host: "h".into(),
+                tags: Vec::new(),
+            };
+            let result = run(&repo, &spool, &opts, &Progress::default());
+            *AFTER_STAT.lock().unwrap() = None;
+            let (_, snap) = result.unwrap();
+            let mid = mid.lock().unwrap().expect("the walk read the spool");
+            match content {
+                Content::Binlog => assert!(snap.time < mid, "{} vs {mid}", snap.time),
+                _ => assert!(snap.time > mid, "{} vs {mid}", snap.time),
+            }
+        }
+    }
 
     /// A site user swaps a directory and a file for symlinks to a place
     /// outside the site between the walk's stat and its open: a root backup
     /// reads nothing from there, and says what it skipped.
     #[test]
     fn entries_swapped_for_symlinks_mid_backup_are_not_followed() {
+        let _one = ONE_HOOK.lock().unwrap_or_else(|e| e.into_inner());
         let tmp = tempfile::tempdir().unwrap();
         let site = tmp.path().join("site");
         let outside = tmp.path().join("outside");
