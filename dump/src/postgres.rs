@@ -30,6 +30,8 @@ struct TocEntry {
     desc: String,
     namespace: String,
     deps: Vec<i64>,
+    definition: String,
+    copy_stmt: String,
 }
 
 /// Where archive bytes come from: the dump stream (each byte passed on to the
@@ -188,9 +190,9 @@ impl<S: Source> Archive<S> {
         let tag = self.string()?;
         let desc = self.string()?;
         self.int()?; // section
-        self.string()?; // definition
+        let definition = self.string()?;
         self.string()?; // drop statement
-        self.string()?; // copy statement
+        let copy_stmt = self.string()?;
         let namespace = self.string()?;
         self.string()?; // tablespace
         if self.vmin >= 14 {
@@ -218,6 +220,8 @@ impl<S: Source> Archive<S> {
             desc,
             namespace,
             deps,
+            definition,
+            copy_stmt,
         })
     }
 }
@@ -236,6 +240,7 @@ pub(crate) fn parse_archive(input: impl Read, mut w: StreamWriter) -> Result<Dum
     };
     let (tool, toc) = a.header_and_toc()?;
     let by_id: HashMap<i64, &TocEntry> = toc.iter().map(|e| (e.dump_id, e)).collect();
+    let keys = key_columns(&toc);
     let mut seen = BTreeSet::new();
     // A block header is held back until its section has started.
     while let Some(head) = a.src.take(2 + a.int_size)? {
@@ -254,12 +259,12 @@ pub(crate) fn parse_archive(input: impl Read, mut w: StreamWriter) -> Result<Dum
         a.src.forward(&head)?;
         seen.insert(id);
         match head[0] {
-            BLK_DATA => chunks(&mut a, &mut sections)?,
+            BLK_DATA => chunks(&mut a, &mut sections, keys.get(&id).map(Vec::as_slice))?,
             BLK_BLOBS => loop {
                 if a.int()? == 0 {
                     break;
                 }
-                chunks(&mut a, &mut sections)?;
+                chunks(&mut a, &mut sections, None)?;
             },
             other => return Err(format!("unknown block type {other} in the archive")),
         }
@@ -287,24 +292,228 @@ pub(crate) fn parse_archive(input: impl Read, mut w: StreamWriter) -> Result<Dum
     })
 }
 
-/// Length-prefixed chunks up to a zero length; counts COPY rows.
-fn chunks<S: Source>(a: &mut Archive<S>, sections: &mut Sections) -> Result<(), String> {
+/// Length-prefixed chunks up to a zero length; counts COPY rows. With `key`
+/// (the primary key's columns), rows are passed on in key order.
+fn chunks<S: Source>(
+    a: &mut Archive<S>,
+    sections: &mut Sections,
+    key: Option<&[usize]>,
+) -> Result<(), String> {
     let mut ended = false;
+    let mut held = key.map(|key| HeldRows {
+        key,
+        head_len: 1 + a.int_size,
+        bytes: Vec::new(),
+        rows: Vec::new(),
+    });
     loop {
-        let n = a.int()?;
+        let head = a.raw(1 + a.int_size)?;
+        let n = a.decode_int(&head);
         if n <= 0 {
+            if let Some(held) = held.take() {
+                held.pass_on(a)?;
+            }
+            a.src.forward(&head)?;
             return a.src.end_record();
         }
-        let data = a.bytes(n as usize)?;
+        if n > MAX_CHUNK {
+            return Err(format!(
+                "implausible data chunk of {n} bytes in the archive (PostgreSQL rows are under 1 GiB)"
+            ));
+        }
+        let data = a.raw(n as usize)?;
+        let mut is_row = false;
         if !ended {
             if data.starts_with(b"\\.\n") {
                 ended = true;
-            } else if let Some(rows) = sections.current().and_then(|s| s.rows.as_mut()) {
-                *rows += data.iter().filter(|&&b| b == b'\n').count() as u64;
+            } else {
+                let lines = data.iter().filter(|&&b| b == b'\n').count();
+                is_row = lines == 1 && data.ends_with(b"\n");
+                if let Some(rows) = sections.current().and_then(|s| s.rows.as_mut()) {
+                    *rows += lines as u64;
+                }
             }
         }
+        if let Some(h) = &mut held {
+            if is_row && h.bytes.len() + head.len() + data.len() <= SORT_MAX {
+                h.hold(&head, &data);
+                continue;
+            }
+            // Not a plain row, or too many to hold: the rest keeps heap order.
+            held.take().expect("held").pass_on(a)?;
+        }
+        a.src.forward(&head)?;
+        a.src.forward(&data)?;
         a.src.end_record()?;
     }
+}
+
+/// The largest data chunk accepted: a COPY row is under PostgreSQL's 1 GiB
+/// allocation limit.
+const MAX_CHUNK: i64 = 1 << 30;
+
+/// Rows held back to be sorted: at most this many bytes of a table; a larger
+/// table's rows past them are stored in heap order.
+const SORT_MAX: usize = 128 << 20;
+
+/// A table's rows, stored in primary-key order rather than heap order.
+///
+/// PostgreSQL writes an updated row wherever the heap has room (usually its
+/// end), so a dump in heap order moves every row updated since the last dump,
+/// and each move changes two chunks that would otherwise deduplicate. In key
+/// order an unchanged row stays where it was and a new one (a larger serial
+/// id) goes at the end. Restores do not depend on the order: COPY loads a set,
+/// and pg_restore adds constraints, indexes and triggers after the data.
+struct HeldRows<'k> {
+    /// Positions of the primary key's columns in the COPY row.
+    key: &'k [usize],
+    head_len: usize,
+    /// Each row's chunk header and bytes, as they came.
+    bytes: Vec<u8>,
+    rows: Vec<std::ops::Range<usize>>,
+}
+
+impl HeldRows<'_> {
+    fn hold(&mut self, head: &[u8], data: &[u8]) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(head);
+        self.bytes.extend_from_slice(data);
+        self.rows.push(start..self.bytes.len());
+    }
+
+    /// Passes the held rows on, sorted by key (stable: equal keys keep their order).
+    fn pass_on<S: Source>(self, a: &mut Archive<S>) -> Result<(), String> {
+        let mut keyed: Vec<(Vec<KeyPart>, std::ops::Range<usize>)> = self
+            .rows
+            .into_iter()
+            .map(|r| {
+                (
+                    row_key(&self.bytes[r.start + self.head_len..r.end], self.key),
+                    r,
+                )
+            })
+            .collect();
+        keyed.sort_by(|x, y| x.0.cmp(&y.0));
+        for (_, r) in keyed {
+            a.src.forward(&self.bytes[r])?;
+            a.src.end_record()?;
+        }
+        Ok(())
+    }
+}
+
+/// One key column's value: integers compare as numbers (so serial ids keep
+/// their order and new rows go last), anything else as its COPY text.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum KeyPart<'a> {
+    Int(i64),
+    Text(&'a [u8]),
+}
+
+/// The key of a COPY text row (tab-separated; tabs and newlines inside values
+/// are escaped, so they never split a field).
+fn row_key<'a>(row: &'a [u8], key: &[usize]) -> Vec<KeyPart<'a>> {
+    let line = row.strip_suffix(b"\n").unwrap_or(row);
+    let fields: Vec<&[u8]> = line.split(|&b| b == b'\t').collect();
+    key.iter()
+        .map(|&i| {
+            let f = fields.get(i).copied().unwrap_or_default();
+            match std::str::from_utf8(f).ok().and_then(|s| s.parse().ok()) {
+                Some(n) => KeyPart::Int(n),
+                None => KeyPart::Text(f),
+            }
+        })
+        .collect()
+}
+
+/// For each TABLE DATA entry whose table has a primary key, the positions
+/// of the key's columns in its COPY statement. Anything pg_dump wrote in a
+/// form not understood here leaves that table in heap order.
+fn key_columns(toc: &[TocEntry]) -> HashMap<i64, Vec<usize>> {
+    let primary: HashMap<Vec<String>, Vec<String>> = toc
+        .iter()
+        .filter(|e| e.desc == "CONSTRAINT")
+        .filter_map(|e| primary_key(&e.definition))
+        .collect();
+    toc.iter()
+        .filter(|e| e.desc == "TABLE DATA")
+        .filter_map(|e| {
+            let (table, columns) = copy_columns(&e.copy_stmt)?;
+            let at = primary
+                .get(&table)?
+                .iter()
+                .map(|k| columns.iter().position(|c| c == k))
+                .collect::<Option<Vec<usize>>>()?;
+            Some((e.dump_id, at))
+        })
+        .collect()
+}
+
+/// `ALTER TABLE [ONLY] <table>\n    ADD CONSTRAINT <name> PRIMARY KEY (<columns>)…`
+fn primary_key(definition: &str) -> Option<(Vec<String>, Vec<String>)> {
+    let rest = definition.strip_prefix("ALTER TABLE ")?;
+    let rest = rest.strip_prefix("ONLY ").unwrap_or(rest);
+    let (table, rest) = qualified_name(rest)?;
+    let rest = rest.trim_start().strip_prefix("ADD CONSTRAINT ")?;
+    let (_, rest) = ident(rest)?;
+    let (columns, _) = ident_list(rest.strip_prefix(" PRIMARY KEY ")?)?;
+    Some((table, columns))
+}
+
+/// `COPY <table> (<columns>) FROM stdin;`
+fn copy_columns(stmt: &str) -> Option<(Vec<String>, Vec<String>)> {
+    let (table, rest) = qualified_name(stmt.strip_prefix("COPY ")?)?;
+    let (columns, rest) = ident_list(rest.strip_prefix(' ')?)?;
+    rest.starts_with(" FROM stdin;").then_some((table, columns))
+}
+
+fn qualified_name(s: &str) -> Option<(Vec<String>, &str)> {
+    let (first, mut rest) = ident(s)?;
+    let mut name = vec![first];
+    while let Some(r) = rest.strip_prefix('.') {
+        let (part, r) = ident(r)?;
+        name.push(part);
+        rest = r;
+    }
+    Some((name, rest))
+}
+
+/// `(a, "B", c)`
+fn ident_list(s: &str) -> Option<(Vec<String>, &str)> {
+    let mut rest = s.strip_prefix('(')?;
+    let mut names = Vec::new();
+    loop {
+        let (name, r) = ident(rest)?;
+        names.push(name);
+        if let Some(r) = r.strip_prefix(')') {
+            return Some((names, r));
+        }
+        rest = r.strip_prefix(", ")?;
+    }
+}
+
+/// An identifier as pg_dump writes it: bare (lower case, digits, `_`) or
+/// double-quoted with `""` for a quote.
+fn ident(s: &str) -> Option<(String, &str)> {
+    if let Some(mut rest) = s.strip_prefix('"') {
+        let mut name = String::new();
+        loop {
+            let end = rest.find('"')?;
+            name.push_str(&rest[..end]);
+            rest = &rest[end + 1..];
+            match rest.strip_prefix('"') {
+                Some(r) => {
+                    name.push('"');
+                    rest = r;
+                }
+                None => return Some((name, rest)),
+            }
+        }
+    }
+    let end = s
+        .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+        .unwrap_or(s.len());
+    (end > 0).then(|| (s[..end].to_string(), &s[end..]))
 }
 
 /// The libpq tools logged in as `conn`: the password goes in one 0600
@@ -610,4 +819,154 @@ pub(crate) fn drop_database(conn: &Connection, name: &str) -> Result<()> {
             cause,
         })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Passes on into records instead of a repository.
+    struct Recorded<'a> {
+        input: &'a [u8],
+        records: Vec<Vec<u8>>,
+        open: Vec<u8>,
+    }
+
+    impl Source for Recorded<'_> {
+        fn take(&mut self, n: usize) -> Result<Option<Vec<u8>>, String> {
+            Source::take(&mut self.input, n)
+        }
+        fn forward(&mut self, bytes: &[u8]) -> Result<(), String> {
+            self.open.extend_from_slice(bytes);
+            Ok(())
+        }
+        fn end_record(&mut self) -> Result<(), String> {
+            self.records.push(std::mem::take(&mut self.open));
+            Ok(())
+        }
+    }
+
+    fn chunk(data: &[u8]) -> Vec<u8> {
+        let mut c = vec![0];
+        c.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        c.extend_from_slice(data);
+        c
+    }
+
+    /// A data block's chunks as `chunks` passes them on with `key`.
+    fn passed_on(rows: &[&[u8]], key: Option<&[usize]>) -> Result<Vec<Vec<u8>>, String> {
+        let mut block: Vec<u8> = rows.iter().flat_map(|r| chunk(r)).collect();
+        block.extend_from_slice(&[0, 0, 0, 0, 0]);
+        let mut a = Archive {
+            src: Recorded {
+                input: &block,
+                records: Vec::new(),
+                open: Vec::new(),
+            },
+            int_size: 4,
+            off_size: 8,
+            vmin: 14,
+        };
+        let mut sections = Sections {
+            done: Vec::new(),
+            open: None,
+        };
+        chunks(&mut a, &mut sections, key)?;
+        assert!(a.src.input.is_empty(), "the block was read to its end");
+        Ok(a.src.records)
+    }
+
+    #[test]
+    fn rows_are_passed_on_in_key_order_with_numbers_as_numbers() {
+        let rows: [&[u8]; 5] = [
+            b"3\tc\t\\N\n",
+            b"10\tj\tx\n",
+            b"1\ta\tline\\nbreak\n",
+            b"b-uuid\tz\t\n",
+            b"2\tb\ttab\\there\n",
+        ];
+        let sorted = passed_on(&rows, Some(&[0])).unwrap();
+        let order = [2, 4, 0, 1, 3];
+        let mut expected: Vec<Vec<u8>> = order.iter().map(|&i| chunk(rows[i])).collect();
+        expected.push(vec![0, 0, 0, 0, 0]);
+        assert_eq!(sorted, expected);
+        // Without a key the heap order stays, byte for byte.
+        let heap = passed_on(&rows, None).unwrap();
+        let mut expected: Vec<Vec<u8>> = rows.iter().map(|r| chunk(r)).collect();
+        expected.push(vec![0, 0, 0, 0, 0]);
+        assert_eq!(heap, expected);
+    }
+
+    #[test]
+    fn a_composite_key_sorts_by_each_column_in_turn() {
+        let rows: [&[u8]; 4] = [b"x\t2\t2\n", b"y\t1\t1\n", b"z\t2\t1\n", b"w\t1\t2\n"];
+        let got = passed_on(&rows, Some(&[1, 2])).unwrap();
+        let firsts: Vec<u8> = got[..4].iter().map(|r| r[5]).collect();
+        assert_eq!(firsts, b"ywzx");
+    }
+
+    #[test]
+    fn what_is_not_a_plain_row_ends_the_sorting_where_it_stands() {
+        // A chunk of two lines: the rows before it are sorted, it and the
+        // rows after it keep their order.
+        let rows: [&[u8]; 5] = [b"2\tb\n", b"1\ta\n", b"9\tx\n8\ty\n", b"5\te\n", b"4\td\n"];
+        let got = passed_on(&rows, Some(&[0])).unwrap();
+        let order = [1, 0, 2, 3, 4];
+        let expected: Vec<Vec<u8>> = order.iter().map(|&i| chunk(rows[i])).collect();
+        assert_eq!(got[..5], expected[..]);
+    }
+
+    #[test]
+    fn an_implausible_chunk_length_is_refused_before_reading_it() {
+        let mut block = vec![0, 0xff, 0xff, 0xff, 0xff];
+        block.extend_from_slice(b"short");
+        let mut a = Archive {
+            src: &block[..],
+            int_size: 4,
+            off_size: 8,
+            vmin: 14,
+        };
+        let mut sections = Sections {
+            done: Vec::new(),
+            open: None,
+        };
+        let err = chunks(&mut a, &mut sections, Some(&[0])).unwrap_err();
+        assert!(
+            err.contains("implausible data chunk of 4294967295 bytes"),
+            "{err}"
+        );
+    }
+
+    fn entry(dump_id: i64, desc: &str, definition: &str, copy_stmt: &str) -> TocEntry {
+        TocEntry {
+            dump_id,
+            has_data: desc == "TABLE DATA",
+            tag: String::new(),
+            desc: desc.into(),
+            namespace: String::new(),
+            deps: Vec::new(),
+            definition: definition.into(),
+            copy_stmt: copy_stmt.into(),
+        }
+    }
+
+    #[test]
+    fn key_columns_come_from_the_primary_key_and_the_copy_statement() {
+        let toc = [
+            entry(1, "CONSTRAINT", "ALTER TABLE ONLY public.rental\n    ADD CONSTRAINT rental_pkey PRIMARY KEY (rental_id);\n", ""),
+            entry(2, "CONSTRAINT", "ALTER TABLE ONLY \"Odd \"\"Schema\"\"\".\"Line, Items\"\n    ADD CONSTRAINT \"li pk\" PRIMARY KEY (\"Order\", line_no);\n", ""),
+            entry(3, "CONSTRAINT", "ALTER TABLE ONLY public.rental\n    ADD CONSTRAINT rental_uniq UNIQUE (inventory_id);\n", ""),
+            entry(4, "CONSTRAINT", "ALTER TABLE ONLY public.nokey_twin\n    ADD CONSTRAINT nk CHECK ((a > 0));\n", ""),
+            entry(10, "TABLE DATA", "", "COPY public.rental (rental_date, rental_id, inventory_id) FROM stdin;\n"),
+            entry(11, "TABLE DATA", "", "COPY \"Odd \"\"Schema\"\"\".\"Line, Items\" (note, line_no, \"Order\") FROM stdin;\n"),
+            entry(12, "TABLE DATA", "", "COPY public.nokey_twin (a) FROM stdin;\n"),
+            entry(13, "TABLE DATA", "", "COPY other.rental (rental_id) FROM stdin;\n"),
+        ];
+        let keys = key_columns(&toc);
+        assert_eq!(keys.get(&10), Some(&vec![1]));
+        assert_eq!(keys.get(&11), Some(&vec![2, 1]));
+        assert_eq!(keys.get(&12), None, "no primary key");
+        assert_eq!(keys.get(&13), None, "same name, other schema");
+        assert_eq!(keys.len(), 2);
+    }
 }
