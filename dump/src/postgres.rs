@@ -354,7 +354,7 @@ const MAX_CHUNK: i64 = 1 << 30;
 
 /// Rows held back to be sorted: at most this many bytes of a table; a larger
 /// table's rows past them are stored in heap order.
-const SORT_MAX: usize = 128 << 20;
+const SORT_MAX: usize = 64 << 20;
 
 /// A table's rows, stored in primary-key order rather than heap order.
 ///
@@ -370,32 +370,32 @@ struct HeldRows<'k> {
     head_len: usize,
     /// Each row's chunk header and bytes, as they came.
     bytes: Vec<u8>,
-    rows: Vec<std::ops::Range<usize>>,
+    /// Where each row is in `bytes` (which stay under `SORT_MAX`).
+    rows: Vec<(u32, u32)>,
 }
 
 impl HeldRows<'_> {
     fn hold(&mut self, head: &[u8], data: &[u8]) {
-        let start = self.bytes.len();
+        let start = self.bytes.len() as u32;
         self.bytes.extend_from_slice(head);
         self.bytes.extend_from_slice(data);
-        self.rows.push(start..self.bytes.len());
+        self.rows.push((start, self.bytes.len() as u32));
     }
 
     /// Passes the held rows on, sorted by key (stable: equal keys keep their order).
     fn pass_on<S: Source>(self, a: &mut Archive<S>) -> Result<(), String> {
-        let mut keyed: Vec<(Vec<KeyPart>, std::ops::Range<usize>)> = self
+        let row = |&(start, end): &(u32, u32)| start as usize..end as usize;
+        let mut keyed: Vec<(RowKey, (u32, u32))> = self
             .rows
-            .into_iter()
+            .iter()
             .map(|r| {
-                (
-                    row_key(&self.bytes[r.start + self.head_len..r.end], self.key),
-                    r,
-                )
+                let data = &self.bytes[row(r).start + self.head_len..row(r).end];
+                (row_key(data, self.key), *r)
             })
             .collect();
         keyed.sort_by(|x, y| x.0.cmp(&y.0));
-        for (_, r) in keyed {
-            a.src.forward(&self.bytes[r])?;
+        for (_, r) in &keyed {
+            a.src.forward(&self.bytes[row(r)])?;
             a.src.end_record()?;
         }
         Ok(())
@@ -410,20 +410,28 @@ enum KeyPart<'a> {
     Text(&'a [u8]),
 }
 
+/// A row's key; most keys are one column, held without an allocation.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum RowKey<'a> {
+    One(KeyPart<'a>),
+    Many(Vec<KeyPart<'a>>),
+}
+
 /// The key of a COPY text row (tab-separated; tabs and newlines inside values
 /// are escaped, so they never split a field).
-fn row_key<'a>(row: &'a [u8], key: &[usize]) -> Vec<KeyPart<'a>> {
+fn row_key<'a>(row: &'a [u8], key: &[usize]) -> RowKey<'a> {
     let line = row.strip_suffix(b"\n").unwrap_or(row);
-    let fields: Vec<&[u8]> = line.split(|&b| b == b'\t').collect();
-    key.iter()
-        .map(|&i| {
-            let f = fields.get(i).copied().unwrap_or_default();
-            match std::str::from_utf8(f).ok().and_then(|s| s.parse().ok()) {
-                Some(n) => KeyPart::Int(n),
-                None => KeyPart::Text(f),
-            }
-        })
-        .collect()
+    let field = |i: usize| {
+        let f = line.split(|&b| b == b'\t').nth(i).unwrap_or_default();
+        match std::str::from_utf8(f).ok().and_then(|s| s.parse().ok()) {
+            Some(n) => KeyPart::Int(n),
+            None => KeyPart::Text(f),
+        }
+    };
+    match key {
+        [one] => RowKey::One(field(*one)),
+        many => RowKey::Many(many.iter().map(|&i| field(i)).collect()),
+    }
 }
 
 /// For each TABLE DATA entry whose table has a primary key, the positions
@@ -914,6 +922,29 @@ mod tests {
         let order = [1, 0, 2, 3, 4];
         let expected: Vec<Vec<u8>> = order.iter().map(|&i| chunk(rows[i])).collect();
         assert_eq!(got[..5], expected[..]);
+    }
+
+    #[test]
+    fn a_table_larger_than_the_sort_limit_keeps_heap_order_past_it() {
+        let row_len = 4096;
+        let n = SORT_MAX / (row_len + 5) + 10;
+        let rows: Vec<Vec<u8>> = (0..n)
+            .map(|i| {
+                let mut r = format!("{}\t", n - i).into_bytes();
+                r.resize(row_len - 1, b'x');
+                r.push(b'\n');
+                r
+            })
+            .collect();
+        let refs: Vec<&[u8]> = rows.iter().map(Vec::as_slice).collect();
+        let got = passed_on(&refs, Some(&[0])).unwrap();
+        let held = SORT_MAX / (row_len + 5);
+        let mut expected: Vec<Vec<u8>> = rows[..held].iter().rev().map(|r| chunk(r)).collect();
+        expected.extend(rows[held..].iter().map(|r| chunk(r)));
+        assert!(
+            got[..n] == expected[..],
+            "sorted up to the limit, then as they came"
+        );
     }
 
     #[test]
