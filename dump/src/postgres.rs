@@ -968,6 +968,33 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Sorting passes on exactly the chunks that came, in key order.
+        #[test]
+        fn sorted_rows_are_the_same_chunks_in_key_order(
+            rows in proptest::collection::vec(
+                ("(-?[0-9]{1,20}|[a-z\\\\]{0,4})", "[a-z\t]{0,6}"),
+                0..60,
+            ),
+            two_columns in proptest::bool::ANY,
+        ) {
+            let rows: Vec<Vec<u8>> = rows
+                .iter()
+                .map(|(k, rest)| format!("{k}\t{rest}\n").into_bytes())
+                .collect();
+            let refs: Vec<&[u8]> = rows.iter().map(Vec::as_slice).collect();
+            let key: &[usize] = if two_columns { &[1, 0] } else { &[0] };
+            let got = passed_on(&refs, Some(key)).unwrap();
+            let (mut a, mut b) = (got.clone(), rows.iter().map(|r| chunk(r)).collect::<Vec<_>>());
+            b.push(vec![0, 0, 0, 0, 0]);
+            a.sort();
+            b.sort();
+            proptest::prop_assert_eq!(a, b);
+            let keys: Vec<RowKey> = got[..rows.len()].iter().map(|c| row_key(&c[5..], key)).collect();
+            proptest::prop_assert!(keys.windows(2).all(|w| w[0] <= w[1]));
+        }
+    }
+
     fn entry(dump_id: i64, desc: &str, definition: &str, copy_stmt: &str) -> TocEntry {
         TocEntry {
             dump_id,
