@@ -69,9 +69,14 @@ struct Streamed<'a, 's, R> {
 
 impl<R: Read> Source for Streamed<'_, '_, R> {
     fn take(&mut self, n: usize) -> Result<Option<Vec<u8>>, String> {
-        let mut b = vec![0; n];
+        // Grown as bytes arrive: a length read from the archive allocates no
+        // more than the archive holds.
+        let mut b = vec![0; n.min(1 << 20)];
         let mut got = 0;
         while got < n {
+            if got == b.len() {
+                b.resize(n.min(2 * got), 0);
+            }
             match self.input.read(&mut b[got..]) {
                 Ok(0) if got == 0 => return Ok(None),
                 Ok(0) => return Err("the archive ended early, in the middle of a field".into()),
@@ -208,6 +213,9 @@ impl<S: Source> Archive<S> {
             let n = self.int()?;
             if n < 0 {
                 break;
+            }
+            if n > 32 {
+                return Err(format!("implausible dependency of {n} bytes in the TOC"));
             }
             let d = String::from_utf8_lossy(&self.bytes(n as usize)?).into_owned();
             deps.push(d.parse().unwrap_or(-1));
@@ -993,6 +1001,52 @@ mod tests {
             let keys: Vec<RowKey> = got[..rows.len()].iter().map(|c| row_key(&c[5..], key)).collect();
             proptest::prop_assert!(keys.windows(2).all(|w| w[0] <= w[1]));
         }
+    }
+
+    #[test]
+    fn a_toc_entry_with_an_implausible_dependency_is_refused() {
+        let int = |v: u32| {
+            let mut b = vec![0];
+            b.extend_from_slice(&v.to_le_bytes());
+            b
+        };
+        let string = |t: &str| {
+            let mut b = int(t.len() as u32);
+            b.extend_from_slice(t.as_bytes());
+            b
+        };
+        let mut e = [int(7), int(1)].concat();
+        for f in ["0", "0", "t", "TABLE DATA"] {
+            e.extend(string(f));
+        }
+        e.extend(int(0));
+        for f in [
+            "",
+            "",
+            "COPY public.t (id) FROM stdin;\n",
+            "public",
+            "",
+            "heap",
+            "",
+            "false",
+        ] {
+            e.extend(string(f));
+        }
+        let good = [e.clone(), string("6"), vec![1, 1, 0, 0, 0], vec![0; 9]].concat();
+        let mut a = Archive {
+            src: &good[..],
+            int_size: 4,
+            off_size: 8,
+            vmin: 14,
+        };
+        assert_eq!(a.toc_entry().unwrap().deps, [6]);
+        let bad = [e, int(1 << 30), b"6".to_vec()].concat();
+        a.src = &bad[..];
+        let err = a.toc_entry().err().expect("refused");
+        assert!(
+            err.contains("implausible dependency of 1073741824 bytes"),
+            "{err}"
+        );
     }
 
     fn entry(dump_id: i64, desc: &str, definition: &str, copy_stmt: &str) -> TocEntry {
