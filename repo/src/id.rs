@@ -54,8 +54,16 @@ impl fmt::Debug for Id {
 impl FromStr for Id {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bytes = hex::decode(s).map_err(|e| format!("bad id {s:?}: {e}"))?;
-        Id::from_slice(&bytes).ok_or_else(|| format!("bad id {s:?}: not 32 bytes"))
+        let mut id = Id::default();
+        match hex::decode_to_slice(s, &mut id.0) {
+            Ok(()) => Ok(id),
+            // The wrong length: say whether it is hex at all.
+            Err(hex::FromHexError::InvalidStringLength) => match hex::decode(s) {
+                Ok(_) => Err(format!("bad id {s:?}: not 32 bytes")),
+                Err(e) => Err(format!("bad id {s:?}: {e}")),
+            },
+            Err(e) => Err(format!("bad id {s:?}: {e}")),
+        }
     }
 }
 
@@ -67,7 +75,41 @@ impl Serialize for Id {
 
 impl<'de> Deserialize<'de> for Id {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        // A visitor rather than a String: a dump's list holds thousands of ids.
+        struct HexId;
+        impl serde::de::Visitor<'_> for HexId {
+            type Value = Id;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a 64-digit hex id")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Id, E> {
+                s.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_str(HexId)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_read_back_from_json_and_bad_ones_say_why() {
+        let ids = vec![Id::random(), Id::default(), Id([0xab; 32])];
+        let json = serde_json::to_string(&ids).unwrap();
+        assert_eq!(serde_json::from_str::<Vec<Id>>(&json).unwrap(), ids);
+        let short = "ab".repeat(31);
+        for (bad, why) in [
+            (short.as_str(), "not 32 bytes"),
+            (&short[..61], "Odd number of digits"),
+            ("zz", "Invalid character"),
+        ] {
+            let err = bad.parse::<Id>().unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+            let err = serde_json::from_str::<Id>(&format!("{bad:?}")).unwrap_err();
+            assert!(err.to_string().contains(why), "{err}");
+        }
+        assert!(serde_json::from_str::<Id>("17").is_err());
     }
 }
