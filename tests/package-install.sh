@@ -7,6 +7,8 @@
 # agent config is kept, the catalog too, a backup queued before it runs
 # after it, and the agent reconnects by itself and backs up again. Needs root; leaves the machine as it found it (purges).
 set -euo pipefail
+# Never `producer | grep -q`: grep quits at the first match and, under pipefail,
+# a producer still writing fails the line (SIGPIPE or EPIPE). Capture, then match.
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "package-install.sh: needs root (dpkg -i)" >&2; exit 1; }
 marker=/var/lib/cairn/.package-test
@@ -41,7 +43,8 @@ getent passwd cairn >/dev/null || fail "the package made no cairn user"
 [ "$(stat -c %U /var/lib/cairn/controller)" = cairn ] || fail "state dir not owned by cairn"
 complete_line="$(bash -c 'source /usr/share/bash-completion/completions/cairnctl; complete -p cairnctl')"
 [[ "$complete_line" == *_cairnctl* ]] || fail "bash completion: $complete_line"
-MANPAGER=cat man cairnctl 2>/dev/null | grep -q SYNOPSIS || fail "man cairnctl"
+man_page="$(MANPAGER=cat man cairnctl 2>/dev/null)" || fail "man cairnctl"
+[[ "$man_page" == *SYNOPSIS* ]] || fail "man cairnctl: no SYNOPSIS"
 
 # README: init as cairn, then the unit (here: its ExecStart, as User=cairn).
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
@@ -60,7 +63,8 @@ start_controller() {
 }
 start_controller
 export CAIRN_CONFIG=/var/lib/cairn/controller/cairnctl.toml
-cairnctl version | grep -q "^controller " || fail "cairnctl version"
+versions="$(cairnctl version)" || fail "cairnctl version"
+grep -q "^controller " <<<"$versions" || fail "cairnctl version: $versions"
 
 site="$work/www/shop.test"
 mkdir -p "$site/wp-content/uploads"
@@ -93,7 +97,8 @@ dpkg -i target/debian/cairn-controller_*.deb target/debian/cairn-agent_*.deb >>"
 grep -q "127.0.0.1:$port" /etc/cairn/agent.toml || fail "the upgrade overwrote the edited agent.toml"
 kill "${pids[0]}"; wait "${pids[0]}" 2>/dev/null || true
 start_controller
-cairnctl --json snapshots list | grep -q "$snap" || fail "the catalog lost the snapshot across the upgrade"
+snapshots="$(cairnctl --json snapshots list)" || fail "snapshots list after the upgrade"
+grep -q "$snap" <<<"$snapshots" || fail "the catalog lost the snapshot across the upgrade"
 # shellcheck disable=SC2046
 $(exec_start cairn-agent) >>"$work/agent.log" 2>&1 &
 pids+=($!)

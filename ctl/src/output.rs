@@ -71,22 +71,49 @@ pub fn host_name(given: Option<&str>) -> String {
 }
 
 pub fn json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, v)?;
+    json_to(&mut std::io::stdout().lock(), v)
+}
+
+fn json_to<T: serde::Serialize>(out: &mut impl std::io::Write, v: &T) -> anyhow::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, v)?;
     writeln!(out)?;
     Ok(())
 }
 
+/// Whether the error is only that whoever read standard output stopped
+/// reading (`cairnctl … | grep -q x`, `| head`): not a failure of cairnctl.
 pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    use std::io::ErrorKind::BrokenPipe;
     err.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
-            || matches!(c.downcast_ref::<cairn_repo::Error>(), Some(cairn_repo::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe)
+        c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == BrokenPipe)
+            // serde_json's source() skips its io::Error, so ask it directly.
+            || c.downcast_ref::<serde_json::Error>().is_some_and(|e| e.io_error_kind() == Some(BrokenPipe))
+            || matches!(c.downcast_ref::<cairn_repo::Error>(), Some(cairn_repo::Error::Io { source, .. }) if source.kind() == BrokenPipe)
     })
 }
 
 #[cfg(test)]
 mod tests {
+    /// A reader that quit early (`| grep -q`) must not turn JSON output
+    /// into a failure.
+    #[test]
+    fn json_to_a_closed_pipe_is_a_broken_pipe() {
+        struct Closed;
+        impl std::io::Write for Closed {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let err =
+            super::json_to(&mut Closed, &serde_json::json!({"snapshots": ["a", "b"]})).unwrap_err();
+        assert!(super::is_broken_pipe(&err), "{err:#}");
+        let other = anyhow::Error::from(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+        assert!(!super::is_broken_pipe(&other));
+    }
+
     #[test]
     fn bytes_are_human() {
         assert_eq!(super::bytes(5), "5 B");
