@@ -307,12 +307,23 @@ fn chunks<S: Source>(
     sections: &mut Sections,
     key: Option<&[usize]>,
 ) -> Result<(), String> {
+    chunks_sorted_within(a, sections, key, SORT_LIMITS)
+}
+
+fn chunks_sorted_within<S: Source>(
+    a: &mut Archive<S>,
+    sections: &mut Sections,
+    key: Option<&[usize]>,
+    limits: SortLimits,
+) -> Result<(), String> {
     let mut ended = false;
     let mut held = key.map(|key| HeldRows {
         key,
         head_len: 1 + a.int_size,
+        limits,
         bytes: Vec::new(),
         rows: Vec::new(),
+        runs: Vec::new(),
     });
     loop {
         let head = a.raw(1 + a.int_size)?;
@@ -343,11 +354,11 @@ fn chunks<S: Source>(
             }
         }
         if let Some(h) = &mut held {
-            if is_row && h.bytes.len() + head.len() + data.len() <= SORT_MAX {
+            if is_row && (h.bytes.len() + head.len() + data.len() <= limits.memory || h.spill()) {
                 h.hold(&head, &data);
                 continue;
             }
-            // Not a plain row, or too many to hold: the rest keeps heap order.
+            // Not a plain row, or too many to sort: the rest keeps heap order.
             held.take().expect("held").pass_on(a)?;
         }
         a.src.forward(&head)?;
@@ -360,9 +371,23 @@ fn chunks<S: Source>(
 /// allocation limit.
 const MAX_CHUNK: i64 = 1 << 30;
 
-/// Rows held back to be sorted: at most this many bytes of a table; a larger
-/// table's rows past them are stored in heap order.
-const SORT_MAX: usize = 64 << 20;
+/// How much of one table is sorted: up to `memory` bytes of rows at a time,
+/// and up to `runs` such sorted runs spilled to temporary files and merged.
+/// The rows of a larger table past them keep heap order.
+#[derive(Clone, Copy)]
+struct SortLimits {
+    memory: usize,
+    runs: usize,
+}
+
+const SORT_LIMITS: SortLimits = SortLimits {
+    memory: 64 << 20,
+    runs: 64,
+};
+
+/// Runs are spilled only while the temporary directory keeps this much free
+/// beyond the run: sorting is worth less than a full disk on a live server.
+const SPILL_FREE_MARGIN: u64 = 512 << 20;
 
 /// A table's rows, stored in primary-key order rather than heap order.
 ///
@@ -376,10 +401,18 @@ struct HeldRows<'k> {
     /// Positions of the primary key's columns in the COPY row.
     key: &'k [usize],
     head_len: usize,
+    limits: SortLimits,
     /// Each row's chunk header and bytes, as they came.
     bytes: Vec<u8>,
-    /// Where each row is in `bytes` (which stay under `SORT_MAX`).
+    /// Where each row is in `bytes` (under `limits.memory` plus one chunk
+    /// of at most `MAX_CHUNK`, so u32 holds it).
     rows: Vec<(u32, u32)>,
+    /// Earlier rows of the table, each file sorted (see `write_run`).
+    runs: Vec<std::fs::File>,
+}
+
+fn range(&(start, end): &(u32, u32)) -> std::ops::Range<usize> {
+    start as usize..end as usize
 }
 
 impl HeldRows<'_> {
@@ -390,23 +423,165 @@ impl HeldRows<'_> {
         self.rows.push((start, self.bytes.len() as u32));
     }
 
-    /// Passes the held rows on, sorted by key (stable: equal keys keep their order).
-    fn pass_on<S: Source>(self, a: &mut Archive<S>) -> Result<(), String> {
-        let row = |&(start, end): &(u32, u32)| start as usize..end as usize;
+    /// The held rows in key order (stable: equal keys keep their order).
+    fn sorted(&self) -> Vec<(u32, u32)> {
         let mut keyed: Vec<(RowKey, (u32, u32))> = self
             .rows
             .iter()
             .map(|r| {
-                let data = &self.bytes[row(r).start + self.head_len..row(r).end];
-                (row_key(data, self.key), *r)
+                (
+                    row_key(&self.bytes[range(r)][self.head_len..], self.key),
+                    *r,
+                )
             })
             .collect();
         keyed.sort_by(|x, y| x.0.cmp(&y.0));
-        for (_, r) in &keyed {
-            a.src.forward(&self.bytes[row(r)])?;
+        keyed.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// Moves the held rows, sorted, to a temporary file to make room; false
+    /// (holding them still) if the run limit is reached or the file cannot
+    /// be written.
+    fn spill(&mut self) -> bool {
+        if self.rows.is_empty() {
+            return true;
+        }
+        if self.runs.len() >= self.limits.runs {
+            return false;
+        }
+        match self.write_run() {
+            Ok(run) => {
+                self.runs.push(run);
+                self.bytes.clear();
+                self.rows.clear();
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "a table's rows past this point keep heap order: spilling sorted rows to a temporary file failed");
+                false
+            }
+        }
+    }
+
+    /// An unnamed temporary file (gone when closed, whatever happens to this
+    /// process) holding the held rows in key order, zstd-compressed, each as
+    /// `u32 LE length | chunk header and bytes`.
+    fn write_run(&self) -> std::io::Result<std::fs::File> {
+        use std::io::{Seek, Write};
+        let file = tempfile::tempfile()?;
+        let fs = rustix::fs::fstatvfs(&file)?;
+        let free = fs.f_bavail.saturating_mul(fs.f_frsize);
+        if free < self.bytes.len() as u64 + SPILL_FREE_MARGIN {
+            return Err(std::io::Error::other(format!(
+                "{free} bytes free in the temporary directory"
+            )));
+        }
+        let mut z =
+            zstd::stream::write::Encoder::new(std::io::BufWriter::with_capacity(1 << 20, file), 1)?;
+        for r in self.sorted() {
+            let row = &self.bytes[range(&r)];
+            z.write_all(&(row.len() as u32).to_le_bytes())?;
+            z.write_all(row)?;
+        }
+        let mut file = z.finish()?.into_inner().map_err(|e| e.into_error())?;
+        file.seek(std::io::SeekFrom::Start(0))?;
+        Ok(file)
+    }
+
+    /// Passes the held rows on in key order: merged with the spilled runs,
+    /// if any.
+    fn pass_on<S: Source>(self, a: &mut Archive<S>) -> Result<(), String> {
+        let order = self.sorted();
+        if self.runs.is_empty() {
+            for r in &order {
+                a.src.forward(&self.bytes[range(r)])?;
+                a.src.end_record()?;
+            }
+            return Ok(());
+        }
+        let reading = |e: std::io::Error| {
+            format!("reading back a table's sorted rows from a temporary file: {e}")
+        };
+        let mut runs = Vec::with_capacity(self.runs.len());
+        for file in &self.runs {
+            runs.push(zstd::stream::read::Decoder::new(file).map_err(reading)?);
+        }
+        // Sources 0..runs.len() are the runs in the order they were written,
+        // the last one the rows still held: on equal keys, earlier rows first.
+        let held = runs.len();
+        let mut current: Vec<Vec<u8>> = vec![Vec::new(); held];
+        let mut next_held = 0;
+        let mut heap = std::collections::BinaryHeap::new();
+        let key_of = |row: &[u8]| OwnedKey::of(&row_key(&row[self.head_len..], self.key));
+        for (i, run) in runs.iter_mut().enumerate() {
+            if let Some(row) = next_run_row(run, self.head_len).map_err(reading)? {
+                heap.push(std::cmp::Reverse((key_of(&row), i)));
+                current[i] = row;
+            }
+        }
+        if let Some(r) = order.first() {
+            heap.push(std::cmp::Reverse((key_of(&self.bytes[range(r)]), held)));
+        }
+        while let Some(std::cmp::Reverse((_, i))) = heap.pop() {
+            if i == held {
+                a.src.forward(&self.bytes[range(&order[next_held])])?;
+                next_held += 1;
+                if let Some(r) = order.get(next_held) {
+                    heap.push(std::cmp::Reverse((key_of(&self.bytes[range(r)]), held)));
+                }
+            } else {
+                a.src.forward(&current[i])?;
+                if let Some(row) = next_run_row(&mut runs[i], self.head_len).map_err(reading)? {
+                    heap.push(std::cmp::Reverse((key_of(&row), i)));
+                    current[i] = row;
+                }
+            }
             a.src.end_record()?;
         }
         Ok(())
+    }
+}
+
+/// The next row of a run, or None at its end.
+fn next_run_row(run: &mut impl Read, head_len: usize) -> std::io::Result<Option<Vec<u8>>> {
+    let mut len = [0; 4];
+    match run.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    // Our own file, but a length is checked before it is used all the same.
+    if len <= head_len || len > head_len + MAX_CHUNK as usize {
+        return Err(std::io::Error::other(format!("a row of {len} bytes")));
+    }
+    let mut row = vec![0; len];
+    run.read_exact(&mut row)?;
+    Ok(Some(row))
+}
+
+/// A `RowKey` that owns its text, for merging rows read from runs.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum OwnedPart {
+    Int(i64),
+    Text(Vec<u8>),
+}
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct OwnedKey(Vec<OwnedPart>);
+
+impl OwnedKey {
+    /// Orders as the `RowKey` it came from (one table's keys all have the
+    /// same number of columns).
+    fn of(key: &RowKey) -> OwnedKey {
+        let part = |p: &KeyPart| match p {
+            KeyPart::Int(n) => OwnedPart::Int(*n),
+            KeyPart::Text(t) => OwnedPart::Text(t.to_vec()),
+        };
+        OwnedKey(match key {
+            RowKey::One(p) => vec![part(p)],
+            RowKey::Many(ps) => ps.iter().map(part).collect(),
+        })
     }
 }
 
@@ -871,12 +1046,28 @@ mod tests {
 
     /// A data block's chunks as `chunks` passes them on with `key`.
     fn passed_on(rows: &[&[u8]], key: Option<&[usize]>) -> Result<Vec<Vec<u8>>, String> {
+        passed_on_within(rows, key, SORT_LIMITS)
+    }
+
+    fn passed_on_within(
+        rows: &[&[u8]],
+        key: Option<&[usize]>,
+        limits: SortLimits,
+    ) -> Result<Vec<Vec<u8>>, String> {
         let mut block: Vec<u8> = rows.iter().flat_map(|r| chunk(r)).collect();
         block.extend_from_slice(&[0, 0, 0, 0, 0]);
-        block_passed_on(&block, key)
+        block_passed_on_within(&block, key, limits)
     }
 
     fn block_passed_on(block: &[u8], key: Option<&[usize]>) -> Result<Vec<Vec<u8>>, String> {
+        block_passed_on_within(block, key, SORT_LIMITS)
+    }
+
+    fn block_passed_on_within(
+        block: &[u8],
+        key: Option<&[usize]>,
+        limits: SortLimits,
+    ) -> Result<Vec<Vec<u8>>, String> {
         let mut a = Archive {
             src: Recorded {
                 input: block,
@@ -891,7 +1082,7 @@ mod tests {
             done: Vec::new(),
             open: None,
         };
-        chunks(&mut a, &mut sections, key)?;
+        chunks_sorted_within(&mut a, &mut sections, key, limits)?;
         assert!(a.src.input.is_empty(), "the block was read to its end");
         Ok(a.src.records)
     }
@@ -936,27 +1127,62 @@ mod tests {
         assert_eq!(got[..5], expected[..]);
     }
 
-    #[test]
-    fn a_table_larger_than_the_sort_limit_keeps_heap_order_past_it() {
-        let row_len = 4096;
-        let n = SORT_MAX / (row_len + 5) + 10;
-        let rows: Vec<Vec<u8>> = (0..n)
+    /// Rows of 64 bytes, keys `n - i` (descending, so every row moves).
+    fn descending_rows(n: usize) -> Vec<Vec<u8>> {
+        (0..n)
             .map(|i| {
                 let mut r = format!("{}\t", n - i).into_bytes();
-                r.resize(row_len - 1, b'x');
+                r.resize(63, b'x');
                 r.push(b'\n');
                 r
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn a_table_larger_than_memory_is_sorted_through_runs_on_disk() {
+        // 69 bytes a chunk: 14 rows to a run, 1,000 rows in 72 runs.
+        let rows = descending_rows(1000);
         let refs: Vec<&[u8]> = rows.iter().map(Vec::as_slice).collect();
-        let got = passed_on(&refs, Some(&[0])).unwrap();
-        let held = SORT_MAX / (row_len + 5);
-        let mut expected: Vec<Vec<u8>> = rows[..held].iter().rev().map(|r| chunk(r)).collect();
-        expected.extend(rows[held..].iter().map(|r| chunk(r)));
+        let limits = SortLimits {
+            memory: 1000,
+            runs: 100,
+        };
+        let got = passed_on_within(&refs, Some(&[0]), limits).unwrap();
+        let mut expected: Vec<Vec<u8>> = rows.iter().rev().map(|r| chunk(r)).collect();
+        expected.push(vec![0, 0, 0, 0, 0]);
+        assert!(got == expected, "every row, in key order");
+    }
+
+    #[test]
+    fn a_table_past_the_run_limit_keeps_heap_order_past_it() {
+        let rows = descending_rows(100);
+        let refs: Vec<&[u8]> = rows.iter().map(Vec::as_slice).collect();
+        let limits = SortLimits {
+            memory: 1000,
+            runs: 2,
+        };
+        let got = passed_on_within(&refs, Some(&[0]), limits).unwrap();
+        // Two runs of 14 rows and 14 more held: those 42 sorted, the rest as they came.
+        let sorted = 3 * (1000 / 69);
+        let mut expected: Vec<Vec<u8>> = rows[..sorted].iter().rev().map(|r| chunk(r)).collect();
+        expected.extend(rows[sorted..].iter().map(|r| chunk(r)));
         assert!(
-            got[..n] == expected[..],
+            got[..100] == expected[..],
             "sorted up to the limit, then as they came"
         );
+    }
+
+    #[test]
+    fn a_corrupt_run_length_is_refused_before_reading_it() {
+        let mut run: &[u8] = &[0xff, 0xff, 0xff, 0x7f, 1, 2, 3];
+        let err = next_run_row(&mut run, 5).unwrap_err();
+        assert!(
+            err.to_string().contains("a row of 2147483647 bytes"),
+            "{err}"
+        );
+        let mut empty: &[u8] = &[];
+        assert!(next_run_row(&mut empty, 5).unwrap().is_none());
     }
 
     #[test]
@@ -979,6 +1205,7 @@ mod tests {
                 0..60,
             ),
             two_columns in proptest::bool::ANY,
+            memory in 1usize..400,
         ) {
             let rows: Vec<Vec<u8>> = rows
                 .iter()
@@ -986,7 +1213,8 @@ mod tests {
                 .collect();
             let refs: Vec<&[u8]> = rows.iter().map(Vec::as_slice).collect();
             let key: &[usize] = if two_columns { &[1, 0] } else { &[0] };
-            let got = passed_on(&refs, Some(key)).unwrap();
+            // Small memory: most cases merge runs from temporary files.
+            let got = passed_on_within(&refs, Some(key), SortLimits { memory, runs: 100 }).unwrap();
             let (mut a, mut b) = (got.clone(), rows.iter().map(|r| chunk(r)).collect::<Vec<_>>());
             b.push(vec![0, 0, 0, 0, 0]);
             a.sort();
