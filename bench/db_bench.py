@@ -15,7 +15,10 @@
    `mariadb-dump … | zstd -3 > /dev/null` is timed against
    `cairnctl repo backup-db` of the same database (first and second run).
 
-`--only fleet|shop|throughput` runs one part.
+4. One PostgreSQL table larger than Cairn sorts in memory (~175 MB of SQL):
+   2% of its rows updated and 1,000 added a day, for up to 5 days.
+
+`--only fleet|shop|pgshop|pgbig|throughput` runs one part.
 """
 import json
 import os
@@ -210,6 +213,66 @@ def shop_postgres(args, work):
     return days
 
 
+def big_postgres_table(args, work, rows=1_600_000):
+    """One PostgreSQL table several times larger than what Cairn sorts in
+    memory (64 MiB of rows): ~175 MB of COPY text. Each day updates 2% of
+    its rows, spread over the table, and appends 1,000. Cairn stores
+    `backup-db` (rows in key order through sorted runs on disk); restic
+    stores the day's plain `pg_dump` file."""
+    srv = Postgres(work)
+    env = dict(os.environ, CAIRN_PASSPHRASE="bench", RESTIC_PASSWORD="bench",
+               CAIRN_REPO=os.path.join(work, "cairn-pgbig"),
+               RESTIC_REPOSITORY=os.path.join(work, "restic-pgbig"))
+    dump = os.path.join(work, "pgbig", "big.sql")
+    os.makedirs(os.path.dirname(dump))
+    days = []
+    try:
+        run([args.cairnctl, "repo", "init"], env)
+        run(["restic", "init"], env)
+        run(srv.psql(["-c", "CREATE DATABASE big"]))
+        run(srv.psql(["-c", f"""
+            CREATE TABLE ledger (id bigserial PRIMARY KEY, account int NOT NULL,
+                amount numeric(10,2) NOT NULL, note text NOT NULL, booked timestamptz NOT NULL);
+            INSERT INTO ledger (account, amount, note, booked)
+                SELECT i % 9973, (i % 100000) / 100.0, 'order ' || md5(i::text) || ' settled',
+                       timestamptz '2026-01-01' + i * interval '7 seconds'
+                FROM generate_series(1, {rows}) i;"""], db="big"))
+        for day in range(min(args.days, 5)):
+            if day:
+                run(srv.psql(["-c", f"""
+                    UPDATE ledger SET amount = amount + 1, note = note || '.'
+                        WHERE (id * 7919 + {day} * 104729) % 50 = 0;
+                    INSERT INTO ledger (account, amount, note, booked)
+                        SELECT i % 9973, 1, 'order ' || md5((i + {day})::text) || ' new', now()
+                        FROM generate_series(1, 1000) i;"""], db="big"))
+            with open(dump, "wb") as f:
+                subprocess.run(["pg_dump", "-h", "127.0.0.1", "-p", str(srv.port), "-U", "postgres", "big"],
+                               stdout=f, check=True)
+            t = time.monotonic()
+            run([args.cairnctl, "repo", "backup-db", "--domain", "big.example", "--engine", "postgres",
+                 "--database", "big", "--db-host", "127.0.0.1", "--db-port", str(srv.port),
+                 "--db-user", "postgres"], env)
+            cairn_s = time.monotonic() - t
+            run(["restic", "backup", "--compression", "auto", dump], env)
+            days.append({"dump": os.path.getsize(dump), "cairn_s": cairn_s,
+                         "cairn": du(env["CAIRN_REPO"]), "restic": du(env["RESTIC_REPOSITORY"])})
+    finally:
+        srv.stop()
+    return days
+
+
+def print_big(days):
+    mb = 1e6
+    print(f"one PostgreSQL table of {days[0]['dump'] / mb:.0f} MB of SQL, 2% of rows updated and 1,000 added a day")
+    print(f"{'':22} {'cairn MB':>9} {'restic MB':>10} {'cairn/restic':>13} {'backup-db s':>12}")
+    print(f"{'first copy':22} {days[0]['cairn'] / mb:9.2f} {days[0]['restic'] / mb:10.2f}"
+          f" {days[0]['cairn'] / days[0]['restic']:13.3f} {days[0]['cairn_s']:12.1f}")
+    for i in range(1, len(days)):
+        a, b = days[i - 1], days[i]
+        c, r = b["cairn"] - a["cairn"], b["restic"] - a["restic"]
+        print(f"{f'day {i} growth':22} {c / mb:9.2f} {r / mb:10.2f} {c / r:13.3f} {b['cairn_s']:12.1f}")
+
+
 def print_shop(days, engine="MariaDB, mariadb-dump format"):
     mb = 1e6
     print(f"narrow-row shop (bench/shop.py), {engine}: {days[0]['dump'] / mb:.1f} MB of SQL, 2% of rentals updated a day")
@@ -298,7 +361,7 @@ def main():
     ap = arg_parser()
     ap.add_argument("--days", type=int, default=int(os.environ.get("BENCH_DAYS", 30)),
                     help="days of the shop workload (first copy included)")
-    ap.add_argument("--only", choices=["fleet", "shop", "pgshop", "throughput"], help="run one part")
+    ap.add_argument("--only", choices=["fleet", "shop", "pgshop", "pgbig", "throughput"], help="run one part")
     args = ap.parse_args()
     args.cairnctl = os.path.abspath(args.cairnctl)
     work = args.work or tempfile.mkdtemp(prefix="cairn-dbbench-")
@@ -329,6 +392,10 @@ def main():
     if args.only in (None, "pgshop"):
         raw["shop_postgres"] = shop_postgres(args, work)
         print_shop(raw["shop_postgres"], "PostgreSQL, live server")
+        print()
+    if args.only in (None, "pgbig"):
+        raw["big_postgres"] = big_postgres_table(args, work)
+        print_big(raw["big_postgres"])
         print()
     if args.only not in (None, "throughput"):
         return finish(args, raw, work)
