@@ -249,12 +249,14 @@ def big_postgres_table(args, work, rows=1_600_000):
                 subprocess.run(["pg_dump", "-h", "127.0.0.1", "-p", str(srv.port), "-U", "postgres", "big"],
                                stdout=f, check=True)
             t = time.monotonic()
-            run([args.cairnctl, "repo", "backup-db", "--domain", "big.example", "--engine", "postgres",
-                 "--database", "big", "--db-host", "127.0.0.1", "--db-port", str(srv.port),
-                 "--db-user", "postgres"], env)
+            out = subprocess.run(["/usr/bin/time", "-f", "%M", args.cairnctl, "repo", "backup-db",
+                                  "--domain", "big.example", "--engine", "postgres", "--database", "big",
+                                  "--db-host", "127.0.0.1", "--db-port", str(srv.port), "--db-user", "postgres"],
+                                 env=env, check=True, capture_output=True, text=True)
             cairn_s = time.monotonic() - t
+            rss_mb = int(out.stderr.strip().splitlines()[-1]) / 1024
             run(["restic", "backup", "--compression", "auto", dump], env)
-            days.append({"dump": os.path.getsize(dump), "cairn_s": cairn_s,
+            days.append({"dump": os.path.getsize(dump), "cairn_s": cairn_s, "cairn_rss_mb": rss_mb,
                          "cairn": du(env["CAIRN_REPO"]), "restic": du(env["RESTIC_REPOSITORY"])})
     finally:
         srv.stop()
@@ -264,13 +266,13 @@ def big_postgres_table(args, work, rows=1_600_000):
 def print_big(days):
     mb = 1e6
     print(f"one PostgreSQL table of {days[0]['dump'] / mb:.0f} MB of SQL, 2% of rows updated and 1,000 added a day")
-    print(f"{'':22} {'cairn MB':>9} {'restic MB':>10} {'cairn/restic':>13} {'backup-db s':>12}")
+    print(f"{'':22} {'cairn MB':>9} {'restic MB':>10} {'cairn/restic':>13} {'backup-db s':>12} {'peak RSS MB':>12}")
     print(f"{'first copy':22} {days[0]['cairn'] / mb:9.2f} {days[0]['restic'] / mb:10.2f}"
-          f" {days[0]['cairn'] / days[0]['restic']:13.3f} {days[0]['cairn_s']:12.1f}")
+          f" {days[0]['cairn'] / days[0]['restic']:13.3f} {days[0]['cairn_s']:12.1f} {days[0]['cairn_rss_mb']:12.0f}")
     for i in range(1, len(days)):
         a, b = days[i - 1], days[i]
         c, r = b["cairn"] - a["cairn"], b["restic"] - a["restic"]
-        print(f"{f'day {i} growth':22} {c / mb:9.2f} {r / mb:10.2f} {c / r:13.3f} {b['cairn_s']:12.1f}")
+        print(f"{f'day {i} growth':22} {c / mb:9.2f} {r / mb:10.2f} {c / r:13.3f} {b['cairn_s']:12.1f} {b['cairn_rss_mb']:12.0f}")
 
 
 def print_shop(days, engine="MariaDB, mariadb-dump format"):
