@@ -354,7 +354,9 @@ fn chunks_sorted_within<S: Source>(
             }
         }
         if let Some(h) = &mut held {
-            if is_row && (h.bytes.len() + head.len() + data.len() <= limits.memory || h.spill()) {
+            if is_row
+                && (h.memory() + ROW_MEMORY + head.len() + data.len() <= limits.memory || h.spill())
+            {
                 h.hold(&head, &data);
                 continue;
             }
@@ -415,7 +417,17 @@ fn range(&(start, end): &(u32, u32)) -> std::ops::Range<usize> {
     start as usize..end as usize
 }
 
+/// What a held row costs beside its bytes: its place in `rows` and its key
+/// while sorting.
+const ROW_MEMORY: usize =
+    std::mem::size_of::<(u32, u32)>() + std::mem::size_of::<(RowKey, (u32, u32))>();
+
 impl HeldRows<'_> {
+    /// The memory the held rows take, sorting included.
+    fn memory(&self) -> usize {
+        self.bytes.len() + self.rows.len() * ROW_MEMORY
+    }
+
     fn hold(&mut self, head: &[u8], data: &[u8]) {
         let start = self.bytes.len() as u32;
         self.bytes.extend_from_slice(head);
@@ -1127,12 +1139,12 @@ mod tests {
 
     #[test]
     fn a_table_larger_than_memory_is_sorted_through_compressed_runs() {
-        // 69 bytes a chunk: 14 rows to a run, 1,000 rows in 72 runs.
+        // 69 bytes a chunk and ROW_MEMORY: about 10 rows to a run, 100 runs.
         let rows = descending_rows(1000);
         let refs: Vec<&[u8]> = rows.iter().map(Vec::as_slice).collect();
         let limits = SortLimits {
             memory: 1000,
-            runs: 100,
+            runs: 200,
             compressed: 1 << 20,
         };
         let got = passed_on_within(&refs, Some(&[0]), limits).unwrap();
@@ -1152,7 +1164,8 @@ mod tests {
             expected.push(vec![0, 0, 0, 0, 0]);
             expected
         };
-        // Two runs of 14 rows and 14 more held: those 42 sorted, the rest as they came.
+        // Two runs and as many rows held: those sorted, the rest as they came.
+        let per_run = 1000 / (69 + ROW_MEMORY);
         let two_runs = SortLimits {
             memory: 1000,
             runs: 2,
@@ -1160,7 +1173,7 @@ mod tests {
         };
         let got = passed_on_within(&refs, Some(&[0]), two_runs).unwrap();
         assert!(
-            got == sorted_then_heap(3 * 14),
+            got == sorted_then_heap(3 * per_run),
             "sorted up to the run limit"
         );
         // No room for even one compressed run: only the rows held in memory.
@@ -1169,7 +1182,10 @@ mod tests {
             ..two_runs
         };
         let got = passed_on_within(&refs, Some(&[0]), no_room).unwrap();
-        assert!(got == sorted_then_heap(14), "sorted up to the memory limit");
+        assert!(
+            got == sorted_then_heap(per_run),
+            "sorted up to the memory limit"
+        );
     }
 
     #[test]
@@ -1213,7 +1229,7 @@ mod tests {
             let refs: Vec<&[u8]> = rows.iter().map(Vec::as_slice).collect();
             let key: &[usize] = if two_columns { &[1, 0] } else { &[0] };
             // Small memory: most cases merge runs from temporary files.
-            let got = passed_on_within(&refs, Some(key), SortLimits { memory, runs: 100, compressed: 1 << 20 }).unwrap();
+            let got = passed_on_within(&refs, Some(key), SortLimits { memory, runs: 1000, compressed: 1 << 20 }).unwrap();
             let (mut a, mut b) = (got.clone(), rows.iter().map(|r| chunk(r)).collect::<Vec<_>>());
             b.push(vec![0, 0, 0, 0, 0]);
             a.sort();
