@@ -430,6 +430,17 @@ impl HeldRows<'_> {
 
     fn hold(&mut self, head: &[u8], data: &[u8]) {
         let start = self.bytes.len() as u32;
+        let needed = self.bytes.len() + head.len() + data.len();
+        if needed > self.bytes.capacity() {
+            // Doubling, but not past the limit: a Vec left to double from
+            // 64 MiB would hold 128 MiB, and briefly both.
+            let limit = self
+                .limits
+                .memory
+                .saturating_sub(self.rows.len() * ROW_MEMORY);
+            let want = (2 * self.bytes.capacity()).min(limit).max(needed);
+            self.bytes.reserve_exact(want - self.bytes.len());
+        }
         self.bytes.extend_from_slice(head);
         self.bytes.extend_from_slice(data);
         self.rows.push((start, self.bytes.len() as u32));
@@ -484,7 +495,9 @@ impl HeldRows<'_> {
                 .expect("in memory");
             z.write_all(row).expect("in memory");
         }
-        z.finish().expect("in memory")
+        let mut run = z.finish().expect("in memory");
+        run.shrink_to_fit();
+        run
     }
 
     /// Passes the held rows on in key order: merged with the runs, if any.
