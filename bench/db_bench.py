@@ -171,22 +171,33 @@ class Postgres:
         shutil.rmtree(self.dir)
 
 
+def postgres_and_repos(args, work, name):
+    """A PostgreSQL server, an empty Cairn and restic repository, and where
+    the day's plain dump goes."""
+    srv = Postgres(work)
+    env = dict(os.environ, CAIRN_PASSPHRASE="bench", RESTIC_PASSWORD="bench",
+               CAIRN_REPO=os.path.join(work, f"cairn-{name}"),
+               RESTIC_REPOSITORY=os.path.join(work, f"restic-{name}"))
+    dump = os.path.join(work, name, "dump.sql")
+    os.makedirs(os.path.dirname(dump))
+    try:
+        run([args.cairnctl, "repo", "init"], env)
+        run(["restic", "init"], env)
+    except BaseException:
+        srv.stop()
+        raise
+    return srv, env, dump
+
+
 def shop_postgres(args, work):
     """The shop on a live PostgreSQL server: loaded once, then each day's
     changes applied as SQL (updated rows move in the heap, as they do on a
     real server). Cairn stores `backup-db` (pg_dump -Fc -Z0); restic and
     zstd -3 store the day's plain `pg_dump` file."""
     import shop
-    srv = Postgres(work)
-    env = dict(os.environ, CAIRN_PASSPHRASE="bench", RESTIC_PASSWORD="bench",
-               CAIRN_REPO=os.path.join(work, "cairn-pgshop"),
-               RESTIC_REPOSITORY=os.path.join(work, "restic-pgshop"))
-    dump = os.path.join(work, "pgshop", "shop.sql")
-    os.makedirs(os.path.dirname(dump))
+    srv, env, dump = postgres_and_repos(args, work, "pgshop")
     days = []
     try:
-        run([args.cairnctl, "repo", "init"], env)
-        run(["restic", "init"], env)
         s = shop.Shop()
         load = os.path.join(work, "pgshop-load.sql")
         s.write_pg(load)
@@ -217,18 +228,11 @@ def big_postgres_table(args, work, rows=1_600_000):
     """One PostgreSQL table several times larger than what Cairn sorts in
     memory (64 MiB of rows): ~175 MB of COPY text. Each day updates 2% of
     its rows, spread over the table, and appends 1,000. Cairn stores
-    `backup-db` (rows in key order through sorted runs on disk); restic
-    stores the day's plain `pg_dump` file."""
-    srv = Postgres(work)
-    env = dict(os.environ, CAIRN_PASSPHRASE="bench", RESTIC_PASSWORD="bench",
-               CAIRN_REPO=os.path.join(work, "cairn-pgbig"),
-               RESTIC_REPOSITORY=os.path.join(work, "restic-pgbig"))
-    dump = os.path.join(work, "pgbig", "big.sql")
-    os.makedirs(os.path.dirname(dump))
+    `backup-db` (rows in key order through sorted runs compressed in
+    memory); restic stores the day's plain `pg_dump` file."""
+    srv, env, dump = postgres_and_repos(args, work, "pgbig")
     days = []
     try:
-        run([args.cairnctl, "repo", "init"], env)
-        run(["restic", "init"], env)
         run(srv.psql(["-c", "CREATE DATABASE big"]))
         run(srv.psql(["-c", f"""
             CREATE TABLE ledger (id bigserial PRIMARY KEY, account int NOT NULL,
