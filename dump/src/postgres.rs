@@ -483,7 +483,7 @@ impl HeldRows<'_> {
     }
 
     /// The held rows in key order, each as `u32 LE length | chunk header and
-    /// bytes`, in one zstd frame (level 1: COPY text shrinks 3-4×, fast).
+    /// bytes`, in one zstd frame (level 1: fast, and COPY text shrinks ~3×).
     fn compress_run(&self) -> Vec<u8> {
         use std::io::Write;
         let mut z = zstd::stream::write::Encoder::new(Vec::with_capacity(self.bytes.len() / 3), 1)
