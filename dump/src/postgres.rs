@@ -361,6 +361,14 @@ fn chunks_sorted_within<S: Source>(
                 continue;
             }
             // Not a plain row, or too many to sort: the rest keeps heap order.
+            if is_row {
+                // Worth an operator's notice: this table's days dedup worse.
+                tracing::info!(
+                    table = sections.current().map(|s| s.name.as_str()).unwrap_or_default(),
+                    sorted_runs = h.runs.len(),
+                    "table too large to sort whole by primary key; its remaining rows are stored in heap order"
+                );
+            }
             held.take().expect("held").pass_on(a)?;
         }
         a.src.forward(&head)?;
