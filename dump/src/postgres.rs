@@ -837,8 +837,14 @@ fn quote_literal(s: &str) -> String {
 
 /// The TOC ids `pg_restore -L` needs for `tables`: each table's entries and
 /// whatever depends on them (data, defaults, constraints, indexes, triggers,
-/// sequences), but no other table or view.
-fn toc_list(prelude: &[u8], tables: &[String]) -> Result<String, String> {
+/// sequences), but no other table or view; then what those need and the
+/// target lacks (`present` says which it has): the table's schema, its enum
+/// and domain types, its trigger functions, a partition's parent table.
+fn toc_list(
+    prelude: &[u8],
+    tables: &[String],
+    present: &mut dyn FnMut(&TocEntry) -> Result<bool, String>,
+) -> Result<String, String> {
     let mut a = Archive {
         src: prelude,
         int_size: 4,
@@ -881,11 +887,75 @@ fn toc_list(prelude: &[u8], tables: &[String]) -> Result<String, String> {
         .map(|e| e.dump_id)
         .collect();
     keep.extend(fks);
+    // Upward: definitions the kept entries depend on. Data is never one.
+    let by_id: HashMap<i64, &TocEntry> = toc.iter().map(|e| (e.dump_id, e)).collect();
+    let mut seen: BTreeSet<i64> = keep.clone();
+    let mut todo: Vec<i64> = keep.iter().copied().collect();
+    let mut needed = Vec::new();
+    while let Some(id) = todo.pop() {
+        for d in &by_id[&id].deps {
+            let Some(e) = by_id.get(d) else { continue };
+            if e.has_data || !seen.insert(*d) {
+                continue;
+            }
+            todo.push(*d);
+            needed.push(*e);
+        }
+    }
+    for e in needed {
+        if !present(e)? {
+            keep.insert(e.dump_id);
+        }
+    }
     Ok(toc
         .iter()
         .filter(|e| keep.contains(&e.dump_id))
         .map(|e| format!("{}; {} {} {}\n", e.dump_id, e.desc, e.namespace, e.tag))
         .collect())
+}
+
+/// Whether the target database already has what `e` creates. Kinds this
+/// does not know are taken as missing: their entry is restored.
+fn present_in(pg: &Libpq, e: &TocEntry) -> Result<bool, String> {
+    let qualified = || quote_literal(&format!("{}.{}", quote_ident(&e.namespace), e.tag));
+    let qualified_relation = || {
+        quote_literal(&format!(
+            "{}.{}",
+            quote_ident(&e.namespace),
+            quote_ident(&e.tag)
+        ))
+    };
+    let test = match e.desc.as_str() {
+        "SCHEMA" => format!(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = {}",
+            quote_literal(&e.tag)
+        ),
+        "EXTENSION" => format!(
+            "SELECT count(*) FROM pg_extension WHERE extname = {}",
+            quote_literal(&e.tag)
+        ),
+        "TYPE" | "DOMAIN" => format!(
+            "SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace \
+             WHERE n.nspname = {} AND t.typname = {}",
+            quote_literal(&e.namespace),
+            quote_literal(&e.tag)
+        ),
+        // The tag is the signature, its name already quoted where needed.
+        "FUNCTION" | "PROCEDURE" | "AGGREGATE" => format!(
+            "SELECT count(*) WHERE to_regprocedure({}) IS NOT NULL",
+            qualified()
+        ),
+        "COLLATION" => format!(
+            "SELECT count(*) WHERE to_regcollation({}) IS NOT NULL",
+            qualified_relation()
+        ),
+        "TABLE" | "SEQUENCE" | "VIEW" | "MATERIALIZED VIEW" => format!(
+            "SELECT count(*) WHERE to_regclass({}) IS NOT NULL",
+            qualified_relation()
+        ),
+        _ => return Ok(false),
+    };
+    Ok(pg.psql(&pg.conn.database, &test)?.trim() != "0")
 }
 
 fn ensure_database(pg: &Libpq) -> Result<(), String> {
@@ -939,9 +1009,13 @@ pub(crate) fn restore(
         input
             .read_exact(&mut prelude_buf)
             .map_err(|e| fail(format!("reading the archive's TOC: {e}")))?;
-        let list = toc_list(&prelude_buf, tables).map_err(&fail)?;
+        let list = toc_list(&prelude_buf, tables, &mut |e| present_in(&pg, e)).map_err(&fail)?;
         let f = SecretFile::new("restore.list", &list)?;
         cmd.arg(format!("--use-list={}", f.path.display()));
+        // Into a database that has the table, `--clean` drops its indexes and
+        // constraints before the table itself, which a view can refuse: all of
+        // it or nothing.
+        cmd.arg("--single-transaction");
         list_file = Some(f);
         input = Box::new(std::io::Cursor::new(prelude_buf).chain(input));
     }

@@ -21,4 +21,5 @@ mod pitr;
 mod s3;
 mod safety;
 mod schedule;
+mod schemas;
 mod units;

@@ -211,7 +211,8 @@ impl MariaDb {
             .lines()
             .map(|l| {
                 let t = l.split('\t').next().unwrap().to_string();
-                let c = self.sql(Some(db), &format!("CHECKSUM TABLE `{t}` EXTENDED"));
+                let quoted = t.replace('`', "``");
+                let c = self.sql(Some(db), &format!("CHECKSUM TABLE `{quoted}` EXTENDED"));
                 (t, c.split('\t').nth(1).unwrap_or("").trim().to_string())
             })
             .collect()
@@ -364,15 +365,16 @@ impl Postgres {
     pub fn row_hashes(&self, db: &str) -> Vec<(String, String)> {
         let tables = self.sql(
             db,
-            "SELECT schemaname || '.' || tablename FROM pg_tables \
-             WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
+            "SELECT schemaname || '.' || tablename || E'\\t' || format('%I.%I', schemaname, tablename) \
+             FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
         );
         tables
             .lines()
-            .map(|t| {
+            .map(|line| {
+                let (t, quoted) = line.split_once('\t').expect("name and quoted name");
                 let h = self.sql(
                     db,
-                    &format!("SELECT md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM {t} x"),
+                    &format!("SELECT md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM {quoted} x"),
                 );
                 (t.to_string(), h.trim().to_string())
             })
