@@ -174,13 +174,14 @@ fn mariadb_awkward_schema_round_trips() {
 }
 
 const PG_AWKWARD: &str = r#"
+CREATE EXTENSION citext;
 CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
 CREATE DOMAIN posint AS int CHECK (VALUE > 0);
 CREATE SCHEMA "Weird Schema";
 CREATE TABLE "Weird Schema"."Order Items" (
   "Item Key" text, n int, qty posint, mood mood, tags text[], attrs jsonb, ip inet,
   span interval, flags bit varying(16), doc tsvector, x xml, ts timestamptz, r int4range,
-  f float8, PRIMARY KEY ("Item Key", n));
+  f float8, email citext DEFAULT 'A@Example.test', PRIMARY KEY ("Item Key", n));
 CREATE TABLE ledger (note text, amount numeric(30,10), id bigint PRIMARY KEY,
   doubled numeric GENERATED ALWAYS AS (amount * 2) STORED);
 CREATE TABLE uuids (id uuid PRIMARY KEY, v text);
@@ -303,9 +304,9 @@ fn postgres_awkward_schema_round_trips() {
     assert_eq!(
         one(
             "one",
-            "SELECT count(*) FROM pg_type WHERE typname IN ('mood', 'posint')"
+            "SELECT count(*) FROM pg_type WHERE typname IN ('mood', 'posint', 'citext')"
         ),
-        "2"
+        "3"
     );
 
     // Into a database that has the table and a view on it: PostgreSQL will
