@@ -914,6 +914,17 @@ fn toc_list(
         .collect())
 }
 
+/// How many entries the archive's TOC holds.
+fn toc_len(prelude: &[u8]) -> Result<usize, String> {
+    let mut a = Archive {
+        src: prelude,
+        int_size: 4,
+        off_size: 8,
+        vmin: 0,
+    };
+    Ok(a.header_and_toc()?.1.len())
+}
+
 /// Whether the target database already has what `e` creates. Kinds this
 /// does not know are taken as missing: their entry is restored.
 fn present_in(pg: &Libpq, e: &TocEntry) -> Result<bool, String> {
@@ -958,7 +969,8 @@ fn present_in(pg: &Libpq, e: &TocEntry) -> Result<bool, String> {
     Ok(pg.psql(&pg.conn.database, &test)?.trim() != "0")
 }
 
-fn ensure_database(pg: &Libpq) -> Result<(), String> {
+/// Creates the target database unless it exists; returns whether it did.
+fn ensure_database(pg: &Libpq) -> Result<bool, String> {
     let conn = pg.conn;
     let exists = pg.psql(
         "postgres",
@@ -967,13 +979,28 @@ fn ensure_database(pg: &Libpq) -> Result<(), String> {
             quote_literal(&conn.database)
         ),
     )?;
-    if exists.trim() != "1" {
-        pg.psql(
-            "postgres",
-            &format!("CREATE DATABASE {}", quote_ident(&conn.database)),
-        )?;
+    if exists.trim() == "1" {
+        return Ok(true);
     }
-    Ok(())
+    pg.psql(
+        "postgres",
+        &format!("CREATE DATABASE {}", quote_ident(&conn.database)),
+    )?;
+    Ok(false)
+}
+
+/// How many objects one transaction may lock on the target's server: its
+/// shared lock table, `max_locks_per_transaction` × (`max_connections` +
+/// `max_prepared_transactions`).
+fn lock_room(pg: &Libpq) -> Result<usize, String> {
+    let out = pg.psql(
+        &pg.conn.database,
+        "SELECT current_setting('max_locks_per_transaction')::bigint * \
+         (current_setting('max_connections')::bigint + current_setting('max_prepared_transactions')::bigint)",
+    )?;
+    out.trim()
+        .parse()
+        .map_err(|_| format!("unexpected lock table size {:?}", out.trim()))
 }
 
 pub(crate) fn restore(
@@ -988,7 +1015,7 @@ pub(crate) fn restore(
         cause,
     };
     let pg = Libpq::new(conn)?;
-    ensure_database(&pg).map_err(&fail)?;
+    let existed = ensure_database(&pg).map_err(&fail)?;
     let mut cmd = pg.command("pg_restore", &conn.database);
     cmd.args([
         "--no-owner",
@@ -998,27 +1025,49 @@ pub(crate) fn restore(
         "--exit-on-error",
     ])
     .arg(format!("--dbname={}", conn.database));
-    let mut list_file = None;
     let mut input: Box<dyn Read + '_> = Box::new(input);
+    let prelude = match sections.iter().find(|s| s.kind == SectionKind::Prelude) {
+        Some(p) => {
+            let mut buf = vec![0; p.length as usize];
+            input
+                .read_exact(&mut buf)
+                .map_err(|e| fail(format!("reading the archive's TOC: {e}")))?;
+            buf
+        }
+        None => return Err(fail("the manifest has no prelude".into())),
+    };
+    let mut list_file = None;
+    // Into a database that exists, `--clean` first drops what the archive
+    // holds, and a view the archive does not know (or any failing statement)
+    // can stop it halfway, the site's tables already gone: all or nothing,
+    // where the server can lock every object in one transaction.
+    let mut atomic = existed;
     if !tables.is_empty() {
-        let prelude = sections
-            .iter()
-            .find(|s| s.kind == SectionKind::Prelude)
-            .ok_or_else(|| fail("the manifest has no prelude".into()))?;
-        let mut prelude_buf = vec![0; prelude.length as usize];
-        input
-            .read_exact(&mut prelude_buf)
-            .map_err(|e| fail(format!("reading the archive's TOC: {e}")))?;
-        let list = toc_list(&prelude_buf, tables, &mut |e| present_in(&pg, e)).map_err(&fail)?;
+        let list = toc_list(&prelude, tables, &mut |e| present_in(&pg, e)).map_err(&fail)?;
         let f = SecretFile::new("restore.list", &list)?;
         cmd.arg(format!("--use-list={}", f.path.display()));
-        // Into a database that has the table, `--clean` drops its indexes and
-        // constraints before the table itself, which a view can refuse: all of
-        // it or nothing.
-        cmd.arg("--single-transaction");
         list_file = Some(f);
-        input = Box::new(std::io::Cursor::new(prelude_buf).chain(input));
+        atomic = true;
+    } else if existed {
+        let entries = toc_len(&prelude).map_err(&fail)?;
+        let room = lock_room(&pg).map_err(&fail)?;
+        // An entry locks a relation or two; leave the server half its table.
+        if entries * 4 > room {
+            atomic = false;
+            tracing::warn!(
+                database = %conn.database,
+                entries,
+                room,
+                "restoring over the existing database without one transaction: it has more \
+                 objects than the server's lock table holds (raise max_locks_per_transaction \
+                 for an all-or-nothing restore); a failure can leave it half restored"
+            );
+        }
     }
+    if atomic {
+        cmd.arg("--single-transaction");
+    }
+    let mut input: Box<dyn Read + '_> = Box::new(std::io::Cursor::new(prelude).chain(input));
     let result = run_with_input(cmd, "pg_restore", &mut input).map_err(fail);
     drop(list_file);
     result

@@ -418,6 +418,46 @@ fn postgres_single_table_restore() {
     assert_eq!(id.trim(), "5");
 }
 
+/// RST-1: a restore over an existing database is all or nothing. A view
+/// made since the backup stops `pg_restore --clean` from dropping its table;
+/// the refusal names it and the database is as it was, indexes included.
+#[test]
+fn postgres_restore_over_a_database_is_all_or_nothing() {
+    let (pg, conn) = pg_with_shop();
+    let (_d, ctl) = repo();
+    backup_db(&ctl, "s", "postgres", "shop", &[], &conn);
+    let backed_up = pg.row_hashes("shop");
+    pg.sql("shop", "DELETE FROM orders WHERE id > 100");
+    pg.sql("shop", "CREATE VIEW report AS SELECT id FROM orders");
+    let changed = pg.row_hashes("shop");
+    let indexes = || {
+        pg.sql(
+            "shop",
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = 'public'",
+        )
+    };
+    let index_count = indexes();
+    let restore = [
+        "restore-db",
+        "latest",
+        "--domain",
+        "s",
+        "--database",
+        "shop",
+    ];
+    let out = ctl.run(&args(&restore, &conn));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("report depends on"), "{err}");
+    assert_eq!(pg.row_hashes("shop"), changed);
+    assert_eq!(indexes(), index_count);
+
+    pg.sql("shop", "DROP VIEW report");
+    ctl.ok(&args(&restore, &conn));
+    assert_eq!(pg.row_hashes("shop"), backed_up);
+    assert_eq!(indexes(), index_count);
+}
+
 const WORDPRESS: &str = r#"
 CREATE TABLE wp_options (option_id bigint unsigned NOT NULL AUTO_INCREMENT, option_name varchar(191) NOT NULL DEFAULT '',
   option_value longtext NOT NULL, autoload varchar(20) NOT NULL DEFAULT 'yes', PRIMARY KEY (option_id), UNIQUE KEY option_name (option_name));

@@ -340,4 +340,25 @@ fn postgres_awkward_schema_round_trips() {
     ctl.ok(&with_conn(&restore_into_copy, &conn));
     assert_eq!(pg.row_hashes("copy"), a);
     assert_eq!(one("copy", indexes), "1");
+
+    // The whole database over one that has it: `pg_restore --clean` cannot
+    // drop a partition's inherited key, and its refusal changes nothing.
+    pg.sql("copy", "DELETE FROM ledger WHERE id > 0");
+    let before = pg.row_hashes("copy");
+    let out = ctl.run(&with_conn(
+        &[
+            "restore-db",
+            "latest",
+            "--domain",
+            "app.test",
+            "--database",
+            "copy",
+        ],
+        &conn,
+    ));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("inherited constraint"), "{err}");
+    assert_eq!(pg.row_hashes("copy"), before);
+    assert_eq!(one("copy", indexes), "1");
 }
