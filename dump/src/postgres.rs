@@ -914,6 +914,19 @@ fn toc_list(
         .collect())
 }
 
+/// How many relations the target database holds outside the system's
+/// schemas: what a restore of it drops and makes again.
+fn relations_in(pg: &Libpq) -> Result<usize, String> {
+    let out = pg.psql(
+        &pg.conn.database,
+        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'",
+    )?;
+    out.trim()
+        .parse()
+        .map_err(|_| format!("unexpected relation count {:?}", out.trim()))
+}
+
 /// How many entries the archive's TOC holds.
 fn toc_len(prelude: &[u8]) -> Result<usize, String> {
     let mut a = Archive {
@@ -1026,14 +1039,17 @@ pub(crate) fn restore(
     ])
     .arg(format!("--dbname={}", conn.database));
     let mut input: Box<dyn Read + '_> = Box::new(input);
+    // A stored dump's header and TOC, read ahead (an archive piped from a
+    // live server has no sections).
     let prelude = match sections.iter().find(|s| s.kind == SectionKind::Prelude) {
         Some(p) => {
             let mut buf = vec![0; p.length as usize];
             input
                 .read_exact(&mut buf)
                 .map_err(|e| fail(format!("reading the archive's TOC: {e}")))?;
-            buf
+            Some(buf)
         }
+        None if tables.is_empty() => None,
         None => return Err(fail("the manifest has no prelude".into())),
     };
     let mut list_file = None;
@@ -1043,13 +1059,18 @@ pub(crate) fn restore(
     // where the server can lock every object in one transaction.
     let mut atomic = existed;
     if !tables.is_empty() {
-        let list = toc_list(&prelude, tables, &mut |e| present_in(&pg, e)).map_err(&fail)?;
+        let prelude = prelude.as_deref().expect("checked above");
+        let list = toc_list(prelude, tables, &mut |e| present_in(&pg, e)).map_err(&fail)?;
         let f = SecretFile::new("restore.list", &list)?;
         cmd.arg(format!("--use-list={}", f.path.display()));
         list_file = Some(f);
         atomic = true;
     } else if existed {
-        let entries = toc_len(&prelude).map_err(&fail)?;
+        let entries = match &prelude {
+            Some(p) => toc_len(p),
+            None => relations_in(&pg),
+        }
+        .map_err(&fail)?;
         let room = lock_room(&pg).map_err(&fail)?;
         // An entry locks a relation or two; leave the server half its table.
         if entries * 4 > room {
@@ -1058,8 +1079,8 @@ pub(crate) fn restore(
                 database = %conn.database,
                 entries,
                 room,
-                "restoring over the existing database without one transaction: it has more \
-                 objects than the server's lock table holds (raise max_locks_per_transaction \
+                "restoring over the existing database without one transaction: it has too many \
+                 objects for the server's lock table (raise max_locks_per_transaction \
                  for an all-or-nothing restore); a failure can leave it half restored"
             );
         }
@@ -1067,7 +1088,9 @@ pub(crate) fn restore(
     if atomic {
         cmd.arg("--single-transaction");
     }
-    let mut input: Box<dyn Read + '_> = Box::new(std::io::Cursor::new(prelude).chain(input));
+    if let Some(p) = prelude {
+        input = Box::new(std::io::Cursor::new(p).chain(input));
+    }
     let result = run_with_input(cmd, "pg_restore", &mut input).map_err(fail);
     drop(list_file);
     result
