@@ -21,6 +21,43 @@ fn with_conn<'a>(base: &[&'a str], conn: &'a [String]) -> Vec<&'a str> {
     v
 }
 
+/// `backup-db` of database `app` as domain `app.test`; returns the manifest
+/// section of `table`.
+fn backup_app(ctl: &Ctl, engine: &str, conn: &[String], table: &str) -> serde_json::Value {
+    let snap = ctl.json(&with_conn(
+        &[
+            "backup-db",
+            "--domain",
+            "app.test",
+            "--engine",
+            engine,
+            "--database",
+            "app",
+        ],
+        conn,
+    ));
+    let sections = snap["manifest"]["sections"].as_array().unwrap();
+    sections
+        .iter()
+        .find(|s| s["name"] == table)
+        .unwrap_or_else(|| panic!("no section for {table:?}: {sections:?}"))
+        .clone()
+}
+
+/// `restore-db latest` of `app.test` into `database`, or only `table` of it.
+fn restore_app<'a>(database: &'a str, table: Option<&'a str>) -> Vec<&'a str> {
+    let mut a = vec![
+        "restore-db",
+        "latest",
+        "--domain",
+        "app.test",
+        "--database",
+        database,
+    ];
+    a.extend(table.map(|t| ["--table", t]).into_iter().flatten());
+    a
+}
+
 const MARIADB_AWKWARD: &str = r#"
 SET NAMES utf8mb4;
 CREATE TABLE `we``ird tàble;` (
@@ -93,36 +130,10 @@ fn mariadb_awkward_schema_round_trips() {
     );
     let conn = db.conn_args();
     let (_d, ctl) = repo();
-    let snap = ctl.json(&with_conn(
-        &[
-            "backup-db",
-            "--domain",
-            "app.test",
-            "--engine",
-            "mariadb",
-            "--database",
-            "app",
-        ],
-        &conn,
-    ));
-    let sections = snap["manifest"]["sections"].as_array().unwrap();
-    let weird = sections
-        .iter()
-        .find(|s| s["name"] == "we`ird tàble;")
-        .unwrap_or_else(|| panic!("no section for the quoted table: {sections:?}"));
+    let weird = backup_app(&ctl, "mariadb", &conn, "we`ird tàble;");
     assert_eq!(weird["rows"], 30_006);
 
-    ctl.ok(&with_conn(
-        &[
-            "restore-db",
-            "latest",
-            "--domain",
-            "app.test",
-            "--database",
-            "copy",
-        ],
-        &conn,
-    ));
+    ctl.ok(&with_conn(&restore_app("copy", None), &conn));
     let (a, b) = (db.checksums("app"), db.checksums("copy"));
     assert_eq!(a.len(), 6, "{a:?}");
     assert!(a.iter().all(|(_, c)| !c.is_empty()), "{a:?}");
@@ -151,16 +162,7 @@ fn mariadb_awkward_schema_round_trips() {
 
     // The worst-named table alone.
     ctl.ok(&with_conn(
-        &[
-            "restore-db",
-            "latest",
-            "--domain",
-            "app.test",
-            "--database",
-            "one",
-            "--table",
-            "we`ird tàble;",
-        ],
+        &restore_app("one", Some("we`ird tàble;")),
         &conn,
     ));
     let one = db.checksums("one");
@@ -230,37 +232,11 @@ fn postgres_awkward_schema_round_trips() {
     pg.sql("app", PG_AWKWARD);
     let conn = pg.conn_args();
     let (_d, ctl) = repo();
-    let snap = ctl.json(&with_conn(
-        &[
-            "backup-db",
-            "--domain",
-            "app.test",
-            "--engine",
-            "postgres",
-            "--database",
-            "app",
-        ],
-        &conn,
-    ));
-    let sections = snap["manifest"]["sections"].as_array().unwrap();
-    let weird = sections
-        .iter()
-        .find(|s| s["name"] == "Order Items")
-        .unwrap_or_else(|| panic!("no section for the quoted table: {sections:?}"));
+    let weird = backup_app(&ctl, "postgres", &conn, "Order Items");
     assert_eq!(weird["schema"], "Weird Schema");
     assert_eq!(weird["rows"], 30_005);
 
-    ctl.ok(&with_conn(
-        &[
-            "restore-db",
-            "latest",
-            "--domain",
-            "app.test",
-            "--database",
-            "copy",
-        ],
-        &conn,
-    ));
+    ctl.ok(&with_conn(&restore_app("copy", None), &conn));
     let (a, b) = (pg.row_hashes("app"), pg.row_hashes("copy"));
     assert_eq!(a.len(), 10, "{a:?}");
     assert_eq!(a, b, "row hashes differ after the round trip");
@@ -280,19 +256,7 @@ fn postgres_awkward_schema_round_trips() {
         "money; with \"quotes\" and a \\ backslash"
     );
 
-    ctl.ok(&with_conn(
-        &[
-            "restore-db",
-            "latest",
-            "--domain",
-            "app.test",
-            "--database",
-            "one",
-            "--table",
-            "Order Items",
-        ],
-        &conn,
-    ));
+    ctl.ok(&with_conn(&restore_app("one", Some("Order Items")), &conn));
     let b = pg.row_hashes("one");
     assert_eq!(
         b,
@@ -317,16 +281,7 @@ fn postgres_awkward_schema_round_trips() {
         r#"DELETE FROM "Weird Schema"."Order Items" WHERE n > 100"#,
     );
     let trimmed = pg.row_hashes("copy");
-    let restore_into_copy = [
-        "restore-db",
-        "latest",
-        "--domain",
-        "app.test",
-        "--database",
-        "copy",
-        "--table",
-        "Order Items",
-    ];
+    let restore_into_copy = restore_app("copy", Some("Order Items"));
     let out = ctl.run(&with_conn(&restore_into_copy, &conn));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -345,17 +300,7 @@ fn postgres_awkward_schema_round_trips() {
     // drop a partition's inherited key, and its refusal changes nothing.
     pg.sql("copy", "DELETE FROM ledger WHERE id > 0");
     let before = pg.row_hashes("copy");
-    let out = ctl.run(&with_conn(
-        &[
-            "restore-db",
-            "latest",
-            "--domain",
-            "app.test",
-            "--database",
-            "copy",
-        ],
-        &conn,
-    ));
+    let out = ctl.run(&with_conn(&restore_app("copy", None), &conn));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("inherited constraint"), "{err}");
