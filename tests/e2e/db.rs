@@ -416,6 +416,33 @@ fn postgres_single_table_restore() {
         "INSERT INTO customers(name) VALUES ('new') RETURNING id",
     );
     assert_eq!(id.trim(), "5");
+
+    // A table with a trigger brings the trigger's function, which the new
+    // database lacks; the foreign key to a table left behind stays out.
+    ctl.ok(&args(
+        &[
+            "restore-db",
+            "latest",
+            "--domain",
+            "s",
+            "--database",
+            "two",
+            "--table",
+            "orders",
+        ],
+        &conn,
+    ));
+    let triggers = pg.sql(
+        "two",
+        "SELECT tgname || ' ' || tgfoid::regproc FROM pg_trigger WHERE NOT tgisinternal",
+    );
+    assert_eq!(triggers.trim(), "orders_ai audit_order");
+    let orders = |db: &str| {
+        pg.row_hashes(db)
+            .into_iter()
+            .find(|(t, _)| t == "public.orders")
+    };
+    assert_eq!(orders("two"), orders("shop"));
 }
 
 /// RST-1: a restore over an existing database is all or nothing. A view
