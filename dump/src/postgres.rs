@@ -1043,10 +1043,19 @@ pub(crate) fn restore(
     // live server has no sections).
     let prelude = match sections.iter().find(|s| s.kind == SectionKind::Prelude) {
         Some(p) => {
-            let mut buf = vec![0; p.length as usize];
-            input
-                .read_exact(&mut buf)
+            // Grown as bytes arrive: a manifest's length sizes no allocation.
+            let mut buf = Vec::new();
+            (&mut input)
+                .take(p.length)
+                .read_to_end(&mut buf)
                 .map_err(|e| fail(format!("reading the archive's TOC: {e}")))?;
+            if buf.len() as u64 != p.length {
+                return Err(fail(format!(
+                    "the archive's TOC ended after {} of the {} bytes its manifest records",
+                    buf.len(),
+                    p.length
+                )));
+            }
             Some(buf)
         }
         None if tables.is_empty() => None,
