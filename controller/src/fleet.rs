@@ -253,13 +253,7 @@ impl Fleet {
 
     /// Bytes of blobs the repository's index holds.
     pub fn stored_bytes(&self) -> u64 {
-        self.repo
-            .index()
-            .packs()
-            .values()
-            .flatten()
-            .map(|e| u64::from(e.length))
-            .sum()
+        self.repo.index().stored_bytes()
     }
 
     /// The repository's storage now, (bytes used, capacity): the index's

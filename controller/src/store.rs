@@ -295,7 +295,7 @@ impl Store {
         let entries = pack::verify_scoped(self.repo.key(), &id, data, Some(&self.scope(job)))
             .map_err(|e| StoreError::Refused(e.to_string()))?;
         let n = entries.len();
-        if !self.repo.index().packs().contains_key(&id) {
+        if !self.repo.index().has_pack(&id) {
             self.repo.storage().put(&pack::key_of(&id), data)?;
         }
         self.index_pack(job, id, entries)?;
@@ -330,7 +330,7 @@ impl Store {
     /// a pack already stored (a second PUT would replace verified bytes), nor
     /// for one another job is uploading or that is being verified.
     pub fn presign(&self, job: &JobCtx, id: Id, ttl: Duration) -> Result<Presigned> {
-        if self.repo.index().packs().contains_key(&id) {
+        if self.repo.index().has_pack(&id) {
             return Err(StoreError::Denied(format!(
                 "pack {id} is stored already; stored packs are never written again"
             )));
@@ -391,7 +391,7 @@ impl Store {
     /// (nothing indexed refers to it).
     pub fn register(&self, job: &JobCtx, id: Id) -> Result<usize> {
         let key = pack::key_of(&id);
-        if self.repo.index().packs().contains_key(&id) {
+        if self.repo.index().has_pack(&id) {
             return Ok(0);
         }
         let info = self.repo.storage().stat(&key)?;
@@ -597,7 +597,7 @@ impl Store {
                 }
                 if protected.contains(p) || is_young || entries.iter().any(|e| live.contains(&e.id))
                 {
-                    kept.push((*p, entries.clone()));
+                    kept.push((*p, entries.to_vec()));
                 } else {
                     dead.push(*p);
                     r.bytes_freed += size;
@@ -610,7 +610,7 @@ impl Store {
                     .is_some_and(|age| age >= opts.grace.max(UNINDEXED_GRACE))
             };
             for (p, (modified, size)) in &ages {
-                if !idx.packs().contains_key(p) && !protected.contains(p) && settled(*modified) {
+                if !idx.has_pack(p) && !protected.contains(p) && settled(*modified) {
                     dead.push(*p);
                     r.bytes_freed += size;
                 }

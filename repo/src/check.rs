@@ -62,7 +62,7 @@ pub fn check(repo: &Repository, opts: CheckOptions) -> Result<CheckReport> {
         .filter_map(|o| pack::id_of_key(&o.key).map(|id| (id, o.size)))
         .collect();
     let idx = repo.index();
-    r.packs = idx.packs().len();
+    r.packs = idx.pack_count();
     r.blobs = idx.len();
     let mut bad: HashMap<Id, String> = HashMap::new();
     for (p, entries) in idx.packs() {
@@ -86,7 +86,7 @@ pub fn check(repo: &Repository, opts: CheckOptions) -> Result<CheckReport> {
         }
     }
     for p in listed.keys() {
-        if !idx.packs().contains_key(p) {
+        if !idx.has_pack(p) {
             r.warnings.push(format!("pack {p} is in no index (left by an interrupted backup; the next backup adopts it, gc removes it)"));
         }
     }
@@ -187,7 +187,7 @@ fn read_pack(repo: &Repository, p: &Id, size: u64) -> std::result::Result<(), St
     let entries = pack::parse_header(repo.key(), p, &bytes, bytes.len() as u64)
         .map_err(|e| e.to_string())?
         .map_err(|_| "header".to_string())?;
-    if let Some(indexed) = repo.index().packs().get(p) {
+    if let Some(indexed) = repo.index().pack(p) {
         if *indexed != entries {
             return Err("header differs from the index".into());
         }
@@ -225,7 +225,7 @@ fn affected_by(
     let idx = repo.index();
     let mut blob_pack: HashMap<Id, Id> = HashMap::new();
     for p in bad.keys() {
-        if let Some(entries) = idx.packs().get(p) {
+        if let Some(entries) = idx.pack(p) {
             for e in entries {
                 blob_pack.insert(e.id, *p);
             }

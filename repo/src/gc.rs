@@ -93,7 +93,7 @@ pub fn gc(repo: &Repository, opts: GcOptions) -> Result<GcReport> {
             .modified
             .and_then(|m| now.duration_since(m).ok())
             .is_none_or(|age| age < opts.grace);
-        let Some(entries) = idx.packs().get(&p) else {
+        let Some(entries) = idx.pack(&p) else {
             if young {
                 r.packs_young_kept += 1;
             } else {
@@ -113,7 +113,7 @@ pub fn gc(repo: &Repository, opts: GcOptions) -> Result<GcReport> {
         let all_bytes: u64 = entries.iter().map(|e| e.length as u64).sum();
         if young {
             r.packs_young_kept += 1;
-            keep.push((p, entries.clone()));
+            keep.push((p, entries.to_vec()));
         } else if live_bytes == 0 {
             delete.push((p, o.size));
         } else if (all_bytes - live_bytes) as f64 >= opts.repack_threshold * all_bytes as f64
@@ -121,7 +121,7 @@ pub fn gc(repo: &Repository, opts: GcOptions) -> Result<GcReport> {
         {
             repack.push((p, entries.iter().filter(|e| is_live(e)).copied().collect()));
         } else {
-            keep.push((p, entries.clone()));
+            keep.push((p, entries.to_vec()));
         }
     }
     drop(idx);
@@ -147,7 +147,7 @@ pub fn gc(repo: &Repository, opts: GcOptions) -> Result<GcReport> {
         .iter()
         .filter_map(|o| pack::id_of_key(&o.key).map(|p| (p, o.size)))
         .collect();
-    let before: HashSet<Id> = repo.index().packs().keys().copied().collect();
+    let before: HashSet<Id> = repo.index().pack_ids().copied().collect();
     if !repack.is_empty() {
         let saver = BlobSaver::new(repo, in_kept);
         let mut group_at = None;
@@ -174,9 +174,8 @@ pub fn gc(repo: &Repository, opts: GcOptions) -> Result<GcReport> {
     let new_packs: Vec<(Id, Vec<PackEntry>)> = {
         let idx = repo.index();
         idx.packs()
-            .iter()
             .filter(|(p, _)| !before.contains(p))
-            .map(|(p, e)| (*p, e.clone()))
+            .map(|(p, e)| (*p, e.to_vec()))
             .collect()
     };
     // (2) One consolidated segment for everything kept.

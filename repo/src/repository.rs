@@ -285,7 +285,7 @@ impl Repository {
             listed
                 .iter()
                 .filter_map(|o| pack::id_of_key(&o.key).map(|id| (id, o.size)))
-                .filter(|(id, _)| !idx.packs().contains_key(id))
+                .filter(|(id, _)| !idx.has_pack(id))
                 .collect()
         };
         if orphans.is_empty() {
@@ -368,7 +368,7 @@ impl Repository {
 
     /// Reads, decrypts and verifies one blob.
     pub fn read_blob(&self, id: &Id) -> Result<Vec<u8>> {
-        let loc = *self
+        let loc = self
             .index()
             .get(id)
             .ok_or(Error::BlobNotFound { id: *id })?;
@@ -452,12 +452,12 @@ impl Repository {
         if let Some(b) = self.trees.lock().unwrap().get(id).cloned() {
             return Tree::from_bytes(id, &b);
         }
-        let loc = *self
+        let loc = self
             .index()
             .get(id)
             .ok_or(Error::BlobNotFound { id: *id })?;
-        let entries: Vec<pack::PackEntry> = match self.index().packs().get(&loc.pack) {
-            Some(es) if es.iter().all(|e| e.kind == BlobType::Tree) => es.clone(),
+        let entries: Vec<pack::PackEntry> = match self.index().pack(&loc.pack) {
+            Some(es) if es.iter().all(|e| e.kind == BlobType::Tree) => es.to_vec(),
             _ => return Tree::from_bytes(id, &self.read_blob(id)?),
         };
         let end = entries

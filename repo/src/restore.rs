@@ -379,7 +379,7 @@ fn write_contents(ctx: &Ctx, plan: &Plan) -> Result<()> {
     {
         let idx = ctx.repo.index();
         for id in wanted.keys() {
-            let loc = *idx.get(id).expect("checked above");
+            let loc = idx.get(id).expect("checked above");
             by_pack.entry(loc.pack).or_default().push((*id, loc));
         }
     }

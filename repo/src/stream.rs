@@ -481,7 +481,7 @@ impl<'r> ContentReader<'r> {
     fn fetch(&mut self) -> Result<()> {
         // Members of open groups need no read.
         while let Some(id) = self.ids.front().copied() {
-            let loc = *self
+            let loc = self
                 .repo
                 .index()
                 .get(&id)
@@ -502,7 +502,7 @@ impl<'r> ContentReader<'r> {
             return Ok(());
         };
         let idx = self.repo.index();
-        let loc = *idx.get(&first).ok_or(Error::BlobNotFound { id: first })?;
+        let loc = idx.get(&first).ok_or(Error::BlobNotFound { id: first })?;
         let start = loc.offset as u64;
         let mut end = start + loc.length as u64;
         let mut run = vec![(first, loc)];
@@ -519,7 +519,7 @@ impl<'r> ContentReader<'r> {
                 break;
             }
             end = end.max(l_end);
-            run.push((*next, *l));
+            run.push((*next, l));
             self.ids.pop_front();
         }
         drop(idx);
@@ -841,15 +841,14 @@ mod tests {
         let grouped = repo
             .index()
             .packs()
-            .values()
-            .flatten()
+            .flat_map(|(_, es)| es)
             .filter(|e| e.grouped)
             .count();
         assert!(
             grouped * 2 > idx_len,
             "most blobs are grouped: {grouped} of {idx_len}"
         );
-        for p in repo.index().packs().keys() {
+        for p in repo.index().pack_ids() {
             let data = repo.storage().get(&pack::key_of(p)).unwrap();
             crate::pack::verify(repo.key(), p, &data).unwrap();
         }
@@ -865,7 +864,6 @@ mod tests {
         let group_of: std::collections::HashMap<Id, (Id, u32)> = repo
             .index()
             .packs()
-            .iter()
             .flat_map(|(p, es)| es.iter().map(move |e| (e.id, (*p, e.offset))))
             .collect();
         crate::gc::forget(&repo, &[first]).unwrap();
@@ -1032,7 +1030,7 @@ mod tests {
         let (first, _) = dump(&repo, 1);
         let base = db_tree(&repo, &first);
         let (second, _) = dump_on(&repo, 2, Some(base));
-        let loc = *repo.index().get(&base).unwrap();
+        let loc = repo.index().get(&base).unwrap();
         let file = dir.path().join(pack::key_of(&loc.pack));
         let mut data = std::fs::read(&file).unwrap();
         data[loc.offset as usize + loc.length as usize / 2] ^= 0xff;
