@@ -47,6 +47,7 @@ fn main() {
     PEAK.store(before, Ordering::Relaxed);
     let started = Instant::now();
     let mut index = Index::default();
+    index.reserve(blobs.div_ceil(per_pack), blobs);
     let mut n = 0;
     while n < blobs {
         let count = per_pack.min(blobs - n);

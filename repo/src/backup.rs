@@ -69,7 +69,7 @@ struct Ctx<'r> {
     saver: BlobSaver<'r>,
     opts: &'r BackupOptions,
     reuse: bool,
-    known: Option<HashSet<Id>>,
+    over_index: bool,
     /// (device, inode) → (content, size) of multiply-linked files already read.
     hardlinks: Mutex<HardLinks>,
     warnings: Mutex<Vec<String>>,
@@ -139,8 +139,7 @@ pub fn run(
         Kind::Incremental => mine.next_back(),
         Kind::Differential => mine.rfind(|(_, s)| s.kind == Kind::Full),
     };
-    let known: HashSet<Id> = repo.index().blob_ids().copied().collect();
-    walk(repo, source, opts, progress, base.cloned(), Some(known))
+    walk(repo, source, opts, progress, base.cloned(), true)
 }
 
 /// A backup whose parent was chosen by someone else (the controller), in a
@@ -155,7 +154,7 @@ pub fn run_with_parent(
     parent: Option<(Id, Snapshot)>,
 ) -> Result<(Id, Snapshot)> {
     check_source(source, opts)?;
-    walk(repo, source, opts, progress, parent, None)
+    walk(repo, source, opts, progress, parent, false)
 }
 
 fn check_source(source: &Path, opts: &BackupOptions) -> Result<()> {
@@ -173,15 +172,15 @@ fn check_source(source: &Path, opts: &BackupOptions) -> Result<()> {
     Ok(())
 }
 
-/// `known`: the repository's blobs, when its index is loaded; a reused file's
-/// blobs must be among them. `None` trusts the parent snapshot's blobs.
+/// `over_index`: the repository's index is loaded; a reused file's blobs
+/// must be in it. Otherwise (through an oracle) the parent's blobs are trusted.
 fn walk(
     repo: &Repository,
     source: &Path,
     opts: &BackupOptions,
     progress: &Progress,
     base: Option<(Id, Snapshot)>,
-    known: Option<HashSet<Id>>,
+    over_index: bool,
 ) -> Result<(Id, Snapshot)> {
     let started = Instant::now();
     let began = chrono::Utc::now();
@@ -193,10 +192,14 @@ fn walk(
     };
     let ctx = Ctx {
         repo,
-        saver: BlobSaver::new(repo, known.clone().unwrap_or_default()),
+        saver: if over_index {
+            BlobSaver::over_index(repo)
+        } else {
+            BlobSaver::new(repo, HashSet::new())
+        },
         opts,
         reuse: kind != Kind::Full,
-        known,
+        over_index,
         hardlinks: Mutex::new(HashMap::new()),
         warnings: Mutex::new(Vec::new()),
         progress,
@@ -461,7 +464,7 @@ fn file_node(
             && p.mtime_ns == n.mtime_ns
             && p.ctime_ns == n.ctime_ns
             && p.inode == n.inode;
-        let present = |id: &Id| ctx.known.as_ref().is_none_or(|k| k.contains(id));
+        let present = |id: &Id| !ctx.over_index || ctx.repo.index().contains(id);
         if unchanged && p.content.iter().all(present) {
             // Changing an attribute changes ctime: the old ones still hold.
             n.content = p.content.clone();

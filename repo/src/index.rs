@@ -169,6 +169,21 @@ impl Index {
         self.slots.insert(pack, slot);
     }
 
+    /// Makes room for `blobs` more blobs in `packs` more packs, so a load
+    /// does not rehash as it grows.
+    pub fn reserve(&mut self, packs: usize, blobs: usize) {
+        let Index {
+            packs: slots_of,
+            slots,
+            blobs: table,
+            hasher,
+            ..
+        } = self;
+        slots_of.reserve(packs);
+        slots.reserve(packs);
+        table.reserve(blobs, |&o| hasher.hash_one(entry_at(slots_of, o).id));
+    }
+
     /// Drops a pack and the blobs the index finds in it.
     pub fn remove_pack(&mut self, pack: &Id) {
         let Some(slot) = self.slots.remove(pack) else {

@@ -210,6 +210,14 @@ impl Repository {
             })
             .collect::<Result<_>>()?;
         let mut idx = Index::default();
+        idx.reserve(
+            loaded.iter().map(|(_, packs)| packs.len()).sum(),
+            loaded
+                .iter()
+                .flat_map(|(_, packs)| packs)
+                .map(|(_, entries)| entries.len())
+                .sum(),
+        );
         for (seg, packs) in loaded {
             idx.segments.insert(seg);
             for (p, entries) in packs {

@@ -77,6 +77,9 @@ impl SaverStats {
 pub struct BlobSaver<'r> {
     repo: &'r Repository,
     known: Mutex<HashSet<Id>>,
+    /// Blobs in the repository's loaded index are present too (a local
+    /// backup): the index is asked, not copied into `known`.
+    over_index: bool,
     batch: Mutex<Batch>,
     groups: Mutex<std::collections::HashMap<Id, OpenGroup>>,
     open: [Mutex<Option<PackWriter>>; 2],
@@ -91,7 +94,15 @@ pub struct BlobSaver<'r> {
 }
 
 impl<'r> BlobSaver<'r> {
-    /// `known` are blob ids to treat as present (normally the whole index).
+    /// A saver that skips the blobs the repository's loaded index holds.
+    pub fn over_index(repo: &'r Repository) -> BlobSaver<'r> {
+        let mut saver = BlobSaver::new(repo, HashSet::new());
+        saver.over_index = true;
+        saver
+    }
+
+    /// `known` are blob ids to treat as present (gc: the blobs of the packs
+    /// it keeps; through an oracle: none, the oracle is asked).
     pub fn new(repo: &'r Repository, known: HashSet<Id>) -> BlobSaver<'r> {
         let (tx, rx) = bounded::<FinishedPack>(UPLOADERS);
         let uploaders = (0..UPLOADERS)
@@ -134,6 +145,7 @@ impl<'r> BlobSaver<'r> {
         BlobSaver {
             repo,
             known: Mutex::new(known),
+            over_index: false,
             batch: Mutex::new(Batch::default()),
             groups: Mutex::new(Default::default()),
             open: [Mutex::new(None), Mutex::new(None)],
@@ -178,6 +190,9 @@ impl<'r> BlobSaver<'r> {
         plain: &[u8],
         scope: Option<Id>,
     ) -> Result<bool> {
+        if self.over_index && self.repo.index().contains(&id) {
+            return Ok(false);
+        }
         if !self.known.lock().unwrap().insert(id) {
             return Ok(false);
         }

@@ -75,10 +75,9 @@ impl<'r> StreamBackup<'r> {
         let lock = Lock::acquire_waiting(repo.storage().clone(), false, crate::lock::BACKUP_WAIT)?;
         repo.load_index()?;
         repo.adopt_unindexed_packs()?;
-        let known = repo.index().blob_ids().copied().collect();
         Ok(StreamBackup {
             repo,
-            saver: BlobSaver::new(repo, known),
+            saver: BlobSaver::over_index(repo),
             _lock: Some(lock),
             started: Instant::now(),
             files: Vec::new(),
