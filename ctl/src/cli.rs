@@ -599,6 +599,11 @@ pub struct RestoreDbArgs {
     /// Which dump of the snapshot (its database name), when it holds several.
     #[arg(long)]
     pub dump: Option<String>,
+    /// Over a MariaDB/MySQL database that already has tables, skip loading
+    /// the dump into a scratch database first (which proves it loads on this
+    /// server before a table of the target is replaced).
+    #[arg(long, conflicts_with = "test")]
+    pub no_rehearsal: bool,
     #[command(flatten)]
     pub conn: DbConnArgs,
 }

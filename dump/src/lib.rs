@@ -778,6 +778,17 @@ pub fn restore(
     })
 }
 
+/// Whether a restore of `engine` into `conn.database` would replace tables
+/// one by one, so that a failure partway leaves some replaced: a MariaDB or
+/// MySQL database that has tables. (A PostgreSQL restore into a database that
+/// exists is one transaction; an SQLite one, a rename.)
+pub fn replaces_table_by_table(engine: Engine, conn: &Connection) -> Result<bool> {
+    match engine {
+        Engine::Mariadb => mysql::holds_tables(conn),
+        Engine::Postgres | Engine::Sqlite => Ok(false),
+    }
+}
+
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct VerifyReport {
     pub scratch_database: String,
@@ -990,21 +1001,71 @@ pub(crate) struct StderrTail(JoinHandle<String>);
 impl StderrTail {
     pub(crate) fn collect(stderr: ChildStderr) -> StderrTail {
         StderrTail(std::thread::spawn(move || {
-            let mut out = String::new();
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if out.len() < 16 << 10 {
-                    out.push_str(&line);
-                    out.push('\n');
-                }
-            }
-            out
+            tail_lines(BufReader::new(stderr))
         }))
     }
 
     pub(crate) fn join(self) -> String {
         self.0.join().unwrap_or_default()
     }
+}
+
+/// The first lines of a tool's stderr up to 8 KiB, then its last 32, each
+/// cut to 400 bytes: a client that echoes a failing 4 MB statement before
+/// its one-line error still shows the error, in bounded memory.
+fn tail_lines(mut input: impl BufRead) -> String {
+    const LINE: usize = 400;
+    const HEAD: usize = 8 << 10;
+    const TAIL: usize = 32;
+    let (mut head, mut tail) = (String::new(), std::collections::VecDeque::new());
+    let (mut line, mut cut, mut left_out) = (Vec::new(), 0usize, 0usize);
+    let mut finish = |line: &mut Vec<u8>, cut: &mut usize| {
+        let mut text = String::from_utf8_lossy(line).into_owned();
+        if *cut > 0 {
+            text.push_str(&format!("… ({cut} more bytes)"));
+        }
+        line.clear();
+        *cut = 0;
+        if tail.is_empty() && head.len() + text.len() < HEAD {
+            head.push_str(&text);
+            head.push('\n');
+        } else {
+            tail.push_back(text);
+            if tail.len() > TAIL {
+                tail.pop_front();
+                left_out += 1;
+            }
+        }
+    };
+    loop {
+        let buf = match input.fill_buf() {
+            Ok([]) | Err(_) => break,
+            Ok(b) => b,
+        };
+        let (part, ends) = match memchr::memchr(b'\n', buf) {
+            Some(i) => (&buf[..i], i + 1),
+            None => (buf, buf.len()),
+        };
+        let room = LINE.saturating_sub(line.len()).min(part.len());
+        line.extend_from_slice(&part[..room]);
+        cut += part.len() - room;
+        let newline = ends > part.len();
+        input.consume(ends);
+        if newline {
+            finish(&mut line, &mut cut);
+        }
+    }
+    if !line.is_empty() || cut > 0 {
+        finish(&mut line, &mut cut);
+    }
+    if left_out > 0 {
+        head.push_str(&format!("… ({left_out} lines left out)\n"));
+    }
+    for t in tail {
+        head.push_str(&t);
+        head.push('\n');
+    }
+    head
 }
 
 /// A tool that runs until stopped (a log stream): killed on drop.
@@ -1164,6 +1225,32 @@ impl SecretFile {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_tools_stderr_keeps_its_head_and_tail_with_long_lines_cut() {
+        let mut input = b"ERROR first\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 4 << 20));
+        input.extend_from_slice(b"\n\xff\xfe binary\n");
+        for i in 0..100 {
+            input.extend_from_slice(format!("{}line {i}\n", "y".repeat(200)).as_bytes());
+        }
+        input.extend_from_slice(
+            b"ERROR 1153 (08S01) at line 52: Got a packet bigger than 'max_allowed_packet' bytes",
+        );
+        let out = super::tail_lines(std::io::BufReader::with_capacity(1000, &input[..]));
+        assert!(out.starts_with("ERROR first\n"), "{out}");
+        assert!(out.contains(&format!(
+            "{}… ({} more bytes)\n",
+            "x".repeat(400),
+            (4 << 20) - 400
+        )));
+        assert!(out.contains("\u{fffd}\u{fffd} binary\n"));
+        assert!(out.contains("lines left out"));
+        assert!(out.contains("line 99\n"));
+        assert!(!out.contains("line 60\n"));
+        assert!(out.ends_with("'max_allowed_packet' bytes\n"), "{out}");
+        assert!(out.len() < 24 << 10, "{}", out.len());
+    }
+
     use super::*;
 
     #[test]

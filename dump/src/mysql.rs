@@ -673,7 +673,42 @@ pub(crate) fn restore(conn: &Connection, input: &mut dyn Read) -> Result<()> {
         "--batch",
     ])
     .arg(&conn.database);
-    run_with_input(cmd, "mariadb", input).map_err(fail)
+    run_with_input(cmd, "mariadb", input).map_err(|cause| {
+        // The server drops the connection on a statement over its limit, and
+        // the client can only say the server has gone away.
+        if !cause.contains("gone away") && !cause.contains("Lost connection") {
+            return fail(cause);
+        }
+        let limit = client
+            .query(None, "SELECT @@GLOBAL.max_allowed_packet")
+            .map(|v| format!("{} bytes", v.trim()))
+            .unwrap_or_else(|_| "unknown".into());
+        fail(format!(
+            "{cause}(a server closes the connection on a statement larger than its \
+             max_allowed_packet, here {limit}: a dump with large rows needs it raised; \
+             otherwise see the server's error log)"
+        ))
+    })
+}
+
+/// Whether `conn.database` exists and has tables: a load into it replaces
+/// them one by one.
+pub(crate) fn holds_tables(conn: &Connection) -> Result<bool> {
+    check_name("database", &conn.database)?;
+    let out = Client::new(conn)?
+        .query(
+            None,
+            &format!(
+                "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = {}",
+                literal(&conn.database)
+            ),
+        )
+        .map_err(|cause| DbError::Restore {
+            engine: Engine::Mariadb,
+            database: conn.database.clone(),
+            cause,
+        })?;
+    Ok(out.trim() != "0")
 }
 
 fn ident(name: &str) -> String {

@@ -485,6 +485,67 @@ fn postgres_restore_over_a_database_is_all_or_nothing() {
     assert_eq!(indexes(), index_count);
 }
 
+/// RST-6, DB-1: a MariaDB restore over a database that has tables loads the
+/// dump into a scratch database first. When this server refuses it (here a
+/// row larger than its `max_allowed_packet`, as on a server a site moved
+/// to), the error says so and the live database is as it was. Without the
+/// rehearsal the refused table had been dropped and made again empty, its
+/// rows lost, and the tables before it replaced.
+#[test]
+fn mariadb_restore_the_server_refuses_changes_nothing() {
+    let db = MariaDb::start().unwrap();
+    let conn = db.conn_args();
+    db.sql(None, "CREATE DATABASE site CHARACTER SET utf8mb4");
+    db.sql(
+        Some("site"),
+        "CREATE TABLE a_posts (id INT PRIMARY KEY, title TEXT); \
+         CREATE TABLE b_media (id INT PRIMARY KEY, data LONGBLOB); \
+         CREATE TABLE c_users (id INT PRIMARY KEY, name TEXT); \
+         INSERT INTO a_posts SELECT seq, CONCAT('post ', seq) FROM seq_1_to_500; \
+         INSERT INTO b_media SELECT seq, RANDOM_BYTES(1000) FROM seq_1_to_50; \
+         INSERT INTO b_media VALUES (51, REPEAT('x', 2000000)); \
+         INSERT INTO c_users SELECT seq, CONCAT('user ', seq) FROM seq_1_to_20;",
+    );
+    let (_d, ctl) = repo();
+    backup_db(&ctl, "site.test", "mariadb", "site", &[], &conn);
+    let backed_up = db.checksums("site");
+    db.sql(
+        Some("site"),
+        "DELETE FROM b_media WHERE id = 51; \
+         INSERT INTO b_media SELECT 100 + seq, RANDOM_BYTES(500) FROM seq_1_to_30; \
+         UPDATE a_posts SET title = 'edited' WHERE id < 10; \
+         INSERT INTO c_users VALUES (21, 'new user');",
+    );
+    let live = db.checksums("site");
+    assert_ne!(live, backed_up);
+    // The dump's 2 MB row is one INSERT of 4 MB (hex): over a 1 MiB limit.
+    db.sql(None, "SET GLOBAL max_allowed_packet = 1048576");
+
+    let restore = ["restore-db", "latest", "--domain", "site.test"];
+    let out = ctl.run(&args(&restore, &conn));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("site was not touched"), "{err}");
+    assert!(
+        err.contains("max_allowed_packet"),
+        "names the server's refusal: {err}"
+    );
+    assert_eq!(db.checksums("site"), live, "the live database changed");
+    let dbs = db.sql(None, "SHOW DATABASES");
+    assert!(!dbs.contains("cairn_verify"), "scratch left behind: {dbs}");
+
+    // With the limit raised the same restore goes through, rehearsal first.
+    db.sql(None, "SET GLOBAL max_allowed_packet = 67108864");
+    let out = ctl.run(&args(&restore, &conn));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("the dump loads on this server: 3 tables"),
+        "{err}"
+    );
+    assert_eq!(db.checksums("site"), backed_up);
+}
+
 const WORDPRESS: &str = r#"
 CREATE TABLE wp_options (option_id bigint unsigned NOT NULL AUTO_INCREMENT, option_name varchar(191) NOT NULL DEFAULT '',
   option_value longtext NOT NULL, autoload varchar(20) NOT NULL DEFAULT 'yes', PRIMARY KEY (option_id), UNIQUE KEY option_name (option_name));
