@@ -85,6 +85,20 @@ pub struct Location {
     pub grouped: bool,
 }
 
+impl Location {
+    /// The location `e`, an entry of `pack`'s header, names.
+    pub fn of(pack: Id, e: &PackEntry) -> Location {
+        Location {
+            pack,
+            kind: e.kind,
+            offset: e.offset,
+            length: e.length,
+            raw_length: e.raw_length,
+            grouped: e.grouped,
+        }
+    }
+}
+
 /// The in-memory index: blob id → location, and pack id → its blobs.
 ///
 /// A controller holds its whole fleet's index, and a dump's chunks are small
@@ -219,15 +233,7 @@ impl Index {
     pub fn get(&self, id: &Id) -> Option<Location> {
         let at = self.find(id)?;
         let pack = self.packs[at.0 as usize].as_ref().expect("indexed pack").0;
-        let e = entry_at(&self.packs, at);
-        Some(Location {
-            pack,
-            kind: e.kind,
-            offset: e.offset,
-            length: e.length,
-            raw_length: e.raw_length,
-            grouped: e.grouped,
-        })
+        Some(Location::of(pack, entry_at(&self.packs, at)))
     }
 
     pub fn contains(&self, id: &Id) -> bool {
@@ -364,14 +370,7 @@ mod tests {
                     idx.add_pack(pack, entries.clone());
                     if let std::collections::hash_map::Entry::Vacant(v) = model.packs.entry(pack) {
                         for e in &entries {
-                            model.blobs.entry(e.id).or_insert(Location {
-                                pack,
-                                kind: e.kind,
-                                offset: e.offset,
-                                length: e.length,
-                                raw_length: e.raw_length,
-                                grouped: e.grouped,
-                            });
+                            model.blobs.entry(e.id).or_insert(Location::of(pack, e));
                         }
                         v.insert(entries);
                     }
