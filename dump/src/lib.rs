@@ -488,6 +488,7 @@ fn begin_session<'r>(repo: &'r Repository, req: &BackupRequest) -> Result<Stream
     }
     if let Some(base) = list_base(repo, req) {
         session.edit_lists_from(base);
+        session.set_group_level(cairn_repo::group::DAY_LEVEL);
     }
     Ok(session)
 }

@@ -80,6 +80,8 @@ pub struct BlobSaver<'r> {
     /// Blobs in the repository's loaded index are present too (a local
     /// backup): the index is asked, not copied into `known`.
     over_index: bool,
+    /// zstd level of groups; None: the repository's.
+    group_level: Option<i32>,
     batch: Mutex<Batch>,
     groups: Mutex<std::collections::HashMap<Id, OpenGroup>>,
     open: [Mutex<Option<PackWriter>>; 2],
@@ -94,6 +96,11 @@ pub struct BlobSaver<'r> {
 }
 
 impl<'r> BlobSaver<'r> {
+    /// Seals groups at zstd `level` instead of the repository's.
+    pub fn set_group_level(&mut self, level: i32) {
+        self.group_level = Some(level);
+    }
+
     /// A saver that skips the blobs the repository's loaded index holds.
     pub fn over_index(repo: &'r Repository) -> BlobSaver<'r> {
         let mut saver = BlobSaver::new(repo, HashSet::new());
@@ -146,6 +153,7 @@ impl<'r> BlobSaver<'r> {
             repo,
             known: Mutex::new(known),
             over_index: false,
+            group_level: None,
             batch: Mutex::new(Batch::default()),
             groups: Mutex::new(Default::default()),
             open: [Mutex::new(None), Mutex::new(None)],
@@ -280,7 +288,7 @@ impl<'r> BlobSaver<'r> {
             self.repo.key(),
             scope,
             &members,
-            self.repo.config().zstd_level,
+            self.group_level.unwrap_or(self.repo.config().zstd_level),
         );
         let list: Vec<(Id, usize)> = g.members.iter().map(|(id, m)| (*id, m.len())).collect();
         self.append(BlobType::Data, &env, &list, true)

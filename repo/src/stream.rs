@@ -101,6 +101,12 @@ impl<'r> StreamBackup<'r> {
         self.list_base = Some(tree);
     }
 
+    /// Seals this session's groups at zstd `level` (see
+    /// [`crate::group::DAY_LEVEL`]).
+    pub fn set_group_level(&mut self, level: i32) {
+        self.saver.set_group_level(level);
+    }
+
     /// Runs `write` with a writer for one stream. Cut chunks are saved
     /// (hashed, grouped, compressed, encrypted, packed) on a thread of their
     /// own, a batch at a time, so cutting the next batch overlaps with
