@@ -779,14 +779,18 @@ pub fn restore(
     })
 }
 
-/// Whether a restore of `engine` into `conn.database` would replace tables
-/// one by one, so that a failure partway leaves some replaced: a MariaDB or
-/// MySQL database that has tables. (A PostgreSQL restore into a database that
-/// exists is one transaction; an SQLite one, a rename.)
-pub fn replaces_table_by_table(engine: Engine, conn: &Connection) -> Result<bool> {
-    match engine {
-        Engine::Mariadb => mysql::holds_tables(conn),
-        Engine::Postgres | Engine::Sqlite => Ok(false),
+/// Whether restoring `dump` into `conn.database` would replace tables one
+/// by one, so that a failure partway leaves some replaced: a MariaDB or
+/// MySQL dump that makes its tables, into a database that has tables. (A
+/// PostgreSQL restore into a database that exists is one transaction, an
+/// SQLite one a rename; a data-only dump drops no table and loads only where
+/// its tables exist, so no scratch database can try it.)
+pub fn replaces_table_by_table(dump: &StoredDump, conn: &Connection) -> Result<bool> {
+    match dump.manifest.engine {
+        Engine::Mariadb if dump.manifest.options.mode != Mode::DataOnly => {
+            mysql::holds_tables(conn)
+        }
+        _ => Ok(false),
     }
 }
 

@@ -544,6 +544,29 @@ fn mariadb_restore_the_server_refuses_changes_nothing() {
         "{err}"
     );
     assert_eq!(db.checksums("site"), backed_up);
+
+    // A data-only dump makes no table, so it is not rehearsed: it loads
+    // into a database whose tables exist and are empty.
+    let data = backup_db(
+        &ctl,
+        "data.test",
+        "mariadb",
+        "site",
+        &["--data-only"],
+        &conn,
+    );
+    db.sql(None, "CREATE DATABASE emptied CHARACTER SET utf8mb4");
+    for t in ["a_posts", "b_media", "c_users"] {
+        db.sql(Some("emptied"), &format!("CREATE TABLE {t} LIKE site.{t}"));
+    }
+    let data_restore = [
+        "restore-db",
+        data["id"].as_str().unwrap(),
+        "--database",
+        "emptied",
+    ];
+    ctl.ok(&args(&data_restore, &conn));
+    assert_eq!(db.checksums("emptied"), backed_up);
 }
 
 const WORDPRESS: &str = r#"

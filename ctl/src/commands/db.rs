@@ -159,7 +159,7 @@ pub fn restore(args: &RepoArgs, a: &RestoreDbArgs) -> Result<()> {
     // dropped and not made again. Loaded into a scratch database first, such
     // a dump fails before the target is touched.
     let rehearsal = if !a.no_rehearsal
-        && db::replaces_table_by_table(dump.manifest.engine, &conn)
+        && db::replaces_table_by_table(&dump, &conn)
             .with_context(|| format!("cannot look at {}", conn.describe(dump.manifest.engine)))?
     {
         let report = output::with_spinner(
