@@ -76,6 +76,11 @@ impl Group {
         self.members.len()
     }
 
+    /// The bytes the group's frame opens to (scope, table and members).
+    pub fn plain_len(&self) -> usize {
+        self.plain.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
     }

@@ -253,7 +253,7 @@ impl<'r> BlobSaver<'r> {
             .fetch_add(plain.len() as u64, Ordering::Relaxed);
         let Some(scope) = scope else {
             let env = self.repo.key().seal(plain, self.repo.config().zstd_level);
-            return self.append(kind, &env, &[(id, plain.len())], false);
+            return self.append(kind, &env, &[(id, plain.len())], None);
         };
         let full = {
             let mut groups = self.groups.lock().unwrap();
@@ -291,12 +291,18 @@ impl<'r> BlobSaver<'r> {
             self.group_level.unwrap_or(self.repo.config().zstd_level),
         );
         let list: Vec<(Id, usize)> = g.members.iter().map(|(id, m)| (*id, m.len())).collect();
-        self.append(BlobType::Data, &env, &list, true)
+        self.append(BlobType::Data, &env, &list, Some(scope))
     }
 
     /// Appends one envelope (a blob, or a group of `blobs`) to the open pack
     /// of its type, and sends the pack once full.
-    fn append(&self, kind: BlobType, env: &[u8], blobs: &[(Id, usize)], group: bool) -> Result<()> {
+    fn append(
+        &self,
+        kind: BlobType,
+        env: &[u8],
+        blobs: &[(Id, usize)],
+        group: Option<&Id>,
+    ) -> Result<()> {
         self.stored_bytes
             .fetch_add(env.len() as u64, Ordering::Relaxed);
         let full = {
@@ -305,8 +311,8 @@ impl<'r> BlobSaver<'r> {
                 *slot = Some(self.new_writer()?);
             }
             let w = slot.as_mut().expect("just opened");
-            let added = if group {
-                w.add_group(kind, env, blobs)
+            let added = if let Some(scope) = group {
+                w.add_group(scope, env, blobs)
             } else {
                 w.add(kind, blobs[0].0, env, blobs[0].1)
             };

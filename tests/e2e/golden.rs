@@ -71,25 +71,71 @@ fn golden_v1_repository_restores_and_checks() {
 /// read back byte for byte, the second also once the first is forgotten.
 #[test]
 fn golden_v1_1_grouped_and_edited_dumps_restore_and_check() {
-    let (fixture, tmp, repo) = copy_of("golden-v1.1");
+    grouped_and_edited_dumps_restore_and_check(
+        "golden-v1.1",
+        [
+            "2cf2ea51c5fae62abfdcea7ebbd7ef5215b56ba861e2f6184fc2ce76836cd379",
+            "675c088a9e7b9a3451447da5f19d43f3758e2f878435a1e7f4b25c4647852cb1",
+        ],
+        [183, 24],
+    );
+}
+
+/// Format v1.2: `tests/fixtures/golden-v1.2/` holds the same two dumps (the
+/// first is `golden-v1.1/shop.sql`) written with group records: a pack's
+/// header names a group once, its members only inside it.
+#[test]
+fn golden_v1_2_group_records_restore_and_check() {
+    let (_, _tmp, repo) = copy_of("golden-v1.2");
+    let store = cairn_repo::Repository::open(
+        std::sync::Arc::new(cairn_repo::storage::LocalStorage::new(&repo)),
+        b"golden",
+    )
+    .unwrap();
+    store.load_index().unwrap();
+    let (mut records, mut members) = (0, 0);
+    let packs: Vec<cairn_repo::Id> = store.index().pack_ids().copied().collect();
+    for pack in &packs {
+        let bytes = std::fs::read(repo.join(cairn_repo::pack::key_of(pack))).unwrap();
+        let header = cairn_repo::pack::parse_header(store.key(), pack, &bytes, bytes.len() as u64)
+            .unwrap()
+            .unwrap();
+        records += header
+            .iter()
+            .filter(|h| matches!(h, cairn_repo::pack::HeaderEntry::Group { .. }))
+            .count();
+        let named = store.index().pack(pack).unwrap().to_vec();
+        members += named.iter().filter(|e| e.grouped).count();
+        assert!(named.len() > header.len() || named.iter().all(|e| !e.grouped));
+    }
+    assert!(
+        records > 0 && members > 2 * records,
+        "{records} records, {members} members"
+    );
+    grouped_and_edited_dumps_restore_and_check(
+        "golden-v1.2",
+        [
+            "fa228df8d9166b83e9950fb966b01093e5bb846097234cba01b3c1ebac6cc577",
+            "c0dd8430963c75a0cd6dc30810ac56725fe8443637411d99ef28920c7acaf10f",
+        ],
+        [213, 22],
+    );
+}
+
+fn grouped_and_edited_dumps_restore_and_check(name: &str, ids: [&str; 2], blobs_new: [u64; 2]) {
+    let (_, tmp, repo) = copy_of(name);
     let ctl = Ctl::new(repo.to_str().unwrap(), "golden");
     let snaps = ctl.json(&["snapshots"]);
-    let ids: Vec<&str> = snaps
+    let snap_ids: Vec<&str> = snaps
         .as_array()
         .unwrap()
         .iter()
         .map(|s| s["id"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        ids,
-        [
-            "2cf2ea51c5fae62abfdcea7ebbd7ef5215b56ba861e2f6184fc2ce76836cd379",
-            "675c088a9e7b9a3451447da5f19d43f3758e2f878435a1e7f4b25c4647852cb1"
-        ]
-    );
+    assert_eq!(snap_ids, ids);
     assert_eq!(snaps[0]["content"], "database");
-    assert_eq!(snaps[0]["stats"]["blobs_new"], 183);
-    assert_eq!(snaps[1]["stats"]["blobs_new"], 24);
+    assert_eq!(snaps[0]["stats"]["blobs_new"], blobs_new[0]);
+    assert_eq!(snaps[1]["stats"]["blobs_new"], blobs_new[1]);
     let out = ctl.ok(&["check", "--read-data"]);
     assert!(out.contains("no errors found"), "{out}");
     let restored = |snap: &str, dir: &str| {
@@ -97,21 +143,22 @@ fn golden_v1_1_grouped_and_edited_dumps_restore_and_check() {
         ctl.ok(&["restore", snap, "--target", r.to_str().unwrap()]);
         std::fs::read(r.join("db/shop.sql")).unwrap()
     };
-    let shop = std::fs::read_to_string(fixture.join("shop.sql")).unwrap();
+    let first = workspace_root().join("tests/fixtures/golden-v1.1/shop.sql");
+    let shop = std::fs::read_to_string(first).unwrap();
     let second = next_day(&shop).into_bytes();
-    assert_eq!(restored("2cf2ea51", "first"), shop.as_bytes());
-    assert_eq!(restored("675c088a", "second"), second);
-    ctl.ok(&["forget", "2cf2ea51"]);
+    assert_eq!(restored(&ids[0][..8], "first"), shop.as_bytes());
+    assert_eq!(restored(&ids[1][..8], "second"), second);
+    ctl.ok(&["forget", &ids[0][..8]]);
     let gc = ctl.json(&["gc", "--grace", "0s"]);
     // The chunks only the first dump listed are dead (too few to repack
     // their packs); the tree the second's list is edited from is live.
     assert!(
-        gc["blobs_live"].as_u64().unwrap() < 183 + 24,
+        gc["blobs_live"].as_u64().unwrap() < blobs_new[0] + blobs_new[1],
         "the first dump's own chunks are not live: {gc}"
     );
     let out = ctl.ok(&["check", "--read-data"]);
     assert!(out.contains("no errors found"), "{out}");
-    assert_eq!(restored("675c088a", "after-gc"), second);
+    assert_eq!(restored(&ids[1][..8], "after-gc"), second);
 }
 
 /// The v1.1 fixture's second dump: `shop.sql` with every 97th rental from

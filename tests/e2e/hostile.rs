@@ -377,14 +377,20 @@ fn a_hostile_agent_is_contained() {
     // A group (small blobs sealed together, as dumps store theirs): its
     // members are offered to the job that wrote it.
     let members: [&[u8]; 2] = [b"row one of a grouped dump", b"row two of a grouped dump"];
-    let group_pack = |scope: &Id| {
+    // Written as one group record (format v1.2), or as v1.1 writers did (an
+    // entry per member): the controller checks both.
+    let group_pack = |scope: &Id, v1_1: bool| {
         let env = cairn_repo::group::seal(k, scope, &members, 3);
         let list: Vec<(Id, usize)> = members
             .iter()
             .map(|m| (cairn_repo::group::member_id(k, scope, m), m.len()))
             .collect();
         let mut w = PackWriter::in_memory();
-        w.add_group(BlobType::Data, &env, &list).unwrap();
+        if v1_1 {
+            w.add_group_v1_1(BlobType::Data, &env, &list).unwrap();
+        } else {
+            w.add_group(scope, &env, &list).unwrap();
+        }
         let p = w.finish(k).unwrap();
         let PackBody::Memory(bytes) = p.body else {
             unreachable!("in-memory writer")
@@ -393,12 +399,14 @@ fn a_hostile_agent_is_contained() {
     };
     // Only in its own scope (its agent id and the job's domain): groups in
     // the victim's are refused, so no group of the victim's holds its blobs.
-    let (vid, vbytes) = group_pack(&k.group_scope("victim\nvictim.test"));
-    let err = put(pieces(&job_id, vid, &vbytes, false)).unwrap_err();
-    assert!(err.message().contains("another writer's scope"), "{err:?}");
+    for v1_1 in [false, true] {
+        let (vid, vbytes) = group_pack(&k.group_scope("victim\nvictim.test"), v1_1);
+        let err = put(pieces(&job_id, vid, &vbytes, false)).unwrap_err();
+        assert!(err.message().contains("another writer's scope"), "{err:?}");
+    }
     let scope = k.group_scope("evil\nvictim.test");
     let member = cairn_repo::group::member_id(k, &scope, members[0]);
-    let (gid, gbytes) = group_pack(&scope);
+    let (gid, gbytes) = group_pack(&scope, false);
     put(pieces(&job_id, gid, &gbytes, false)).unwrap();
     assert!(have(member), "a job's own grouped blob");
     let commit = |snapshot: Vec<u8>| {
