@@ -741,6 +741,26 @@ fn restore_dump(
             ),
         });
     }
+    // Into a database that has tables, a MariaDB load replaces them one by
+    // one; one the server refuses (a row over its max_allowed_packet, a
+    // collation it lacks) would be left dropped. Loaded into a scratch
+    // database first, such a dump fails before the target is touched.
+    let cannot_look = || format!("cannot look at {}", target.describe(engine));
+    let rehearsal = if db::replaces_table_by_table(dump, target).with_context(cannot_look)? {
+        let r = db::test_restore(repo, dump, target, &job.tables).with_context(|| {
+            format!(
+                "the dump did not load into a scratch database on this server, so {} was not touched",
+                target.describe(engine)
+            )
+        })?;
+        tracing::info!(database = %target.describe(engine), scratch = %r.scratch_database, tables = r.tables_checked, "the dump loads on this server");
+        format!(
+            " (it has tables: first loaded into a scratch database, {} tables checked)",
+            r.tables_checked
+        )
+    } else {
+        String::new()
+    };
     let r = db::restore(
         repo,
         dump,
@@ -752,7 +772,7 @@ fn restore_dump(
     .with_context(|| format!("restoring into {}", target.describe(engine)))?;
     tracing::info!(database = %target.describe(engine), tables = r.tables.len(), bytes = r.dump_bytes, "database restored");
     Ok(format!(
-        "restored {} into {}{}",
+        "restored {} into {}{rehearsal}{}",
         if r.tables.is_empty() {
             "every table".to_string()
         } else {

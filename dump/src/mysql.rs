@@ -684,9 +684,10 @@ pub(crate) fn restore(conn: &Connection, input: &mut dyn Read) -> Result<()> {
             .map(|v| format!("{} bytes", v.trim()))
             .unwrap_or_else(|_| "unknown".into());
         fail(format!(
-            "{cause}(a server closes the connection on a statement larger than its \
+            "{} (a server closes the connection on a statement larger than its \
              max_allowed_packet, here {limit}: a dump with large rows needs it raised; \
-             otherwise see the server's error log)"
+             otherwise see the server's error log)",
+            cause.trim_end()
         ))
     })
 }

@@ -272,3 +272,64 @@ fn a_failed_dump_fails_its_job_and_leaves_no_snapshot() {
         .count();
     assert_eq!(dumps, 0, "a failed dump commits nothing: {snaps}");
 }
+
+/// A restore through the fleet into another database that has tables: a
+/// dump this server refuses (a 2 MB row over a 1 MiB max_allowed_packet)
+/// fails in a scratch database, and the target keeps every table and row.
+#[test]
+fn a_restore_the_server_refuses_leaves_the_target_database_as_it_was() {
+    let maria = MariaDb::start().unwrap();
+    let c = Cluster::start(ClusterOptions::default());
+    let root = c.dir.join("shop");
+    site(&root, &maria);
+    maria.sql(
+        Some("shop"),
+        "CREATE TABLE wp_media (id INT PRIMARY KEY, data LONGBLOB); \
+         INSERT INTO wp_media VALUES (1, REPEAT('x', 2000000));",
+    );
+    let _agent = c.add_agent("web1", &[("shop.test", &root)]);
+    let run = c.json(&["backup", "shop.test", "--wait"]);
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let run_id = run["run"].as_str().unwrap().to_string();
+    let into_copy = [
+        "restore",
+        &run_id,
+        "--db-only",
+        "--into-database",
+        "copy_shop",
+        "--wait",
+    ];
+    let first = c.json(&into_copy);
+    assert_eq!(first["state"], "succeeded", "{first}");
+    assert_eq!(maria.checksums("copy_shop"), maria.checksums("shop"));
+    maria.sql(
+        Some("copy_shop"),
+        "UPDATE wp_posts SET post_title = 'kept'; DELETE FROM wp_media;",
+    );
+    let kept = maria.checksums("copy_shop");
+
+    maria.sql(None, "SET GLOBAL max_allowed_packet = 1048576");
+    let mut refuse = into_copy.to_vec();
+    refuse.push("--json");
+    let out = c.ctl(&refuse);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let refused: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(refused["state"], "failed", "{refused}");
+    let text = refused.to_string();
+    assert!(text.contains("copy_shop was not touched"), "{text}");
+    assert!(text.contains("max_allowed_packet"), "{text}");
+    assert_eq!(maria.checksums("copy_shop"), kept, "the target changed");
+    let dbs = maria.sql(None, "SHOW DATABASES");
+    assert!(!dbs.contains("cairn_verify"), "scratch left behind: {dbs}");
+
+    maria.sql(None, "SET GLOBAL max_allowed_packet = 67108864");
+    let again = c.json(&into_copy);
+    assert_eq!(again["state"], "succeeded", "{again}");
+    assert!(
+        again
+            .to_string()
+            .contains("first loaded into a scratch database"),
+        "{again}"
+    );
+    assert_eq!(maria.checksums("copy_shop"), maria.checksums("shop"));
+}
