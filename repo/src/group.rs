@@ -12,7 +12,7 @@
 //!
 //! ```text
 //! 32 B    scope
-//! u32 LE  member count (at least 1)
+//! u32 LE  member count (1 to 65,536: `MAX_MEMBERS`)
 //! count × u32 LE member length
 //! the members' bytes, in order
 //! ```
@@ -50,6 +50,11 @@ pub const GROUP_TARGET: usize = 128 << 10;
 pub const DAY_LEVEL: i32 = 6;
 /// Blobs larger than this are stored alone.
 pub const MAX_MEMBER: usize = 16 << 10;
+/// The most members a group may hold (writers seal one there; a dump's
+/// groups hold a few hundred). A group record (see `pack`) names its members
+/// by holding them, so this bounds what a few compressed bytes from an agent
+/// can make a controller list.
+pub const MAX_MEMBERS: usize = 1 << 16;
 
 /// An opened group: every member verified against the id it hashes to.
 pub struct Group {
@@ -150,6 +155,11 @@ pub(crate) fn decode(
     let count = u32::from_le_bytes(plain[32..36].try_into().unwrap()) as usize;
     if count == 0 {
         return Err(bad("no members"));
+    }
+    if count > MAX_MEMBERS {
+        return Err(bad(&format!(
+            "{count} members, more than a group may hold ({MAX_MEMBERS})"
+        )));
     }
     // Checked before anything is sized by it.
     let table_end = count

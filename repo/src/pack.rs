@@ -595,6 +595,12 @@ pub fn verify_scoped(
                     format!("the group at {offset} is not in the scope its record names"),
                 ));
             }
+            // Duplicates are refused here, before another group is opened:
+            // a few compressed bytes can repeat a member thousands of times.
+            let mut ids = std::collections::HashSet::with_capacity(group.len());
+            if let Some((id, _)) = group.members().find(|(id, _)| !ids.insert(**id)) {
+                return Err(Error::corrupt(&what, format!("blob {id} is listed twice")));
+            }
             let entries = group
                 .members()
                 .map(|(id, m)| PackEntry {
@@ -998,6 +1004,21 @@ mod tests {
         for (want, err) in cases {
             assert!(err.contains(want), "{want}: {err}");
         }
+        // A group of more members than a group may hold.
+        let many: Vec<[u8; 3]> = (0..=crate::group::MAX_MEMBERS as u32)
+            .map(|i| {
+                let b = i.to_be_bytes();
+                [b[1], b[2], b[3]]
+            })
+            .collect();
+        let many: Vec<&[u8]> = many.iter().map(|m| &m[..]).collect();
+        let env = crate::group::seal(&k, &scope, &many, 3);
+        let list: Vec<(Id, usize)> = many
+            .iter()
+            .map(|m| (crate::group::member_id(&k, &scope, m), m.len()))
+            .collect();
+        let err = lie(&|w| w.add_group(&scope, &env, &list).unwrap());
+        assert!(err.contains("more than a group may hold"), "{err}");
         // A record claiming more than any group may open to, and one whose
         // envelope overlaps the blob before it.
         let mut w = PackWriter::in_memory();

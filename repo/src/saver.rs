@@ -260,7 +260,8 @@ impl<'r> BlobSaver<'r> {
             let g = groups.entry(scope).or_default();
             g.members.push((id, plain.to_vec()));
             g.bytes += plain.len();
-            if g.bytes >= crate::group::GROUP_TARGET {
+            if g.bytes >= crate::group::GROUP_TARGET || g.members.len() >= crate::group::MAX_MEMBERS
+            {
                 groups.remove(&scope)
             } else {
                 None
@@ -430,5 +431,39 @@ impl Drop for BlobSaver<'_> {
         for h in handles {
             let _ = h.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// Members small enough (every distinct byte, then two-byte ones) seal
+    /// a group at `group::MAX_MEMBERS`, just before its bytes reach the
+    /// target: what a writer makes, a verifier takes.
+    #[test]
+    fn a_group_is_sealed_at_its_member_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = crate::repository::test_repository(dir.path());
+        let scope = repo.key().group_scope("web1\nshop.test");
+        let saver = BlobSaver::over_index(&repo);
+        for b in 0..=255u8 {
+            saver.save_grouped(&scope, &[b]).unwrap();
+        }
+        for i in 0..(crate::group::MAX_MEMBERS - 256 + 10) as u16 {
+            saver.save_grouped(&scope, &i.to_be_bytes()).unwrap();
+        }
+        saver.finish().unwrap();
+        let mut groups: HashMap<(Id, u32), usize> = HashMap::new();
+        for p in repo.index().pack_ids() {
+            let data = repo.storage().get(&pack::key_of(p)).unwrap();
+            for e in pack::verify(repo.key(), p, &data).unwrap() {
+                *groups.entry((*p, e.offset)).or_default() += 1;
+            }
+        }
+        let mut sizes: Vec<usize> = groups.into_values().collect();
+        sizes.sort_unstable();
+        assert_eq!(sizes, [10, crate::group::MAX_MEMBERS]);
     }
 }
