@@ -556,7 +556,8 @@ impl Store {
             .into_iter()
             .map(|(_, s)| s.tree)
             .collect();
-        let mut live = self.repo.reachable(&roots)?;
+        let mut live = cairn_repo::repository::LiveSet::default();
+        self.repo.mark_live(&roots, &mut live)?;
         let listed = self.repo.storage().list("data/")?;
         let now = SystemTime::now();
         let young = |modified: Option<SystemTime>| {
@@ -580,10 +581,12 @@ impl Store {
         let mut protected: HashSet<Id> = HashSet::new();
         for j in st.jobs.values() {
             late.extend(&j.roots);
-            live.extend(&j.pins);
+            for id in &j.pins {
+                live.insert(id);
+            }
             protected.extend(&j.packs);
         }
-        live.extend(self.repo.reachable(&late)?);
+        self.repo.mark_live(&late, &mut live)?;
         r.blobs_live = live.len() as u64;
         let (dead, kept, segments) = {
             let idx = self.repo.index();

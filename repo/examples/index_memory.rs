@@ -1,7 +1,7 @@
 //! Heap bytes the in-memory index takes per blob, as a controller holding a
 //! fleet's index pays them: `cargo run --release -p cairn-repo --example
 //! index_memory -- [BLOBS] [PER_PACK]` (default 2,000,000 blobs, 300 a pack:
-//! a dump's grouped chunks).
+//! a dump's grouped chunks). Also weighs what gc's mark holds per live blob.
 
 // A counting global allocator is the one exact way to weigh a heap; it
 // needs `unsafe impl GlobalAlloc`, and it only forwards to `System`.
@@ -90,4 +90,29 @@ fn main() {
         "lookups             {:.0} ns each",
         looked.as_nanos() as f64 / found as f64
     );
+
+    // What gc's mark holds beside the index: every live blob once.
+    let weigh = |fill: &dyn Fn() -> Box<dyn std::any::Any>| {
+        let before = LIVE.load(Ordering::Relaxed);
+        let set = fill();
+        let held = LIVE.load(Ordering::Relaxed) - before;
+        drop(set);
+        held as f64 / blobs as f64
+    };
+    let ids = weigh(&|| {
+        Box::new(
+            (0..blobs)
+                .map(id)
+                .collect::<std::collections::HashSet<Id>>(),
+        )
+    });
+    let marks = weigh(&|| {
+        let mut live = cairn_repo::repository::LiveSet::default();
+        for i in 0..blobs {
+            live.insert(&id(i));
+        }
+        Box::new(live)
+    });
+    println!("gc marks, id set    {ids:.1} bytes a blob");
+    println!("gc marks, LiveSet   {marks:.1} bytes a blob");
 }

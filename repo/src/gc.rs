@@ -70,7 +70,8 @@ pub fn gc(repo: &Repository, opts: GcOptions) -> Result<GcReport> {
     };
     repo.load_index()?;
     let roots: Vec<Id> = repo.snapshots()?.into_iter().map(|(_, s)| s.tree).collect();
-    let live = repo.reachable(&roots)?;
+    let mut live = crate::repository::LiveSet::default();
+    repo.mark_live(&roots, &mut live)?;
     let now = SystemTime::now();
     let listed = repo.storage().list("data/")?;
     let mut r = GcReport {

@@ -954,6 +954,24 @@ mod tests {
             reader.stored_bytes_read()
         );
 
+        // gc's marks hold what a walk reaches, base trees included.
+        let roots: Vec<Id> = repo
+            .snapshots()
+            .unwrap()
+            .into_iter()
+            .map(|(_, s)| s.tree)
+            .collect();
+        let reachable = repo.reachable(&roots).unwrap();
+        let mut live = crate::repository::LiveSet::default();
+        repo.mark_live(&roots, &mut live).unwrap();
+        assert_eq!(live.len(), reachable.len());
+        assert!(reachable.iter().all(|id| live.contains(id)));
+        let mut kin = *reachable.iter().next().unwrap();
+        kin.0[31] ^= 1;
+        assert!(live.contains(&kin), "an id sharing 8 bytes is kept");
+        kin.0[0] ^= 1;
+        assert!(!live.contains(&kin) || reachable.contains(&kin));
+
         // Forget all but the last day: its chain of base trees stays, the
         // data only earlier days listed goes.
         let last_db = db_tree(&repo, &last);
