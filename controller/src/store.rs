@@ -600,7 +600,7 @@ impl Store {
                 }
                 if protected.contains(p) || is_young || entries.iter().any(|e| live.contains(&e.id))
                 {
-                    kept.push((*p, entries.to_vec()));
+                    kept.push(*p);
                 } else {
                     dead.push(*p);
                     r.bytes_freed += size;
@@ -631,7 +631,12 @@ impl Store {
         // (4) One segment for what the index held at (3), then the segments
         // it replaces, then the dead packs: a crash anywhere leaves an index
         // that lists at least every live blob.
-        let seg = cairn_repo::index::encode_segment(self.repo.key(), &kept);
+        // Packs are never changed, and only gc (one at a time) drops one
+        // from the index: each kept pack's entries are still there.
+        let plain = cairn_repo::index::segment_plain_of(&self.repo.index(), &kept)
+            .map_err(|p| cairn_repo::Error::Other(format!("gc: kept pack {p} left the index")))?;
+        let seg = cairn_repo::index::seal_segment(self.repo.key(), &plain);
+        drop(plain);
         let seg_id = Id::of_stored(&seg);
         self.repo.storage().put(&format!("index/{seg_id}"), &seg)?;
         self.repo.replace_segments(&segments, seg_id);

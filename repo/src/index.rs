@@ -30,6 +30,27 @@ const MAGIC: &[u8; 8] = b"CAIRNIX1";
 pub type PackList = Vec<(Id, Vec<PackEntry>)>;
 
 pub fn encode_segment(key: &MasterKey, packs: &[(Id, Vec<PackEntry>)]) -> Vec<u8> {
+    let listed: Vec<(&Id, &[PackEntry])> = packs.iter().map(|(p, e)| (p, &e[..])).collect();
+    seal_segment(key, &segment_plain(&listed))
+}
+
+/// The plaintext of a segment of `packs` as `index` holds them, copying no
+/// entry beside it (a fleet gc's consolidated segment lists every kept
+/// blob); `None` names a pack the index does not hold. Seal it with
+/// [`seal_segment`] once the index is let go.
+pub fn segment_plain_of(index: &Index, packs: &[Id]) -> std::result::Result<Vec<u8>, Id> {
+    let listed = packs
+        .iter()
+        .map(|p| index.pack(p).map(|e| (p, e)).ok_or(*p))
+        .collect::<std::result::Result<Vec<_>, Id>>()?;
+    Ok(segment_plain(&listed))
+}
+
+pub fn seal_segment(key: &MasterKey, plain: &[u8]) -> Vec<u8> {
+    key.seal(plain, 3)
+}
+
+fn segment_plain(packs: &[(&Id, &[PackEntry])]) -> Vec<u8> {
     let n: usize = packs.iter().map(|(_, e)| e.len()).sum();
     let mut out = Vec::with_capacity(12 + packs.len() * 36 + n * ENTRY_LEN);
     out.extend_from_slice(MAGIC);
@@ -39,7 +60,7 @@ pub fn encode_segment(key: &MasterKey, packs: &[(Id, Vec<PackEntry>)]) -> Vec<u8
         out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
         encode_entries(entries, &mut out);
     }
-    key.seal(&out, 3)
+    out
 }
 
 pub fn decode_segment(
@@ -427,10 +448,21 @@ mod tests {
             packs
         );
         let mut idx = Index::default();
-        for (p, es) in packs {
+        for (p, es) in packs.clone() {
             idx.add_pack(p, es);
         }
         assert_eq!(idx.get(&Id([3; 32])).unwrap().pack, Id([2; 32]));
         assert_eq!(idx.len(), 3);
+        // The same segment written from the index, and a pack it lacks named.
+        let plain = segment_plain_of(&idx, &[Id([1; 32]), Id([2; 32])]).unwrap();
+        let seg = seal_segment(&k, &plain);
+        assert_eq!(
+            decode_segment(&k, &Id::of_stored(&seg), &seg).unwrap(),
+            packs
+        );
+        assert_eq!(
+            segment_plain_of(&idx, &[Id([1; 32]), Id([9; 32])]),
+            Err(Id([9; 32]))
+        );
     }
 }
