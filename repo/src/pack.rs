@@ -908,19 +908,20 @@ mod tests {
             };
             (p.id, bytes, p.entries)
         };
+        // A pack writer holding one blob alone.
+        let with_lone = || {
+            let mut w = PackWriter::in_memory();
+            let env = k.seal(lone, 3);
+            w.add(BlobType::Data, k.blob_id(lone), &env, lone.len())
+                .unwrap();
+            w
+        };
         let header_len = |bytes: &[u8]| {
             let t = &bytes[bytes.len() - TRAILER..];
             u32::from_le_bytes(t[..4].try_into().unwrap()) as usize
         };
 
-        let mut w = PackWriter::in_memory();
-        w.add(
-            BlobType::Data,
-            k.blob_id(lone),
-            &k.seal(lone, 3),
-            lone.len(),
-        )
-        .unwrap();
+        let mut w = with_lone();
         w.add_group(&scope, &env, &list).unwrap();
         let (id, bytes, written) = finish(w);
         let header = parse_header(&k, &id, &bytes, bytes.len() as u64)
@@ -930,14 +931,7 @@ mod tests {
         let entries = verify(&k, &id, &bytes).unwrap();
         assert_eq!(entries.len(), 41);
         assert_eq!(entries, written, "as the index was told, in order");
-        let mut v11 = PackWriter::in_memory();
-        v11.add(
-            BlobType::Data,
-            k.blob_id(lone),
-            &k.seal(lone, 3),
-            lone.len(),
-        )
-        .unwrap();
+        let mut v11 = with_lone();
         v11.add_group_v1_1(BlobType::Data, &env, &list).unwrap();
         let (vid, vbytes, _) = finish(v11);
         assert_eq!(
@@ -1021,14 +1015,7 @@ mod tests {
         assert!(err.contains("more than a group may hold"), "{err}");
         // A record claiming more than any group may open to, and one whose
         // envelope overlaps the blob before it.
-        let mut w = PackWriter::in_memory();
-        w.add(
-            BlobType::Data,
-            k.blob_id(lone),
-            &k.seal(lone, 3),
-            lone.len(),
-        )
-        .unwrap();
+        let mut w = with_lone();
         w.header.push(HeaderEntry::Group {
             scope,
             offset: 0,
