@@ -241,7 +241,7 @@ def big_postgres_table(args, work, rows=1_600_000):
                 SELECT i % 9973, (i % 100000) / 100.0, 'order ' || md5(i::text) || ' settled',
                        timestamptz '2026-01-01' + i * interval '7 seconds'
                 FROM generate_series(1, {rows}) i;"""], db="big"))
-        for day in range(min(args.days, 5)):
+        for day in range(min(args.days, args.big_days)):
             if day:
                 run(srv.psql(["-c", f"""
                     UPDATE ledger SET amount = amount + 1, note = note || '.'
@@ -367,6 +367,8 @@ def main():
     ap = arg_parser()
     ap.add_argument("--days", type=int, default=int(os.environ.get("BENCH_DAYS", 30)),
                     help="days of the shop workload (first copy included)")
+    ap.add_argument("--big-days", type=int, default=5,
+                    help="days of the large PostgreSQL table (first copy included)")
     ap.add_argument("--only", choices=["fleet", "shop", "pgshop", "pgbig", "throughput"], help="run one part")
     args = ap.parse_args()
     args.cairnctl = os.path.abspath(args.cairnctl)

@@ -53,6 +53,10 @@ impl std::fmt::Debug for Access {
 
 /// Past this many cached tree bytes the cache starts over (bounded memory).
 const TREE_CACHE_BYTES: usize = 256 << 20;
+/// Trees larger than this are not cached: a directory's tree is a few KiB,
+/// a day's edited blob list of a large table megabytes, read once to be
+/// resolved (the resolved list is what the base cache keeps).
+const TREE_CACHE_ONE: usize = 1 << 20;
 /// Resolved files by tree and name (see `Repository::resolved_file`).
 type ResolvedFiles = HashMap<(Id, Vec<u8>), Arc<crate::tree::Node>>;
 
@@ -391,11 +395,10 @@ impl Repository {
     /// A tree with every edited blob list resolved (see `content_edit`).
     pub fn load_tree(&self, id: &Id) -> Result<Tree> {
         let mut tree = self.parsed_tree(id)?;
-        let mut seen = HashMap::new();
         for n in &mut tree.nodes {
             if n.content_edit.is_some() {
                 let what = format!("tree {id}, file {:?}", n.name);
-                resolve_into(self, n, 1, &mut seen, &what)?;
+                resolve_into(self, n, 1, &what)?;
             }
         }
         Ok(tree)
@@ -403,33 +406,30 @@ impl Repository {
 
     /// File `name` of tree `id` with its blob list resolved (only that
     /// file's: another file of a base tree may be edited from trees gc has
-    /// dropped, since nothing reads them through this one). `seen` holds
-    /// what this load resolved: each base file is read once, however many
-    /// trees name it.
+    /// dropped, since nothing reads them through this one). Each level of a
+    /// chain is resolved once and dropped once the level above is made from
+    /// it, unless the bounded base cache keeps it: a day's list of a large
+    /// table is 500,000 ids (16 MB), and a chain is 16 deep.
     fn resolved_file(
         &self,
         id: &Id,
         name: &[u8],
         depth: usize,
-        seen: &mut ResolvedFiles,
         what: &str,
     ) -> Result<Arc<crate::tree::Node>> {
         let key = (*id, name.to_vec());
-        if let Some(n) = seen.get(&key) {
-            return Ok(n.clone());
-        }
         if let Some(n) = self.bases.lock().unwrap().get(&key).cloned() {
-            seen.insert(key, n.clone());
             return Ok(n);
         }
         if depth > content_edit::MAX_CHAIN {
             return Err(too_deep(what));
         }
-        let tree = self.parsed_tree(id)?;
-        let mut node = tree
-            .find(name)
+        // Taken out of its tree, which goes before the chain below is read:
+        // each level holds only its own edits while the next resolves.
+        let mut node = self
+            .parsed_tree(id)?
+            .into_node(name)
             .filter(|b| b.kind == NodeKind::File)
-            .cloned()
             .ok_or_else(|| {
                 Error::corrupt(
                     what.to_string(),
@@ -437,11 +437,10 @@ impl Repository {
                 )
             })?;
         if node.content_edit.is_some() {
-            resolve_into(self, &mut node, depth + 1, seen, what)?;
+            resolve_into(self, &mut node, depth + 1, what)?;
         }
         let node = Arc::new(node);
-        self.cache_base(key.clone(), &node);
-        seen.insert(key, node.clone());
+        self.cache_base(key, &node);
         Ok(node)
     }
 
@@ -488,7 +487,9 @@ impl Repository {
                     if e.id == *id {
                         wanted = Some(plain.clone());
                     }
-                    cache.insert(e.id, plain);
+                    if plain.len() <= TREE_CACHE_ONE {
+                        cache.insert(e.id, plain);
+                    }
                 }
                 Err(err) if e.id == *id => return Err(err),
                 Err(_) => {}
@@ -687,14 +688,13 @@ fn resolve_into(
     repo: &Repository,
     node: &mut crate::tree::Node,
     depth: usize,
-    seen: &mut ResolvedFiles,
     what: &str,
 ) -> Result<()> {
     let Some(edit) = node.content_edit.take() else {
         return Ok(());
     };
     let name = std::os::unix::ffi::OsStrExt::as_bytes(node.name_os()?.as_os_str()).to_vec();
-    let from = repo.resolved_file(&edit.base, &name, depth, seen, what)?;
+    let from = repo.resolved_file(&edit.base, &name, depth, what)?;
     if from.bases.len() >= content_edit::MAX_CHAIN {
         return Err(too_deep(what));
     }

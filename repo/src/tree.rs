@@ -224,6 +224,15 @@ impl Tree {
     }
 
     pub fn find(&self, name: &[u8]) -> Option<&Node> {
+        self.position(name).map(|i| &self.nodes[i])
+    }
+
+    /// The node named `name`, taken out of the tree.
+    pub fn into_node(mut self, name: &[u8]) -> Option<Node> {
+        self.position(name).map(|i| self.nodes.swap_remove(i))
+    }
+
+    fn position(&self, name: &[u8]) -> Option<usize> {
         self.nodes
             .binary_search_by(|n| {
                 n.name_os()
@@ -231,7 +240,6 @@ impl Tree {
                     .unwrap_or(std::cmp::Ordering::Less)
             })
             .ok()
-            .map(|i| &self.nodes[i])
     }
 }
 
