@@ -85,7 +85,7 @@ pub fn run(
         direct,
         committed: Default::default(),
     });
-    let repo = Repository::with_access(
+    let mut repo = Repository::with_access(
         storage.clone(),
         &Access {
             master_key: access.master_key.clone(),
@@ -97,6 +97,9 @@ pub fn run(
             job_id: job.job_id.clone(),
         }),
     )?;
+    // A controller a release older reads a group's members only from an
+    // entry each (format v1.1).
+    repo.set_group_records(protocol >= cairn_proto::GROUP_RECORDS);
     if !job.index_segment.is_empty() {
         repo.add_segment(&Id::of_stored(&job.index_segment), &job.index_segment)?;
     }

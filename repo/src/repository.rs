@@ -26,6 +26,9 @@ pub trait KnownBlobs: Send + Sync {
 pub struct Repository {
     storage: Arc<dyn Storage>,
     known_blobs: Option<Arc<dyn KnownBlobs>>,
+    /// Packs name a group once (format v1.2), or each member (v1.1, for a
+    /// controller a release older: see `set_group_records`).
+    group_records: bool,
     key: MasterKey,
     key_file: Id,
     config: RepoConfig,
@@ -102,6 +105,7 @@ impl Repository {
         Repository {
             storage,
             known_blobs: None,
+            group_records: true,
             key,
             key_file,
             config,
@@ -159,6 +163,17 @@ impl Repository {
             master_key: self.key.to_bytes().to_vec(),
             config_json: serde_json::to_vec(&self.config).expect("config serializes"),
         }
+    }
+
+    /// Whether packs written here name each group once (format v1.2, the
+    /// default) or each of its members (v1.1): an agent whose controller is
+    /// a release older writes what that controller reads.
+    pub fn set_group_records(&mut self, on: bool) {
+        self.group_records = on;
+    }
+
+    pub fn group_records(&self) -> bool {
+        self.group_records
     }
 
     pub fn known_blobs(&self) -> Option<&Arc<dyn KnownBlobs>> {

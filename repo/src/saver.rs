@@ -312,10 +312,10 @@ impl<'r> BlobSaver<'r> {
                 *slot = Some(self.new_writer()?);
             }
             let w = slot.as_mut().expect("just opened");
-            let added = if let Some(scope) = group {
-                w.add_group(scope, env, blobs)
-            } else {
-                w.add(kind, blobs[0].0, env, blobs[0].1)
+            let added = match group {
+                Some(scope) if self.repo.group_records() => w.add_group(scope, env, blobs),
+                Some(_) => w.add_group_v1_1(kind, env, blobs),
+                None => w.add(kind, blobs[0].0, env, blobs[0].1),
             };
             added.map_err(|e| Error::io("pack staging file", e))?;
             if w.len() >= self.repo.config().pack_size as usize {
@@ -465,5 +465,49 @@ mod tests {
         let mut sizes: Vec<usize> = groups.into_values().collect();
         sizes.sort_unstable();
         assert_eq!(sizes, [10, crate::group::MAX_MEMBERS]);
+    }
+
+    /// A repository told its packs go to a controller a release older
+    /// writes each group member's own header entry (format v1.1); either
+    /// form reads back as every member, named by its hash.
+    #[test]
+    fn group_records_can_be_written_as_v1_1_entries() {
+        let members: Vec<Vec<u8>> = (0..50).map(|i| format!("row {i}").into_bytes()).collect();
+        for records in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut repo = crate::repository::test_repository(dir.path());
+            repo.set_group_records(records);
+            let scope = repo.key().group_scope("web1\nshop.test");
+            let saver = BlobSaver::over_index(&repo);
+            for m in &members {
+                saver.save_grouped(&scope, m).unwrap();
+            }
+            saver.finish().unwrap();
+            let packs: Vec<Id> = repo.index().pack_ids().copied().collect();
+            assert_eq!(packs.len(), 1);
+            let data = repo.storage().get(&pack::key_of(&packs[0])).unwrap();
+            let header = pack::parse_header(repo.key(), &packs[0], &data, data.len() as u64)
+                .unwrap()
+                .unwrap();
+            let is_record = |h: &pack::HeaderEntry| matches!(h, pack::HeaderEntry::Group { .. });
+            if records {
+                assert!(header.len() == 1 && is_record(&header[0]), "{header:?}");
+            } else {
+                assert_eq!(header.len(), members.len());
+                assert!(!header.iter().any(is_record));
+            }
+            let mut ids: Vec<Id> = pack::verify(repo.key(), &packs[0], &data)
+                .unwrap()
+                .iter()
+                .map(|e| e.id)
+                .collect();
+            ids.sort();
+            let mut want: Vec<Id> = members
+                .iter()
+                .map(|m| crate::group::member_id(repo.key(), &scope, m))
+                .collect();
+            want.sort();
+            assert_eq!(ids, want, "group records: {records}");
+        }
     }
 }
