@@ -100,6 +100,8 @@ pub fn run(
     // A controller a release older reads a group's members only from an
     // entry each (format v1.1).
     repo.set_group_records(protocol >= cairn_proto::GROUP_RECORDS);
+    // ... and one two releases older, groups only as their rows are.
+    repo.set_group_columns(protocol >= cairn_proto::GROUP_COLUMNS);
     if !job.index_segment.is_empty() {
         repo.add_segment(&Id::of_stored(&job.index_segment), &job.index_segment)?;
     }

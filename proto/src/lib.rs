@@ -7,12 +7,15 @@
 
 /// The agent session protocol this build speaks, newest. 3: the controller
 /// takes packs holding groups of small blobs (repository format v1.1). 4: it
-/// takes packs whose header names a group once (a group record, v1.2).
-pub const PROTOCOL: u32 = 4;
+/// takes packs whose header names a group once (a group record, v1.2). 5:
+/// it opens groups whose rows are laid out by column (v1.3).
+pub const PROTOCOL: u32 = 5;
 /// The first protocol whose controller takes grouped packs.
 pub const GROUPS: u32 = 3;
 /// The first protocol whose controller takes group records.
 pub const GROUP_RECORDS: u32 = 4;
+/// The first protocol whose controller opens groups laid out by column.
+pub const GROUP_COLUMNS: u32 = 5;
 /// The oldest it still speaks: agents and controllers one release apart
 /// work together.
 pub const MIN_PROTOCOL: u32 = 1;

@@ -38,6 +38,8 @@ pub const ENVELOPE_OVERHEAD: usize = ENVELOPE_HEADER + TAG_LEN + 1;
 const ENC_RAW: u8 = 0;
 const ENC_ZSTD: u8 = 1;
 pub(crate) const ENC_GROUP: u8 = 2;
+/// A group whose rows are laid out by column (format v1.3, see `columns`).
+pub(crate) const ENC_GROUP_COLUMNS: u8 = 3;
 const MIN_COMPRESS: usize = 64;
 
 /// The largest plaintext any envelope may open to. Blobs are far smaller
@@ -230,9 +232,8 @@ impl MasterKey {
         }
         let what = format_args!("blob {id}");
         let body = self.decrypt(envelope, &what)?;
-        if body[0] == ENC_GROUP {
-            let group =
-                crate::group::decode(self, &body[1..], &what, crate::group::MAX_GROUP_PLAIN)?;
+        if matches!(body[0], ENC_GROUP | ENC_GROUP_COLUMNS) {
+            let group = crate::group::decode(self, &body, &what, crate::group::MAX_GROUP_PLAIN)?;
             return crate::group::cache_and_take(group, id, envelope, max);
         }
         let plain = single(body, &what, max)?;
@@ -265,9 +266,20 @@ impl MasterKey {
     /// Compresses `plain`, a group's table and members laid out as `group`
     /// describes, and encrypts it as a group (writers use `group::seal`).
     pub fn seal_group_body(&self, plain: &[u8], zstd_level: i32) -> Vec<u8> {
-        let c = compress(plain, zstd_level.max(1)).expect("zstd compresses a buffer in memory");
+        self.seal_group_encoded(ENC_GROUP, plain, zstd_level)
+    }
+
+    /// Compresses a group's bytes in the layout `encoding` names and
+    /// encrypts them.
+    pub(crate) fn seal_group_encoded(
+        &self,
+        encoding: u8,
+        bytes: &[u8],
+        zstd_level: i32,
+    ) -> Vec<u8> {
+        let c = compress(bytes, zstd_level.max(1)).expect("zstd compresses a buffer in memory");
         let mut body = Vec::with_capacity(c.len() + 1);
-        body.push(ENC_GROUP);
+        body.push(encoding);
         body.extend_from_slice(&c);
         self.encrypt(&body)
     }
@@ -285,7 +297,7 @@ fn single(mut body: Vec<u8>, what: &dyn std::fmt::Display, max: usize) -> Result
             Ok(body)
         }
         ENC_ZSTD => inflate(&body[1..], what, max),
-        ENC_GROUP => Err(Error::corrupt(
+        ENC_GROUP | ENC_GROUP_COLUMNS => Err(Error::corrupt(
             what.to_string(),
             "a group of blobs where one object was expected",
         )),

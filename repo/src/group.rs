@@ -96,8 +96,15 @@ pub fn member_id(key: &MasterKey, scope: &Id, plain: &[u8]) -> Id {
     Id(*blake3::keyed_hash(&key.member_key(scope), plain).as_bytes())
 }
 
-/// Seals members into one group envelope.
-pub fn seal(key: &MasterKey, scope: &Id, members: &[&[u8]], zstd_level: i32) -> Vec<u8> {
+/// Seals members into one group envelope; with `columns`, rows among them
+/// are laid out by column first (format v1.3, see `columns`).
+pub fn seal(
+    key: &MasterKey,
+    scope: &Id,
+    members: &[&[u8]],
+    zstd_level: i32,
+    columns: bool,
+) -> Vec<u8> {
     let mut plain = Vec::with_capacity(plain_len(members.iter().map(|m| m.len())));
     plain.extend_from_slice(&scope.0);
     plain.extend_from_slice(&(members.len() as u32).to_le_bytes());
@@ -106,6 +113,19 @@ pub fn seal(key: &MasterKey, scope: &Id, members: &[&[u8]], zstd_level: i32) -> 
     }
     for m in members {
         plain.extend_from_slice(m);
+    }
+    if columns {
+        // Kept only if it decodes to the same bytes (a group is never sealed
+        // in a layout that would not give its members back) and is no larger
+        // (readers bound it by the group's plaintext length).
+        let encoded =
+            crate::columns::encode(&plain, plain_len(members.iter().map(|_| 0))).filter(|t| {
+                t.len() <= plain.len()
+                    && crate::columns::decode(t, plain.len()).is_ok_and(|p| p == plain)
+            });
+        if let Some(t) = encoded {
+            return key.seal_group_encoded(crate::crypto::ENC_GROUP_COLUMNS, &t, zstd_level);
+        }
     }
     key.seal_group_body(&plain, zstd_level)
 }
@@ -124,13 +144,7 @@ pub fn open_bounded(
     max: usize,
 ) -> Result<Group> {
     let body = key.decrypt(envelope, what)?;
-    if body[0] != crate::crypto::ENC_GROUP {
-        return Err(Error::corrupt(
-            what.to_string(),
-            "a blob marked as grouped is not in a group",
-        ));
-    }
-    decode(key, &body[1..], what, max.min(MAX_GROUP_PLAIN))
+    decode(key, &body, what, max.min(MAX_GROUP_PLAIN))
 }
 
 /// The plaintext size of a group of members of these lengths.
@@ -138,16 +152,24 @@ pub fn plain_len(lengths: impl ExactSizeIterator<Item = usize>) -> usize {
     36 + 4 * lengths.len() + lengths.sum::<usize>()
 }
 
-/// Decompresses (at most `max` bytes) and parses a group's frame, hashing
-/// every member.
+/// Decompresses (at most `max` bytes) and parses a group's decrypted body
+/// (its encoding byte, then its frame), hashing every member.
 pub(crate) fn decode(
     key: &MasterKey,
-    frame: &[u8],
+    body: &[u8],
     what: &dyn std::fmt::Display,
     max: usize,
 ) -> Result<Group> {
-    let plain = crate::crypto::inflate(frame, what, max)?;
     let bad = |why: &str| Error::corrupt(what.to_string(), format!("group: {why}"));
+    let plain = match body[0] {
+        crate::crypto::ENC_GROUP => crate::crypto::inflate(&body[1..], what, max)?,
+        // The column layout is never larger than the rows it holds.
+        crate::crypto::ENC_GROUP_COLUMNS => {
+            let t = crate::crypto::inflate(&body[1..], what, max)?;
+            crate::columns::decode(&t, max).map_err(|e| bad(&format!("column layout: {e}")))?
+        }
+        _ => return Err(bad("a blob marked as grouped is not in a group")),
+    };
     if plain.len() < 36 {
         return Err(bad("shorter than its table"));
     }
@@ -248,7 +270,7 @@ mod tests {
             })
             .collect();
         let refs: Vec<&[u8]> = rows.iter().map(|r| r.as_slice()).collect();
-        let env = seal(&k, &scope, &refs, 3);
+        let env = seal(&k, &scope, &refs, 3, false);
         let data: usize = rows.iter().map(|r| r.len()).sum();
         assert!(
             env.len() < data / 4,
@@ -274,6 +296,57 @@ mod tests {
         let g = open(&k, &env, &"group").unwrap();
         assert_eq!(g.len(), 50);
         assert_eq!(g.scope, scope);
+    }
+
+    #[test]
+    fn rows_laid_out_by_column_come_back_and_take_less() {
+        let k = MasterKey::generate();
+        let scope = k.group_scope("web1\nshop.test");
+        let rows: Vec<Vec<u8>> = (0..300)
+            .map(|i| {
+                (0..6)
+                    .map(|j| {
+                        format!(
+                            "({},'2021-03-14 09:{:02}:03',{},NULL),\n",
+                            i * 6 + j,
+                            j * 7,
+                            i % 13
+                        )
+                    })
+                    .collect::<String>()
+                    .into_bytes()
+            })
+            .collect();
+        let refs: Vec<&[u8]> = rows.iter().map(|r| r.as_slice()).collect();
+        let plain = seal(&k, &scope, &refs, 3, false);
+        let columns = seal(&k, &scope, &refs, 3, true);
+        assert!(
+            columns.len() * 3 < plain.len() * 2,
+            "{} bytes by column, {} as they are",
+            columns.len(),
+            plain.len()
+        );
+        for env in [&plain, &columns] {
+            let g = open(&k, env, &"group").unwrap();
+            let back: Vec<&[u8]> = g.members().map(|(_, m)| m).collect();
+            assert_eq!(back, refs);
+            for r in &refs {
+                let id = member_id(&k, &scope, r);
+                assert_eq!(k.open_blob(&id, env).unwrap(), *r);
+            }
+        }
+        // Bytes that are no rows are sealed as they are.
+        let binary: Vec<u8> = (0..4000u32).map(|i| (i * 7919 % 251) as u8).collect();
+        let env = seal(&k, &scope, &[&binary], 3, true);
+        assert_eq!(
+            open(&k, &env, &"group")
+                .unwrap()
+                .members()
+                .next()
+                .unwrap()
+                .1,
+            &binary[..]
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod backup;
 pub mod beneath;
 pub mod check;
 pub mod chunker;
+pub mod columns;
 pub mod config;
 pub mod content_edit;
 pub mod crypto;

@@ -843,7 +843,7 @@ mod tests {
         let k = MasterKey::generate();
         let scope = k.group_scope("web1\nshop.test");
         let (a, b) = (&b"first row"[..], &b"second row"[..]);
-        let env = crate::group::seal(&k, &scope, &[a, b], 3);
+        let env = crate::group::seal(&k, &scope, &[a, b], 3, false);
         let (ia, ib) = (
             crate::group::member_id(&k, &scope, a),
             crate::group::member_id(&k, &scope, b),
@@ -899,7 +899,7 @@ mod tests {
             .iter()
             .map(|r| (crate::group::member_id(&k, &scope, r), r.len()))
             .collect();
-        let env = crate::group::seal(&k, &scope, &refs, 3);
+        let env = crate::group::seal(&k, &scope, &refs, 3, false);
         let lone: &[u8] = b"a blob alone";
         let finish = |w: PackWriter| {
             let p = w.finish(&k).unwrap();
@@ -962,7 +962,7 @@ mod tests {
         longer[3].1 += 1;
         let mut shorter = list.clone();
         shorter[3].1 -= 1;
-        let dup = crate::group::seal(&k, &scope, &[refs[0], refs[0]], 3);
+        let dup = crate::group::seal(&k, &scope, &[refs[0], refs[0]], 3, false);
         let cases: Vec<(&str, String)> = vec![
             (
                 "its record says",
@@ -989,7 +989,7 @@ mod tests {
                 "listed twice",
                 lie(&|w| {
                     w.add_group(&scope, &env, &list).unwrap();
-                    let again = crate::group::seal(&k, &scope, &[refs[5]], 3);
+                    let again = crate::group::seal(&k, &scope, &[refs[5]], 3, false);
                     w.add_group_v1_1(BlobType::Data, &again, &list[5..6])
                         .unwrap();
                 }),
@@ -1006,7 +1006,7 @@ mod tests {
             })
             .collect();
         let many: Vec<&[u8]> = many.iter().map(|m| &m[..]).collect();
-        let env = crate::group::seal(&k, &scope, &many, 3);
+        let env = crate::group::seal(&k, &scope, &many, 3, false);
         let list: Vec<(Id, usize)> = many
             .iter()
             .map(|m| (crate::group::member_id(&k, &scope, m), m.len()))

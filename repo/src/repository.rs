@@ -29,6 +29,9 @@ pub struct Repository {
     /// Packs name a group once (format v1.2), or each member (v1.1, for a
     /// controller a release older: see `set_group_records`).
     group_records: bool,
+    /// Groups of rows are laid out by column (format v1.3), unless the
+    /// controller is older: see `set_group_columns`.
+    group_columns: bool,
     key: MasterKey,
     key_file: Id,
     config: RepoConfig,
@@ -106,6 +109,7 @@ impl Repository {
             storage,
             known_blobs: None,
             group_records: true,
+            group_columns: true,
             key,
             key_file,
             config,
@@ -174,6 +178,17 @@ impl Repository {
 
     pub fn group_records(&self) -> bool {
         self.group_records
+    }
+
+    /// Whether groups of rows are sealed laid out by column (format v1.3,
+    /// the default) or as they are (v1.2): an agent whose controller is a
+    /// release older writes what that controller reads.
+    pub fn set_group_columns(&mut self, on: bool) {
+        self.group_columns = on;
+    }
+
+    pub fn group_columns(&self) -> bool {
+        self.group_columns
     }
 
     pub fn known_blobs(&self) -> Option<&Arc<dyn KnownBlobs>> {

@@ -290,6 +290,7 @@ impl<'r> BlobSaver<'r> {
             scope,
             &members,
             self.group_level.unwrap_or(self.repo.config().zstd_level),
+            self.repo.group_columns(),
         );
         let list: Vec<(Id, usize)> = g.members.iter().map(|(id, m)| (*id, m.len())).collect();
         self.append(BlobType::Data, &env, &list, Some(scope))

@@ -380,7 +380,7 @@ fn a_hostile_agent_is_contained() {
     // Written as one group record (format v1.2), or as v1.1 writers did (an
     // entry per member): the controller checks both.
     let group_pack = |scope: &Id, v1_1: bool| {
-        let env = cairn_repo::group::seal(k, scope, &members, 3);
+        let env = cairn_repo::group::seal(k, scope, &members, 3, true);
         let list: Vec<(Id, usize)> = members
             .iter()
             .map(|m| (cairn_repo::group::member_id(k, scope, m), m.len()))
