@@ -59,6 +59,8 @@ pub const MAX_MEMBERS: usize = 1 << 16;
 /// An opened group: every member verified against the id it hashes to.
 pub struct Group {
     pub scope: Id,
+    /// Its rows were laid out by column (format v1.3).
+    pub by_column: bool,
     plain: Vec<u8>,
     members: Vec<(Id, Range<usize>)>,
 }
@@ -208,6 +210,7 @@ pub(crate) fn decode(
     }
     Ok(Group {
         scope,
+        by_column: body[0] == crate::crypto::ENC_GROUP_COLUMNS,
         plain,
         members,
     })

@@ -511,4 +511,39 @@ mod tests {
             assert_eq!(ids, want, "group records: {records}");
         }
     }
+
+    /// Rows are laid out by column unless the controller is older (then as
+    /// they are, format v1.2); either way every member reads back.
+    #[test]
+    fn rows_by_column_only_for_a_controller_that_reads_them() {
+        let members: Vec<Vec<u8>> = (0..50)
+            .map(|i| format!("({i},'2026-12-04',{}),\n", i * 3).into_bytes())
+            .collect();
+        for columns in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut repo = crate::repository::test_repository(dir.path());
+            repo.set_group_columns(columns);
+            let scope = repo.key().group_scope("web1\nshop.test");
+            let saver = BlobSaver::over_index(&repo);
+            for m in &members {
+                saver.save_grouped(&scope, m).unwrap();
+            }
+            saver.finish().unwrap();
+            let packs: Vec<Id> = repo.index().pack_ids().copied().collect();
+            let data = repo.storage().get(&pack::key_of(&packs[0])).unwrap();
+            let header = pack::parse_header(repo.key(), &packs[0], &data, data.len() as u64)
+                .unwrap()
+                .unwrap();
+            let pack::HeaderEntry::Group { offset, length, .. } = header[0] else {
+                panic!("{header:?}");
+            };
+            let env = &data[offset as usize..(offset + length) as usize];
+            let g = crate::group::open(repo.key(), env, &"group").unwrap();
+            assert_eq!(g.by_column, columns);
+            for m in &members {
+                let id = crate::group::member_id(repo.key(), &scope, m);
+                assert_eq!(&repo.read_blob(&id).unwrap()[..], &m[..]);
+            }
+        }
+    }
 }

@@ -1,4 +1,5 @@
-//! Format stability: a repository written by format v1 (and v1.1) must always read back.
+//! Format stability: a repository written by format v1 (and v1.1, v1.2,
+//! v1.3) must always read back.
 //! `tests/fixtures/golden-v1/` holds that repository (passphrase `golden`) and
 //! `source.tar`, the tree it was made from. A format change that breaks this
 //! test breaks every user's backups.
@@ -119,6 +120,47 @@ fn golden_v1_2_group_records_restore_and_check() {
             "c0dd8430963c75a0cd6dc30810ac56725fe8443637411d99ef28920c7acaf10f",
         ],
         [213, 22],
+    );
+}
+
+/// Format v1.3: `tests/fixtures/golden-v1.3/` holds the same two dumps
+/// written with their groups' rows laid out by column (`columns`).
+#[test]
+fn golden_v1_3_rows_by_column_restore_and_check() {
+    let (_, _tmp, repo) = copy_of("golden-v1.3");
+    let store = cairn_repo::Repository::open(
+        std::sync::Arc::new(cairn_repo::storage::LocalStorage::new(&repo)),
+        b"golden",
+    )
+    .unwrap();
+    store.load_index().unwrap();
+    let (mut groups, mut by_column) = (0, 0);
+    let packs: Vec<cairn_repo::Id> = store.index().pack_ids().copied().collect();
+    for pack in &packs {
+        let bytes = std::fs::read(repo.join(cairn_repo::pack::key_of(pack))).unwrap();
+        let header = cairn_repo::pack::parse_header(store.key(), pack, &bytes, bytes.len() as u64)
+            .unwrap()
+            .unwrap();
+        for h in header {
+            if let cairn_repo::pack::HeaderEntry::Group { offset, length, .. } = h {
+                let env = &bytes[offset as usize..(offset + length) as usize];
+                let g = cairn_repo::group::open(store.key(), env, &"group").unwrap();
+                groups += 1;
+                by_column += usize::from(g.by_column);
+            }
+        }
+    }
+    assert!(
+        by_column > 0 && by_column * 2 >= groups,
+        "{by_column} of {groups} groups by column"
+    );
+    grouped_and_edited_dumps_restore_and_check(
+        "golden-v1.3",
+        [
+            "ffae5cbcdaf8bbb6ebe6db77d8da2eb1229b48025a888202cf59dd849040dc8d",
+            "dbe3da10ebf1182c4dee35caf5bf349165b860e9c5856173aba9e788bcb20027",
+        ],
+        [216, 22],
     );
 }
 
