@@ -82,14 +82,15 @@ pub fn encode(plain: &[u8], prefix: usize) -> Option<Vec<u8>> {
         layout.push(0);
     }
     let mut p = prefix;
+    let mut newline = NextNewline::default();
     while p < plain.len() {
         let line_start = p == prefix || plain[p - 1] == b'\n';
         let row = if plain[p] == b'(' {
             split_tuple(plain, p, &mut fields).map(|(next, end)| (PAREN, next, end))
-        } else if let Some(next) = split_archive_row(plain, p, &mut fields) {
+        } else if let Some(next) = split_archive_row(plain, p, &mut newline, &mut fields) {
             Ok((ARCHIVE_ROW, next, 0))
         } else if line_start {
-            split_tabs(plain, p, &mut fields).map(|(next, end)| (TAB, next, end))
+            split_tabs(plain, p, &mut newline, &mut fields).map(|(next, end)| (TAB, next, end))
         } else {
             Err(p)
         };
@@ -264,24 +265,14 @@ fn split_tuple(
 fn split_tabs(
     plain: &[u8],
     p: usize,
+    newline: &mut NextNewline,
     fields: &mut Vec<Range<usize>>,
 ) -> Result<(usize, u64), usize> {
-    fields.clear();
-    let eol = memchr(b'\n', &plain[p..]).map_or(plain.len(), |i| p + i);
-    let mut from = p;
-    for (i, &c) in plain.iter().enumerate().take(eol).skip(p) {
-        if c == b'\t' {
-            if fields.len() + 1 >= MAX_FIELDS {
-                return Err(p);
-            }
-            fields.push(from..i);
-            from = i + 1;
-        }
-    }
-    if fields.is_empty() {
+    let eol = newline.from(plain, p);
+    split_at_tabs(plain, p..eol, fields);
+    if fields.len() == 1 {
         return Err(p);
     }
-    fields.push(from..eol);
     Ok(if eol < plain.len() {
         (eol + 1, END_NEWLINE)
     } else {
@@ -291,30 +282,57 @@ fn split_tabs(
 
 /// Cuts the archive row at `plain[p]` (see `ARCHIVE_ROW`) into `fields` at
 /// its tabs; returns where it ends.
-fn split_archive_row(plain: &[u8], p: usize, fields: &mut Vec<Range<usize>>) -> Option<usize> {
+fn split_archive_row(
+    plain: &[u8],
+    p: usize,
+    newline: &mut NextNewline,
+    fields: &mut Vec<Range<usize>>,
+) -> Option<usize> {
     let head = plain.get(p..p + 5)?;
     if head[0] != 0 {
         return None;
     }
     let n = u32::from_le_bytes(head[1..].try_into().unwrap()) as usize;
-    let line = plain.get(p + 5..(p + 5).checked_add(n)?)?;
-    let (last, text) = line.split_last()?;
-    if *last != b'\n' || memchr(b'\n', text).is_some() {
+    // The line is the row's n bytes exactly: its only newline is its last.
+    let eol = newline.from(plain, p + 5);
+    if n == 0 || eol != p + 5 + n - 1 || eol == plain.len() {
         return None;
     }
+    split_at_tabs(plain, p + 5..eol, fields);
+    Some(eol + 1)
+}
+
+/// Cuts `line` into `fields` at its tabs (past `MAX_FIELDS`, the last field
+/// keeps the rest).
+fn split_at_tabs(plain: &[u8], line: Range<usize>, fields: &mut Vec<Range<usize>>) {
     fields.clear();
-    let mut from = p + 5;
-    for (i, &c) in text.iter().enumerate() {
-        if c == b'\t' {
-            if fields.len() + 1 >= MAX_FIELDS {
-                return None;
-            }
-            fields.push(from..p + 5 + i);
-            from = p + 5 + i + 1;
+    let mut from = line.start;
+    for (i, &c) in plain.iter().enumerate().take(line.end).skip(line.start) {
+        if c == b'\t' && fields.len() + 1 < MAX_FIELDS {
+            fields.push(from..i);
+            from = i + 1;
         }
     }
-    fields.push(from..p + 5 + text.len());
-    Some(p + 5 + n)
+    fields.push(from..line.end);
+}
+
+/// Where the first newline at or after a position is (the input's end if
+/// none). Positions asked only grow, so each byte is searched once.
+#[derive(Default)]
+struct NextNewline(Option<usize>);
+
+impl NextNewline {
+    fn from(&mut self, plain: &[u8], at: usize) -> usize {
+        match self.0 {
+            Some(nl) if nl >= at => nl,
+            _ => {
+                let nl =
+                    memchr(b'\n', &plain[at.min(plain.len())..]).map_or(plain.len(), |i| at + i);
+                self.0 = Some(nl);
+                nl
+            }
+        }
+    }
 }
 
 fn null_of(kind: u8) -> &'static [u8] {

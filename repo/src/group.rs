@@ -24,6 +24,10 @@
 //! restore granted one site's blobs never needs a group holding another
 //! site's.
 //!
+//! A group whose rows are laid out by column (format v1.3) has encoding byte
+//! `0x03`; its zstd frame holds the layout `columns` describes, which
+//! decodes to the bytes above.
+//!
 //! In a pack, each member has its own header entry naming the group's
 //! envelope (the same offset and length), with the grouped flag `0x80` on its
 //! type byte and its own length as its plaintext length. A v1 reader fails on
