@@ -238,7 +238,7 @@ def shop_mariadb_live(args, work):
     run(["restic", "init"], env)
     dump = os.path.join(work, "liveshop", "shop.sql")
     os.makedirs(os.path.dirname(dump))
-    srv = MariaDb(work)
+    srv = MariaDb(work, "mariadb-liveshop")
     days = []
     try:
         s = shop.Shop()
@@ -348,8 +348,8 @@ def print_shop(days, engine="MariaDB, mariadb-dump format"):
 
 
 class MariaDb:
-    def __init__(self, work):
-        self.dir = os.path.join(work, "mariadb")
+    def __init__(self, work, name="mariadb"):
+        self.dir = os.path.join(work, name)
         self.sock = os.path.join(self.dir, "sock")
         os.makedirs(self.dir)
         user = ["--user=root"] if os.geteuid() == 0 else []
