@@ -76,30 +76,43 @@ def dedup(args, work, churn):
     return day0, day1
 
 
+def empty_repos(args, work, name):
+    """An empty Cairn and restic repository (their environment) and where
+    the day's dump file goes."""
+    env = dict(os.environ, CAIRN_PASSPHRASE="bench", RESTIC_PASSWORD="bench",
+               CAIRN_REPO=os.path.join(work, f"cairn-{name}"),
+               RESTIC_REPOSITORY=os.path.join(work, f"restic-{name}"))
+    run([args.cairnctl, "repo", "init"], env)
+    run(["restic", "init"], env)
+    dump = os.path.join(work, name, "dump.sql")
+    os.makedirs(os.path.dirname(dump))
+    return env, dump
+
+
+def store_day(env, dump, days):
+    """The day's dump file into restic and as one more zstd -3 file; appends
+    every repository's size after the day to `days`."""
+    run(["restic", "backup", "--compression", "auto", dump], env)
+    zstd = len(subprocess.run(["zstd", "-3", "-c", dump], check=True, capture_output=True).stdout)
+    days.append({"dump": os.path.getsize(dump), "zstd": zstd + (days[-1]["zstd"] if days else 0),
+                 "cairn": du(env["CAIRN_REPO"]), "restic": du(env["RESTIC_REPOSITORY"])})
+
+
 def shop_workload(args, work):
     """The narrow-row shop (bench/shop.py): one dump a day for args.days days,
     stored by Cairn (`backup-db --from-file`), by restic, and as daily
     `zstd -3` files. Returns each day's repository sizes."""
     import shop
-    env = dict(os.environ, CAIRN_PASSPHRASE="bench", RESTIC_PASSWORD="bench",
-               CAIRN_REPO=os.path.join(work, "cairn-shop"),
-               RESTIC_REPOSITORY=os.path.join(work, "restic-shop"))
-    run([args.cairnctl, "repo", "init"], env)
-    run(["restic", "init"], env)
-    dump = os.path.join(work, "shop", "shop.sql")
-    os.makedirs(os.path.dirname(dump))
+    env, dump = empty_repos(args, work, "shop")
     s = shop.Shop()
-    days, zstd_total = [], 0
+    days = []
     for day in range(args.days):
         if day:
             s.mutate()
         s.write(dump)
         run([args.cairnctl, "repo", "backup-db", "--domain", "shop.example", "--engine", "mariadb",
              "--database", "shop", "--from-file", dump], env)
-        run(["restic", "backup", "--compression", "auto", dump], env)
-        zstd_total += len(subprocess.run(["zstd", "-3", "-c", dump], check=True, capture_output=True).stdout)
-        days.append({"dump": os.path.getsize(dump), "zstd": zstd_total,
-                     "cairn": du(env["CAIRN_REPO"]), "restic": du(env["RESTIC_REPOSITORY"])})
+        store_day(env, dump, days)
     return days, restore_times(args, env, work, dump)
 
 
@@ -175,14 +188,8 @@ def postgres_and_repos(args, work, name):
     """A PostgreSQL server, an empty Cairn and restic repository, and where
     the day's plain dump goes."""
     srv = Postgres(work)
-    env = dict(os.environ, CAIRN_PASSPHRASE="bench", RESTIC_PASSWORD="bench",
-               CAIRN_REPO=os.path.join(work, f"cairn-{name}"),
-               RESTIC_REPOSITORY=os.path.join(work, f"restic-{name}"))
-    dump = os.path.join(work, name, "dump.sql")
-    os.makedirs(os.path.dirname(dump))
     try:
-        run([args.cairnctl, "repo", "init"], env)
-        run(["restic", "init"], env)
+        env, dump = empty_repos(args, work, name)
     except BaseException:
         srv.stop()
         raise
@@ -204,7 +211,6 @@ def shop_postgres(args, work):
         run(srv.psql(["-c", "CREATE DATABASE shop"]))
         run(srv.psql(["-f", load], db="shop"))
         os.remove(load)
-        zstd_total = 0
         for day in range(args.days):
             if day:
                 subprocess.run(srv.psql([], db="shop"), input=s.mutate().encode(), check=True,
@@ -215,10 +221,7 @@ def shop_postgres(args, work):
             run([args.cairnctl, "repo", "backup-db", "--domain", "shop.example", "--engine", "postgres",
                  "--database", "shop", "--db-host", "127.0.0.1", "--db-port", str(srv.port),
                  "--db-user", "postgres"], env)
-            run(["restic", "backup", "--compression", "auto", dump], env)
-            zstd_total += len(subprocess.run(["zstd", "-3", "-c", dump], check=True, capture_output=True).stdout)
-            days.append({"dump": os.path.getsize(dump), "zstd": zstd_total,
-                         "cairn": du(env["CAIRN_REPO"]), "restic": du(env["RESTIC_REPOSITORY"])})
+            store_day(env, dump, days)
     finally:
         srv.stop()
     return days
@@ -231,13 +234,7 @@ def shop_mariadb_live(args, work):
     store the day's plain `mariadb-dump` file."""
     import re
     import shop
-    env = dict(os.environ, CAIRN_PASSPHRASE="bench", RESTIC_PASSWORD="bench",
-               CAIRN_REPO=os.path.join(work, "cairn-liveshop"),
-               RESTIC_REPOSITORY=os.path.join(work, "restic-liveshop"))
-    run([args.cairnctl, "repo", "init"], env)
-    run(["restic", "init"], env)
-    dump = os.path.join(work, "liveshop", "shop.sql")
-    os.makedirs(os.path.dirname(dump))
+    env, dump = empty_repos(args, work, "liveshop")
     srv = MariaDb(work, "mariadb-liveshop")
     days = []
     try:
@@ -247,7 +244,6 @@ def shop_mariadb_live(args, work):
         with open(dump, "rb") as f:
             run(srv.client(["shop"]), stdin=f)
         conn = ["--db-socket", srv.sock, "--db-user", "root"]
-        zstd_total = 0
         # The shop's trigger sets a rental's date to NOW(): each insert runs
         # at its own generated time, or a day's 1,000 rentals would share one
         # second (and now and then collide on the unique key).
@@ -264,10 +260,7 @@ def shop_mariadb_live(args, work):
                                 "shop"], stdout=f, check=True)
             run([args.cairnctl, "repo", "backup-db", "--domain", "shop.example", "--engine", "mariadb",
                  "--database", "shop"] + conn, env)
-            run(["restic", "backup", "--compression", "auto", dump], env)
-            zstd_total += len(subprocess.run(["zstd", "-3", "-c", dump], check=True, capture_output=True).stdout)
-            days.append({"dump": os.path.getsize(dump), "zstd": zstd_total,
-                         "cairn": du(env["CAIRN_REPO"]), "restic": du(env["RESTIC_REPOSITORY"])})
+            store_day(env, dump, days)
     finally:
         srv.stop()
     return days

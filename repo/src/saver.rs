@@ -468,6 +468,27 @@ mod tests {
         assert_eq!(sizes, [10, crate::group::MAX_MEMBERS]);
     }
 
+    /// Saves `members` grouped in one scope of `repo`; returns the scope, and
+    /// the one pack they went to with its bytes and header.
+    fn save_into_one_pack(
+        repo: &Repository,
+        members: &[Vec<u8>],
+    ) -> (Id, Id, Vec<u8>, Vec<pack::HeaderEntry>) {
+        let scope = repo.key().group_scope("web1\nshop.test");
+        let saver = BlobSaver::over_index(repo);
+        for m in members {
+            saver.save_grouped(&scope, m).unwrap();
+        }
+        saver.finish().unwrap();
+        let packs: Vec<Id> = repo.index().pack_ids().copied().collect();
+        assert_eq!(packs.len(), 1);
+        let data = repo.storage().get(&pack::key_of(&packs[0])).unwrap();
+        let header = pack::parse_header(repo.key(), &packs[0], &data, data.len() as u64)
+            .unwrap()
+            .unwrap();
+        (scope, packs[0], data, header)
+    }
+
     /// A repository told its packs go to a controller a release older
     /// writes each group member's own header entry (format v1.1); either
     /// form reads back as every member, named by its hash.
@@ -478,18 +499,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let mut repo = crate::repository::test_repository(dir.path());
             repo.set_group_records(records);
-            let scope = repo.key().group_scope("web1\nshop.test");
-            let saver = BlobSaver::over_index(&repo);
-            for m in &members {
-                saver.save_grouped(&scope, m).unwrap();
-            }
-            saver.finish().unwrap();
-            let packs: Vec<Id> = repo.index().pack_ids().copied().collect();
-            assert_eq!(packs.len(), 1);
-            let data = repo.storage().get(&pack::key_of(&packs[0])).unwrap();
-            let header = pack::parse_header(repo.key(), &packs[0], &data, data.len() as u64)
-                .unwrap()
-                .unwrap();
+            let (scope, pack_id, data, header) = save_into_one_pack(&repo, &members);
             let is_record = |h: &pack::HeaderEntry| matches!(h, pack::HeaderEntry::Group { .. });
             if records {
                 assert!(header.len() == 1 && is_record(&header[0]), "{header:?}");
@@ -497,7 +507,7 @@ mod tests {
                 assert_eq!(header.len(), members.len());
                 assert!(!header.iter().any(is_record));
             }
-            let mut ids: Vec<Id> = pack::verify(repo.key(), &packs[0], &data)
+            let mut ids: Vec<Id> = pack::verify(repo.key(), &pack_id, &data)
                 .unwrap()
                 .iter()
                 .map(|e| e.id)
@@ -523,17 +533,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let mut repo = crate::repository::test_repository(dir.path());
             repo.set_group_columns(columns);
-            let scope = repo.key().group_scope("web1\nshop.test");
-            let saver = BlobSaver::over_index(&repo);
-            for m in &members {
-                saver.save_grouped(&scope, m).unwrap();
-            }
-            saver.finish().unwrap();
-            let packs: Vec<Id> = repo.index().pack_ids().copied().collect();
-            let data = repo.storage().get(&pack::key_of(&packs[0])).unwrap();
-            let header = pack::parse_header(repo.key(), &packs[0], &data, data.len() as u64)
-                .unwrap()
-                .unwrap();
+            let (scope, _, data, header) = save_into_one_pack(&repo, &members);
             let pack::HeaderEntry::Group { offset, length, .. } = header[0] else {
                 panic!("{header:?}");
             };

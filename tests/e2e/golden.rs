@@ -87,20 +87,9 @@ fn golden_v1_1_grouped_and_edited_dumps_restore_and_check() {
 /// header names a group once, its members only inside it.
 #[test]
 fn golden_v1_2_group_records_restore_and_check() {
-    let (_, _tmp, repo) = copy_of("golden-v1.2");
-    let store = cairn_repo::Repository::open(
-        std::sync::Arc::new(cairn_repo::storage::LocalStorage::new(&repo)),
-        b"golden",
-    )
-    .unwrap();
-    store.load_index().unwrap();
+    let (store, packs) = fixture_packs("golden-v1.2");
     let (mut records, mut members) = (0, 0);
-    let packs: Vec<cairn_repo::Id> = store.index().pack_ids().copied().collect();
-    for pack in &packs {
-        let bytes = std::fs::read(repo.join(cairn_repo::pack::key_of(pack))).unwrap();
-        let header = cairn_repo::pack::parse_header(store.key(), pack, &bytes, bytes.len() as u64)
-            .unwrap()
-            .unwrap();
+    for (pack, _, header) in &packs {
         records += header
             .iter()
             .filter(|h| matches!(h, cairn_repo::pack::HeaderEntry::Group { .. }))
@@ -127,22 +116,11 @@ fn golden_v1_2_group_records_restore_and_check() {
 /// written with their groups' rows laid out by column (`columns`).
 #[test]
 fn golden_v1_3_rows_by_column_restore_and_check() {
-    let (_, _tmp, repo) = copy_of("golden-v1.3");
-    let store = cairn_repo::Repository::open(
-        std::sync::Arc::new(cairn_repo::storage::LocalStorage::new(&repo)),
-        b"golden",
-    )
-    .unwrap();
-    store.load_index().unwrap();
+    let (store, packs) = fixture_packs("golden-v1.3");
     let (mut groups, mut by_column) = (0, 0);
-    let packs: Vec<cairn_repo::Id> = store.index().pack_ids().copied().collect();
-    for pack in &packs {
-        let bytes = std::fs::read(repo.join(cairn_repo::pack::key_of(pack))).unwrap();
-        let header = cairn_repo::pack::parse_header(store.key(), pack, &bytes, bytes.len() as u64)
-            .unwrap()
-            .unwrap();
+    for (_, bytes, header) in &packs {
         for h in header {
-            if let cairn_repo::pack::HeaderEntry::Group { offset, length, .. } = h {
+            if let cairn_repo::pack::HeaderEntry::Group { offset, length, .. } = *h {
                 let env = &bytes[offset as usize..(offset + length) as usize];
                 let g = cairn_repo::group::open(store.key(), env, &"group").unwrap();
                 groups += 1;
@@ -162,6 +140,38 @@ fn golden_v1_3_rows_by_column_restore_and_check() {
         ],
         [216, 22],
     );
+}
+
+type Header = Vec<cairn_repo::pack::HeaderEntry>;
+
+/// A fixture's repository opened with its index loaded, and each of its packs
+/// with its bytes and parsed header.
+fn fixture_packs(
+    name: &str,
+) -> (
+    cairn_repo::Repository,
+    Vec<(cairn_repo::Id, Vec<u8>, Header)>,
+) {
+    let (_, _tmp, repo) = copy_of(name);
+    let store = cairn_repo::Repository::open(
+        std::sync::Arc::new(cairn_repo::storage::LocalStorage::new(&repo)),
+        b"golden",
+    )
+    .unwrap();
+    store.load_index().unwrap();
+    let packs: Vec<cairn_repo::Id> = store.index().pack_ids().copied().collect();
+    let packs = packs
+        .into_iter()
+        .map(|pack| {
+            let bytes = std::fs::read(repo.join(cairn_repo::pack::key_of(&pack))).unwrap();
+            let header =
+                cairn_repo::pack::parse_header(store.key(), &pack, &bytes, bytes.len() as u64)
+                    .unwrap()
+                    .unwrap();
+            (pack, bytes, header)
+        })
+        .collect();
+    (store, packs)
 }
 
 fn grouped_and_edited_dumps_restore_and_check(name: &str, ids: [&str; 2], blobs_new: [u64; 2]) {
