@@ -380,6 +380,18 @@ mod tests {
             let env = k.seal_group_body(&plain, 3);
             assert!(open(&k, &env, &"g").is_err(), "{plain:?}");
         }
+        // A column layout (format v1.3) that is no layout, or that opens to
+        // more than the bound its pack claims.
+        let bogus = k.seal_group_encoded(crate::crypto::ENC_GROUP_COLUMNS, b"\x01\xff\xff", 3);
+        let err = open(&k, &bogus, &"g").err().unwrap().to_string();
+        assert!(err.contains("column layout"), "{err}");
+        let rows: String = (0..500).map(|i| format!("({i},'x'),\n")).collect();
+        let big = table(1, &[rows.len() as u32], rows.as_bytes());
+        let t = crate::columns::encode(&big, 40).unwrap();
+        let env = k.seal_group_encoded(crate::crypto::ENC_GROUP_COLUMNS, &t, 3);
+        assert_eq!(open(&k, &env, &"g").unwrap().len(), 1);
+        assert!(open_bounded(&k, &env, &"g", big.len() - 1).is_err());
+        assert!(open_bounded(&k, &env, &"g", t.len()).is_err());
         let ok = table(2, &[1, 2], b"abc");
         assert_eq!(open(&k, &k.seal_group_body(&ok, 3), &"g").unwrap().len(), 2);
     }
