@@ -376,7 +376,25 @@ fn a_hostile_agent_is_contained() {
     assert!(have(k.blob_id(data)));
     // A group (small blobs sealed together, as dumps store theirs): its
     // members are offered to the job that wrote it.
-    let members: [&[u8]; 2] = [b"row one of a grouped dump", b"row two of a grouped dump"];
+    // Rows, so the group is sealed by column (format v1.3) and the
+    // controller decodes that layout to verify it.
+    let rows = |from: u32| -> Vec<u8> {
+        (from..from + 20)
+            .map(|i| format!("({i},'row {i} of a grouped dump'),\n"))
+            .collect::<String>()
+            .into_bytes()
+    };
+    let (one, two) = (rows(1), rows(21));
+    let members: [&[u8]; 2] = [&one, &two];
+    assert!(
+        cairn_repo::group::open(
+            k,
+            &cairn_repo::group::seal(k, &Id([1; 32]), &members, 3, true),
+            &"g"
+        )
+        .unwrap()
+        .by_column
+    );
     // Written as one group record (format v1.2), or as v1.1 writers did (an
     // entry per member): the controller checks both.
     let group_pack = |scope: &Id, v1_1: bool| {
